@@ -1,0 +1,3 @@
+"""Parley: analytics for AI-assistant platforms."""
+
+__version__ = "0.1.0"

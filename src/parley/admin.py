@@ -1,0 +1,193 @@
+"""The local operator's channel to a running server.
+
+DuckDB admits one writing process per file, so while ``parley serve`` holds the
+embedded store, ``parley keys`` and ``parley ingest`` reach it through the server.
+They do so over a Unix socket created with mode 0600 next to the database file:
+only the local user who runs the server can connect, and nothing on the network
+can reach it. With no server running, the CLI opens the store itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+from fastapi import FastAPI, Query, Request
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from parley.auth.keys import create_key
+from parley.errors import BadRequest, install_error_handlers
+from parley.ingest.service import LinesReport, ingest_lines
+from parley.settings import Settings
+from parley.store.port import Store, StoreLocked
+from parley.store.urls import parse_database_url
+
+ADMIN_TIMEOUT_S = 600.0
+
+
+class ChannelError(Exception):
+    """The store cannot be reached, or the server refused the operator's request."""
+
+
+def admin_socket_path(settings: Settings) -> Path | None:
+    """Where the server listens for the operator; None when the store needs no such channel."""
+    if settings.admin_socket is not None:
+        return settings.admin_socket
+    target = parse_database_url(settings.database_url)
+    if target.engine != "duckdb" or target.path is None:
+        return None
+    return target.path.with_name(target.path.name + ".admin.sock")
+
+
+def bind_admin_socket(path: Path) -> socket.socket:
+    """A listening Unix socket only its owner can connect to."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        if _answers(path):
+            raise ChannelError(f"another Parley server already listens on {path}")
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # the socket file is created 0600: no window for others
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def _answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+class KeyRequest(BaseModel):
+    org: str
+    workspace: str | None = None
+    member: int | None = None
+    ingest: bool = False
+
+
+def create_admin_app(store: Store) -> FastAPI:
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.store = store
+    install_error_handlers(app)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"store": store.url}
+
+    @app.post("/keys")
+    def keys(request: KeyRequest) -> dict[str, str]:
+        try:
+            key = create_key(
+                store,
+                org=request.org,
+                workspace_id=request.workspace,
+                member_id=request.member,
+                ingest=request.ingest,
+            )
+        except ValueError as err:
+            raise BadRequest(str(err)) from None
+        return {"key": key}
+
+    @app.post("/ingest-lines")
+    async def ingest_chunk(
+        request: Request, first_line: int = Query(1, ge=1), org: str | None = None
+    ) -> dict:
+        body = await request.body()
+        report = await run_in_threadpool(
+            ingest_lines, store, body.splitlines(), first_line=first_line, org=org
+        )
+        return report.as_json()
+
+    return app
+
+
+class Operator(Protocol):
+    """What the CLI does to a store, directly or through a running server."""
+
+    via_server: bool
+
+    def create_key(self, *, org: str, workspace: str | None, member: int | None, ingest: bool) -> str: ...
+
+    def ingest_lines(self, lines: Sequence[bytes], *, first_line: int, org: str | None) -> LinesReport: ...
+
+
+class DirectOperator:
+    via_server = False
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def create_key(self, *, org: str, workspace: str | None, member: int | None, ingest: bool) -> str:
+        return create_key(self.store, org=org, workspace_id=workspace, member_id=member, ingest=ingest)
+
+    def ingest_lines(self, lines: Sequence[bytes], *, first_line: int, org: str | None) -> LinesReport:
+        return ingest_lines(self.store, lines, first_line=first_line, org=org)
+
+
+class ServerOperator:
+    via_server = True
+
+    def __init__(self, path: Path) -> None:
+        self.client = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(path)),
+            base_url="http://parley-admin",
+            timeout=ADMIN_TIMEOUT_S,
+        )
+
+    def _post(self, url: str, **kwargs: object) -> dict:
+        response = self.client.post(url, **kwargs)  # type: ignore[arg-type]
+        if response.status_code >= 400:
+            raise ChannelError(response.json().get("detail", response.text))
+        return response.json()
+
+    def create_key(self, *, org: str, workspace: str | None, member: int | None, ingest: bool) -> str:
+        payload = {"org": org, "workspace": workspace, "member": member, "ingest": ingest}
+        return self._post("/keys", json=payload)["key"]
+
+    def ingest_lines(self, lines: Sequence[bytes], *, first_line: int, org: str | None) -> LinesReport:
+        params: dict[str, str | int] = {"first_line": first_line}
+        if org is not None:
+            params["org"] = org
+        data = self._post("/ingest-lines", params=params, content=b"\n".join(line.rstrip(b"\r\n") for line in lines))
+        return LinesReport.from_json(data)
+
+
+@contextlib.contextmanager
+def operator(settings: Settings) -> Iterator[Operator]:
+    """The server's channel when one answers, else the store opened directly."""
+    from parley.app import open_configured_store
+
+    path = admin_socket_path(settings)
+    if path is not None and path.exists() and _answers(path):
+        server = ServerOperator(path)
+        try:
+            yield server
+        finally:
+            server.client.close()
+        return
+    try:
+        store = open_configured_store(settings)
+    except StoreLocked as err:
+        raise ChannelError(f"{err} (no Parley server answers on {path})") from err
+    try:
+        yield DirectOperator(store)
+    finally:
+        store.close()

@@ -1,0 +1,67 @@
+"""The HTTP application: ``create_app(settings)`` mounts the routers and error handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+
+from parley import __version__
+from parley.errors import install_error_handlers
+from parley.ingest.router import router as ingest_router
+from parley.metrics.calls import router as calls_router
+from parley.settings import Settings
+from parley.store.port import Store, open_store
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def open_configured_store(settings: Settings) -> Store:
+    return open_store(
+        settings.database_url,
+        threads=settings.duckdb_threads,
+        memory_limit=settings.duckdb_memory_limit,
+    )
+
+
+def create_app(
+    settings: Settings | None = None, *, store: Store | None = None, clock: Clock = utcnow
+) -> FastAPI:
+    """The public API. A store passed in stays the caller's to close."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = store is None
+        app.state.store = store or open_configured_store(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.store.close()
+
+    app = FastAPI(
+        title="Parley",
+        version=__version__,
+        summary="Analytics for AI-assistant platforms.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.clock = clock
+    if store is not None:
+        app.state.store = store
+    install_error_handlers(app)
+    app.include_router(ingest_router)
+    app.include_router(calls_router)
+
+    @app.get("/healthz", tags=["meta"], include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,108 @@
+"""Who is calling: the API key turned into a Principal once per request, at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from parley.auth.keys import verify_key
+from parley.errors import Forbidden, NotFound, Unauthorized
+from parley.store.port import Store
+
+ALL_SCOPES = frozenset(
+    {"workspace_metrics:read", "chats:read", "chats:admin", "calls:read", "org_analytics:read"}
+)
+READER_SCOPES = frozenset({"workspace_metrics:read", "chats:read", "calls:read"})
+ROLE_SCOPES: dict[str, frozenset[str]] = {
+    "superadmin": ALL_SCOPES,
+    "admin": ALL_SCOPES,
+    "controller": READER_SCOPES,
+    "curator": READER_SCOPES,
+    "basic": frozenset(),
+}
+ORG_ROLES = frozenset({"superadmin", "admin"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    org: str
+    ingest: bool
+    workspace_id: str | None = None
+    member_id: int | None = None
+    role: str | None = None  # None: the member is not known (yet) in the workspace
+    scopes: frozenset[str] = frozenset()
+    is_anonymous: bool = False
+
+    def require_member(self) -> None:
+        if self.ingest:
+            raise Forbidden("an ingestion key may only call the ingestion endpoint")
+        if self.role is None:
+            raise Forbidden(f"member {self.member_id} is not known in workspace {self.workspace_id}")
+
+    def require_scope(self, scope: str) -> None:
+        self.require_member()
+        if scope not in self.scopes:
+            raise Forbidden(f"this key lacks the {scope} scope")
+
+    def require_workspace(self, org: str | None, workspace_id: str) -> None:
+        """404 for a workspace (or org) the key does not belong to: never reveal it exists."""
+        if self.ingest or self.workspace_id != workspace_id or (org is not None and org != self.org):
+            raise NotFound("workspace not found")
+
+
+def _presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() in ("bearer", "api-key") and value.strip():
+            return value.strip()
+        return None
+    key = request.headers.get("x-api-key")
+    return key.strip() if key else None
+
+
+def resolve_principal(store: Store, plain: str | None) -> Principal:
+    if not plain:
+        raise Unauthorized("missing API key: send Authorization: Bearer <key>")
+    record = verify_key(store, plain)
+    if record is None:
+        raise Unauthorized("unknown API key")
+    if record.ingest:
+        return Principal(key_id=record.key_id, org=record.org, ingest=True)
+    assert record.workspace_id is not None and record.member_id is not None
+    member = store.get_member(org=record.org, workspace_id=record.workspace_id, member_id=record.member_id)
+    if member is None:
+        return Principal(
+            key_id=record.key_id,
+            org=record.org,
+            ingest=False,
+            workspace_id=record.workspace_id,
+            member_id=record.member_id,
+        )
+    return Principal(
+        key_id=record.key_id,
+        org=record.org,
+        ingest=False,
+        workspace_id=record.workspace_id,
+        member_id=record.member_id,
+        role=member.role,
+        scopes=ROLE_SCOPES.get(member.role, frozenset()) | frozenset(member.scopes),
+        is_anonymous=member.is_anonymous,
+    )
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+
+
+def get_principal(request: Request, store: StoreDep) -> Principal:
+    return resolve_principal(store, _presented_key(request))
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

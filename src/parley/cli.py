@@ -1,0 +1,231 @@
+"""The ``parley`` command: serve | ingest | keys | demo."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from parley.admin import ChannelError, Operator, operator
+from parley.ingest.service import LinesReport
+from parley.settings import Settings
+from parley.store.port import StoreLocked
+
+app = typer.Typer(help="Parley: analytics for AI-assistant platforms.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+err = Console(stderr=True)
+
+CHUNK_LINES = 20_000
+MAX_REPORTED_LINES = 50
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _operator(settings: Settings) -> Iterator[Operator]:
+    try:
+        with operator(settings) as op:
+            yield op
+    except (ChannelError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Run the API (and the operator's local channel) over the configured store."""
+    from parley.server import run_server
+
+    settings = _settings()
+    if host is not None:
+        settings.host = host
+    if port is not None:
+        settings.port = port
+    try:
+        asyncio.run(run_server(settings))
+    except (ChannelError, StoreLocked, ValueError) as exc:
+        _fail(str(exc))
+
+
+@keys_app.command("create")
+def keys_create(
+    org: Annotated[str, typer.Option(help="The org the key belongs to.")],
+    ingest: Annotated[bool, typer.Option("--ingest", help="An org ingestion key.")] = False,
+    workspace: Annotated[str | None, typer.Option(help="The member's workspace id.")] = None,
+    member: Annotated[int | None, typer.Option(help="The member id the key acts as.")] = None,
+) -> None:
+    """Create an API key; the key alone is printed on the last line, shown only this once."""
+    with _operator(_settings()) as op:
+        key = op.create_key(org=org, workspace=workspace, member=member, ingest=ingest)
+    kind = "ingestion key" if ingest else f"key for member {member} of workspace {workspace}"
+    typer.echo(f"Created an {kind} in org {org}. Store it now: it is not shown again.")
+    typer.echo(key)
+
+
+Chunk = tuple[int, list[bytes], int]  # first line number, lines, bytes
+
+
+def _batched(lines: Iterable[bytes], size: int) -> Iterator[Chunk]:
+    iterator, first = iter(lines), 1
+    while batch := list(itertools.islice(iterator, size)):
+        yield first, batch, sum(map(len, batch))
+        first += len(batch)
+
+
+def _file_lines(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        yield from handle
+
+
+def _event_lines(events: Iterable[dict]) -> Iterator[bytes]:
+    return (orjson.dumps(event) for event in events)
+
+
+def load_chunks(
+    op: Operator, chunks: Iterable[Chunk], *, org: str | None, total_bytes: int | None
+) -> LinesReport:
+    """Send chunks of lines to the store (directly or through the server), with progress."""
+    total = LinesReport()
+    progress = Progress(
+        TextColumn("[bold]ingest[/bold]"),
+        BarColumn(),
+        TextColumn("{task.fields[events]} events"),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+    with progress:
+        task = progress.add_task("ingest", total=total_bytes, events=0)
+        for first, lines, nbytes in chunks:
+            total.merge(op.ingest_lines(lines, first_line=first, org=org))
+            progress.update(task, advance=nbytes, events=total.accepted + total.duplicates)
+    return total
+
+
+def _print_report(report: LinesReport) -> None:
+    for line_no, message in report.rejected[:MAX_REPORTED_LINES]:
+        err.print(f"line {line_no}: {message}", markup=False, highlight=False, soft_wrap=True)
+    if len(report.rejected) > MAX_REPORTED_LINES:
+        err.print(f"... and {len(report.rejected) - MAX_REPORTED_LINES} more rejected lines")
+    typer.echo(f"accepted {report.accepted}, duplicates {report.duplicates}, rejected {len(report.rejected)}")
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A JSONL file of events.")],
+    org: Annotated[str | None, typer.Option(help='The org of every event (else each line\'s "org").')] = None,
+) -> None:
+    """Bulk-load events, one ingestion envelope per line; bad lines are reported, not fatal."""
+    with _operator(_settings()) as op:
+        chunks = _batched(_file_lines(file), CHUNK_LINES)
+        report = load_chunks(op, chunks, org=org, total_bytes=file.stat().st_size)
+    _print_report(report)
+    if report.rejected:
+        raise typer.Exit(2)
+
+
+def write_jsonl(events: Iterable[dict], path: Path) -> int:
+    count = 0
+    with path.open("wb") as handle:
+        for event in events:
+            handle.write(orjson.dumps(event) + b"\n")
+            count += 1
+    return count
+
+
+@app.command()
+def demo(
+    scale: Annotated[str, typer.Option(help="Data set size: demo, S or M.")] = "demo",
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same events.")] = 7,
+    end: Annotated[
+        str | None,
+        typer.Option(help="Last instant of the data (ISO-8601 with offset); default now."),
+    ] = None,
+    jsonl: Annotated[
+        Path | None,
+        typer.Option(help="Write the events to this JSONL file instead of loading them."),
+    ] = None,
+) -> None:
+    """Fill the store with a realistic generated data set and print keys to try it with."""
+    from parley.demo import SCALES, generate, workspaces
+
+    if scale not in SCALES:
+        _fail(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
+    end_at = datetime.now(UTC)
+    if end is not None:
+        try:
+            end_at = datetime.fromisoformat(end)
+        except ValueError:
+            _fail(f"--end: {end!r} is not an ISO-8601 datetime")
+        if end_at.tzinfo is None:
+            _fail("--end needs an offset (Z or +02:00)")
+    events = generate(SCALES[scale], seed=seed, end=end_at)
+    if jsonl is not None:
+        count = write_jsonl(events, jsonl)
+        typer.echo(f"wrote {count} events to {jsonl}")
+        return
+    settings = _settings()
+    with _operator(settings) as op:
+        chunks = _batched(_event_lines(events), CHUNK_LINES)
+        report = load_chunks(op, chunks, org=None, total_bytes=None)
+        _print_report(report)
+        sample = workspaces(SCALES[scale], seed)
+        first = sample[0]
+        ingest_key = op.create_key(org=first.org, workspace=None, member=None, ingest=True)
+        admin_key = op.create_key(
+            org=first.org, workspace=first.workspace_id, member=first.admin_member_id, ingest=False
+        )
+        basic_key = op.create_key(
+            org=first.org, workspace=first.workspace_id, member=first.basic_member_id, ingest=False
+        )
+    _print_walkthrough(settings, first.org, first.workspace_id, ingest_key, admin_key, basic_key)
+
+
+def _print_walkthrough(
+    settings: Settings, org: str, workspace_id: str, ingest_key: str, admin_key: str, basic_key: str
+) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    call = {
+        "workspace_id": workspace_id,
+        "call_id": "try-1",
+        "assistant_id": "try-bot",
+        "assistant_name": "Try Bot",
+        "started_at": "2024-05-01T10:00:00Z",
+        "duration_seconds": 90,
+    }
+    event = {"id": "try-1", "type": "call.create", "timestamp": "2024-05-01T10:00:00Z", "body": call}
+    sample = orjson.dumps({"batch": [event]}).decode()
+    typer.echo(
+        f"""
+Demo data loaded. Workspace {workspace_id} of org {org}.
+  admin member key:  {admin_key}
+  basic member key:  {basic_key}
+  ingestion key:     {ingest_key}
+
+Start the server with `parley serve`, then try:
+  curl -s -H "Authorization: Bearer {admin_key}" {base}/analytics/calls/by-assistant
+  curl -s -H "Authorization: Bearer {basic_key}" {base}/analytics/calls/by-assistant
+  curl -s -X POST -H "Authorization: Bearer {ingest_key}" -H "Content-Type: application/json" \\
+       -d '{sample}' \\
+       {base}/api/v2/ingest
+API documentation: {base}/docs"""
+    )

@@ -1,0 +1,266 @@
+"""The ingestion envelope and one schema per event type (contract section 2).
+
+Validation turns a raw JSON object into an :class:`Event`: a checked envelope plus
+a typed body. Times are normalised to naive UTC (microseconds), which is what both
+storage engines keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
+
+MAX_ID_CHARS = 256
+
+
+def _to_utc_naive(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc_naive)]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+Name = Annotated[str, Field(max_length=1024)]
+MemberId = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+Tokens = Annotated[StrictInt, Field(ge=0, le=2**62)]
+
+Role = Literal["superadmin", "admin", "controller", "curator", "basic"]
+MemberKind = Literal["human", "assistant"]
+ChatType = Literal["assignment", "manager", "dm", "testing"]
+MessageRole = Literal["user", "assistant", "tool", "system"]
+ObservationType = Literal["generation", "span", "event"]
+Rating = Literal["positive", "negative"]
+
+
+class Body(BaseModel):
+    # Unknown body fields are ignored rather than rejected: platforms add fields
+    # faster than analytics vendors do, and dropping an event for that loses data.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class WorkspaceUpsert(Body):
+    workspace_id: Id
+    name: Name
+
+
+class MemberUpsert(Body):
+    workspace_id: Id
+    member_id: MemberId
+    name: Name
+    kind: MemberKind
+    role: Role
+    scopes: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list)
+    is_anonymous: StrictBool = False
+
+
+class AssistantUpsert(Body):
+    assistant_id: Id
+    name: Name
+    workspace_id: Id | None = None
+    member_id: MemberId | None = None
+
+
+class UserUpsert(Body):
+    user_id: Id
+    registered_at: UtcTime
+    name: Name | None = None
+
+
+class ChatUpsert(Body):
+    workspace_id: Id
+    chat_id: MemberId
+    owner_member_id: MemberId
+    assistant_member_id: MemberId | None = None
+    chat_type: ChatType
+    channel: Annotated[str, Field(max_length=256)]
+    title: str | None = None
+    metadata: dict[str, Any] | None = None
+    archived: StrictBool = False
+    needs_response: StrictBool = False
+    paused: StrictBool = False
+    muted: StrictBool = False
+    is_test: StrictBool = False
+    created_at: UtcTime
+
+
+CHAT_UPDATE_FIELDS = (
+    "title",
+    "metadata",
+    "archived",
+    "needs_response",
+    "paused",
+    "muted",
+    "is_test",
+    "assistant_member_id",
+)
+
+
+class ChatUpdate(Body):
+    workspace_id: Id
+    chat_id: MemberId
+    title: str | None = None
+    metadata: dict[str, Any] | None = None
+    archived: StrictBool | None = None
+    needs_response: StrictBool | None = None
+    paused: StrictBool | None = None
+    muted: StrictBool | None = None
+    is_test: StrictBool | None = None
+    assistant_member_id: MemberId | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one_field(self) -> ChatUpdate:
+        if not self.model_fields_set.intersection(CHAT_UPDATE_FIELDS):
+            raise ValueError(f"chat.update needs at least one of {', '.join(CHAT_UPDATE_FIELDS)}")
+        return self
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    arguments: Any = None
+
+
+class MessageCreate(Body):
+    workspace_id: Id
+    chat_id: MemberId
+    message_id: Id
+    role: MessageRole
+    sender_member_id: MemberId | None = None
+    assistant_name: Name | None = None
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    created_at: UtcTime
+
+
+class CallCreate(Body):
+    workspace_id: Id
+    call_id: Id
+    assistant_id: Id
+    assistant_name: Name | None = None
+    started_at: UtcTime
+    ended_at: UtcTime | None = None
+    duration_seconds: Annotated[float, Field(ge=0, le=10**9, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> CallCreate:
+        if self.ended_at is not None and self.ended_at < self.started_at:
+            raise ValueError("ended_at is before started_at")
+        return self
+
+
+class SessionCreate(Body):
+    session_id: Id
+    user_id: Id
+    mentor_id: Id | None = None
+    started_at: UtcTime
+
+
+class TraceCreate(Body):
+    trace_id: Id
+    session_id: Id | None = None
+    user_id: Id | None = None
+    mentor_id: Id | None = None
+    timestamp: UtcTime
+
+
+class ObservationCreate(Body):
+    observation_id: Id
+    trace_id: Id
+    type: ObservationType
+    model: Annotated[str, Field(max_length=256)] | None = None
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+    cost_usd: Annotated[float, Field(ge=0, le=10**9, allow_inf_nan=False)] | None = None
+    start_time: UtcTime
+
+
+class FeedbackCreate(Body):
+    feedback_id: Id
+    user_id: Id
+    rating: Rating
+    mentor_id: Id | None = None
+    session_id: Id | None = None
+    comment: str | None = None
+    created_at: UtcTime
+
+
+BODY_SCHEMAS: dict[str, type[Body]] = {
+    "workspace.upsert": WorkspaceUpsert,
+    "member.upsert": MemberUpsert,
+    "assistant.upsert": AssistantUpsert,
+    "user.upsert": UserUpsert,
+    "chat.upsert": ChatUpsert,
+    "chat.update": ChatUpdate,
+    "message.create": MessageCreate,
+    "call.create": CallCreate,
+    "session.create": SessionCreate,
+    "trace.create": TraceCreate,
+    "observation.create": ObservationCreate,
+    "feedback.create": FeedbackCreate,
+}
+EVENT_TYPES = tuple(BODY_SCHEMAS)
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: Id
+    type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
+    timestamp: UtcTime
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated event of one org, ready to store."""
+
+    org: str
+    id: str
+    type: str
+    timestamp: datetime
+    body: Body
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be stored, with the reason and, when known, its id."""
+
+    def __init__(self, reason: str, event_id: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.event_id = event_id
+
+
+def _describe(err: ValidationError, prefix: str) -> str:
+    parts = []
+    for item in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in item.get("loc", ()))
+        where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+    return "; ".join(parts)
+
+
+def validate_event(raw: Any, org: str) -> Event:
+    """Check one raw event and return it typed, or raise :class:`InvalidEvent`."""
+    if not isinstance(raw, dict):
+        raise InvalidEvent("an event must be a JSON object")
+    event_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+    try:
+        envelope = Envelope.model_validate(raw)
+    except ValidationError as err:
+        raise InvalidEvent(_describe(err, ""), event_id) from None
+    try:
+        body = BODY_SCHEMAS[envelope.type].model_validate(envelope.body)
+    except ValidationError as err:
+        raise InvalidEvent(_describe(err, "body"), event_id) from None
+    return Event(org=org, id=envelope.id, type=envelope.type, timestamp=envelope.timestamp, body=body)

@@ -1,0 +1,90 @@
+"""``POST /api/v2/ingest`` (contract section 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from parley.auth.principal import CurrentPrincipal, StoreDep
+from parley.errors import BadRequest, Forbidden, PayloadTooLarge
+from parley.ingest.service import ingest_batch
+from parley.responses import JsonResponse
+from parley.schemas import ERROR_RESPONSES
+
+router = APIRouter(tags=["ingestion"])
+
+
+class IngestSuccess(BaseModel):
+    id: str
+    status: int
+
+
+class IngestError(BaseModel):
+    id: str | None
+    index: int
+    status: int
+    message: str
+
+
+class IngestResult(BaseModel):
+    successes: list[IngestSuccess]
+    errors: list[IngestError]
+
+
+class IngestRequest(BaseModel):
+    """Documentation of the body; the endpoint reads it itself, event by event."""
+
+    batch: list[dict[str, Any]]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/api/v2/ingest",
+    status_code=207,
+    response_model=IngestResult,
+    responses={
+        207: {"model": IngestResult, "description": "One outcome per event"},
+        **ERROR_RESPONSES,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": IngestRequest.model_json_schema()}},
+        }
+    },
+)
+async def ingest(request: Request, principal: CurrentPrincipal, store: StoreDep) -> JsonResponse:
+    """Store a batch of events; each event succeeds or fails on its own."""
+    if not principal.ingest:
+        raise Forbidden("only an org ingestion key may ingest")
+    settings = request.app.state.settings
+    body = await _read_body(request, settings.max_body_bytes)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise BadRequest(f"body is not JSON: {err}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
+        raise BadRequest('body must be an object with a "batch" list of events')
+    batch = payload["batch"]
+    if len(batch) > settings.max_batch_events:
+        raise PayloadTooLarge(
+            f"batch holds {len(batch)} events; at most {settings.max_batch_events} per request"
+        )
+    report = await run_in_threadpool(ingest_batch, store, org=principal.org, batch=batch)
+    return JsonResponse(report.as_json(), status_code=207)

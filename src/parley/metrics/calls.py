@@ -1,0 +1,100 @@
+"""``GET /analytics/calls/by-assistant`` (seed 002, contract 5.3)."""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from parley.auth.principal import CurrentPrincipal, StoreDep
+from parley.schemas import error_responses
+from parley.store.port import CallsByAssistantRow
+from parley.timeseries import parse_tz, resolve_range
+
+router = APIRouter(tags=["calls"])
+
+DEFAULT_DAYS = 30
+US_PER_MINUTE = Decimal(60_000_000)
+US_PER_HOUR = Decimal(3_600_000_000)
+CENT = Decimal("0.01")
+
+
+class AssistantCalls(BaseModel):
+    assistant_id: str
+    assistant_name: str
+    total_calls: int
+    total_duration_minutes: float
+    total_duration_hours: float
+    avg_duration_minutes: float
+
+
+class CallsData(BaseModel):
+    assistants: list[AssistantCalls]
+
+
+class CallsByAssistant(BaseModel):
+    success: Literal[True] = True
+    message: str = "Calls by assistant fetched successfully"
+    data: CallsData
+
+
+class CallsError(BaseModel):
+    success: Literal[False] = False
+    message: str
+
+
+def _round2(value: Decimal) -> float:
+    # Exact decimal arithmetic, rounded half-to-even like Python's round().
+    return float(value.quantize(CENT, rounding=ROUND_HALF_EVEN))
+
+
+def summarize(row: CallsByAssistantRow) -> AssistantCalls:
+    minutes = Decimal(row.total_duration_us) / US_PER_MINUTE
+    return AssistantCalls(
+        assistant_id=row.assistant_id,
+        assistant_name=row.assistant_name,
+        total_calls=row.total_calls,
+        total_duration_minutes=_round2(minutes),
+        total_duration_hours=_round2(Decimal(row.total_duration_us) / US_PER_HOUR),
+        avg_duration_minutes=_round2(minutes / row.total_calls) if row.total_calls else 0.0,
+    )
+
+
+@router.get(
+    "/analytics/calls/by-assistant",
+    response_model=CallsByAssistant,
+    responses=error_responses(CallsError, 400, 401, 403),
+)
+def calls_by_assistant(
+    request: Request,
+    principal: CurrentPrincipal,
+    store: StoreDep,
+    start_date: Annotated[
+        str | None,
+        Query(description="Start of the range: YYYY-MM-DD or ISO-8601 with offset. Default: 30 days ago."),
+    ] = None,
+    end_date: Annotated[
+        str | None,
+        Query(description="End of the range (inclusive): YYYY-MM-DD or ISO-8601 with offset. Default: now."),
+    ] = None,
+) -> CallsByAssistant:
+    """Call count and duration per assistant, for the calling member's workspace."""
+    principal.require_scope("calls:read")
+    now = request.app.state.clock().astimezone(UTC).replace(tzinfo=None)
+    span = resolve_range(
+        start_date,
+        end_date,
+        start_name="start_date",
+        end_name="end_date",
+        default_end=now,
+        default_span=timedelta(days=DEFAULT_DAYS),
+        tz=parse_tz(None),
+    )
+    assert principal.workspace_id is not None
+    rows = store.calls_by_assistant(
+        org=principal.org, workspace_id=principal.workspace_id, start=span.start, end=span.end
+    )
+    return CallsByAssistant(data=CallsData(assistants=[summarize(r) for r in rows]))

@@ -1,0 +1,31 @@
+"""Response schemas shared by every router: the error shape, for OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class ErrorField(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    errors: list[ErrorField] | None = None
+
+
+def error_responses(model: type[BaseModel], *codes: int) -> dict[int | str, dict[str, Any]]:
+    reasons = {
+        400: "Bad request",
+        401: "Missing or unknown API key",
+        403: "The key lacks the right",
+        404: "Not found, or not the key's",
+        413: "Body or batch over the limits",
+    }
+    return {code: {"model": model, "description": reasons[code]} for code in codes}
+
+
+ERROR_RESPONSES = error_responses(ErrorBody, 400, 401, 403, 404, 413)

@@ -1,0 +1,68 @@
+"""``parley serve``: the public API on TCP and the operator's channel on a Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from parley.admin import admin_socket_path, bind_admin_socket, create_admin_app
+from parley.app import create_app, open_configured_store
+from parley.settings import Settings
+
+log = logging.getLogger("parley")
+
+
+class _PublicServer(uvicorn.Server):
+    """Stops on SIGINT/SIGTERM and returns, so that the store and socket are closed after.
+
+    (uvicorn's own handler re-raises the signal once serving ends, which would kill
+    the process before the checkpoint and the socket clean-up.)
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
+class _ChannelServer(uvicorn.Server):
+    """The operator channel's server: the public server owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_server(settings: Settings) -> None:
+    store = open_configured_store(settings)
+    socket_path = admin_socket_path(settings)
+    try:
+        app = create_app(settings, store=store)
+        public = _PublicServer(
+            uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+        )
+        channel_task = None
+        if socket_path is not None:
+            sock = bind_admin_socket(socket_path)
+            channel = _ChannelServer(
+                uvicorn.Config(create_admin_app(store), lifespan="off", log_level="warning")
+            )
+            channel_task = asyncio.create_task(channel.serve(sockets=[sock]))
+        try:
+            await public.serve()
+        finally:
+            if channel_task is not None:
+                channel.should_exit = True
+                await channel_task
+                socket_path.unlink(missing_ok=True)
+    finally:
+        store.close()

@@ -1,0 +1,51 @@
+"""Every setting Parley reads, declared once, each with its help text.
+
+Values come from the environment with the ``PARLEY_`` prefix (for example
+``PARLEY_DATABASE_URL``). ``tests/test_docs.py`` fails when a setting is not
+documented in the README.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "duckdb:///./parley-data/parley.duckdb"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore")
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description=(
+            "Where Parley stores its data: duckdb:///path/file.duckdb (the embedded default), "
+            "chdb:///path/dir or clickhouse://user:pass@host:8123/db."
+        ),
+    )
+    host: str = Field("127.0.0.1", description="Address `parley serve` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `parley serve` listens on.")
+    admin_socket: Path | None = Field(
+        None,
+        description=(
+            "Unix socket through which the CLI reaches a running server (keys, ingest). "
+            "Default: next to the embedded database file, `<file>.admin.sock`."
+        ),
+    )
+    max_batch_events: int = Field(
+        10_000, ge=1, description="Most events one ingestion request may carry (413 beyond)."
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest ingestion request body in bytes (413 beyond).",
+    )
+    duckdb_threads: int | None = Field(
+        None, ge=1, description="Threads DuckDB may use per query (default: all cores)."
+    )
+    duckdb_memory_limit: str | None = Field(
+        None, description="DuckDB memory limit, such as `4GB` (default: DuckDB's own, 80% of RAM)."
+    )
+    log_level: str = Field("info", description="Log level of the server: debug, info, warning.")

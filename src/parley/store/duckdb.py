@@ -1,0 +1,288 @@
+"""The embedded store: one DuckDB file, one writer, a read cursor per thread.
+
+DuckDB admits one writing process per file. Inside the process, writes go through
+one connection under a lock (as Datasette funnels SQLite writes through one
+writer), while each request thread reads through its own cursor. A transaction
+that commits has reached DuckDB's write-ahead log, so an acknowledged event
+survives a crash of the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from parley.ingest.events import Event
+from parley.store import schema
+from parley.store.port import (
+    ApiKeyRecord,
+    CallsByAssistantRow,
+    MemberState,
+    StoreLocked,
+    StoreOutcome,
+)
+
+DUCKDB_TYPES = {
+    schema.STR: "VARCHAR",
+    schema.INT: "BIGINT",
+    schema.BOOL: "BOOLEAN",
+    schema.TIME: "TIMESTAMP",
+    schema.JSON: "VARCHAR",
+    schema.STR_LIST: "VARCHAR[]",
+}
+
+_DDL_FIXED = """
+CREATE TABLE IF NOT EXISTS parley_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS event_ledger (
+    org VARCHAR NOT NULL,
+    event_id VARCHAR NOT NULL,
+    type VARCHAR NOT NULL,
+    ingested_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (org, event_id)
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id VARCHAR PRIMARY KEY,
+    secret_hash VARCHAR NOT NULL,
+    org VARCHAR NOT NULL,
+    workspace_id VARCHAR,
+    member_id BIGINT,
+    ingest BOOLEAN NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+"""
+
+
+def _table_ddl(table: schema.Table) -> str:
+    cols = ",\n    ".join(f"{c.name} {DUCKDB_TYPES[c.type]}" for c in table.columns)
+    return f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {cols}\n);"
+
+
+class DuckDBStore:
+    def __init__(self, path: Path, *, threads: int | None = None, memory_limit: str | None = None) -> None:
+        self.path = Path(path)
+        self.url = f"duckdb:///{self.path}"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        config: dict[str, str | int] = {}
+        if threads:
+            config["threads"] = threads
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        try:
+            self._con = duckdb.connect(str(self.path), config=config)
+        except duckdb.IOException as err:
+            if "lock" in str(err).lower():
+                raise StoreLocked(
+                    f"{self.path} is held by another process; run the command through the "
+                    "Parley server that holds it, or stop that process"
+                ) from err
+            raise
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._migrate()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._write_lock:
+            con = self._con
+            con.execute(_DDL_FIXED)
+            row = con.execute("SELECT value FROM parley_meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > schema.SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {version}, newer than this Parley "
+                    f"({schema.SCHEMA_VERSION}): upgrade Parley"
+                )
+            for table in schema.TABLES:
+                con.execute(_table_ddl(table))
+            con.execute(
+                "INSERT OR REPLACE INTO parley_meta VALUES ('schema_version', ?)",
+                [str(schema.SCHEMA_VERSION)],
+            )
+
+    def _reader(self) -> duckdb.DuckDBPyConnection:
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._con.cursor()
+            self._local.cursor = cursor
+            with self._write_lock:
+                self._cursors.append(cursor)
+        return cursor
+
+    def close(self) -> None:
+        with self._write_lock:
+            for cursor in self._cursors:
+                cursor.close()
+            self._cursors.clear()
+            try:
+                self._con.execute("CHECKPOINT")
+            finally:
+                self._con.close()
+
+    # -- ingestion ----------------------------------------------------------------
+
+    def ingest(self, events: Sequence[Event]) -> StoreOutcome:
+        unique: dict[tuple[str, str], Event] = {}
+        duplicates: list[str] = []
+        for event in events:
+            key = (event.org, event.id)
+            if key in unique:
+                duplicates.append(event.id)
+            else:
+                unique[key] = event
+        if not unique:
+            return StoreOutcome([], duplicates, {})
+        try:
+            stored = self._store_batch(list(unique.values()))
+        except duckdb.Error:
+            if len(unique) == 1:
+                (event,) = unique.values()
+                return StoreOutcome([], duplicates, {event.id: "the store refused this event"})
+            # Isolate the event the engine refused so that its neighbours still land.
+            stored, failed = [], {}
+            for event in unique.values():
+                outcome = self.ingest([event])
+                stored += outcome.stored
+                duplicates += outcome.duplicates
+                failed.update(outcome.failed)
+            return StoreOutcome(stored, duplicates, failed)
+        stored_keys = set(stored)
+        duplicates += [e.id for key, e in unique.items() if key not in stored_keys]
+        return StoreOutcome([event_id for _, event_id in stored], duplicates, {})
+
+    def _store_batch(self, events: list[Event]) -> list[tuple[str, str]]:
+        ledger = pa.table(
+            {
+                "org": pa.array([e.org for e in events], pa.string()),
+                "event_id": pa.array([e.id for e in events], pa.string()),
+                "type": pa.array([e.type for e in events], pa.string()),
+            }
+        )
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with self._write_lock:
+            con = self._con
+            con.begin()
+            try:
+                con.register("ledger_batch", ledger)
+                new = con.execute(
+                    "INSERT INTO event_ledger "
+                    "SELECT org, event_id, type, ? FROM ledger_batch "
+                    "ON CONFLICT DO NOTHING RETURNING org, event_id",
+                    [now],
+                ).fetchall()
+                new_keys = set(new)
+                by_table: dict[schema.Table, list[Event]] = defaultdict(list)
+                for event in events:
+                    if (event.org, event.id) in new_keys:
+                        by_table[schema.TABLE_FOR_TYPE[event.type]].append(event)
+                for table, rows in by_table.items():
+                    con.register("event_rows", table.to_arrow(rows))
+                    con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM event_rows")  # noqa: S608
+                    con.unregister("event_rows")
+                con.unregister("ledger_batch")
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+        return [(org, event_id) for org, event_id in new]
+
+    def count_events(self, *, org: str) -> int:
+        row = self._reader().execute("SELECT count(*) FROM event_ledger WHERE org = ?", [org]).fetchone()
+        return int(row[0])
+
+    # -- keys and members ---------------------------------------------------------
+
+    def create_api_key(self, record: ApiKeyRecord) -> None:
+        with self._write_lock:
+            self._con.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    record.key_id,
+                    record.secret_hash,
+                    record.org,
+                    record.workspace_id,
+                    record.member_id,
+                    record.ingest,
+                    record.created_at,
+                ],
+            )
+
+    def find_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT key_id, secret_hash, org, workspace_id, member_id, ingest, created_at "
+                "FROM api_keys WHERE key_id = ?",
+                [key_id],
+            )
+            .fetchone()
+        )
+        return None if row is None else ApiKeyRecord(*row)
+
+    def get_member(self, *, org: str, workspace_id: str, member_id: int) -> MemberState | None:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT workspace_id, member_id, name, kind, role, scopes, is_anonymous FROM members "
+                "WHERE org = ? AND workspace_id = ? AND member_id = ? "
+                "ORDER BY ts DESC, event_id DESC LIMIT 1",
+                [org, workspace_id, member_id],
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        ws, mid, name, kind, role, scopes, anonymous = row
+        return MemberState(ws, mid, name, kind, role, tuple(scopes or ()), bool(anonymous))
+
+    # -- analytics ----------------------------------------------------------------
+
+    def calls_by_assistant(
+        self, *, org: str, workspace_id: str, start: datetime, end: datetime
+    ) -> list[CallsByAssistantRow]:
+        # A call re-sent under a new event id is the same call: its latest event wins.
+        sql = """
+        WITH latest AS (
+            SELECT assistant_id, assistant_name, started_at, duration_us, event_id
+            FROM calls
+            WHERE org = $org AND workspace_id = $workspace_id
+            QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY ts DESC, event_id DESC) = 1
+        ),
+        in_range AS (
+            SELECT * FROM latest WHERE started_at BETWEEN $start AND $end
+        ),
+        per_assistant AS (
+            SELECT assistant_id,
+                   count(*) AS total_calls,
+                   coalesce(sum(duration_us), 0) AS total_us,
+                   arg_max(assistant_name, (started_at, event_id))
+                       FILTER (WHERE coalesce(assistant_name, '') <> '') AS call_name
+            FROM in_range
+            GROUP BY assistant_id
+        ),
+        registered AS (
+            SELECT assistant_id, arg_max(name, (ts, event_id)) AS name
+            FROM assistants
+            WHERE org = $org AND assistant_id IN (SELECT assistant_id FROM per_assistant)
+            GROUP BY assistant_id
+        )
+        SELECT p.assistant_id,
+               coalesce(nullif(r.name, ''), p.call_name, p.assistant_id) AS assistant_name,
+               p.total_calls,
+               p.total_us
+        FROM per_assistant p LEFT JOIN registered r USING (assistant_id)
+        ORDER BY p.total_us DESC, assistant_name, p.assistant_id
+        """
+        rows = (
+            self._reader()
+            .execute(sql, {"org": org, "workspace_id": workspace_id, "start": start, "end": end})
+            .fetchall()
+        )
+        return [CallsByAssistantRow(a, n, int(c), int(us)) for a, n, c, us in rows]

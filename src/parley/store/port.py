@@ -1,0 +1,104 @@
+"""The storage port: everything endpoints and ingestion may ask of a store.
+
+Endpoints never see a driver. Every tenant-scoped call takes the tenant as a
+required keyword, so no query can be written without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from parley.ingest.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    key_id: str
+    secret_hash: str
+    org: str
+    workspace_id: str | None  # None for an org ingestion key
+    member_id: int | None
+    ingest: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """A member as its latest ``member.upsert`` left it."""
+
+    workspace_id: str
+    member_id: int
+    name: str
+    kind: str
+    role: str
+    scopes: tuple[str, ...]
+    is_anonymous: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    """What happened to each event handed to :meth:`Store.ingest`."""
+
+    stored: list[str]  # ids newly stored
+    duplicates: list[str]  # ids stored before: a no-op
+    failed: dict[str, str]  # id -> reason, for events the engine refused
+
+
+@dataclass(frozen=True, slots=True)
+class CallsByAssistantRow:
+    assistant_id: str
+    assistant_name: str
+    total_calls: int
+    total_duration_us: int
+
+
+class StoreLocked(RuntimeError):
+    """The embedded store is held by another process."""
+
+
+class Store(Protocol):
+    url: str
+
+    def ingest(self, events: Sequence[Event]) -> StoreOutcome:
+        """Store new events durably, skipping ids already stored for their org."""
+
+    def create_api_key(self, record: ApiKeyRecord) -> None: ...
+
+    def find_api_key(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    def get_member(self, *, org: str, workspace_id: str, member_id: int) -> MemberState | None: ...
+
+    def calls_by_assistant(
+        self, *, org: str, workspace_id: str, start: datetime, end: datetime
+    ) -> list[CallsByAssistantRow]:
+        """Calls whose ``started_at`` lies in ``[start, end]`` (naive UTC), per assistant."""
+
+    def count_events(self, *, org: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str, *, threads: int | None = None, memory_limit: str | None = None) -> Store:
+    """Open the store a database URL names (contract section 3)."""
+    from parley.store.urls import parse_database_url
+
+    target = parse_database_url(url)
+    if target.engine == "duckdb":
+        from parley.store.duckdb import DuckDBStore
+
+        return DuckDBStore(target.path, threads=threads, memory_limit=memory_limit)
+    raise ValueError(f"the {target.engine} store is not available yet: use a duckdb:/// URL")
+
+
+__all__ = [
+    "ApiKeyRecord",
+    "CallsByAssistantRow",
+    "MemberState",
+    "Store",
+    "StoreLocked",
+    "StoreOutcome",
+    "open_store",
+]

@@ -1,0 +1,206 @@
+"""The engine-neutral table layout, and events turned into Arrow batches for it.
+
+Every contract event type lands in an append-only table. Each row carries the
+tenant (``org``), the event id and the event ``ts``; latest-wins state for the
+``*.upsert`` types is derived at query time from ``(ts, event_id)``, so arrival
+order never matters. Each engine adapter renders these logical column types in
+its own DDL (see ``duckdb.py``), so the layout is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from parley.ingest.events import CHAT_UPDATE_FIELDS, ChatUpdate, Event
+
+SCHEMA_VERSION = 1
+
+# Logical column types, mapped to engine types by each adapter.
+STR, INT, BOOL, TIME, JSON, STR_LIST = "str", "int", "bool", "time", "json", "str_list"
+
+ARROW_TYPES = {
+    STR: pa.string(),
+    INT: pa.int64(),
+    BOOL: pa.bool_(),
+    TIME: pa.timestamp("us"),
+    JSON: pa.string(),
+    STR_LIST: pa.list_(pa.string()),
+}
+
+MICROS = 1_000_000
+# Costs are kept as integer pico-dollars so that sums are exact and identical on
+# every engine, whatever order they are added in.
+PICO_USD = 10**12
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    get: Callable[[Event], Any]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    event_types: tuple[str, ...]
+    columns: tuple[Column, ...]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([(c.name, ARROW_TYPES[c.type]) for c in self.columns])
+
+    def to_arrow(self, events: Iterable[Event]) -> pa.Table:
+        rows = list(events)
+        return pa.table(
+            {c.name: pa.array([c.get(e) for e in rows], ARROW_TYPES[c.type]) for c in self.columns},
+            schema=self.arrow_schema,
+        )
+
+
+def _body(field: str) -> Callable[[Event], Any]:
+    return lambda e: getattr(e.body, field, None)
+
+
+def _json(field: str) -> Callable[[Event], Any]:
+    def get(e: Event) -> str | None:
+        value = getattr(e.body, field, None)
+        return None if value is None else orjson.dumps(value).decode()
+
+    return get
+
+
+def _seconds_to_us(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * MICROS)
+
+
+def _call_duration_us(e: Event) -> int | None:
+    body = e.body
+    if body.duration_seconds is not None:
+        return _seconds_to_us(body.duration_seconds)
+    if body.ended_at is not None:
+        delta = body.ended_at - body.started_at
+        return (delta.days * 86_400 + delta.seconds) * MICROS + delta.microseconds
+    return None
+
+
+def _cost_pusd(e: Event) -> int | None:
+    cost = e.body.cost_usd
+    return None if cost is None else round(cost * PICO_USD)
+
+
+def _chat_fields_set(e: Event) -> list[str]:
+    if isinstance(e.body, ChatUpdate):
+        return sorted(e.body.model_fields_set.intersection(CHAT_UPDATE_FIELDS))
+    return list(CHAT_UPDATE_FIELDS)
+
+
+def _tool_names(e: Event) -> list[str] | None:
+    calls = e.body.tool_calls
+    return None if calls is None else [c.name for c in calls]
+
+
+def _tool_calls_json(e: Event) -> str | None:
+    calls = e.body.tool_calls
+    if calls is None:
+        return None
+    return orjson.dumps([c.model_dump() for c in calls]).decode()
+
+
+ENVELOPE = (
+    Column("org", STR, lambda e: e.org),
+    Column("event_id", STR, lambda e: e.id),
+    Column("ts", TIME, lambda e: e.timestamp),
+)
+
+
+def _table(name: str, event_types: tuple[str, ...], *columns: Column) -> Table:
+    return Table(name, event_types, ENVELOPE + columns)
+
+
+def _cols(spec: str) -> tuple[Column, ...]:
+    """Columns read straight from body fields: "name:type name:type ..."."""
+    out = []
+    for item in spec.split():
+        name, typ = item.split(":")
+        out.append(Column(name, typ, _json(name) if typ == JSON else _body(name)))
+    return tuple(out)
+
+
+TABLES: tuple[Table, ...] = (
+    _table("workspaces", ("workspace.upsert",), *_cols("workspace_id:str name:str")),
+    _table(
+        "members",
+        ("member.upsert",),
+        *_cols("workspace_id:str member_id:int name:str kind:str role:str scopes:str_list"),
+        *_cols("is_anonymous:bool"),
+    ),
+    _table(
+        "assistants",
+        ("assistant.upsert",),
+        *_cols("assistant_id:str name:str workspace_id:str member_id:int"),
+    ),
+    _table("users", ("user.upsert",), *_cols("user_id:str registered_at:time name:str")),
+    _table(
+        "chat_events",
+        ("chat.upsert", "chat.update"),
+        Column("op", STR, lambda e: e.type.removeprefix("chat.")),
+        *_cols("workspace_id:str chat_id:int owner_member_id:int assistant_member_id:int"),
+        *_cols("chat_type:str channel:str title:str metadata:json archived:bool"),
+        *_cols("needs_response:bool paused:bool muted:bool is_test:bool created_at:time"),
+        Column("fields_set", STR_LIST, _chat_fields_set),
+    ),
+    _table(
+        "messages",
+        ("message.create",),
+        *_cols("workspace_id:str chat_id:int message_id:str role:str sender_member_id:int"),
+        *_cols("assistant_name:str content:str"),
+        Column("tool_names", STR_LIST, _tool_names),
+        Column("tool_calls", JSON, _tool_calls_json),
+        *_cols("created_at:time"),
+    ),
+    _table(
+        "calls",
+        ("call.create",),
+        *_cols("workspace_id:str call_id:str assistant_id:str assistant_name:str"),
+        *_cols("started_at:time ended_at:time"),
+        Column("duration_us", INT, _call_duration_us),
+    ),
+    _table(
+        "sessions",
+        ("session.create",),
+        *_cols("session_id:str user_id:str mentor_id:str started_at:time"),
+    ),
+    _table(
+        "traces",
+        ("trace.create",),
+        *_cols("trace_id:str session_id:str user_id:str mentor_id:str"),
+        Column("traced_at", TIME, _body("timestamp")),
+    ),
+    _table(
+        "observations",
+        ("observation.create",),
+        *_cols("observation_id:str trace_id:str"),
+        Column("obs_type", STR, _body("type")),
+        *_cols("model:str input_tokens:int output_tokens:int"),
+        Column("cost_pusd", INT, _cost_pusd),
+        *_cols("start_time:time"),
+    ),
+    _table(
+        "feedback",
+        ("feedback.create",),
+        *_cols("feedback_id:str user_id:str rating:str mentor_id:str session_id:str comment:str"),
+        *_cols("created_at:time"),
+    ),
+)
+
+TABLE_FOR_TYPE: dict[str, Table] = {t: table for table in TABLES for t in table.event_types}

@@ -1,0 +1,77 @@
+"""Apps over a real store: a DuckDB file per test, the real HTTP app, fixed time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from parley.app import create_app
+from parley.auth.keys import create_key
+from parley.settings import Settings
+from parley.store.port import Store, open_store
+from tests.factories import WS
+
+NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["duckdb"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"duckdb:///{tmp_path}/parley-data/parley.duckdb"
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def settings(store_url: str) -> Settings:
+    return Settings(database_url=store_url)
+
+
+@pytest.fixture
+def client(settings: Settings, store: Store) -> Iterator[TestClient]:
+    app = create_app(settings, store=store, clock=lambda: NOW)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def ingest_key(store: Store) -> str:
+    return create_key(store, org="acme", ingest=True)
+
+
+@pytest.fixture
+def ingest(client: TestClient, ingest_key: str) -> Callable[..., dict[str, Any]]:
+    """POST events through the real endpoint; fails the test unless every event succeeds."""
+
+    def send(*events: dict[str, Any], expect_ok: bool = True) -> dict[str, Any]:
+        response = client.post(
+            "/api/v2/ingest", json={"batch": list(events)}, headers=bearer(ingest_key)
+        )
+        assert response.status_code == 207, response.text
+        body = response.json()
+        if expect_ok:
+            assert body["errors"] == [], body["errors"]
+        return body
+
+    return send
+
+
+@pytest.fixture
+def member_key(store: Store) -> Callable[..., str]:
+    def make(member_id: int, *, workspace: str = WS, org: str = "acme") -> str:
+        return create_key(store, org=org, workspace_id=workspace, member_id=member_id)
+
+    return make
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

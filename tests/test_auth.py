@@ -1,0 +1,120 @@
+"""Keys and rights (contract 1): the matrix for the calls endpoint, tenants kept apart."""
+
+from __future__ import annotations
+
+import pytest
+
+from parley.auth.keys import create_key, verify_key
+from parley.store.port import Store
+from tests.conftest import bearer
+from tests.factories import T0, WS, WS_OTHER, call, member
+
+URL = "/analytics/calls/by-assistant"
+RANGE = {"start_date": "2024-05-01", "end_date": "2024-05-01"}
+
+
+@pytest.mark.parametrize(
+    ("role", "scopes", "status"),
+    [
+        ("superadmin", [], 200),
+        ("admin", [], 200),
+        ("controller", [], 200),
+        ("curator", [], 200),
+        ("basic", [], 403),
+        ("basic", ["calls:read"], 200),
+        ("basic", ["chats:read"], 403),
+    ],
+)
+def test_role_and_scope_matrix(client, ingest, member_key, role, scopes, status):
+    ingest(member(5, role, scopes=scopes))
+    response = client.get(URL, params=RANGE, headers=bearer(member_key(5)))
+    assert response.status_code == status, response.text
+    if status == 403:
+        assert response.json() == {"success": False, "message": "this key lacks the calls:read scope"}
+
+
+def test_missing_malformed_and_unknown_keys_are_401(client, store: Store, ingest, member_key):
+    ingest(member(1, "admin"))
+    real = member_key(1)
+    key_id = real.split("_")[1]
+    cases = {
+        "no header": {},
+        "empty bearer": {"Authorization": "Bearer "},
+        "unknown scheme": {"Authorization": f"Basic {real}"},
+        "malformed": bearer("not-a-parley-key"),
+        "unknown id": bearer("prl_0000000000000000_" + "x" * 43),
+        "wrong secret": bearer(f"prl_{key_id}_" + "y" * 43),
+    }
+    for name, headers in cases.items():
+        response = client.get(URL, params=RANGE, headers=headers)
+        assert response.status_code == 401, name
+        assert response.json()["success"] is False, name
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_every_documented_header_carries_the_key(client, ingest, member_key):
+    ingest(member(1, "admin"))
+    key = member_key(1)
+    for headers in ({"Authorization": f"Bearer {key}"}, {"Authorization": f"Api-Key {key}"}, {"X-API-Key": key}):
+        assert client.get(URL, params=RANGE, headers=headers).status_code == 200, headers
+
+
+def test_an_ingestion_key_cannot_read(client, ingest_key):
+    response = client.get(URL, params=RANGE, headers=bearer(ingest_key))
+    assert response.status_code == 403
+    assert response.json() == {"success": False, "message": "an ingestion key may only call the ingestion endpoint"}
+
+
+def test_a_member_not_known_in_its_workspace_is_403(client, member_key):
+    response = client.get(URL, params=RANGE, headers=bearer(member_key(99)))
+    assert response.status_code == 403
+
+
+def test_a_member_of_another_workspace_has_no_rights_here(client, ingest, member_key):
+    # Member 4 is an admin in the other workspace only: a key for this workspace is not.
+    ingest(member(4, "admin", workspace=WS_OTHER))
+    assert client.get(URL, params=RANGE, headers=bearer(member_key(4, workspace=WS))).status_code == 403
+    assert client.get(URL, params=RANGE, headers=bearer(member_key(4, workspace=WS_OTHER))).status_code == 200
+
+
+def test_tenants_never_see_each_other(client, store: Store, ingest, member_key):
+    globex_ingest = create_key(store, org="globex", ingest=True)
+    # Both orgs use the same workspace id and member id: only the org separates them.
+    ingest(member(1, "admin"), call("acme-call", "a1", T0, duration=60))
+    response = client.post(
+        "/api/v2/ingest",
+        json={"batch": [member(1, "admin"), call("globex-call", "a1", T0, duration=120), call("g2", "a1", T0)]},
+        headers=bearer(globex_ingest),
+    )
+    assert response.status_code == 207 and response.json()["errors"] == []
+    acme = client.get(URL, params=RANGE, headers=bearer(member_key(1))).json()["data"]["assistants"]
+    globex = client.get(URL, params=RANGE, headers=bearer(member_key(1, org="globex"))).json()["data"]["assistants"]
+    assert [(a["total_calls"], a["total_duration_minutes"]) for a in acme] == [(1, 1.0)]
+    assert [(a["total_calls"], a["total_duration_minutes"]) for a in globex] == [(2, 2.0)]
+
+
+def test_keys_are_random_hashed_and_checked(store: Store):
+    key = create_key(store, org="acme", ingest=True)
+    other = create_key(store, org="acme", ingest=True)
+    assert key != other
+    prefix, key_id, secret = key.split("_", 2)
+    assert prefix == "prl" and len(secret) >= 43  # 32 random bytes, base64url
+    record = store.find_api_key(key_id)
+    assert record is not None and record.ingest and record.org == "acme"
+    assert secret not in record.secret_hash
+    assert verify_key(store, key) == record
+    assert verify_key(store, key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"ingest": True, "workspace_id": WS},
+        {"ingest": False},
+        {"ingest": False, "workspace_id": WS},
+        {"ingest": False, "member_id": 1},
+    ],
+)
+def test_a_key_is_either_for_ingestion_or_for_a_member(store: Store, kwargs):
+    with pytest.raises(ValueError):
+        create_key(store, org="acme", **kwargs)

@@ -1,0 +1,26 @@
+"""The README documents every setting, and its two commands are what CI runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from parley.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_setting_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"PARLEY_{name.upper()}" not in readme]
+    assert missing == []
+
+
+def test_every_setting_has_help_text():
+    assert [name for name, field in Settings.model_fields.items() if not field.description] == []
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme
+    assert "make test" in ci

@@ -1,0 +1,39 @@
+"""An acknowledged event survives the server being killed right after the answer."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.factories import T0, WS, call, member
+from tests.processes import run_cli, running_server
+
+pytestmark = pytest.mark.slow
+
+
+def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path):
+    url = f"duckdb:///{tmp_path}/parley.duckdb"
+    ingest_key = run_cli(url, "keys", "create", "--org", "acme", "--ingest").stdout.strip().splitlines()[-1]
+    member_key = run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1").stdout.strip().splitlines()[-1]
+    batches = [[member(1, "admin", id="m1")]] + [
+        [call(f"c{b}-{i}", "a1", T0, duration=60, id=f"c{b}-{i}") for i in range(500)] for b in range(4)
+    ]
+    with running_server(url) as (base, process):
+        for batch in batches:
+            response = httpx.post(
+                f"{base}/api/v2/ingest", json={"batch": batch}, headers={"Authorization": f"Bearer {ingest_key}"}
+            )
+            assert response.status_code == 207 and len(response.json()["successes"]) == len(batch)
+        process.send_signal(signal.SIGKILL)  # no shutdown, no checkpoint
+        process.wait(timeout=10)
+    with running_server(url) as (base, _):
+        data = httpx.get(
+            f"{base}/analytics/calls/by-assistant",
+            params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
+            headers={"Authorization": f"Bearer {member_key}"},
+        ).json()
+        assert data["data"]["assistants"][0]["total_calls"] == 2000
+        assert data["data"]["assistants"][0]["total_duration_minutes"] == 2000.0

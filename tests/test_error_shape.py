@@ -1,0 +1,51 @@
+"""Every error has the one JSON shape (the calls endpoint keeps its seed envelope)."""
+
+from __future__ import annotations
+
+from parley.errors import SEED_ENVELOPE_PREFIX
+from tests.conftest import bearer
+from tests.factories import member
+
+
+def _operations(client):
+    for path, methods in client.app.openapi()["paths"].items():
+        for method in methods:
+            yield method.upper(), path
+
+
+def _assert_error_shape(path: str, response, status: int) -> None:
+    assert response.status_code == status, (path, response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    if path.startswith(SEED_ENVELOPE_PREFIX):
+        assert set(body) == {"success", "message"} and body["success"] is False
+        assert body["message"]
+    else:
+        assert set(body) <= {"detail", "errors"} and isinstance(body["detail"], str) and body["detail"]
+
+
+def test_every_route_refuses_a_missing_key_in_its_shape(client):
+    operations = list(_operations(client))
+    assert len(operations) >= 2
+    for method, path in operations:
+        _assert_error_shape(path, client.request(method, path), 401)
+
+
+def test_every_route_refuses_garbage_parameters_in_its_shape(client, ingest, member_key, ingest_key):
+    ingest(member(1, "admin"))
+    garbage = {
+        "start_date": "not-a-date",
+        "end_date": "2024-13-45",
+        "from_date": "x",
+        "to_date": "y",
+        "tz": "Mars/Olympus",
+    }
+    for method, path in _operations(client):
+        key = ingest_key if path == "/api/v2/ingest" else member_key(1)
+        response = client.request(method, path, params=garbage, headers=bearer(key), content=b"{")
+        _assert_error_shape(path, response, 400)
+
+
+def test_unknown_paths_and_methods_are_json_too(client):
+    _assert_error_shape("/nope", client.get("/nope"), 404)
+    _assert_error_shape("/api/v2/ingest", client.get("/api/v2/ingest"), 405)

@@ -1,0 +1,214 @@
+"""POST /api/v2/ingest: multi-status, idempotency, arrival order, limits (contract 2)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from parley.store.port import Store
+from tests.conftest import bearer
+from tests.factories import T0, WS, call, days, event, member
+
+
+def test_one_bad_event_never_drops_its_neighbours(client, ingest_key, store: Store):
+    batch = [
+        call("c1", "a1", T0, duration=60, id="good-1"),
+        {"id": "bad-type", "type": "call.explode", "timestamp": "2024-05-01T10:00:00Z", "body": {}},
+        call("c2", "a1", T0, duration=30, id="good-2"),
+        {"id": "bad-body", "type": "call.create", "timestamp": "2024-05-01T10:00:00Z", "body": {"call_id": "x"}},
+        {"id": "naive-ts", "type": "user.upsert", "timestamp": "2024-05-01T10:00:00", "body": {}},
+        "not an object",
+        call("c3", "a1", T0, duration=-5, id="negative-duration"),
+    ]
+    response = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key))
+    assert response.status_code == 207
+    body = response.json()
+    assert body["successes"] == [{"id": "good-1", "status": 201}, {"id": "good-2", "status": 201}]
+    errors = {(e["index"], e["id"]): e for e in body["errors"]}
+    assert set(errors) == {(1, "bad-type"), (3, "bad-body"), (4, "naive-ts"), (5, None), (6, "negative-duration")}
+    assert all(e["status"] == 400 for e in body["errors"])
+    assert "type" in errors[(1, "bad-type")]["message"]
+    assert "body.workspace_id" in errors[(3, "bad-body")]["message"]
+    assert "timezone" in errors[(4, "naive-ts")]["message"]
+    assert "duration_seconds" in errors[(6, "negative-duration")]["message"]
+    assert store.count_events(org="acme") == 2
+
+
+def test_retrying_a_whole_batch_is_a_no_op_that_succeeds(client, ingest_key, store: Store, member_key):
+    batch = [member(1, "admin", id="m-1"), call("c1", "a1", T0, duration=120, id="c-1")]
+    first = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key)).json()
+    again = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key)).json()
+    assert [s["status"] for s in first["successes"]] == [201, 201]
+    assert again == {"successes": [{"id": "m-1", "status": 200}, {"id": "c-1", "status": 200}], "errors": []}
+    assert store.count_events(org="acme") == 2
+    calls = client.get(
+        "/analytics/calls/by-assistant",
+        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
+        headers=bearer(member_key(1)),
+    ).json()["data"]["assistants"]
+    assert [(a["total_calls"], a["total_duration_minutes"]) for a in calls] == [(1, 2.0)]
+
+
+def test_an_id_repeated_inside_one_batch_is_stored_once(client, ingest_key, store: Store):
+    batch = [call("c1", "a1", T0, duration=1, id="same"), call("c9", "a1", T0, duration=9, id="same")]
+    body = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key)).json()
+    assert body["successes"] == [{"id": "same", "status": 201}, {"id": "same", "status": 200}]
+    assert store.count_events(org="acme") == 1
+
+
+def test_event_ids_are_per_org(client, ingest_key, store: Store):
+    from parley.auth.keys import create_key
+
+    other_key = create_key(store, org="globex", ingest=True)
+    batch = [call("c1", "a1", T0, duration=1, id="shared-id")]
+    for key in (ingest_key, other_key):
+        body = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(key)).json()
+        assert body["successes"] == [{"id": "shared-id", "status": 201}]
+    assert store.count_events(org="acme") == store.count_events(org="globex") == 1
+
+
+def test_events_arriving_before_what_they_refer_to_are_kept(ingest, client, member_key, store: Store):
+    # The call arrives before its assistant is registered, the member after its key exists.
+    ingest(call("c1", "a1", T0, duration=90))
+    key = member_key(7)
+    forbidden = client.get("/analytics/calls/by-assistant", headers=bearer(key))
+    assert forbidden.status_code == 403
+    ingest(
+        member(7, "controller"),
+        event("assistant.upsert", {"assistant_id": "a1", "name": "Late Name"}),
+    )
+    data = client.get(
+        "/analytics/calls/by-assistant",
+        params={"start_date": "2024-05-01", "end_date": "2024-05-02"},
+        headers=bearer(key),
+    ).json()["data"]
+    assert data["assistants"][0]["assistant_name"] == "Late Name"
+    assert data["assistants"][0]["total_duration_minutes"] == 1.5
+
+
+def test_the_latest_upsert_wins_whatever_the_arrival_order(ingest, client, member_key):
+    key = member_key(3)
+    url = "/analytics/calls/by-assistant"
+    # Newest first: basic (latest) arrives before an older admin upsert.
+    ingest(member(3, "basic", ts=T0 + days(2)))
+    ingest(member(3, "admin", ts=T0))
+    assert client.get(url, headers=bearer(key)).status_code == 403
+    ingest(member(3, "curator", ts=T0 + days(3)))
+    assert client.get(url, headers=bearer(key)).status_code == 200
+    ingest(member(3, "basic", ts=T0 + days(1)))
+    assert client.get(url, headers=bearer(key)).status_code == 200
+    # Assistant names too: the newest upsert names the assistant.
+    ingest(
+        call("c1", "a1", T0, duration=60),
+        event("assistant.upsert", {"assistant_id": "a1", "name": "Newest"}, ts=T0 + days(5)),
+        event("assistant.upsert", {"assistant_id": "a1", "name": "Oldest"}, ts=T0 + days(4)),
+    )
+    data = client.get(url, params={"start_date": "2024-05-01"}, headers=bearer(key)).json()["data"]
+    assert data["assistants"][0]["assistant_name"] == "Newest"
+
+
+def test_a_body_that_is_not_a_batch_is_a_400(client, ingest_key):
+    for payload in (b"[]", b'{"events": []}', b'{"batch": {}}', b"not json", b""):
+        response = client.post(
+            "/api/v2/ingest", content=payload, headers={**bearer(ingest_key), "Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, payload
+        assert response.json()["detail"]
+
+
+def test_an_empty_batch_is_fine(client, ingest_key):
+    response = client.post("/api/v2/ingest", json={"batch": []}, headers=bearer(ingest_key))
+    assert response.status_code == 207
+    assert response.json() == {"successes": [], "errors": []}
+
+
+def test_more_than_10000_events_is_a_413(client, ingest_key, store: Store):
+    batch = [call(f"c{i}", "a1", T0, duration=1) for i in range(10_001)]
+    response = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key))
+    assert response.status_code == 413
+    assert "10000" in response.json()["detail"]
+    assert store.count_events(org="acme") == 0
+
+
+def test_exactly_10000_events_are_accepted(client, ingest_key, store: Store):
+    batch = [call(f"c{i}", "a1", T0, duration=1, id=f"id-{i}") for i in range(10_000)]
+    response = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key))
+    assert response.status_code == 207
+    assert len(response.json()["successes"]) == 10_000
+    assert store.count_events(org="acme") == 10_000
+
+
+def test_a_body_over_16_mib_is_a_413(client, ingest_key, store: Store):
+    big = call("c1", "a1", T0, duration=1)
+    big["body"]["padding"] = "x" * (16 * 1024 * 1024)
+    payload = orjson.dumps({"batch": [big]})
+    response = client.post(
+        "/api/v2/ingest", content=payload, headers={**bearer(ingest_key), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert store.count_events(org="acme") == 0
+
+
+@pytest.mark.parametrize("role", ["superadmin", "basic"])
+def test_only_an_ingestion_key_may_ingest(client, ingest, member_key, role):
+    ingest(member(1, role))
+    response = client.post(
+        "/api/v2/ingest", json={"batch": [call("c1", "a1", T0)]}, headers=bearer(member_key(1))
+    )
+    assert response.status_code == 403
+    assert response.json() == {"detail": "only an org ingestion key may ingest"}
+
+
+def test_ingestion_needs_a_key(client):
+    assert client.post("/api/v2/ingest", json={"batch": []}).status_code == 401
+    response = client.post("/api/v2/ingest", json={"batch": []}, headers=bearer("prl_nope_nope"))
+    assert response.status_code == 401
+
+
+def test_every_event_type_is_accepted(ingest, store: Store):
+    bodies = {
+        "workspace.upsert": {"workspace_id": WS, "name": "W"},
+        "member.upsert": member(1, "admin")["body"],
+        "assistant.upsert": {"assistant_id": "a1", "name": "Bot", "workspace_id": WS, "member_id": 9},
+        "user.upsert": {"user_id": "u1", "registered_at": "2024-01-01T00:00:00+02:00", "name": "U"},
+        "chat.upsert": {
+            "workspace_id": WS,
+            "chat_id": 1,
+            "owner_member_id": 1,
+            "chat_type": "dm",
+            "channel": "web",
+            "metadata": {"k": [1, 2]},
+            "created_at": "2024-05-01T10:00:00Z",
+        },
+        "chat.update": {"workspace_id": WS, "chat_id": 1, "archived": True},
+        "message.create": {
+            "workspace_id": WS,
+            "chat_id": 1,
+            "message_id": "m1",
+            "role": "assistant",
+            "tool_calls": [{"name": "search", "arguments": {"q": 1}}, {"name": "noargs"}],
+            "created_at": "2024-05-01T10:00:00Z",
+        },
+        "call.create": call("c1", "a1", T0)["body"],
+        "session.create": {"session_id": "s1", "user_id": "u1", "started_at": "2024-05-01T10:00:00Z"},
+        "trace.create": {"trace_id": "t1", "session_id": "s1", "timestamp": "2024-05-01T10:00:00Z"},
+        "observation.create": {
+            "observation_id": "o1",
+            "trace_id": "t1",
+            "type": "generation",
+            "model": "gpt-4o",
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "start_time": "2024-05-01T10:00:00Z",
+        },
+        "feedback.create": {"feedback_id": "f1", "user_id": "u1", "rating": "positive", "created_at": "2024-05-01T10:00:00Z"},
+    }
+    body = ingest(*(event(t, b) for t, b in bodies.items()))
+    assert len(body["successes"]) == 12
+    assert store.count_events(org="acme") == 12
+
+
+def test_a_chat_update_must_change_something(ingest):
+    body = ingest(event("chat.update", {"workspace_id": WS, "chat_id": 1}), expect_ok=False)
+    assert body["successes"] == []
+    assert "at least one of" in body["errors"][0]["message"]
