@@ -53,9 +53,7 @@ def ingest(client: TestClient, ingest_key: str) -> Callable[..., dict[str, Any]]
     """POST events through the real endpoint; fails the test unless every event succeeds."""
 
     def send(*events: dict[str, Any], expect_ok: bool = True) -> dict[str, Any]:
-        response = client.post(
-            "/api/v2/ingest", json={"batch": list(events)}, headers=bearer(ingest_key)
-        )
+        response = client.post("/api/v2/ingest", json={"batch": list(events)}, headers=bearer(ingest_key))
         assert response.status_code == 207, response.text
         body = response.json()
         if expect_ok:

@@ -55,14 +55,21 @@ def test_missing_malformed_and_unknown_keys_are_401(client, store: Store, ingest
 def test_every_documented_header_carries_the_key(client, ingest, member_key):
     ingest(member(1, "admin"))
     key = member_key(1)
-    for headers in ({"Authorization": f"Bearer {key}"}, {"Authorization": f"Api-Key {key}"}, {"X-API-Key": key}):
+    for headers in (
+        {"Authorization": f"Bearer {key}"},
+        {"Authorization": f"Api-Key {key}"},
+        {"X-API-Key": key},
+    ):
         assert client.get(URL, params=RANGE, headers=headers).status_code == 200, headers
 
 
 def test_an_ingestion_key_cannot_read(client, ingest_key):
     response = client.get(URL, params=RANGE, headers=bearer(ingest_key))
     assert response.status_code == 403
-    assert response.json() == {"success": False, "message": "an ingestion key may only call the ingestion endpoint"}
+    assert response.json() == {
+        "success": False,
+        "message": "an ingestion key may only call the ingestion endpoint",
+    }
 
 
 def test_a_member_not_known_in_its_workspace_is_403(client, member_key):
@@ -83,12 +90,16 @@ def test_tenants_never_see_each_other(client, store: Store, ingest, member_key):
     ingest(member(1, "admin"), call("acme-call", "a1", T0, duration=60))
     response = client.post(
         "/api/v2/ingest",
-        json={"batch": [member(1, "admin"), call("globex-call", "a1", T0, duration=120), call("g2", "a1", T0)]},
+        json={
+            "batch": [member(1, "admin"), call("globex-call", "a1", T0, duration=120), call("g2", "a1", T0)]
+        },
         headers=bearer(globex_ingest),
     )
     assert response.status_code == 207 and response.json()["errors"] == []
     acme = client.get(URL, params=RANGE, headers=bearer(member_key(1))).json()["data"]["assistants"]
-    globex = client.get(URL, params=RANGE, headers=bearer(member_key(1, org="globex"))).json()["data"]["assistants"]
+    globex = client.get(URL, params=RANGE, headers=bearer(member_key(1, org="globex"))).json()["data"][
+        "assistants"
+    ]
     assert [(a["total_calls"], a["total_duration_minutes"]) for a in acme] == [(1, 1.0)]
     assert [(a["total_calls"], a["total_duration_minutes"]) for a in globex] == [(2, 2.0)]
 

@@ -17,14 +17,20 @@ pytestmark = pytest.mark.slow
 def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path):
     url = f"duckdb:///{tmp_path}/parley.duckdb"
     ingest_key = run_cli(url, "keys", "create", "--org", "acme", "--ingest").stdout.strip().splitlines()[-1]
-    member_key = run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1").stdout.strip().splitlines()[-1]
+    member_key = (
+        run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1")
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     batches = [[member(1, "admin", id="m1")]] + [
         [call(f"c{b}-{i}", "a1", T0, duration=60, id=f"c{b}-{i}") for i in range(500)] for b in range(4)
     ]
     with running_server(url) as (base, process):
         for batch in batches:
             response = httpx.post(
-                f"{base}/api/v2/ingest", json={"batch": batch}, headers={"Authorization": f"Bearer {ingest_key}"}
+                f"{base}/api/v2/ingest",
+                json={"batch": batch},
+                headers={"Authorization": f"Bearer {ingest_key}"},
             )
             assert response.status_code == 207 and len(response.json()["successes"]) == len(batch)
         process.send_signal(signal.SIGKILL)  # no shutdown, no checkpoint

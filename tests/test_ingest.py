@@ -15,7 +15,12 @@ def test_one_bad_event_never_drops_its_neighbours(client, ingest_key, store: Sto
         call("c1", "a1", T0, duration=60, id="good-1"),
         {"id": "bad-type", "type": "call.explode", "timestamp": "2024-05-01T10:00:00Z", "body": {}},
         call("c2", "a1", T0, duration=30, id="good-2"),
-        {"id": "bad-body", "type": "call.create", "timestamp": "2024-05-01T10:00:00Z", "body": {"call_id": "x"}},
+        {
+            "id": "bad-body",
+            "type": "call.create",
+            "timestamp": "2024-05-01T10:00:00Z",
+            "body": {"call_id": "x"},
+        },
         {"id": "naive-ts", "type": "user.upsert", "timestamp": "2024-05-01T10:00:00", "body": {}},
         "not an object",
         call("c3", "a1", T0, duration=-5, id="negative-duration"),
@@ -25,7 +30,13 @@ def test_one_bad_event_never_drops_its_neighbours(client, ingest_key, store: Sto
     body = response.json()
     assert body["successes"] == [{"id": "good-1", "status": 201}, {"id": "good-2", "status": 201}]
     errors = {(e["index"], e["id"]): e for e in body["errors"]}
-    assert set(errors) == {(1, "bad-type"), (3, "bad-body"), (4, "naive-ts"), (5, None), (6, "negative-duration")}
+    assert set(errors) == {
+        (1, "bad-type"),
+        (3, "bad-body"),
+        (4, "naive-ts"),
+        (5, None),
+        (6, "negative-duration"),
+    }
     assert all(e["status"] == 400 for e in body["errors"])
     assert "type" in errors[(1, "bad-type")]["message"]
     assert "body.workspace_id" in errors[(3, "bad-body")]["message"]
@@ -110,7 +121,9 @@ def test_the_latest_upsert_wins_whatever_the_arrival_order(ingest, client, membe
 def test_a_body_that_is_not_a_batch_is_a_400(client, ingest_key):
     for payload in (b"[]", b'{"events": []}', b'{"batch": {}}', b"not json", b""):
         response = client.post(
-            "/api/v2/ingest", content=payload, headers={**bearer(ingest_key), "Content-Type": "application/json"}
+            "/api/v2/ingest",
+            content=payload,
+            headers={**bearer(ingest_key), "Content-Type": "application/json"},
         )
         assert response.status_code == 400, payload
         assert response.json()["detail"]
@@ -201,7 +214,12 @@ def test_every_event_type_is_accepted(ingest, store: Store):
             "output_tokens": 5,
             "start_time": "2024-05-01T10:00:00Z",
         },
-        "feedback.create": {"feedback_id": "f1", "user_id": "u1", "rating": "positive", "created_at": "2024-05-01T10:00:00Z"},
+        "feedback.create": {
+            "feedback_id": "f1",
+            "user_id": "u1",
+            "rating": "positive",
+            "created_at": "2024-05-01T10:00:00Z",
+        },
     }
     body = ingest(*(event(t, b) for t, b in bodies.items()))
     assert len(body["successes"]) == 12

@@ -166,7 +166,9 @@ class ServerOperator:
         params: dict[str, str | int] = {"first_line": first_line}
         if org is not None:
             params["org"] = org
-        data = self._post("/ingest-lines", params=params, content=b"\n".join(line.rstrip(b"\r\n") for line in lines))
+        data = self._post(
+            "/ingest-lines", params=params, content=b"\n".join(line.rstrip(b"\r\n") for line in lines)
+        )
         return LinesReport.from_json(data)
 
 
