@@ -19,8 +19,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/parley demo
-	$(BIN)/parley serve --port $(PORT)
+	PARLEY_PORT=$(PORT) $(BIN)/parley demo
+	PARLEY_PORT=$(PORT) $(BIN)/parley serve
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests

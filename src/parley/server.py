@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from collections.abc import Iterator
 
@@ -13,8 +12,6 @@ import uvicorn
 from parley.admin import admin_socket_path, bind_admin_socket, create_admin_app
 from parley.app import create_app, open_configured_store
 from parley.settings import Settings
-
-log = logging.getLogger("parley")
 
 
 class _PublicServer(uvicorn.Server):
@@ -54,7 +51,7 @@ async def run_server(settings: Settings) -> None:
         if socket_path is not None:
             sock = bind_admin_socket(socket_path)
             channel = _ChannelServer(
-                uvicorn.Config(create_admin_app(store), lifespan="off", log_level="warning")
+                uvicorn.Config(create_admin_app(store), lifespan="off", log_config=None)
             )
             channel_task = asyncio.create_task(channel.serve(sockets=[sock]))
         try:
