@@ -178,11 +178,12 @@ class DuckDBStore:
                     [now],
                 ).fetchall()
                 new_keys = set(new)
-                by_table: dict[schema.Table, list[Event]] = defaultdict(list)
+                by_table: dict[str, list[Event]] = defaultdict(list)
                 for event in events:
                     if (event.org, event.id) in new_keys:
-                        by_table[schema.TABLE_FOR_TYPE[event.type]].append(event)
-                for table, rows in by_table.items():
+                        by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
+                for name, rows in by_table.items():
+                    table = schema.TABLE_BY_NAME[name]
                     con.register("event_rows", table.to_arrow(rows))
                     con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM event_rows")  # noqa: S608
                     con.unregister("event_rows")

@@ -204,3 +204,4 @@ TABLES: tuple[Table, ...] = (
 )
 
 TABLE_FOR_TYPE: dict[str, Table] = {t: table for table in TABLES for t in table.event_types}
+TABLE_BY_NAME: dict[str, Table] = {table.name: table for table in TABLES}
