@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -73,21 +73,18 @@ def resolve_principal(store: Store, plain: str | None) -> Principal:
     if record.ingest:
         return Principal(key_id=record.key_id, org=record.org, ingest=True)
     assert record.workspace_id is not None and record.member_id is not None
-    member = store.get_member(org=record.org, workspace_id=record.workspace_id, member_id=record.member_id)
-    if member is None:
-        return Principal(
-            key_id=record.key_id,
-            org=record.org,
-            ingest=False,
-            workspace_id=record.workspace_id,
-            member_id=record.member_id,
-        )
-    return Principal(
+    principal = Principal(
         key_id=record.key_id,
         org=record.org,
         ingest=False,
         workspace_id=record.workspace_id,
         member_id=record.member_id,
+    )
+    member = store.get_member(org=record.org, workspace_id=record.workspace_id, member_id=record.member_id)
+    if member is None:
+        return principal
+    return replace(
+        principal,
         role=member.role,
         scopes=ROLE_SCOPES.get(member.role, frozenset()) | frozenset(member.scopes),
         is_anonymous=member.is_anonymous,
