@@ -19,9 +19,17 @@ from tests.factories import WS
 NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["duckdb"])
+# Every store the endpoint tests run against.
+STORE_KINDS = ["duckdb"]
+
+
+def store_url_for(kind: str, directory: Path) -> str:
+    return {"duckdb": f"duckdb:///{directory}/parley-data/parley.duckdb"}[kind]
+
+
+@pytest.fixture(params=STORE_KINDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"duckdb:///{tmp_path}/parley-data/parley.duckdb"
+    return store_url_for(request.param, tmp_path)
 
 
 @pytest.fixture

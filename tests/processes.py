@@ -23,9 +23,7 @@ def cli_env(database_url: str) -> dict[str, str]:
     return env
 
 
-def run_cli(
-    database_url: str, *args: str, cwd: Path | None = None, check: bool = True
-) -> subprocess.CompletedProcess:
+def run_cli(database_url: str, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "parley", *args],
         env=cli_env(database_url),
@@ -35,9 +33,7 @@ def run_cli(
         timeout=300,
     )
     if check and result.returncode != 0:
-        raise AssertionError(
-            f"parley {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
-        )
+        raise AssertionError(f"parley {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
 
 

@@ -90,16 +90,12 @@ def test_tenants_never_see_each_other(client, store: Store, ingest, member_key):
     ingest(member(1, "admin"), call("acme-call", "a1", T0, duration=60))
     response = client.post(
         "/api/v2/ingest",
-        json={
-            "batch": [member(1, "admin"), call("globex-call", "a1", T0, duration=120), call("g2", "a1", T0)]
-        },
+        json={"batch": [member(1, "admin"), call("globex-call", "a1", T0, duration=120), call("g2", "a1", T0)]},
         headers=bearer(globex_ingest),
     )
     assert response.status_code == 207 and response.json()["errors"] == []
     acme = client.get(URL, params=RANGE, headers=bearer(member_key(1))).json()["data"]["assistants"]
-    globex = client.get(URL, params=RANGE, headers=bearer(member_key(1, org="globex"))).json()["data"][
-        "assistants"
-    ]
+    globex = client.get(URL, params=RANGE, headers=bearer(member_key(1, org="globex"))).json()["data"]["assistants"]
     assert [(a["total_calls"], a["total_duration_minutes"]) for a in acme] == [(1, 1.0)]
     assert [(a["total_calls"], a["total_duration_minutes"]) for a in globex] == [(2, 2.0)]
 

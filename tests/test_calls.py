@@ -87,15 +87,11 @@ def test_hand_worked_example(client, ingest, admin):
 def test_datetime_bounds_are_inclusive_and_need_an_offset(client, ingest, admin):
     ingest(call("c1", "a1", D, duration=60), call("c2", "a1", D + timedelta(hours=1), duration=60))
     assert (
-        get(client, admin, start_date="2024-05-01T10:00:00+10:00", end_date="2024-05-01T00:00:00Z")[0][
-            "total_calls"
-        ]
+        get(client, admin, start_date="2024-05-01T10:00:00+10:00", end_date="2024-05-01T00:00:00Z")[0]["total_calls"]
         == 1
     )  # 10:00+10:00 is 00:00Z: both ends inclusive
     assert (
-        get(client, admin, start_date="2024-05-01T00:00:00.000001Z", end_date="2024-05-01T01:00:00Z")[0][
-            "total_calls"
-        ]
+        get(client, admin, start_date="2024-05-01T00:00:00.000001Z", end_date="2024-05-01T01:00:00Z")[0]["total_calls"]
         == 1
     )
     response = client.get(URL, params={"start_date": "2024-05-01T00:00:00"}, headers=admin)

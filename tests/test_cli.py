@@ -15,9 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def _jsonl(path: Path, lines: list) -> Path:
-    path.write_bytes(
-        b"".join((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n" for line in lines)
-    )
+    path.write_bytes(b"".join((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n" for line in lines))
     return path
 
 
@@ -54,9 +52,9 @@ def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: 
             headers=headers,
         )
         assert response.status_code == 200, response.text
-        assert [
-            (a["total_calls"], a["total_duration_minutes"]) for a in response.json()["data"]["assistants"]
-        ] == [(2, 1.5)]
+        assert [(a["total_calls"], a["total_duration_minutes"]) for a in response.json()["data"]["assistants"]] == [
+            (2, 1.5)
+        ]
         ingest = httpx.post(
             f"{base}/api/v2/ingest", json={"batch": []}, headers={"Authorization": f"Bearer {ingest_key}"}
         )
@@ -110,9 +108,7 @@ def test_demo_loads_every_event_type_and_prints_working_keys(tmp_path: Path):
     admin_key = next(line.split()[-1] for line in lines if "admin member key" in line)
     basic_key = next(line.split()[-1] for line in lines if "basic member key" in line)
     with running_server(url) as (base, _):
-        ok = httpx.get(
-            f"{base}/analytics/calls/by-assistant", headers={"Authorization": f"Bearer {admin_key}"}
-        )
+        ok = httpx.get(f"{base}/analytics/calls/by-assistant", headers={"Authorization": f"Bearer {admin_key}"})
         assert ok.status_code == 200
         # The demo's window ends 2024-06-15, so the default range (30 days to now) is empty;
         # a range inside the window has the seed's shape.
@@ -127,9 +123,7 @@ def test_demo_loads_every_event_type_and_prints_working_keys(tmp_path: Path):
         assert all(a["total_calls"] > 0 for a in assistants)
         durations = [a["total_duration_minutes"] for a in assistants]
         assert durations == sorted(durations, reverse=True)
-        denied = httpx.get(
-            f"{base}/analytics/calls/by-assistant", headers={"Authorization": f"Bearer {basic_key}"}
-        )
+        denied = httpx.get(f"{base}/analytics/calls/by-assistant", headers={"Authorization": f"Bearer {basic_key}"})
         assert denied.status_code == 403
     # Running the demo again changes nothing: every event id is already stored.
     again = run_cli(url, "demo", "--end", "2024-06-15T12:00:00Z")

@@ -165,9 +165,7 @@ def test_a_body_over_16_mib_is_a_413(client, ingest_key, store: Store):
 @pytest.mark.parametrize("role", ["superadmin", "basic"])
 def test_only_an_ingestion_key_may_ingest(client, ingest, member_key, role):
     ingest(member(1, role))
-    response = client.post(
-        "/api/v2/ingest", json={"batch": [call("c1", "a1", T0)]}, headers=bearer(member_key(1))
-    )
+    response = client.post("/api/v2/ingest", json={"batch": [call("c1", "a1", T0)]}, headers=bearer(member_key(1)))
     assert response.status_code == 403
     assert response.json() == {"detail": "only an org ingestion key may ingest"}
 

@@ -30,9 +30,7 @@ _KEYS = {
 }
 with TestClient(_APP) as _client:
     _batch = [member(1, "admin"), call("c1", "a1", T0, duration=60), call("c2", "a2", T0)]
-    _client.post(
-        "/api/v2/ingest", json={"batch": _batch}, headers={"Authorization": f"Bearer {_KEYS['ingest']}"}
-    )
+    _client.post("/api/v2/ingest", json={"batch": _batch}, headers={"Authorization": f"Bearer {_KEYS['ingest']}"})
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
 

@@ -107,13 +107,9 @@ def create_admin_app(store: Store) -> FastAPI:
         return {"key": key}
 
     @app.post("/ingest-lines")
-    async def ingest_chunk(
-        request: Request, first_line: int = Query(1, ge=1), org: str | None = None
-    ) -> dict:
+    async def ingest_chunk(request: Request, first_line: int = Query(1, ge=1), org: str | None = None) -> dict:
         body = await request.body()
-        report = await run_in_threadpool(
-            ingest_lines, store, body.splitlines(), first_line=first_line, org=org
-        )
+        report = await run_in_threadpool(ingest_lines, store, body.splitlines(), first_line=first_line, org=org)
         return report.as_json()
 
     return app
@@ -166,9 +162,7 @@ class ServerOperator:
         params: dict[str, str | int] = {"first_line": first_line}
         if org is not None:
             params["org"] = org
-        data = self._post(
-            "/ingest-lines", params=params, content=b"\n".join(line.rstrip(b"\r\n") for line in lines)
-        )
+        data = self._post("/ingest-lines", params=params, content=b"\n".join(line.rstrip(b"\r\n") for line in lines))
         return LinesReport.from_json(data)
 
 

@@ -12,6 +12,7 @@ from parley import __version__
 from parley.errors import install_error_handlers
 from parley.ingest.router import router as ingest_router
 from parley.metrics.calls import router as calls_router
+from parley.metrics.chats.router import router as chats_router
 from parley.settings import Settings
 from parley.store.port import Store, open_store
 
@@ -30,9 +31,7 @@ def open_configured_store(settings: Settings) -> Store:
     )
 
 
-def create_app(
-    settings: Settings | None = None, *, store: Store | None = None, clock: Clock = utcnow
-) -> FastAPI:
+def create_app(settings: Settings | None = None, *, store: Store | None = None, clock: Clock = utcnow) -> FastAPI:
     """The public API. A store passed in stays the caller's to close."""
     settings = settings or Settings()
 
@@ -59,6 +58,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(calls_router)
+    app.include_router(chats_router)
 
     @app.get("/healthz", tags=["meta"], include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -100,9 +100,7 @@ def _event_lines(events: Iterable[dict]) -> Iterator[bytes]:
     return (orjson.dumps(event) for event in events)
 
 
-def load_chunks(
-    op: Operator, chunks: Iterable[Chunk], *, org: str | None, total_bytes: int | None
-) -> LinesReport:
+def load_chunks(op: Operator, chunks: Iterable[Chunk], *, org: str | None, total_bytes: int | None) -> LinesReport:
     """Send chunks of lines to the store (directly or through the server), with progress."""
     total = LinesReport()
     progress = Progress(

@@ -106,9 +106,7 @@ class _Clock:
         self.end = end
         growth = [1 + i / max(days, 1) for i in range(len(self.days))]  # platforms grow
         self.day_cum = list(
-            itertools.accumulate(
-                WEEKDAY_WEIGHTS[d.weekday()] * g for d, g in zip(self.days, growth, strict=True)
-            )
+            itertools.accumulate(WEEKDAY_WEIGHTS[d.weekday()] * g for d, g in zip(self.days, growth, strict=True))
         )
         self.hour_cum = list(itertools.accumulate(HOUR_WEIGHTS))
 
@@ -117,9 +115,7 @@ class _Clock:
         while True:
             day = rng.choices(self.days, cum_weights=self.day_cum)[0]
             hour = rng.choices(range(24), cum_weights=self.hour_cum)[0]
-            moment = day + timedelta(
-                hours=hour, seconds=rng.randrange(3600), microseconds=rng.randrange(1_000_000)
-            )
+            moment = day + timedelta(hours=hour, seconds=rng.randrange(3600), microseconds=rng.randrange(1_000_000))
             if moment < self.end:
                 return moment
 

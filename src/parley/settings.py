@@ -34,17 +34,13 @@ class Settings(BaseSettings):
             "Default: next to the embedded database file, `<file>.admin.sock`."
         ),
     )
-    max_batch_events: int = Field(
-        10_000, ge=1, description="Most events one ingestion request may carry (413 beyond)."
-    )
+    max_batch_events: int = Field(10_000, ge=1, description="Most events one ingestion request may carry (413 beyond).")
     max_body_bytes: int = Field(
         16 * 1024 * 1024,
         ge=1024,
         description="Largest ingestion request body in bytes (413 beyond).",
     )
-    duckdb_threads: int | None = Field(
-        None, ge=1, description="Threads DuckDB may use per query (default: all cores)."
-    )
+    duckdb_threads: int | None = Field(None, ge=1, description="Threads DuckDB may use per query (default: all cores).")
     duckdb_memory_limit: str | None = Field(
         None, description="DuckDB memory limit, such as `4GB` (default: DuckDB's own, 80% of RAM)."
     )

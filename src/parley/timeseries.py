@@ -31,9 +31,7 @@ def parse_tz(value: str | None) -> ZoneInfo:
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise BadRequest(
-            f"tz: unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
-        ) from None
+        raise BadRequest(f"tz: unknown time zone {value!r} (use an IANA name such as Europe/Berlin)") from None
 
 
 def _utc_naive(moment: datetime) -> datetime:
@@ -55,9 +53,7 @@ def parse_bound(value: str, *, name: str, is_end: bool, tz: ZoneInfo) -> datetim
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise BadRequest(
-            f"{name}: {value!r} is neither a date (YYYY-MM-DD) nor an ISO-8601 datetime"
-        ) from None
+        raise BadRequest(f"{name}: {value!r} is neither a date (YYYY-MM-DD) nor an ISO-8601 datetime") from None
     if moment.tzinfo is None:
         raise BadRequest(f"{name}: datetime {value!r} needs an offset (Z or +02:00)")
     return _utc_naive(moment)

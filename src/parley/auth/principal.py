@@ -11,9 +11,7 @@ from parley.auth.keys import verify_key
 from parley.errors import Forbidden, NotFound, Unauthorized
 from parley.store.port import Store
 
-ALL_SCOPES = frozenset(
-    {"workspace_metrics:read", "chats:read", "chats:admin", "calls:read", "org_analytics:read"}
-)
+ALL_SCOPES = frozenset({"workspace_metrics:read", "chats:read", "chats:admin", "calls:read", "org_analytics:read"})
 READER_SCOPES = frozenset({"workspace_metrics:read", "chats:read", "calls:read"})
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "superadmin": ALL_SCOPES,

@@ -83,8 +83,6 @@ async def ingest(request: Request, principal: CurrentPrincipal, store: StoreDep)
         raise BadRequest('body must be an object with a "batch" list of events')
     batch = payload["batch"]
     if len(batch) > settings.max_batch_events:
-        raise PayloadTooLarge(
-            f"batch holds {len(batch)} events; at most {settings.max_batch_events} per request"
-        )
+        raise PayloadTooLarge(f"batch holds {len(batch)} events; at most {settings.max_batch_events} per request")
     report = await run_in_threadpool(ingest_batch, store, org=principal.org, batch=batch)
     return JsonResponse(report.as_json(), status_code=207)

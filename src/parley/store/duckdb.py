@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from parley.ingest.events import Event
+from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
+from parley.store.chat_sql import CHAT_LIST_COLUMNS, ChatSql
+from parley.store.dialect import DuckDBDialect, Params
 from parley.store.port import (
     ApiKeyRecord,
     CallsByAssistantRow,
@@ -36,6 +40,8 @@ DUCKDB_TYPES = {
     schema.JSON: "VARCHAR",
     schema.STR_LIST: "VARCHAR[]",
 }
+
+DIALECT = DuckDBDialect()
 
 _DDL_FIXED = """
 CREATE TABLE IF NOT EXISTS parley_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -185,7 +191,7 @@ class DuckDBStore:
                 for name, rows in by_table.items():
                     table = schema.TABLE_BY_NAME[name]
                     con.register("event_rows", table.to_arrow(rows))
-                    con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM event_rows")  # noqa: S608
+                    con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM event_rows")
                     con.unregister("event_rows")
                 con.unregister("ledger_batch")
                 con.commit()
@@ -287,3 +293,96 @@ class DuckDBStore:
             .fetchall()
         )
         return [CallsByAssistantRow(a, n, int(c), int(us)) for a, n, c, us in rows]
+
+    # -- chats --------------------------------------------------------------------
+
+    def _chat_sql(self, org: str, workspace_id: str) -> tuple[ChatSql, Params]:
+        params = Params(DIALECT)
+        return ChatSql(DIALECT, params, org=org, workspace_id=workspace_id), params
+
+    def list_chats(
+        self, *, org: str, workspace_id: str, query: ChatQuery, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        sql, params = self._chat_sql(org, workspace_id)
+        where, order = sql.where(query), sql.order(query)
+        filter_values = dict(params.values)
+        page = f"""
+        WITH {sql.relation()}
+        SELECT {", ".join(CHAT_LIST_COLUMNS)}, count(*) OVER () AS total
+        FROM chats WHERE {where}
+        ORDER BY {order}
+        LIMIT {params.add(limit, "int")} OFFSET {params.add(offset, "int")}
+        """
+        cursor = self._reader()
+        rows = cursor.execute(page, params.values).fetchall()
+        if rows:
+            total = rows[0][-1]
+        else:
+            count_sql = f"WITH {sql.relation()} SELECT count(*) FROM chats WHERE {where}"
+            total = cursor.execute(count_sql, filter_values).fetchone()[0]
+        return [dict(zip(CHAT_LIST_COLUMNS, row[:-1], strict=True)) for row in rows], int(total)
+
+    def export_chats(
+        self, *, org: str, workspace_id: str, query: ChatQuery, batch_rows: int = 10_000
+    ) -> Iterator[pa.RecordBatch]:
+        sql, params = self._chat_sql(org, workspace_id)
+        statement = f"""
+        WITH {sql.relation()}
+        SELECT {sql.export_columns()}
+        FROM chats WHERE {sql.where(query)}
+        ORDER BY {sql.order(query)}
+        """
+        # A cursor of its own: the stream is consumed from whichever thread serves it.
+        cursor = self._con.cursor()
+        try:
+            reader = cursor.sql(statement, params=params.values).to_arrow_reader(batch_rows)
+            yield from reader
+        finally:
+            cursor.close()
+
+    def needs_response(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[int]:
+        sql, params = self._chat_sql(org, workspace_id)
+        query = ChatQuery(owner_member_id=owner_member_id, archived=False, is_test=None, needs_response=True)
+        statement = f"""
+        WITH {sql.relation()}
+        SELECT id FROM chats WHERE {sql.where(query)} AND NOT coalesce(muted, false)
+        ORDER BY id
+        """
+        return [row[0] for row in self._reader().execute(statement, params.values).fetchall()]
+
+    def daily_chat_creation(
+        self,
+        *,
+        org: str,
+        workspace_id: str,
+        query: ChatQuery,
+        tz: str,
+        first_day: date,
+        last_day: date,
+    ) -> list[tuple[date, str, int]]:
+        sql, params = self._chat_sql(org, workspace_id)
+        day = DIALECT.local_date("created_at", params.add(tz, "str"))
+        statement = f"""
+        WITH {sql.relation()}
+        SELECT day, chat_type, count(*) FROM (
+            SELECT {day} AS day, chat_type FROM chats WHERE {sql.where(query)}
+        )
+        WHERE day BETWEEN {params.add(first_day, "date")} AND {params.add(last_day, "date")}
+        GROUP BY day, chat_type
+        """
+        rows = self._reader().execute(statement, params.values).fetchall()
+        return [(d, t, int(n)) for d, t, n in rows]
+
+    def tool_call_names(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[str]:
+        sql, params = self._chat_sql(org, workspace_id)
+        visible = ChatQuery(owner_member_id=owner_member_id, archived=None, is_test=None)
+        statement = f"""
+        WITH {sql.relation()}
+        SELECT DISTINCT name FROM (
+            SELECT unnest(tool_names) AS name FROM messages
+            WHERE {sql.tenant()} AND tool_names IS NOT NULL
+              AND chat_id IN (SELECT id FROM chats WHERE {sql.where(visible)})
+        )
+        """
+        names = [row[0] for row in self._reader().execute(statement, params.values).fetchall()]
+        return sorted(names)  # code-point order, whatever the engine's collation

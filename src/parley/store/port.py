@@ -6,12 +6,15 @@ required keyword, so no query can be written without it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import date, datetime
+from typing import Any, Protocol
+
+import pyarrow as pa
 
 from parley.ingest.events import Event
+from parley.metrics.chats.query import ChatQuery
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,23 @@ class Store(Protocol):
         self, *, org: str, workspace_id: str, start: datetime, end: datetime
     ) -> list[CallsByAssistantRow]:
         """Calls whose ``started_at`` lies in ``[start, end]`` (naive UTC), per assistant."""
+
+    def list_chats(
+        self, *, org: str, workspace_id: str, query: ChatQuery, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of matching chats (snake_case columns) and the number that match."""
+
+    def export_chats(self, *, org: str, workspace_id: str, query: ChatQuery) -> Iterator[pa.RecordBatch]:
+        """Every matching chat, as CSV-ready text columns in export order, batch by batch."""
+
+    def needs_response(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[int]: ...
+
+    def daily_chat_creation(
+        self, *, org: str, workspace_id: str, query: ChatQuery, tz: str, first_day: date, last_day: date
+    ) -> list[tuple[date, str, int]]:
+        """(local day, chat type, count) for chats created between the two days, in ``tz``."""
+
+    def tool_call_names(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[str]: ...
 
     def count_events(self, *, org: str) -> int: ...
 

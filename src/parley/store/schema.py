@@ -98,6 +98,28 @@ def _cost_pusd(e: Event) -> int | None:
     return None if cost is None else round(cost * PICO_USD)
 
 
+METADATA_TEXT_SEPARATOR = "\x1f"  # unit separator: a search never spans two values
+
+
+def _scalars(value: Any) -> Iterable[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _scalars(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _scalars(item)
+    elif isinstance(value, str):
+        yield value
+    elif value is not None:
+        yield orjson.dumps(value).decode()
+
+
+def _metadata_text(e: Event) -> str | None:
+    """Every scalar value of the metadata, for search over "any metadata value"."""
+    metadata = getattr(e.body, "metadata", None)
+    return None if metadata is None else METADATA_TEXT_SEPARATOR.join(_scalars(metadata))
+
+
 def _chat_fields_set(e: Event) -> list[str]:
     if isinstance(e.body, ChatUpdate):
         return sorted(e.body.model_fields_set.intersection(CHAT_UPDATE_FIELDS))
@@ -157,6 +179,7 @@ TABLES: tuple[Table, ...] = (
         *_cols("workspace_id:str chat_id:int owner_member_id:int assistant_member_id:int"),
         *_cols("chat_type:str channel:str title:str metadata:json archived:bool"),
         *_cols("needs_response:bool paused:bool muted:bool is_test:bool created_at:time"),
+        Column("metadata_text", STR, _metadata_text),
         Column("fields_set", STR_LIST, _chat_fields_set),
     ),
     _table(

@@ -1,0 +1,296 @@
+"""``/api/v2/w/{workspace_uuid}/chats``: list, export, needs-response, daily creation,
+tool-call names (seed 001, contract 5.2)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from parley.auth.principal import CurrentPrincipal, Principal, StoreDep
+from parley.errors import Forbidden
+from parley.metrics.chats.query import CHAT_TYPES, ChatQuery, parse_filters, parse_instant
+from parley.schemas import ERROR_RESPONSES
+from parley.timeseries import parse_tz
+
+router = APIRouter(prefix="/api/v2/w/{workspace_uuid}/chats", tags=["chats"], responses=ERROR_RESPONSES)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+DAILY_CREATION_DAYS = 30
+EXPORT_COLUMNS = (
+    "id",
+    "title",
+    "chatType",
+    "channel",
+    "ownerMemberId",
+    "ownerName",
+    "assistantMemberId",
+    "assistantName",
+    "archived",
+    "needsResponse",
+    "paused",
+    "muted",
+    "isTest",
+    "isAnonymous",
+    "messageCount",
+    "lastMessageAt",
+    "createdAt",
+    "updatedAt",
+    "metadata",
+)
+ChatType = Literal["assignment", "manager", "dm", "testing"]
+
+
+class Chat(BaseModel):
+    id: int
+    title: str | None
+    chatType: str
+    channel: str
+    ownerMemberId: int
+    ownerName: str | None
+    assistantMemberId: int | None
+    assistantName: str | None
+    archived: bool
+    needsResponse: bool
+    paused: bool
+    muted: bool
+    isTest: bool
+    isAnonymous: bool | None
+    messageCount: int
+    lastMessageAt: str | None
+    createdAt: str
+    updatedAt: str
+    metadata: dict[str, Any] | None
+
+
+class ChatPage(BaseModel):
+    items: list[Chat]
+    total: int
+    page: int
+    pageSize: int
+
+
+class DailyCreation(BaseModel):
+    date: str
+    count: int
+    assignment: int
+    manager: int
+    dm: int
+    testing: int
+
+
+class DailyCreationStats(BaseModel):
+    dailyStats: list[DailyCreation]
+
+
+def iso_utc(moment: datetime | None) -> str | None:
+    """ISO-8601 UTC with Z, microseconds only when non-zero (as the export writes them)."""
+    return None if moment is None else moment.isoformat() + "Z"
+
+
+def workspace_member(workspace_uuid: str, principal: CurrentPrincipal) -> Principal:
+    """The caller, checked against the path's workspace: 404 when it is not theirs."""
+    if principal.ingest:
+        raise Forbidden("an ingestion key may only call the ingestion endpoint")
+    principal.require_workspace(None, workspace_uuid)
+    principal.require_member()
+    return principal
+
+
+Member = Annotated[Principal, Depends(workspace_member)]
+
+
+def own_chats_only(principal: Principal) -> int | None:
+    """Without chats:read a member sees only the chats it owns."""
+    return None if "chats:read" in principal.scopes else principal.member_id
+
+
+def chat_query(
+    principal: Member,
+    sort_by: Annotated[
+        Literal["createdAt", "updatedAt", "lastMessageAt", "id", "title"], Query(alias="sortBy")
+    ] = "createdAt",
+    sort_order: Annotated[Literal["asc", "desc"], Query(alias="sortOrder")] = "desc",
+    mine: bool | None = None,
+    archived: Annotated[bool | None, Query(description="Absent means false.")] = None,
+    needs_response: Annotated[bool | None, Query(alias="needsResponse")] = None,
+    paused: bool | None = None,
+    is_test: Annotated[bool | None, Query(alias="isTest", description="Absent means false.")] = None,
+    is_anonymous: Annotated[
+        bool | None, Query(alias="isAnonymous", description="true needs the chats:admin scope.")
+    ] = None,
+    channel: Annotated[str | None, Query(max_length=256)] = None,
+    chat_type: Annotated[ChatType | None, Query(alias="chatType")] = None,
+    member_id: Annotated[int | None, Query(alias="memberId", ge=0, le=2**63 - 1)] = None,
+    assistant_member_id: Annotated[int | None, Query(alias="assistantMemberId", ge=0, le=2**63 - 1)] = None,
+    search: Annotated[str | None, Query(max_length=1000)] = None,
+    created_after: Annotated[str | None, Query(alias="createdAfter", description="ISO-8601 with offset.")] = None,
+    created_before: Annotated[str | None, Query(alias="createdBefore", description="ISO-8601 with offset.")] = None,
+    filters: Annotated[
+        str | None, Query(max_length=65_536, description="A JSON rule or and/or group of rules.")
+    ] = None,
+) -> ChatQuery:
+    if is_anonymous is True and "chats:admin" not in principal.scopes:
+        raise Forbidden("filtering to anonymous chats needs the chats:admin scope")
+    owner = own_chats_only(principal)
+    if mine:
+        owner = principal.member_id
+    return ChatQuery(
+        owner_member_id=owner,
+        archived=False if archived is None else archived,
+        is_test=False if is_test is None else is_test,
+        needs_response=needs_response,
+        paused=paused,
+        is_anonymous=is_anonymous,
+        channel=channel,
+        chat_type=chat_type,
+        member_id=member_id,
+        assistant_member_id=assistant_member_id,
+        search=search or None,
+        created_after=None if created_after is None else parse_instant(created_after, "createdAfter"),
+        created_before=None if created_before is None else parse_instant(created_before, "createdBefore"),
+        rule=None if filters is None else parse_filters(filters),
+        sort_by=sort_by,
+        descending=sort_order == "desc",
+    )
+
+
+Filters = Annotated[ChatQuery, Depends(chat_query)]
+
+
+def _chat(row: dict[str, Any]) -> Chat:
+    metadata = row["metadata"]
+    return Chat(
+        id=row["id"],
+        title=row["title"],
+        chatType=row["chat_type"],
+        channel=row["channel"],
+        ownerMemberId=row["owner_member_id"],
+        ownerName=row["owner_name"],
+        assistantMemberId=row["assistant_member_id"],
+        assistantName=row["assistant_name"],
+        archived=bool(row["archived"]),
+        needsResponse=bool(row["needs_response"]),
+        paused=bool(row["paused"]),
+        muted=bool(row["muted"]),
+        isTest=bool(row["is_test"]),
+        isAnonymous=row["is_anonymous"],
+        messageCount=row["message_count"],
+        lastMessageAt=iso_utc(row["last_message_at"]),
+        createdAt=iso_utc(row["created_at"]),
+        updatedAt=iso_utc(row["updated_at"]),
+        metadata=None if metadata is None else orjson.loads(metadata),
+    )
+
+
+@router.get("", response_model=ChatPage)
+def list_chats(
+    workspace_uuid: str,
+    principal: Member,
+    query: Filters,
+    store: StoreDep,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+) -> ChatPage:
+    """Chats of the workspace, filtered, sorted and paginated."""
+    rows, total = store.list_chats(
+        org=principal.org,
+        workspace_id=workspace_uuid,
+        query=query,
+        limit=page_size,
+        offset=(page - 1) * page_size,
+    )
+    return ChatPage(items=[_chat(row) for row in rows], total=total, page=page, pageSize=page_size)
+
+
+def _csv_stream(batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
+    yield (",".join(EXPORT_COLUMNS) + "\n").encode()
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    for batch in batches:
+        if batch.num_rows:
+            buffer = io.BytesIO()
+            pacsv.write_csv(batch, buffer, options)
+            yield buffer.getvalue()
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "Every matching chat, as CSV"}},
+)
+def export_chats(
+    request: Request, workspace_uuid: str, principal: Member, query: Filters, store: StoreDep
+) -> StreamingResponse:
+    """Every matching chat as CSV, streamed as the database produces the rows."""
+    principal.require_scope("chats:read")
+    batches = store.export_chats(org=principal.org, workspace_id=workspace_uuid, query=query)
+    day = request.app.state.clock().astimezone(UTC).date().isoformat()
+    filename = f"chats-{workspace_uuid}-{day}.csv"
+    return StreamingResponse(
+        _csv_stream(batches),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/needs-response", response_model=list[int])
+def needs_response(workspace_uuid: str, principal: Member, store: StoreDep) -> list[int]:
+    """Ids of chats waiting for a reply: flagged, not archived, not muted (ascending)."""
+    return store.needs_response(
+        org=principal.org, workspace_id=workspace_uuid, owner_member_id=own_chats_only(principal)
+    )
+
+
+@router.get("/stats/daily-creation", response_model=DailyCreationStats)
+def daily_creation(
+    request: Request,
+    workspace_uuid: str,
+    principal: Member,
+    store: StoreDep,
+    archived: Annotated[bool | None, Query(description="Absent means false.")] = None,
+    is_test: Annotated[bool | None, Query(alias="isTest", description="Absent means false.")] = None,
+    tz: Annotated[str | None, Query(description="IANA time zone of the days; default UTC.")] = None,
+) -> DailyCreationStats:
+    """Chats created per day, by type, for the 30 days ending today."""
+    zone = parse_tz(tz)
+    today = request.app.state.clock().astimezone(zone).date()
+    first_day = today - timedelta(days=DAILY_CREATION_DAYS - 1)
+    query = ChatQuery(
+        owner_member_id=own_chats_only(principal),
+        archived=False if archived is None else archived,
+        is_test=False if is_test is None else is_test,
+    )
+    counts = store.daily_chat_creation(
+        org=principal.org,
+        workspace_id=workspace_uuid,
+        query=query,
+        tz=zone.key,
+        first_day=first_day,
+        last_day=today,
+    )
+    per_day: dict[Any, dict[str, int]] = {}
+    for day, chat_type, count in counts:
+        per_day.setdefault(day, {})[chat_type] = count
+    stats = []
+    for offset in range(DAILY_CREATION_DAYS):
+        day = first_day + timedelta(days=offset)
+        by_type = {t: per_day.get(day, {}).get(t, 0) for t in CHAT_TYPES}
+        stats.append(DailyCreation(date=day.isoformat(), count=sum(by_type.values()), **by_type))
+    return DailyCreationStats(dailyStats=stats)
+
+
+@router.get("/tool-call-names", response_model=list[str])
+def tool_call_names(workspace_uuid: str, principal: Member, store: StoreDep) -> list[str]:
+    """Distinct tool names called in the visible chats, in code-point order."""
+    return store.tool_call_names(
+        org=principal.org, workspace_id=workspace_uuid, owner_member_id=own_chats_only(principal)
+    )

@@ -1,0 +1,249 @@
+"""Chat state and the chat filters, compiled to SQL with bound parameters.
+
+A chat's state is derived from its events at query time: each field takes its
+value from the newest event (by ``ts``, then ``event_id``) that set it, so an
+update that arrives late but happened early never overwrites newer state. A chat
+exists once a ``chat.upsert`` for it is stored.
+"""
+
+from __future__ import annotations
+
+from parley.metrics.chats.query import METADATA_PREFIX, ChatQuery, Group, Node, Rule
+from parley.store.dialect import Dialect, Params
+
+# Request field names -> columns of the chat relation, and their logical types.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "id": ("id", "int"),
+    "title": ("title", "str"),
+    "chatType": ("chat_type", "str"),
+    "channel": ("channel", "str"),
+    "ownerMemberId": ("owner_member_id", "int"),
+    "assistantMemberId": ("assistant_member_id", "int"),
+    "archived": ("archived", "bool"),
+    "needsResponse": ("needs_response", "bool"),
+    "paused": ("paused", "bool"),
+    "muted": ("muted", "bool"),
+    "isTest": ("is_test", "bool"),
+    "createdAt": ("created_at", "time"),
+    "updatedAt": ("updated_at", "time"),
+    "lastMessageAt": ("last_message_at", "time"),
+    "messageCount": ("message_count", "int"),
+}
+SORT_COLUMNS = {
+    "createdAt": "created_at",
+    "updatedAt": "updated_at",
+    "lastMessageAt": "last_message_at",
+    "id": "id",
+    "title": "title",
+}
+CHAT_LIST_COLUMNS = (
+    "id",
+    "title",
+    "chat_type",
+    "channel",
+    "owner_member_id",
+    "owner_name",
+    "assistant_member_id",
+    "assistant_name",
+    "archived",
+    "needs_response",
+    "paused",
+    "muted",
+    "is_test",
+    "is_anonymous",
+    "message_count",
+    "last_message_at",
+    "created_at",
+    "updated_at",
+    "metadata",
+)
+UPSERT_ONLY = ("owner_member_id", "chat_type", "channel", "created_at")
+UPDATABLE = (
+    "title",
+    "metadata",
+    "archived",
+    "needs_response",
+    "paused",
+    "muted",
+    "is_test",
+    "assistant_member_id",
+)
+CMP = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+class ChatSql:
+    """Builds the chat relation and its filters for one workspace."""
+
+    def __init__(self, dialect: Dialect, params: Params, *, org: str, workspace_id: str) -> None:
+        self.d = dialect
+        self.p = params
+        self.org = params.add(org, "str")
+        self.ws = params.add(workspace_id, "str")
+
+    def tenant(self) -> str:
+        return f"org = {self.org} AND workspace_id = {self.ws}"
+
+    def relation(self) -> str:
+        """CTEs ending in ``chats``: one row per existing chat, every exported field."""
+        d = self.d
+        upserted = "op = 'upsert'"
+        fields = [f"{d.latest(c, upserted)} AS {c}" for c in UPSERT_ONLY]
+        # The field names are this module's constants, never request input.
+        fields += [f"{d.latest(c, d.has('fields_set', repr(c)))} AS {c}" for c in UPDATABLE]
+        metadata_set = d.has("fields_set", "'metadata'")
+        fields.append(f"{d.latest('metadata_text', metadata_set)} AS metadata_text")
+        return f"""
+        chat_state AS (
+            SELECT chat_id AS id, {", ".join(fields)}, max(ts) AS updated_at
+            FROM chat_events
+            WHERE {self.tenant()}
+            GROUP BY chat_id
+            HAVING sum(CASE WHEN op = 'upsert' THEN 1 ELSE 0 END) > 0
+        ),
+        message_stats AS (
+            SELECT chat_id, count(DISTINCT message_id) AS message_count, max(created_at) AS last_message_at
+            FROM messages
+            WHERE {self.tenant()}
+            GROUP BY chat_id
+        ),
+        member_state AS (
+            SELECT member_id, {d.latest("name", "true")} AS name, {d.latest("is_anonymous", "true")} AS is_anonymous
+            FROM members
+            WHERE {self.tenant()}
+            GROUP BY member_id
+        ),
+        chats AS (
+            SELECT s.*,
+                   coalesce(m.message_count, 0) AS message_count,
+                   m.last_message_at,
+                   o.name AS owner_name,
+                   o.is_anonymous AS is_anonymous,
+                   a.name AS assistant_name
+            FROM chat_state s
+            LEFT JOIN message_stats m ON m.chat_id = s.id
+            LEFT JOIN member_state o ON o.member_id = s.owner_member_id
+            LEFT JOIN member_state a ON a.member_id = s.assistant_member_id
+        )"""
+
+    # -- filters ------------------------------------------------------------------
+
+    def where(self, q: ChatQuery) -> str:
+        p, conds = self.p, []
+        if q.owner_member_id is not None:
+            conds.append(f"owner_member_id = {p.add(q.owner_member_id, 'int')}")
+        flags = (
+            ("archived", q.archived),
+            ("is_test", q.is_test),
+            ("needs_response", q.needs_response),
+            ("paused", q.paused),
+        )
+        for column, value in flags:
+            if value is not None:
+                conds.append(f"coalesce({column}, false) = {p.add(value, 'bool')}")
+        if q.is_anonymous is not None:
+            conds.append(f"coalesce(is_anonymous, false) = {p.add(q.is_anonymous, 'bool')}")
+        if q.channel is not None:
+            conds.append(f"channel = {p.add(q.channel, 'str')}")
+        if q.chat_type is not None:
+            conds.append(f"chat_type = {p.add(q.chat_type, 'str')}")
+        if q.assistant_member_id is not None:
+            conds.append(f"assistant_member_id = {p.add(q.assistant_member_id, 'int')}")
+        if q.member_id is not None:
+            member = p.add(q.member_id, "int")
+            conds.append(
+                f"(owner_member_id = {member} OR id IN "
+                f"(SELECT chat_id FROM messages WHERE {self.tenant()} AND sender_member_id = {member}))"
+            )
+        if q.search is not None:
+            needle = p.add(q.search, "str")
+            conds.append(
+                f"({self.d.icontains('title', needle)} OR {self.d.icontains('metadata_text', needle)} OR id IN "
+                f"(SELECT chat_id FROM messages WHERE {self.tenant()} AND {self.d.icontains('content', needle)}))"
+            )
+        if q.created_after is not None:
+            conds.append(f"created_at >= {p.add(q.created_after, 'time')}")
+        if q.created_before is not None:
+            conds.append(f"created_at <= {p.add(q.created_before, 'time')}")
+        if q.rule is not None:
+            conds.append(self.node(q.rule))
+        return " AND ".join(f"({c})" for c in conds) or "TRUE"
+
+    def node(self, node: Node) -> str:
+        if isinstance(node, Group):
+            joiner = " AND " if node.kind == "and" else " OR "
+            return "(" + joiner.join(self.node(child) for child in node.children) + ")"
+        positive = self._positive(node)
+        if node.op in ("neq", "nin"):
+            return f"NOT coalesce({positive}, false)"
+        return f"coalesce({positive}, false)"
+
+    def _positive(self, rule: Rule) -> str:
+        """The rule's test, with neq/nin read as eq/in (the caller negates)."""
+        op = {"neq": "eq", "nin": "in"}.get(rule.op, rule.op)
+        if rule.field.startswith(METADATA_PREFIX):
+            return self._metadata(rule, op)
+        column, type_ = COLUMNS[rule.field]
+        if op == "exists":
+            return f"{column} IS NOT NULL" if rule.value else f"{column} IS NULL"
+        if op == "contains":
+            return self.d.icontains(column, self.p.add(rule.value, "str"))
+        if op == "in":
+            return f"{column} IN ({', '.join(self.p.add(v, type_) for v in rule.value)})"
+        return f"{column} {CMP[op]} {self.p.add(rule.value, type_)}"
+
+    def _metadata(self, rule: Rule, op: str) -> str:
+        d = self.d
+        key = self.p.add(d.meta_key(rule.field[len(METADATA_PREFIX) :]), "str")
+        if op == "exists":
+            present = d.meta_present("metadata", key)
+            return present if rule.value else f"NOT {present}"
+        if op == "contains":
+            return d.icontains(d.meta_str("metadata", key), self.p.add(rule.value, "str"))
+        values = rule.value if op == "in" else (rule.value,)
+        tests = []
+        for value in values:
+            if isinstance(value, bool):
+                expr, typed = d.meta_bool("metadata", key), self.p.add(value, "bool")
+            elif isinstance(value, int | float):
+                expr, typed = d.meta_num("metadata", key), self.p.add(float(value), "float")
+            else:
+                expr, typed = d.meta_str("metadata", key), self.p.add(value, "str")
+            tests.append(f"coalesce({expr} {CMP['eq' if op == 'in' else op]} {typed}, false)")
+        return "(" + " OR ".join(tests) + ")"
+
+    def export_columns(self) -> str:
+        """The export's columns, in the contract's order, formatted as CSV text.
+
+        They are named c0, c1, ... so that ORDER BY still sees the raw columns
+        (the CSV header is written by the caller).
+        """
+        d = self.d
+        text = {
+            "id": d.text("id"),
+            "title": d.csv_guard("title"),
+            "chatType": d.csv_guard("chat_type"),
+            "channel": d.csv_guard("channel"),
+            "ownerMemberId": d.text("owner_member_id"),
+            "ownerName": d.csv_guard("owner_name"),
+            "assistantMemberId": d.text("assistant_member_id"),
+            "assistantName": d.csv_guard("assistant_name"),
+            "archived": d.bool_text("archived"),
+            "needsResponse": d.bool_text("needs_response"),
+            "paused": d.bool_text("paused"),
+            "muted": d.bool_text("muted"),
+            "isTest": d.bool_text("is_test"),
+            "isAnonymous": d.bool_text("is_anonymous"),
+            "messageCount": d.text("message_count"),
+            "lastMessageAt": d.iso_utc("last_message_at"),
+            "createdAt": d.iso_utc("created_at"),
+            "updatedAt": d.iso_utc("updated_at"),
+            "metadata": "metadata",
+        }
+        return ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(text.values()))
+
+    def order(self, q: ChatQuery) -> str:
+        direction = "DESC" if q.descending else "ASC"
+        column = SORT_COLUMNS[q.sort_by]
+        if column == "id":
+            return f"id {direction}"
+        return f"{column} {direction} NULLS LAST, id {direction}"

@@ -1,0 +1,126 @@
+"""The few SQL spellings that differ between engines, in one place.
+
+Metric SQL is written once against these primitives; each engine's adapter hands
+its dialect to the builders. Values always travel as bound parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Params:
+    """Collects bound parameters and hands back the dialect's placeholder for each."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.values: dict[str, Any] = {}
+
+    def add(self, value: Any, type_: str) -> str:
+        """``type_`` is a logical type: str, int, float, bool, time."""
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return self.dialect.placeholder(name, type_)
+
+
+class Dialect(Protocol):
+    def placeholder(self, name: str, type_: str) -> str: ...
+
+    def latest(self, expr: str, where: str) -> str:
+        """The value of ``expr`` (null included) in the newest row by ``(ts, event_id)``."""
+
+    def has(self, list_expr: str, value_sql: str) -> str: ...
+
+    def icontains(self, haystack: str, needle: str) -> str:
+        """Case-insensitive substring test."""
+
+    def meta_str(self, json_col: str, key_sql: str) -> str:
+        """The value under a top-level key when it is a JSON string, else NULL."""
+
+    def meta_num(self, json_col: str, key_sql: str) -> str:
+        """The value as a double when it is a JSON number, else NULL."""
+
+    def meta_bool(self, json_col: str, key_sql: str) -> str:
+        """The value when it is a JSON boolean, else NULL."""
+
+    def meta_present(self, json_col: str, key_sql: str) -> str:
+        """True when the key is present with a non-null value."""
+
+    def meta_key(self, key: str) -> Any:
+        """The bound value that names a top-level metadata key."""
+
+    def iso_utc(self, expr: str) -> str:
+        """A naive-UTC timestamp as ISO-8601 text with Z (microseconds only when non-zero)."""
+
+    def bool_text(self, expr: str) -> str:
+        """``true`` / ``false`` / NULL."""
+
+    def text(self, expr: str) -> str:
+        """Any value as text."""
+
+    def csv_guard(self, expr: str) -> str:
+        """Text prefixed with ' when a spreadsheet would read it as a formula."""
+
+    def local_date(self, expr: str, tz_sql: str) -> str:
+        """The calendar date, in the IANA zone ``tz_sql``, of a naive-UTC timestamp."""
+
+
+class DuckDBDialect:
+    def placeholder(self, name: str, type_: str) -> str:
+        return f"${name}"
+
+    def latest(self, expr: str, where: str) -> str:
+        # arg_max skips NULL values; wrapping the value in a struct keeps an explicit null.
+        return f"(arg_max({{'v': {expr}}}, (ts, event_id)) FILTER (WHERE {where})).v"
+
+    def has(self, list_expr: str, value_sql: str) -> str:
+        return f"list_contains({list_expr}, {value_sql})"
+
+    def icontains(self, haystack: str, needle: str) -> str:
+        return f"contains(lower({haystack}), lower({needle}))"
+
+    def meta_str(self, json_col: str, key_sql: str) -> str:
+        return (
+            f"CASE WHEN json_type({json_col}, {key_sql}) = 'VARCHAR' "
+            f"THEN json_extract_string({json_col}, {key_sql}) END"
+        )
+
+    def meta_num(self, json_col: str, key_sql: str) -> str:
+        return (
+            f"CASE WHEN json_type({json_col}, {key_sql}) IN ('UBIGINT', 'BIGINT', 'DOUBLE') "
+            f"THEN CAST(json_extract_string({json_col}, {key_sql}) AS DOUBLE) END"
+        )
+
+    def meta_bool(self, json_col: str, key_sql: str) -> str:
+        return (
+            f"CASE WHEN json_type({json_col}, {key_sql}) = 'BOOLEAN' "
+            f"THEN json_extract_string({json_col}, {key_sql}) = 'true' END"
+        )
+
+    def meta_present(self, json_col: str, key_sql: str) -> str:
+        return f"coalesce(json_type({json_col}, {key_sql}) <> 'NULL', false)"
+
+    def meta_key(self, key: str) -> str:
+        # A JSON pointer (RFC 6901): any key, slashes and tildes included, names itself.
+        return "/" + key.replace("~", "~0").replace("/", "~1")
+
+    def iso_utc(self, expr: str) -> str:
+        return (
+            f"CASE WHEN microsecond({expr}) % 1000000 = 0 THEN strftime({expr}, '%Y-%m-%dT%H:%M:%SZ') "
+            f"ELSE strftime({expr}, '%Y-%m-%dT%H:%M:%S.%fZ') END"
+        )
+
+    def bool_text(self, expr: str) -> str:
+        return f"CASE WHEN {expr} THEN 'true' WHEN NOT {expr} THEN 'false' END"
+
+    def text(self, expr: str) -> str:
+        return f"CAST({expr} AS VARCHAR)"
+
+    def csv_guard(self, expr: str) -> str:
+        return (
+            f"CASE WHEN substring({expr}, 1, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
+            f"THEN '''' || {expr} ELSE {expr} END"
+        )
+
+    def local_date(self, expr: str, tz_sql: str) -> str:
+        return f"CAST(timezone({tz_sql}, {expr} AT TIME ZONE 'UTC') AS DATE)"

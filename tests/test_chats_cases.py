@@ -1,0 +1,254 @@
+"""Hand-worked chat cases: latest-wins state, daily creation boundaries, rights."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from tests.conftest import NOW, bearer
+from tests.factories import WS, WS_OTHER, event, iso, member
+
+BASE = f"/api/v2/w/{WS}/chats"
+T = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def chat(chat_id: int, *, owner: int = 1, ts: datetime = T, created: datetime = T, **fields):
+    body = {
+        "workspace_id": WS,
+        "chat_id": chat_id,
+        "owner_member_id": owner,
+        "chat_type": "dm",
+        "channel": "web",
+        "created_at": iso(created),
+        **fields,
+    }
+    return event("chat.upsert", body, ts=ts)
+
+
+def update(chat_id: int, *, ts: datetime, **fields):
+    return event("chat.update", {"workspace_id": WS, "chat_id": chat_id, **fields}, ts=ts)
+
+
+@pytest.fixture
+def admin(ingest, member_key):
+    ingest(
+        member(1, "admin"),
+        member(2, "basic"),
+        member(3, "curator"),
+        member(4, "basic", scopes=["chats:read"]),
+        member(5, "controller", scopes=["chats:admin"]),
+        member(9, "basic", anonymous=True),
+    )
+    return bearer(member_key(1))
+
+
+def only(client, headers, chat_id):
+    """The one chat, whether archived or not."""
+    rule = orjson.dumps({"field": "id", "op": "eq", "value": chat_id}).decode()
+    items = [
+        item
+        for archived in ("true", "false")
+        for item in client.get(BASE, params={"archived": archived, "filters": rule}, headers=headers).json()["items"]
+    ]
+    assert len(items) == 1
+    return items[0]
+
+
+def test_latest_wins_whatever_the_arrival_order(client, ingest, admin):
+    # An update that happened after the upsert but arrives first.
+    ingest(update(1, ts=T + timedelta(hours=2), title="Newer", archived=True))
+    ingest(chat(1, title="Original", needs_response=True, metadata={"k": "v"}))
+    # An update that happened before the upsert, arriving last: the upsert's values stand.
+    ingest(update(1, ts=T - timedelta(hours=1), needs_response=False, metadata={"k": "old"}))
+    # A later update that clears the title explicitly.
+    ingest(update(1, ts=T + timedelta(hours=3), title=None))
+    state = only(client, admin, 1)
+    assert state["title"] is None
+    assert state["archived"] is True
+    assert state["needsResponse"] is True
+    assert state["metadata"] == {"k": "v"}
+    assert state["createdAt"] == "2024-06-01T12:00:00Z"
+    assert state["updatedAt"] == "2024-06-01T15:00:00Z"  # the newest event applied
+
+
+def test_a_newer_upsert_replaces_every_field(client, ingest, admin):
+    ingest(
+        chat(2, title="First", archived=True, assistant_member_id=7),
+        chat(2, ts=T + timedelta(minutes=1), title="Second", channel="slack"),
+    )
+    state = only(client, admin, 2)
+    assert (state["title"], state["archived"], state["assistantMemberId"], state["channel"]) == (
+        "Second",
+        False,
+        None,
+        "slack",
+    )
+
+
+def test_updates_alone_make_no_chat(client, ingest, admin):
+    ingest(update(3, ts=T, title="ghost"))
+    assert client.get(BASE, params={"archived": "true"}, headers=admin).json()["total"] == 0
+
+
+def test_messages_count_once_and_date_the_chat(client, ingest, admin):
+    message = {
+        "workspace_id": WS,
+        "chat_id": 4,
+        "message_id": "m1",
+        "role": "user",
+        "created_at": "2024-06-01T13:00:00.5Z",
+    }
+    later = {**message, "message_id": "m2", "created_at": "2024-06-01T14:00:00Z"}
+    ingest(event("message.create", message), event("message.create", message), event("message.create", later), chat(4))
+    state = only(client, admin, 4)
+    assert (state["messageCount"], state["lastMessageAt"]) == (2, "2024-06-01T14:00:00Z")
+
+
+def _daily(client, headers, **params):
+    response = client.get(f"{BASE}/stats/daily-creation", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()["dailyStats"]
+
+
+def test_daily_creation_covers_30_days_ending_today(client, ingest, admin):
+    today = NOW.replace(hour=0, minute=0, second=0)  # NOW is 2024-06-15T12:00Z
+    ingest(
+        chat(10, created=today + timedelta(hours=1)),
+        chat(11, created=today - timedelta(days=29), chat_type="assignment"),
+        chat(12, created=today - timedelta(days=29, microseconds=1)),  # 30 days ago: outside
+        chat(13, created=today + timedelta(hours=2), chat_type="testing"),
+        chat(14, created=today, archived=True),
+        chat(15, created=today, is_test=True),
+    )
+    stats = _daily(client, admin)
+    assert len(stats) == 30
+    assert stats[0]["date"] == "2024-05-17" and stats[-1]["date"] == "2024-06-15"
+    assert stats[-1] == {"date": "2024-06-15", "count": 2, "assignment": 0, "manager": 0, "dm": 1, "testing": 1}
+    assert stats[0] == {"date": "2024-05-17", "count": 1, "assignment": 1, "manager": 0, "dm": 0, "testing": 0}
+    assert sum(day["count"] for day in stats) == 3
+    archived = _daily(client, admin, archived="true")
+    assert sum(day["count"] for day in archived) == 1 and archived[-1]["dm"] == 1
+    tests = _daily(client, admin, isTest="true")
+    assert sum(day["count"] for day in tests) == 1
+
+
+@pytest.mark.parametrize(
+    ("created", "tz", "local_day"),
+    [
+        # 03:59:59Z is 23:59:59 the day before in New York (UTC-4), 09:29:59 in Kolkata (UTC+5:30).
+        (datetime(2024, 6, 10, 3, 59, 59, tzinfo=UTC), "UTC", "2024-06-10"),
+        (datetime(2024, 6, 10, 3, 59, 59, tzinfo=UTC), "America/New_York", "2024-06-09"),
+        (datetime(2024, 6, 10, 3, 59, 59, tzinfo=UTC), "Asia/Kolkata", "2024-06-10"),
+        # 18:30:00Z is 00:00 the next day in Kolkata; 18:29:59Z is still the 10th there.
+        (datetime(2024, 6, 10, 18, 30, tzinfo=UTC), "Asia/Kolkata", "2024-06-11"),
+        (datetime(2024, 6, 10, 18, 29, 59, tzinfo=UTC), "Asia/Kolkata", "2024-06-10"),
+    ],
+)
+def test_daily_creation_in_a_time_zone(client, ingest, admin, created, tz, local_day):
+    ingest(chat(20, created=created))
+    stats = _daily(client, admin, tz=tz)
+    counted = [day["date"] for day in stats if day["count"]]
+    assert counted == [local_day]
+
+
+def test_daily_creation_just_after_local_midnight(client, ingest, admin):
+    # 04:00:00Z is 00:00:00 in New York: the first instant of June 10 there.
+    ingest(chat(21, created=datetime(2024, 6, 10, 4, 0, tzinfo=UTC)))
+    assert [d["date"] for d in _daily(client, admin, tz="America/New_York") if d["count"]] == ["2024-06-10"]
+
+
+def test_daily_creation_rejects_an_unknown_zone(client, admin):
+    response = client.get(f"{BASE}/stats/daily-creation", params={"tz": "Mars/Base"}, headers=admin)
+    assert response.status_code == 400
+    assert "unknown time zone" in response.json()["detail"]
+
+
+ROUTES = ["", "/export", "/needs-response", "/stats/daily-creation", "/tool-call-names"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_rights_for_every_chat_route(client, ingest, admin, member_key, ingest_key, route):
+    ingest(
+        chat(30, owner=1, needs_response=True),
+        chat(31, owner=2, needs_response=True),
+        chat(32, owner=9, needs_response=True),
+        event(
+            "message.create",
+            {
+                "workspace_id": WS,
+                "chat_id": 31,
+                "message_id": "x",
+                "role": "assistant",
+                "tool_calls": [{"name": "basic_tool"}],
+                "created_at": "2024-06-01T12:00:00Z",
+            },
+        ),
+        event(
+            "message.create",
+            {
+                "workspace_id": WS,
+                "chat_id": 30,
+                "message_id": "y",
+                "role": "assistant",
+                "tool_calls": [{"name": "admin_tool"}],
+                "created_at": "2024-06-01T12:00:00Z",
+            },
+        ),
+    )
+    url = BASE + route
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers=bearer("prl_x_y")).status_code == 401
+    assert client.get(url, headers=bearer(ingest_key)).status_code == 403
+    # A member of another workspace: the path's workspace is not theirs, so it does not exist.
+    assert client.get(f"/api/v2/w/{WS_OTHER}/chats{route}", headers=admin).status_code == 404
+    assert client.get(url, headers=bearer(member_key(77))).status_code == 403  # unknown member
+    basic = client.get(url, headers=bearer(member_key(2)))
+    if route == "/export":
+        assert basic.status_code == 403
+        assert basic.json() == {"detail": "this key lacks the chats:read scope"}
+    else:
+        assert basic.status_code == 200
+    for reader in (1, 3, 4):
+        assert client.get(url, headers=bearer(member_key(reader))).status_code == 200
+    if route == "/needs-response":
+        assert basic.json() == [31]
+        assert client.get(url, headers=admin).json() == [30, 31, 32]
+    if route == "/tool-call-names":
+        assert basic.json() == ["basic_tool"]
+        assert client.get(url, headers=admin).json() == ["admin_tool", "basic_tool"]
+    if route == "":
+        assert [c["id"] for c in basic.json()["items"]] == [31]
+
+
+def test_another_org_never_sees_these_chats(client, store, ingest, admin, member_key):
+    from parley.auth.keys import create_key
+
+    ingest(chat(50, title="acme only"))
+    globex = create_key(store, org="globex", ingest=True)
+    # Globex has a workspace with the same id and an admin with the same member id.
+    response = client.post("/api/v2/ingest", json={"batch": [member(1, "admin")]}, headers=bearer(globex))
+    assert response.json()["errors"] == []
+    key = bearer(member_key(1, org="globex"))
+    assert client.get(BASE, headers=key).json()["total"] == 0
+    assert client.get(f"{BASE}/needs-response", headers=key).json() == []
+    assert client.get(f"{BASE}/export", headers=key).text.count("\n") == 1
+    assert client.get(BASE, headers=admin).json()["total"] == 1
+
+
+@pytest.mark.parametrize("route", ["", "/export"])
+def test_anonymous_chats_need_chats_admin(client, ingest, admin, member_key, route):
+    ingest(chat(40, owner=9), chat(41, owner=1))
+    url = BASE + route
+    for member_id in (2, 3, 4):  # basic, curator, basic with chats:read
+        response = client.get(url, params={"isAnonymous": "true"}, headers=bearer(member_key(member_id)))
+        assert response.status_code == 403
+        assert response.json() == {"detail": "filtering to anonymous chats needs the chats:admin scope"}
+    for member_id in (1, 5):  # admin; controller granted chats:admin
+        response = client.get(url, params={"isAnonymous": "true"}, headers=bearer(member_key(member_id)))
+        assert response.status_code == 200
+    items = client.get(BASE, params={"isAnonymous": "true"}, headers=admin).json()["items"]
+    assert [c["id"] for c in items] == [40]
+    not_anonymous = client.get(BASE, params={"isAnonymous": "false"}, headers=bearer(member_key(3))).json()["items"]
+    assert [c["id"] for c in not_anonymous] == [41]
