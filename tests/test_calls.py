@@ -34,9 +34,7 @@ def get(client, headers, **params):
 def test_hand_worked_example(client, ingest, admin):
     ingest(
         event("assistant.upsert", {"assistant_id": "a1", "name": "Sales Bot"}),
-        call("c1", "a1", D + timedelta(hours=9), duration=100, id="c1-first"),
-        # The same call re-sent under a new event id: its latest event wins.
-        call("c1", "a1", D + timedelta(hours=9), duration=301.2, ts=D + days(1), id="c1-again"),
+        call("c1", "a1", D + timedelta(hours=9), duration=301.2, id="c1-first"),
         call("c2", "a1", D + timedelta(hours=10), ended=D + timedelta(hours=10, minutes=2, seconds=30)),
         call("c3", "a1", D + timedelta(hours=11)),  # no duration: counts, adds 0
         call("c4", "a2", D + timedelta(hours=12), name="Support Bot", duration=600),
@@ -46,6 +44,9 @@ def test_hand_worked_example(client, ingest, admin):
         call("c8", "a1", D + timedelta(days=2), duration=999),  # just after the range
         call("c9", "a1", D + timedelta(hours=1), duration=999, workspace=WS_OTHER),  # another workspace
     )
+    # The same call re-sent under a new event id is the same call: the first one stands.
+    again = ingest(call("c1", "a1", D + timedelta(hours=9), duration=100, ts=D + days(1), id="c1-again"))
+    assert again["successes"] == [{"id": "c1-again", "status": 200}]
     assistants = get(client, admin, start_date="2024-05-01", end_date="2024-05-02")
     assert assistants == [
         {

@@ -68,6 +68,14 @@ UPDATABLE = (
     "is_test",
     "assistant_member_id",
 )
+STATE_COLUMNS = (
+    *UPSERT_ONLY,
+    *UPDATABLE,
+    "metadata_text",
+    "updated_at",
+    "message_count",
+    "last_message_at",
+)
 CMP = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
@@ -80,49 +88,35 @@ class ChatSql:
         self.org = params.add(org, "str")
         self.ws = params.add(workspace_id, "str")
 
-    def tenant(self) -> str:
-        return f"org = {self.org} AND workspace_id = {self.ws}"
+    def tenant(self, alias: str = "") -> str:
+        prefix = f"{alias}." if alias else ""
+        return f"{prefix}org = {self.org} AND {prefix}workspace_id = {self.ws}"
 
     def relation(self) -> str:
-        """CTEs ending in ``chats``: one row per existing chat, every exported field."""
+        """CTEs ending in ``chats``: one row per existing chat, every exported field.
+
+        ``chat_state`` holds each chat's latest-wins state, kept by the adapter as
+        events arrive; member names and anonymity are folded here (members are few).
+        """
         d = self.d
-        upserted = "op = 'upsert'"
-        fields = [f"{d.latest(c, upserted)} AS {c}" for c in UPSERT_ONLY]
-        # The field names are this module's constants, never request input.
-        fields += [f"{d.latest(c, d.has('fields_set', repr(c)))} AS {c}" for c in UPDATABLE]
-        metadata_set = d.has("fields_set", "'metadata'")
-        fields.append(f"{d.latest('metadata_text', metadata_set)} AS metadata_text")
         return f"""
-        chat_state AS (
-            SELECT chat_id AS id, {", ".join(fields)}, max(ts) AS updated_at
-            FROM chat_events
-            WHERE {self.tenant()}
-            GROUP BY chat_id
-            HAVING sum(CASE WHEN op = 'upsert' THEN 1 ELSE 0 END) > 0
-        ),
-        message_stats AS (
-            SELECT chat_id, count(DISTINCT message_id) AS message_count, max(created_at) AS last_message_at
-            FROM messages
-            WHERE {self.tenant()}
-            GROUP BY chat_id
-        ),
         member_state AS (
-            SELECT member_id, {d.latest("name", "true")} AS name, {d.latest("is_anonymous", "true")} AS is_anonymous
+            SELECT member_id,
+                   {d.latest("name", "true")} AS name,
+                   {d.latest("is_anonymous", "true")} AS is_anonymous
             FROM members
             WHERE {self.tenant()}
             GROUP BY member_id
         ),
         chats AS (
-            SELECT s.*,
-                   coalesce(m.message_count, 0) AS message_count,
-                   m.last_message_at,
+            SELECT s.chat_id AS id, {", ".join(f"s.{c}" for c in STATE_COLUMNS)},
                    o.name AS owner_name,
                    o.is_anonymous AS is_anonymous,
                    a.name AS assistant_name
             FROM chat_state s
-            LEFT JOIN message_stats m ON m.chat_id = s.id
             LEFT JOIN member_state o ON o.member_id = s.owner_member_id
             LEFT JOIN member_state a ON a.member_id = s.assistant_member_id
+            WHERE {self.tenant("s")} AND s.v_upsert IS NOT NULL
         )"""
 
     # -- filters ------------------------------------------------------------------

@@ -24,6 +24,7 @@ from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.chat_sql import CHAT_LIST_COLUMNS, ChatSql
 from parley.store.dialect import DuckDBDialect, Params
+from parley.store.duckdb_state import CHAT_STATE_DDL, merge_chat_events_sql, merge_messages_sql
 from parley.store.port import (
     ApiKeyRecord,
     CallsByAssistantRow,
@@ -42,6 +43,7 @@ DUCKDB_TYPES = {
 }
 
 DIALECT = DuckDBDialect()
+EXPORT_BATCH_ROWS = 10_000
 
 _DDL_FIXED = """
 CREATE TABLE IF NOT EXISTS parley_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -51,6 +53,11 @@ CREATE TABLE IF NOT EXISTS event_ledger (
     type VARCHAR NOT NULL,
     ingested_at TIMESTAMP NOT NULL,
     PRIMARY KEY (org, event_id)
+);
+CREATE TABLE IF NOT EXISTS entity_ledger (
+    org VARCHAR NOT NULL,
+    entity_key VARCHAR NOT NULL,
+    PRIMARY KEY (org, entity_key)
 );
 CREATE TABLE IF NOT EXISTS api_keys (
     key_id VARCHAR PRIMARY KEY,
@@ -99,6 +106,7 @@ class DuckDBStore:
         with self._write_lock:
             con = self._con
             con.execute(_DDL_FIXED)
+            con.execute(CHAT_STATE_DDL)
             row = con.execute("SELECT value FROM parley_meta WHERE key = 'schema_version'").fetchone()
             version = int(row[0]) if row else 0
             if version > schema.SCHEMA_VERSION:
@@ -164,6 +172,7 @@ class DuckDBStore:
         return StoreOutcome([event_id for _, event_id in stored], duplicates, {})
 
     def _store_batch(self, events: list[Event]) -> list[tuple[str, str]]:
+        now = datetime.now(UTC).replace(tzinfo=None)
         ledger = pa.table(
             {
                 "org": pa.array([e.org for e in events], pa.string()),
@@ -171,34 +180,64 @@ class DuckDBStore:
                 "type": pa.array([e.type for e in events], pa.string()),
             }
         )
-        now = datetime.now(UTC).replace(tzinfo=None)
         with self._write_lock:
             con = self._con
             con.begin()
             try:
                 con.register("ledger_batch", ledger)
-                new = con.execute(
-                    "INSERT INTO event_ledger "
-                    "SELECT org, event_id, type, ? FROM ledger_batch "
-                    "ON CONFLICT DO NOTHING RETURNING org, event_id",
-                    [now],
-                ).fetchall()
-                new_keys = set(new)
-                by_table: dict[str, list[Event]] = defaultdict(list)
-                for event in events:
-                    if (event.org, event.id) in new_keys:
-                        by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
-                for name, rows in by_table.items():
-                    table = schema.TABLE_BY_NAME[name]
-                    con.register("event_rows", table.to_arrow(rows))
-                    con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM event_rows")
-                    con.unregister("event_rows")
+                new_ids = set(
+                    con.execute(
+                        "INSERT INTO event_ledger SELECT org, event_id, type, ? FROM ledger_batch "
+                        "ON CONFLICT DO NOTHING RETURNING org, event_id",
+                        [now],
+                    ).fetchall()
+                )
                 con.unregister("ledger_batch")
+                fresh = [e for e in events if (e.org, e.id) in new_ids]
+                stored = self._new_entities(con, fresh)
+                by_table: dict[str, list[Event]] = defaultdict(list)
+                for event in stored:
+                    by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
+                for name, rows in by_table.items():
+                    con.register("event_rows", schema.TABLE_BY_NAME[name].to_arrow(rows))
+                    con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM event_rows")
+                    if name == "chat_events":
+                        con.execute(merge_chat_events_sql("event_rows"))
+                    elif name == "messages":
+                        con.execute(merge_messages_sql("event_rows"))
+                    con.unregister("event_rows")
                 con.commit()
             except BaseException:
                 con.rollback()
                 raise
-        return [(org, event_id) for org, event_id in new]
+        return [(e.org, e.id) for e in stored]
+
+    @staticmethod
+    def _new_entities(con: duckdb.DuckDBPyConnection, events: list[Event]) -> list[Event]:
+        """The events whose entity (for creates) is not stored yet; upserts always pass."""
+        first: dict[tuple[str, str], Event] = {}
+        for event in events:
+            key = schema.entity_key(event)
+            if key is not None:
+                first.setdefault((event.org, key), event)
+        if not first:
+            return events
+        keys = pa.table(
+            {
+                "org": pa.array([org for org, _ in first], pa.string()),
+                "entity_key": pa.array([key for _, key in first], pa.string()),
+            }
+        )
+        con.register("entity_batch", keys)
+        new = set(
+            con.execute(
+                "INSERT INTO entity_ledger SELECT org, entity_key FROM entity_batch "
+                "ON CONFLICT DO NOTHING RETURNING org, entity_key"
+            ).fetchall()
+        )
+        con.unregister("entity_batch")
+        winners = {id(first[k]) for k in new}
+        return [e for e in events if schema.entity_key(e) is None or id(e) in winners]
 
     def count_events(self, *, org: str) -> int:
         row = self._reader().execute("SELECT count(*) FROM event_ledger WHERE org = ?", [org]).fetchone()
@@ -254,16 +293,12 @@ class DuckDBStore:
     def calls_by_assistant(
         self, *, org: str, workspace_id: str, start: datetime, end: datetime
     ) -> list[CallsByAssistantRow]:
-        # A call re-sent under a new event id is the same call: its latest event wins.
+        # Calls are stored once per call_id (see schema.ENTITY_FIELDS), so rows are calls.
         sql = """
-        WITH latest AS (
+        WITH in_range AS (
             SELECT assistant_id, assistant_name, started_at, duration_us, event_id
             FROM calls
-            WHERE org = $org AND workspace_id = $workspace_id
-            QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY ts DESC, event_id DESC) = 1
-        ),
-        in_range AS (
-            SELECT * FROM latest WHERE started_at BETWEEN $start AND $end
+            WHERE org = $org AND workspace_id = $workspace_id AND started_at BETWEEN $start AND $end
         ),
         per_assistant AS (
             SELECT assistant_id,
@@ -323,20 +358,31 @@ class DuckDBStore:
         return [dict(zip(CHAT_LIST_COLUMNS, row[:-1], strict=True)) for row in rows], int(total)
 
     def export_chats(
-        self, *, org: str, workspace_id: str, query: ChatQuery, batch_rows: int = 10_000
+        self, *, org: str, workspace_id: str, query: ChatQuery, batch_rows: int = EXPORT_BATCH_ROWS
     ) -> Iterator[pa.RecordBatch]:
-        sql, params = self._chat_sql(org, workspace_id)
-        statement = f"""
-        WITH {sql.relation()}
-        SELECT {sql.export_columns()}
-        FROM chats WHERE {sql.where(query)}
-        ORDER BY {sql.order(query)}
+        """Every matching chat, in order, without ever sorting whole rows.
+
+        First the matching ids alone are sorted (8 bytes a chat); then the rows are
+        formatted a batch of ids at a time. Memory stays flat however many chats match.
         """
+        sql, params = self._chat_sql(org, workspace_id)
+        ordered = f"WITH {sql.relation()} SELECT id FROM chats WHERE {sql.where(query)} ORDER BY {sql.order(query)}"
         # A cursor of its own: the stream is consumed from whichever thread serves it.
         cursor = self._con.cursor()
         try:
-            reader = cursor.sql(statement, params=params.values).to_arrow_reader(batch_rows)
-            yield from reader
+            ids = cursor.sql(ordered, params=params.values).to_arrow_table()["id"].combine_chunks()
+            rows_sql, row_params = self._chat_sql(org, workspace_id)
+            statement = f"""
+            WITH {rows_sql.relation()}
+            SELECT {rows_sql.export_columns()}
+            FROM export_ids JOIN chats USING (id)
+            ORDER BY export_ids.position
+            """
+            for start in range(0, len(ids), batch_rows):
+                chunk = ids.slice(start, batch_rows)
+                cursor.register("export_ids", pa.table({"id": chunk, "position": pa.array(range(len(chunk)))}))
+                yield from cursor.sql(statement, params=row_params.values).to_arrow_table().to_batches()
+                cursor.unregister("export_ids")
         finally:
             cursor.close()
 

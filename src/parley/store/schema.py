@@ -226,5 +226,26 @@ TABLES: tuple[Table, ...] = (
     ),
 )
 
+# A create event describes one entity, named by these body fields. An entity is stored
+# once: a later event for it, under any event id, is a duplicate (the first one stands).
+ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
+    "message.create": ("workspace_id", "message_id"),
+    "call.create": ("workspace_id", "call_id"),
+    "session.create": ("session_id",),
+    "trace.create": ("trace_id",),
+    "observation.create": ("observation_id",),
+    "feedback.create": ("feedback_id",),
+}
+KEY_SEPARATOR = "\x1f"
+
+
+def entity_key(event: Event) -> str | None:
+    """The entity a create event describes, as one string (None for upserts and updates)."""
+    fields = ENTITY_FIELDS.get(event.type)
+    if fields is None:
+        return None
+    return KEY_SEPARATOR.join((event.type, *(str(getattr(event.body, f)) for f in fields)))
+
+
 TABLE_FOR_TYPE: dict[str, Table] = {t: table for table in TABLES for t in table.event_types}
 TABLE_BY_NAME: dict[str, Table] = {table.name: table for table in TABLES}
