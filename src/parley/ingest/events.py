@@ -8,7 +8,7 @@ storage engines keep.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,7 +27,10 @@ MAX_ID_CHARS = 256
 
 
 def _to_utc_naive(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None)
+    # Subtracting the offset is several times faster than astimezone(UTC), and the same.
+    offset = value.utcoffset()
+    naive = value.replace(tzinfo=None)
+    return naive - offset if offset else naive
 
 
 UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc_naive)]
