@@ -202,6 +202,7 @@ def _print_walkthrough(
     settings: Settings, org: str, workspace_id: str, ingest_key: str, admin_key: str, basic_key: str
 ) -> None:
     base = f"http://{settings.host}:{settings.port}"
+    chats = f"{base}/api/v2/w/{workspace_id}/chats"
     call = {
         "workspace_id": workspace_id,
         "call_id": "try-1",
@@ -222,6 +223,11 @@ Demo data loaded. Workspace {workspace_id} of org {org}.
 Start the server with `parley serve`, then try:
   curl -s -H "Authorization: Bearer {admin_key}" {base}/analytics/calls/by-assistant
   curl -s -H "Authorization: Bearer {basic_key}" {base}/analytics/calls/by-assistant
+  curl -s -H "Authorization: Bearer {admin_key}" "{chats}?pageSize=5"
+  curl -s -H "Authorization: Bearer {admin_key}" {chats}/export -o chats.csv
+  curl -s -H "Authorization: Bearer {admin_key}" {chats}/needs-response
+  curl -s -H "Authorization: Bearer {admin_key}" "{chats}/stats/daily-creation?tz=Europe/Berlin"
+  curl -s -H "Authorization: Bearer {admin_key}" {chats}/tool-call-names
   curl -s -X POST -H "Authorization: Bearer {ingest_key}" -H "Content-Type: application/json" \\
        -d '{sample}' \\
        {base}/api/v2/ingest
