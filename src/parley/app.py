@@ -13,6 +13,9 @@ from parley.errors import install_error_handlers
 from parley.ingest.router import router as ingest_router
 from parley.metrics.calls import router as calls_router
 from parley.metrics.chats.router import router as chats_router
+from parley.metrics.org_analytics import router as org_analytics_router
+from parley.metrics.usage import router as usage_router
+from parley.pricing import as_rows, load_prices
 from parley.settings import Settings
 from parley.store.port import Store, open_store
 
@@ -53,12 +56,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     )
     app.state.settings = settings
     app.state.clock = clock
+    app.state.price_rows = as_rows(load_prices(settings.model_prices))
     if store is not None:
         app.state.store = store
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(calls_router)
     app.include_router(chats_router)
+    app.include_router(usage_router)
+    app.include_router(org_analytics_router)
 
     @app.get("/healthz", tags=["meta"], include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -44,4 +44,11 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str | None = Field(
         None, description="DuckDB memory limit, such as `4GB` (default: DuckDB's own, 80% of RAM)."
     )
+    model_prices: Path | None = Field(
+        None,
+        description=(
+            "A JSON file of model prices (USD per million input/output tokens) that adds to or "
+            "overrides the shipped table; see docs/design.md."
+        ),
+    )
     log_level: str = Field("info", description="Log level of the server: debug, info, warning.")

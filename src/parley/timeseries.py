@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from parley.errors import BadRequest
@@ -78,6 +79,126 @@ def resolve_range(
     lo = hi - default_span if start is None else parse_bound(start, name=start_name, is_end=False, tz=tz)
     if lo > hi:
         raise BadRequest(f"{start_name} is after {end_name}")
-    if hi - lo > timedelta(days=max_days):
+    # Measured on the wall clock, so that a DST change never tips a whole-day range over.
+    wall = _local(hi, tz).replace(tzinfo=None) - _local(lo, tz).replace(tzinfo=None)
+    if wall > timedelta(days=max_days):
         raise BadRequest(f"the range from {start_name} to {end_name} spans more than {max_days} days")
     return TimeRange(lo, hi)
+
+
+# -- buckets ------------------------------------------------------------------------
+
+Granularity = Literal["hourly", "daily", "weekly"]
+MAX_HOURLY_DAYS = 31
+ONE_HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One period of a series.
+
+    ``key`` is what the database groups by: the local date of the period's first day
+    (daily, weekly) or, hourly, the period's first instant as naive UTC. ``start`` is
+    that first instant in the request's zone, the label the client sees.
+    """
+
+    key: date | datetime
+    start: datetime
+
+
+def _local(moment_utc: datetime, tz: ZoneInfo) -> datetime:
+    return moment_utc.replace(tzinfo=UTC).astimezone(tz)
+
+
+def hour_start(moment_utc: datetime, tz: ZoneInfo) -> datetime:
+    """The first instant (naive UTC) of the local hour holding ``moment_utc``.
+
+    Offsets never change inside an hour, so this is the moment less the local minutes
+    and seconds; both hours of a DST fall-back stay distinct.
+    """
+    local = _local(moment_utc, tz)
+    return moment_utc - timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
+
+
+def day_start(day: date, tz: ZoneInfo) -> datetime:
+    """The first instant of a local day (01:00 where midnight is skipped by DST)."""
+    wall = datetime.combine(day, time(), tzinfo=tz)
+    return wall.astimezone(UTC).astimezone(tz)
+
+
+def make_buckets(span: TimeRange, granularity: Granularity, tz: ZoneInfo) -> list[Bucket]:
+    """Every bucket that overlaps the range, oldest first."""
+    if granularity == "hourly":
+        out, key = [], hour_start(span.start, tz)
+        while key <= span.end:
+            out.append(Bucket(key, _local(key, tz)))
+            key = hour_start(key + ONE_HOUR, tz)
+        return out
+    first, last = _local(span.start, tz).date(), _local(span.end, tz).date()
+    step = timedelta(days=1)
+    if granularity == "weekly":
+        first -= timedelta(days=first.weekday())  # Monday
+        step = timedelta(days=7)
+    out, day = [], first
+    while day <= last:
+        out.append(Bucket(day, day_start(day, tz)))
+        day += step
+    return out
+
+
+def render_start(bucket: Bucket) -> str:
+    """ISO-8601: UTC with Z, any other zone with its offset."""
+    if bucket.start.utcoffset() == timedelta(0) and str(bucket.start.tzinfo) == "UTC":
+        return bucket.start.replace(tzinfo=None).isoformat() + "Z"
+    return bucket.start.isoformat()
+
+
+def fill(buckets: list[Bucket], counts: dict[date | datetime, int]) -> list[int]:
+    """The series, one value per bucket, zero where the database found nothing."""
+    return [int(counts.get(b.key, 0)) for b in buckets]
+
+
+def parse_granularity(value: str | None) -> Granularity:
+    if value is None:
+        return "daily"
+    if value not in ("hourly", "daily", "weekly"):
+        raise BadRequest(f"aggregation: unknown value {value!r} (use hourly, daily or weekly)")
+    return value  # type: ignore[return-value]
+
+
+def series_range(
+    start: str | None,
+    end: str | None,
+    *,
+    start_name: str,
+    end_name: str,
+    granularity: Granularity,
+    tz: ZoneInfo,
+    now: datetime,
+    required: bool = False,
+    default_days: int = 30,
+) -> TimeRange:
+    """The range of a series request, with the limits of contract section 4.
+
+    ``now`` is naive UTC; without bounds, the range is the ``default_days`` local days
+    ending today.
+    """
+    if required:
+        missing = [name for name, value in ((start_name, start), (end_name, end)) if value is None]
+        if missing:
+            raise BadRequest(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+    max_days = MAX_HOURLY_DAYS if granularity == "hourly" else MAX_RANGE_DAYS
+    today = _local(now, tz).date()
+    first = today - timedelta(days=default_days - 1)
+    lo_default = day_start(first, tz).astimezone(UTC).replace(tzinfo=None)
+    hi_default = day_start(today + timedelta(days=1), tz).astimezone(UTC).replace(tzinfo=None) - ONE_MICROSECOND
+    return resolve_range(
+        start,
+        end,
+        start_name=start_name,
+        end_name=end_name,
+        default_end=hi_default,
+        default_span=hi_default - lo_default,
+        tz=tz,
+        max_days=max_days,
+    )

@@ -61,8 +61,8 @@ class Dialect(Protocol):
     def csv_guard(self, expr: str) -> str:
         """Text prefixed with ' when a spreadsheet would read it as a formula."""
 
-    def local_date(self, expr: str, tz_sql: str) -> str:
-        """The calendar date, in the IANA zone ``tz_sql``, of a naive-UTC timestamp."""
+    def bucket_key(self, expr: str, granularity: str, tz_sql: str) -> str:
+        """The key of the bucket holding a naive-UTC timestamp (see ``timeseries.Bucket``)."""
 
 
 class DuckDBDialect:
@@ -122,5 +122,13 @@ class DuckDBDialect:
             f"THEN '''' || {expr} ELSE {expr} END"
         )
 
-    def local_date(self, expr: str, tz_sql: str) -> str:
-        return f"CAST(timezone({tz_sql}, {expr} AT TIME ZONE 'UTC') AS DATE)"
+    def local_time(self, expr: str, tz_sql: str) -> str:
+        return f"timezone({tz_sql}, {expr} AT TIME ZONE 'UTC')"
+
+    def bucket_key(self, expr: str, granularity: str, tz_sql: str) -> str:
+        local = self.local_time(expr, tz_sql)
+        if granularity == "hourly":
+            return f"({expr} - ({local} - date_trunc('hour', {local})))"
+        if granularity == "weekly":
+            return f"CAST(date_trunc('week', {local}) AS DATE)"
+        return f"CAST({local} AS DATE)"

@@ -32,6 +32,7 @@ from parley.store.port import (
     StoreLocked,
     StoreOutcome,
 )
+from parley.store.series_sql import SeriesSql
 
 DUCKDB_TYPES = {
     schema.STR: "VARCHAR",
@@ -407,7 +408,7 @@ class DuckDBStore:
         last_day: date,
     ) -> list[tuple[date, str, int]]:
         sql, params = self._chat_sql(org, workspace_id)
-        day = DIALECT.local_date("created_at", params.add(tz, "str"))
+        day = DIALECT.bucket_key("created_at", "daily", params.add(tz, "str"))
         statement = f"""
         WITH {sql.relation()}
         SELECT day, chat_type, count(*) FROM (
@@ -432,3 +433,39 @@ class DuckDBStore:
         """
         names = [row[0] for row in self._reader().execute(statement, params.values).fetchall()]
         return sorted(names)  # code-point order, whatever the engine's collation
+
+    # -- time series --------------------------------------------------------------
+
+    def _series(self, org: str, start: datetime, end: datetime) -> tuple[SeriesSql, Params]:
+        params = Params(DIALECT)
+        return SeriesSql(DIALECT, params, org=org, start=start, end=end), params
+
+    def assistants_usage(
+        self, *, org: str, workspace_id: str, start: datetime, end: datetime, tz: str
+    ) -> list[tuple[str, date, int]]:
+        sql, params = self._series(org, start, end)
+        rows = self._reader().execute(sql.assistants_usage(workspace_id, tz), params.values).fetchall()
+        return [(name, day, int(n)) for name, day, n in rows]
+
+    def user_cohorts(
+        self, *, org: str, start: datetime, end: datetime, granularity: str, tz: str, mentor_id: str | None
+    ) -> tuple[dict[Any, int], dict[Any, int]]:
+        sql, params = self._series(org, start, end)
+        rows = self._reader().execute(sql.cohorts(granularity, tz, mentor_id), params.values).fetchall()
+        new = {key: int(n) for kind, key, n in rows if kind == "new"}
+        veteran = {key: int(n) for kind, key, n in rows if kind == "veteran"}
+        return new, veteran
+
+    def feedback_counts(
+        self, *, org: str, start: datetime, end: datetime, granularity: str, tz: str, mentor_id: str | None
+    ) -> dict[Any, tuple[int, int, int]]:
+        sql, params = self._series(org, start, end)
+        rows = self._reader().execute(sql.feedback(granularity, tz, mentor_id), params.values).fetchall()
+        return {key: (int(n), int(pos), int(neg)) for key, n, pos, neg in rows}
+
+    def user_cost(
+        self, *, org: str, user_id: str, start: datetime, end: datetime, prices: list[tuple[str, int, int]]
+    ) -> tuple[int, int]:
+        sql, params = self._series(org, start, end)
+        total, unpriced = self._reader().execute(sql.user_cost(user_id, prices), params.values).fetchone()
+        return int(total), int(unpriced)

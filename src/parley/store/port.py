@@ -96,6 +96,26 @@ class Store(Protocol):
 
     def tool_call_names(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[str]: ...
 
+    def assistants_usage(
+        self, *, org: str, workspace_id: str, start: datetime, end: datetime, tz: str
+    ) -> list[tuple[str, date, int]]:
+        """(assistant name or "unknown", local day, assistant messages) with any messages."""
+
+    def user_cohorts(
+        self, *, org: str, start: datetime, end: datetime, granularity: str, tz: str, mentor_id: str | None
+    ) -> tuple[dict[Any, int], dict[Any, int]]:
+        """New and veteran users per bucket key (see ``timeseries.Bucket``)."""
+
+    def feedback_counts(
+        self, *, org: str, start: datetime, end: datetime, granularity: str, tz: str, mentor_id: str | None
+    ) -> dict[Any, tuple[int, int, int]]:
+        """(feedback, positive, negative) per bucket key."""
+
+    def user_cost(
+        self, *, org: str, user_id: str, start: datetime, end: datetime, prices: list[tuple[str, int, int]]
+    ) -> tuple[int, int]:
+        """(cost in pico-dollars, observations that had no cost and no known price)."""
+
     def count_events(self, *, org: str) -> int: ...
 
     def close(self) -> None: ...

@@ -1,0 +1,172 @@
+"""``/api/ai-analytics/orgs/{org}/users/{user_id}/``: user cohorts, LLM cost per user,
+feedback over time (seed 003, contract 5.4)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+
+from parley.auth.principal import ORG_ROLES, CurrentPrincipal, Principal, StoreDep
+from parley.errors import Forbidden, NotFound
+from parley.pricing import PICO_PER_USD
+from parley.schemas import ERROR_RESPONSES
+from parley.timeseries import fill, make_buckets, parse_granularity, parse_tz, render_start, series_range
+
+log = logging.getLogger("parley.cost")
+router = APIRouter(
+    prefix="/api/ai-analytics/orgs/{org}/users/{user_id}", tags=["org analytics"], responses=ERROR_RESPONSES
+)
+
+MICRO_USD = Decimal("0.000001")
+DateParam = Annotated[str | None, Query(description="YYYY-MM-DD (a whole day) or ISO-8601 with offset; required.")]
+Aggregation = Annotated[str | None, Query(description="hourly, daily (default) or weekly.")]
+MentorId = Annotated[str | None, Query(max_length=256, description="Only activity with this assistant.")]
+Tz = Annotated[str | None, Query(description="IANA time zone of the periods; default UTC.")]
+
+
+def org_reader(org: str, principal: CurrentPrincipal) -> Principal:
+    """A member allowed org-level analytics, of this org (any other org: 404)."""
+    if principal.ingest:
+        raise Forbidden("an ingestion key may only call the ingestion endpoint")
+    if org != principal.org:
+        raise NotFound("org not found")
+    principal.require_member()
+    if principal.role not in ORG_ROLES and "org_analytics:read" not in principal.scopes:
+        raise Forbidden("org analytics need an admin role or the org_analytics:read scope")
+    return principal
+
+
+OrgReader = Annotated[Principal, Depends(org_reader)]
+
+
+class Cohorts(BaseModel):
+    periods: list[str]
+    new_users: list[int]
+    veteran_users: list[int]
+
+
+class UserCost(BaseModel):
+    total_cost: float
+
+
+class UserChatFeedbackCount(BaseModel):
+    period: str
+    feedback_count: int
+    positive: int
+    negative: int
+
+
+def _now(request: Request) -> datetime:
+    return request.app.state.clock().astimezone(UTC).replace(tzinfo=None)
+
+
+@router.get("/user-cohorts-over-time/", response_model=Cohorts)
+def user_cohorts_over_time(
+    request: Request,
+    principal: OrgReader,
+    store: StoreDep,
+    start_date: DateParam = None,
+    end_date: DateParam = None,
+    aggregation: Aggregation = None,
+    mentor_id: MentorId = None,
+    tz: Tz = None,
+) -> Cohorts:
+    """New users (registered in the period) and veterans (registered before the range, active in the period)."""
+    granularity = parse_granularity(aggregation)
+    zone = parse_tz(tz)
+    span = series_range(
+        start_date,
+        end_date,
+        start_name="start_date",
+        end_name="end_date",
+        granularity=granularity,
+        tz=zone,
+        now=_now(request),
+        required=True,
+    )
+    buckets = make_buckets(span, granularity, zone)
+    new, veteran = store.user_cohorts(
+        org=principal.org, start=span.start, end=span.end, granularity=granularity, tz=zone.key, mentor_id=mentor_id
+    )
+    return Cohorts(
+        periods=[render_start(b) for b in buckets], new_users=fill(buckets, new), veteran_users=fill(buckets, veteran)
+    )
+
+
+@router.get("/user-cost/", response_model=UserCost)
+def user_cost(
+    request: Request,
+    user_id: str,
+    principal: OrgReader,
+    store: StoreDep,
+    start_date: DateParam = None,
+    end_date: DateParam = None,
+    username: Annotated[str | None, Query(max_length=256, description="The user to cost; default the path's.")] = None,
+) -> UserCost:
+    """The LLM cost of one user's traces in the range, in USD, rounded to 6 places."""
+    zone = parse_tz(None)
+    span = series_range(
+        start_date,
+        end_date,
+        start_name="start_date",
+        end_name="end_date",
+        granularity="daily",
+        tz=zone,
+        now=_now(request),
+        required=True,
+    )
+    subject = username if username is not None else user_id
+    total_pusd, unpriced = store.user_cost(
+        org=principal.org, user_id=subject, start=span.start, end=span.end, prices=request.app.state.price_rows
+    )
+    if unpriced:
+        log.warning(
+            "user-cost: %d observations of %s in org %s had no cost and no known model price; counted as 0",
+            unpriced,
+            subject,
+            principal.org,
+        )
+    total = (Decimal(total_pusd) / PICO_PER_USD).quantize(MICRO_USD, rounding=ROUND_HALF_EVEN)
+    return UserCost(total_cost=float(total))
+
+
+@router.get("/user-feedback/", response_model=list[list[UserChatFeedbackCount]])
+def user_feedback(
+    request: Request,
+    principal: OrgReader,
+    store: StoreDep,
+    start_date: DateParam = None,
+    end_date: DateParam = None,
+    aggregation: Aggregation = None,
+    mentor_id: MentorId = None,
+    tz: Tz = None,
+) -> list[list[UserChatFeedbackCount]]:
+    """Feedback per period, positive and negative, every period present (nested as the seed)."""
+    granularity = parse_granularity(aggregation)
+    zone = parse_tz(tz)
+    span = series_range(
+        start_date,
+        end_date,
+        start_name="start_date",
+        end_name="end_date",
+        granularity=granularity,
+        tz=zone,
+        now=_now(request),
+        required=True,
+    )
+    buckets = make_buckets(span, granularity, zone)
+    counts = store.feedback_counts(
+        org=principal.org, start=span.start, end=span.end, granularity=granularity, tz=zone.key, mentor_id=mentor_id
+    )
+    series = []
+    for bucket in buckets:
+        n, positive, negative = counts.get(bucket.key, (0, 0, 0))
+        series.append(
+            UserChatFeedbackCount(period=render_start(bucket), feedback_count=n, positive=positive, negative=negative)
+        )
+    return [series]

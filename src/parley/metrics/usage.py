@@ -1,0 +1,69 @@
+"""``GET /api/v2/org/{org_id}/workspace/{workspace_id}/metrics/assistants_usage``
+(seed 000, contract 5.1)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from parley.auth.principal import CurrentPrincipal, StoreDep
+from parley.errors import Forbidden
+from parley.schemas import ERROR_RESPONSES
+from parley.timeseries import make_buckets, parse_tz, series_range
+
+router = APIRouter(tags=["workspace metrics"], responses=ERROR_RESPONSES)
+
+UNKNOWN_ASSISTANT = "unknown"
+
+
+class Point(BaseModel):
+    x: str
+    y: int
+
+
+class AssistantsUsage(BaseModel):
+    data: dict[str, list[Point]]
+
+
+@router.get("/api/v2/org/{org_id}/workspace/{workspace_id}/metrics/assistants_usage", response_model=AssistantsUsage)
+def assistants_usage(
+    request: Request,
+    org_id: str,
+    workspace_id: str,
+    principal: CurrentPrincipal,
+    store: StoreDep,
+    from_date: Annotated[
+        str | None, Query(description="First day (YYYY-MM-DD) or instant (with offset); default 29 days ago.")
+    ] = None,
+    to_date: Annotated[str | None, Query(description="Last day or instant, inclusive; default today.")] = None,
+    tz: Annotated[str | None, Query(description="IANA time zone of the days; default UTC.")] = None,
+) -> AssistantsUsage:
+    """Assistant messages per assistant name per day, every day present, newest first."""
+    if principal.ingest:
+        raise Forbidden("an ingestion key may only call the ingestion endpoint")
+    principal.require_workspace(org_id, workspace_id)
+    principal.require_member()
+    if principal.role == "basic":
+        raise Forbidden("basic members may not read workspace metrics")
+    principal.require_scope("workspace_metrics:read")
+    zone = parse_tz(tz)
+    now = request.app.state.clock().astimezone(UTC).replace(tzinfo=None)
+    span = series_range(
+        from_date, to_date, start_name="from_date", end_name="to_date", granularity="daily", tz=zone, now=now
+    )
+    buckets = make_buckets(span, "daily", zone)
+    counts: dict[str, dict] = {}
+    for name, day, n in store.assistants_usage(
+        org=principal.org, workspace_id=workspace_id, start=span.start, end=span.end, tz=zone.key
+    ):
+        counts.setdefault(name, {})[day] = n
+    newest_first = list(reversed(buckets))
+    return AssistantsUsage(
+        data={
+            name: [Point(x=b.key.isoformat(), y=per_day.get(b.key, 0)) for b in newest_first]
+            for name, per_day in sorted(counts.items())
+        }
+    )

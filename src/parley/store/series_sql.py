@@ -1,0 +1,141 @@
+"""SQL for the time-series metrics: assistants usage, cohorts, LLM cost, feedback.
+
+Each builder returns one statement over the append-only tables, grouped by the
+bucket key of ``timeseries.Bucket``; the caller zero-fills. A trace's (and a
+feedback's) user and mentor come from the event itself, else from its session.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from parley.store.dialect import Dialect, Params
+
+
+class SeriesSql:
+    def __init__(self, dialect: Dialect, params: Params, *, org: str, start: datetime, end: datetime) -> None:
+        self.d = dialect
+        self.p = params
+        self.org = params.add(org, "str")
+        self.start = params.add(start, "time")
+        self.end = params.add(end, "time")
+
+    def in_range(self, column: str) -> str:
+        return f"{column} BETWEEN {self.start} AND {self.end}"
+
+    def bucket(self, column: str, granularity: str, tz: str) -> str:
+        return self.d.bucket_key(column, granularity, self.p.add(tz, "str"))
+
+    def assistants_usage(self, workspace_id: str, tz: str) -> str:
+        day = self.bucket("created_at", "daily", tz)
+        return f"""
+        SELECT coalesce(nullif(assistant_name, ''), 'unknown') AS name, {day} AS day, count(*) AS n
+        FROM messages
+        WHERE org = {self.org} AND workspace_id = {self.p.add(workspace_id, "str")}
+          AND role = 'assistant' AND {self.in_range("created_at")}
+        GROUP BY 1, 2
+        """
+
+    def _people(self) -> str:
+        """Who each session belongs to, for traces and feedback that name only their session."""
+        return f"session_people AS (SELECT session_id, user_id, mentor_id FROM sessions WHERE org = {self.org})"
+
+    def _activity(self, mentor_id: str | None) -> str:
+        mentor = "" if mentor_id is None else f"WHERE mentor_id = {self.p.add(mentor_id, 'str')}"
+        return f"""
+        {self._people()},
+        all_activity AS (
+            SELECT user_id, mentor_id, started_at AS at
+            FROM sessions WHERE org = {self.org} AND {self.in_range("started_at")}
+            UNION ALL
+            SELECT coalesce(t.user_id, s.user_id), coalesce(t.mentor_id, s.mentor_id), t.traced_at
+            FROM traces t LEFT JOIN session_people s ON s.session_id = t.session_id
+            WHERE t.org = {self.org} AND {self.in_range("t.traced_at")}
+            UNION ALL
+            SELECT f.user_id, coalesce(f.mentor_id, s.mentor_id), f.created_at
+            FROM feedback f LEFT JOIN session_people s ON s.session_id = f.session_id
+            WHERE f.org = {self.org} AND {self.in_range("f.created_at")}
+        ),
+        activity AS (SELECT * FROM all_activity {mentor})"""
+
+    def cohorts(self, granularity: str, tz: str, mentor_id: str | None) -> str:
+        """Rows (kind, bucket key, users): kind 'new' or 'veteran'."""
+        mentored = "" if mentor_id is None else "AND user_id IN (SELECT user_id FROM activity)"
+        registered = self.d.latest("registered_at", "true")
+        return f"""
+        WITH {self._activity(mentor_id)},
+        registered AS (
+            SELECT user_id, {registered} AS registered_at FROM users WHERE org = {self.org} GROUP BY user_id
+        )
+        SELECT 'new' AS kind, {self.bucket("registered_at", granularity, tz)} AS k, count(*) AS n
+        FROM registered
+        WHERE {self.in_range("registered_at")} {mentored}
+        GROUP BY 1, 2
+        UNION ALL
+        SELECT 'veteran' AS kind, {self.bucket("a.at", granularity, tz)} AS k, count(DISTINCT a.user_id) AS n
+        FROM activity a JOIN registered r ON r.user_id = a.user_id
+        WHERE r.registered_at < {self.start}
+        GROUP BY 1, 2
+        """
+
+    def feedback(self, granularity: str, tz: str, mentor_id: str | None) -> str:
+        """Rows (bucket key, count, positive, negative)."""
+        mentor = "" if mentor_id is None else f"WHERE mentor_id = {self.p.add(mentor_id, 'str')}"
+        return f"""
+        WITH {self._people()},
+        rated AS (
+            SELECT f.rating, f.created_at, coalesce(f.mentor_id, s.mentor_id) AS mentor_id
+            FROM feedback f LEFT JOIN session_people s ON s.session_id = f.session_id
+            WHERE f.org = {self.org} AND {self.in_range("f.created_at")}
+        )
+        SELECT {self.bucket("created_at", granularity, tz)} AS k,
+               count(*) AS n,
+               sum(CASE WHEN rating = 'positive' THEN 1 ELSE 0 END) AS positive,
+               sum(CASE WHEN rating = 'negative' THEN 1 ELSE 0 END) AS negative
+        FROM rated {mentor}
+        GROUP BY 1
+        """
+
+    def user_cost(self, user_id: str, prices: list[tuple[str, int, int]]) -> str:
+        """One row: (total cost in pico-dollars, observations left unpriced).
+
+        An observation without ``cost_usd`` is priced from its tokens by the longest
+        model-name prefix in the price table (so a dated model name such as
+        ``gpt-4o-2024-08-06`` takes the ``gpt-4o`` price).
+        """
+        p = self.p
+        prefixes = p.add([m for m, _, _ in prices], "str_list")
+        inputs = p.add([i for _, i, _ in prices], "int_list")
+        outputs = p.add([o for _, _, o in prices], "int_list")
+        return f"""
+        WITH {self._people()},
+        subject_traces AS (
+            SELECT t.trace_id
+            FROM traces t LEFT JOIN session_people s ON s.session_id = t.session_id
+            WHERE t.org = {self.org} AND {self.in_range("t.traced_at")}
+              AND coalesce(t.user_id, s.user_id) = {p.add(user_id, "str")}
+        ),
+        obs AS (
+            SELECT model, input_tokens, output_tokens, cost_pusd
+            FROM observations
+            WHERE org = {self.org} AND trace_id IN (SELECT trace_id FROM subject_traces)
+        ),
+        prices AS (
+            SELECT unnest({prefixes}) AS prefix, unnest({inputs}) AS in_pusd, unnest({outputs}) AS out_pusd
+        ),
+        model_price AS (
+            SELECT m.model,
+                   arg_max(p.in_pusd, length(p.prefix)) AS in_pusd,
+                   arg_max(p.out_pusd, length(p.prefix)) AS out_pusd
+            FROM (SELECT DISTINCT model FROM obs WHERE cost_pusd IS NULL AND model IS NOT NULL) m
+            JOIN prices p ON starts_with(lower(m.model), p.prefix)
+            GROUP BY m.model
+        )
+        SELECT coalesce(sum(coalesce(
+                   CAST(o.cost_pusd AS HUGEINT),
+                   CAST(coalesce(o.input_tokens, 0) AS HUGEINT) * mp.in_pusd
+                       + CAST(coalesce(o.output_tokens, 0) AS HUGEINT) * mp.out_pusd,
+                   0)), 0) AS total_pusd,
+               coalesce(sum(CASE WHEN o.cost_pusd IS NULL AND mp.model IS NULL THEN 1 ELSE 0 END), 0) AS unpriced
+        FROM obs o LEFT JOIN model_price mp ON mp.model = o.model
+        """
