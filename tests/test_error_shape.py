@@ -16,7 +16,10 @@ def _operations(client, *, with_query=False):
 
 
 def _url(path: str) -> str:
-    return path.replace("{workspace_uuid}", WS)
+    values = {"{workspace_uuid}": WS, "{workspace_id}": WS, "{org_id}": "acme", "{org}": "acme", "{user_id}": "me"}
+    for name, value in values.items():
+        path = path.replace(name, value)
+    return path
 
 
 def _assert_error_shape(path: str, response, status: int) -> None:

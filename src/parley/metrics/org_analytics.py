@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 
 from parley.auth.principal import ORG_ROLES, CurrentPrincipal, Principal, StoreDep
@@ -68,6 +68,7 @@ def _now(request: Request) -> datetime:
 @router.get("/user-cohorts-over-time/", response_model=Cohorts)
 def user_cohorts_over_time(
     request: Request,
+    user_id: Annotated[str, Path(description="The caller's own user id; not a filter.")],
     principal: OrgReader,
     store: StoreDep,
     start_date: DateParam = None,
@@ -101,7 +102,7 @@ def user_cohorts_over_time(
 @router.get("/user-cost/", response_model=UserCost)
 def user_cost(
     request: Request,
-    user_id: str,
+    user_id: Annotated[str, Path(description="The user to cost, unless username is given.")],
     principal: OrgReader,
     store: StoreDep,
     start_date: DateParam = None,
@@ -138,6 +139,7 @@ def user_cost(
 @router.get("/user-feedback/", response_model=list[list[UserChatFeedbackCount]])
 def user_feedback(
     request: Request,
+    user_id: Annotated[str, Path(description="The caller's own user id; not a filter.")],
     principal: OrgReader,
     store: StoreDep,
     start_date: DateParam = None,

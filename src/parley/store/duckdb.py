@@ -398,24 +398,15 @@ class DuckDBStore:
         return [row[0] for row in self._reader().execute(statement, params.values).fetchall()]
 
     def daily_chat_creation(
-        self,
-        *,
-        org: str,
-        workspace_id: str,
-        query: ChatQuery,
-        tz: str,
-        first_day: date,
-        last_day: date,
+        self, *, org: str, workspace_id: str, query: ChatQuery, tz: str, start: datetime, end: datetime
     ) -> list[tuple[date, str, int]]:
         sql, params = self._chat_sql(org, workspace_id)
         day = DIALECT.bucket_key("created_at", "daily", params.add(tz, "str"))
         statement = f"""
         WITH {sql.relation()}
-        SELECT day, chat_type, count(*) FROM (
-            SELECT {day} AS day, chat_type FROM chats WHERE {sql.where(query)}
-        )
-        WHERE day BETWEEN {params.add(first_day, "date")} AND {params.add(last_day, "date")}
-        GROUP BY day, chat_type
+        SELECT {day} AS day, chat_type, count(*) FROM chats
+        WHERE {sql.where(query)} AND created_at BETWEEN {params.add(start, "time")} AND {params.add(end, "time")}
+        GROUP BY 1, 2
         """
         rows = self._reader().execute(statement, params.values).fetchall()
         return [(d, t, int(n)) for d, t, n in rows]

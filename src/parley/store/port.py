@@ -90,9 +90,9 @@ class Store(Protocol):
     def needs_response(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[int]: ...
 
     def daily_chat_creation(
-        self, *, org: str, workspace_id: str, query: ChatQuery, tz: str, first_day: date, last_day: date
+        self, *, org: str, workspace_id: str, query: ChatQuery, tz: str, start: datetime, end: datetime
     ) -> list[tuple[date, str, int]]:
-        """(local day, chat type, count) for chats created between the two days, in ``tz``."""
+        """(local day in ``tz``, chat type, count) for matching chats created in [start, end]."""
 
     def tool_call_names(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[str]: ...
 

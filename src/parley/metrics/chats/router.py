@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -19,7 +19,7 @@ from parley.auth.principal import CurrentPrincipal, Principal, StoreDep
 from parley.errors import Forbidden
 from parley.metrics.chats.query import CHAT_TYPES, ChatQuery, parse_filters, parse_instant
 from parley.schemas import ERROR_RESPONSES
-from parley.timeseries import parse_tz
+from parley.timeseries import make_buckets, parse_tz, series_range
 
 router = APIRouter(prefix="/api/v2/w/{workspace_uuid}/chats", tags=["chats"], responses=ERROR_RESPONSES)
 
@@ -262,29 +262,32 @@ def daily_creation(
 ) -> DailyCreationStats:
     """Chats created per day, by type, for the 30 days ending today."""
     zone = parse_tz(tz)
-    today = request.app.state.clock().astimezone(zone).date()
-    first_day = today - timedelta(days=DAILY_CREATION_DAYS - 1)
+    now = request.app.state.clock().astimezone(UTC).replace(tzinfo=None)
+    span = series_range(
+        None,
+        None,
+        start_name="",
+        end_name="",
+        granularity="daily",
+        tz=zone,
+        now=now,
+        default_days=DAILY_CREATION_DAYS,
+    )
     query = ChatQuery(
         owner_member_id=own_chats_only(principal),
         archived=False if archived is None else archived,
         is_test=False if is_test is None else is_test,
     )
     counts = store.daily_chat_creation(
-        org=principal.org,
-        workspace_id=workspace_uuid,
-        query=query,
-        tz=zone.key,
-        first_day=first_day,
-        last_day=today,
+        org=principal.org, workspace_id=workspace_uuid, query=query, tz=zone.key, start=span.start, end=span.end
     )
     per_day: dict[Any, dict[str, int]] = {}
     for day, chat_type, count in counts:
         per_day.setdefault(day, {})[chat_type] = count
     stats = []
-    for offset in range(DAILY_CREATION_DAYS):
-        day = first_day + timedelta(days=offset)
-        by_type = {t: per_day.get(day, {}).get(t, 0) for t in CHAT_TYPES}
-        stats.append(DailyCreation(date=day.isoformat(), count=sum(by_type.values()), **by_type))
+    for bucket in make_buckets(span, "daily", zone):
+        by_type = {t: per_day.get(bucket.key, {}).get(t, 0) for t in CHAT_TYPES}
+        stats.append(DailyCreation(date=bucket.key.isoformat(), count=sum(by_type.values()), **by_type))
     return DailyCreationStats(dailyStats=stats)
 
 

@@ -1,0 +1,423 @@
+"""Org analytics (seed 003, contract 5.4): cohorts, LLM cost per user, feedback over time."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from importlib import resources
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from parley.auth.keys import create_key
+from tests.conftest import bearer
+from tests.factories import WS, event, iso, member
+from tests.series_reference import day_bounds, label, periods
+
+BASE = "/api/ai-analytics/orgs/acme/users/me"
+D = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def user(user_id: str, registered: datetime, ts: datetime | None = None):
+    return event("user.upsert", {"user_id": user_id, "registered_at": iso(registered)}, ts=ts or registered)
+
+
+def session(sid: str, user_id: str, at: datetime, mentor: str | None = None):
+    body = {"session_id": sid, "user_id": user_id, "started_at": iso(at)}
+    if mentor:
+        body["mentor_id"] = mentor
+    return event("session.create", body, ts=at)
+
+
+def trace(tid: str, at: datetime, user_id: str | None = None, session_id: str | None = None, mentor: str | None = None):
+    body = {"trace_id": tid, "timestamp": iso(at)}
+    for key, value in (("user_id", user_id), ("session_id", session_id), ("mentor_id", mentor)):
+        if value is not None:
+            body[key] = value
+    return event("trace.create", body, ts=at)
+
+
+def feedback(
+    fid: str,
+    user_id: str,
+    at: datetime,
+    rating: str = "positive",
+    mentor: str | None = None,
+    session_id: str | None = None,
+):
+    body = {"feedback_id": fid, "user_id": user_id, "rating": rating, "created_at": iso(at)}
+    if mentor:
+        body["mentor_id"] = mentor
+    if session_id:
+        body["session_id"] = session_id
+    return event("feedback.create", body, ts=at)
+
+
+def observation(oid: str, trace_id: str, at: datetime, *, cost=None, model=None, tokens_in=None, tokens_out=None):
+    body = {"observation_id": oid, "trace_id": trace_id, "type": "generation", "start_time": iso(at)}
+    for key, value in (
+        ("cost_usd", cost),
+        ("model", model),
+        ("input_tokens", tokens_in),
+        ("output_tokens", tokens_out),
+    ):
+        if value is not None:
+            body[key] = value
+    return event("observation.create", body, ts=at)
+
+
+@pytest.fixture
+def admin(ingest, member_key):
+    ingest(member(1, "admin"))
+    return bearer(member_key(1))
+
+
+def get(client, headers, path, **params):
+    response = client.get(f"{BASE}/{path}/", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# -- cohorts ----------------------------------------------------------------------
+
+
+def test_cohorts_hand_worked(client, ingest, admin):
+    ingest(
+        user("first-instant", D),  # registered on the range's first instant: new on day 1
+        user("last-instant", D + timedelta(days=3) - timedelta(microseconds=1)),  # last instant: new on day 3
+        user("too-late", D + timedelta(days=3)),
+        user("vet-a", D - timedelta(days=30)),
+        user("vet-b", D - timedelta(microseconds=1)),  # just before the range: a veteran
+        user("vet-outside", D - timedelta(days=5)),  # active only outside the range
+        user("late-registration", D + timedelta(days=1), ts=D - timedelta(days=1)),
+        user("late-registration", D - timedelta(days=9), ts=D),  # the newer upsert says: a veteran
+        session("s1", "vet-a", D + timedelta(hours=1), mentor="m1"),
+        session("s2", "vet-a", D + timedelta(hours=2)),  # twice the same day: counted once
+        trace("t1", D + timedelta(days=1, hours=1), session_id="s1"),  # vet-a through its session, day 2
+        trace("t2", D + timedelta(days=1), user_id="vet-b"),
+        feedback("f1", "vet-b", D + timedelta(days=2)),
+        feedback("f2", "late-registration", D + timedelta(days=2), mentor="m2"),
+        session("s3", "vet-outside", D - timedelta(hours=1)),
+        session("s4", "vet-outside", D + timedelta(days=3)),
+        session("s5", "first-instant", D + timedelta(days=1), mentor="m1"),
+    )
+    body = get(client, admin, "user-cohorts-over-time", start_date="2024-05-01", end_date="2024-05-03")
+    assert body == {
+        "periods": ["2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z", "2024-05-03T00:00:00Z"],
+        "new_users": [1, 0, 1],
+        "veteran_users": [1, 2, 2],
+    }
+    mentored = get(
+        client, admin, "user-cohorts-over-time", start_date="2024-05-01", end_date="2024-05-03", mentor_id="m1"
+    )
+    # New with m1: only first-instant was active with m1. Veterans with m1: vet-a on day 1 (s1) and day 2 (t1 via s1).
+    assert mentored == {
+        "periods": ["2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z", "2024-05-03T00:00:00Z"],
+        "new_users": [1, 0, 0],
+        "veteran_users": [1, 1, 0],
+    }
+    weekly = get(
+        client, admin, "user-cohorts-over-time", start_date="2024-05-01", end_date="2024-05-03", aggregation="weekly"
+    )
+    assert weekly == {"periods": ["2024-04-29T00:00:00Z"], "new_users": [2], "veteran_users": [3]}
+
+
+def _generate_org(rng: random.Random, start: datetime, days: int):
+    users = {f"u{n}": start + timedelta(seconds=rng.randrange(-40 * 86_400, days * 86_400)) for n in range(60)}
+    mentors = ["m1", "m2", "m3"]
+    events = [user(u, at) for u, at in users.items()]
+    sessions = {}
+    for n in range(150):
+        u, m = rng.choice(list(users)), rng.choice([*mentors, None])
+        at = start + timedelta(seconds=rng.randrange(-5 * 86_400, (days + 5) * 86_400))
+        sessions[f"s{n}"] = (u, m, at)
+        events.append(session(f"s{n}", u, at, mentor=m))
+    for n in range(200):
+        at = start + timedelta(seconds=rng.randrange(-3 * 86_400, (days + 3) * 86_400))
+        sid = rng.choice([*sessions, None])
+        kind = rng.random()
+        if kind < 0.4 and sid:
+            events.append(trace(f"t{n}", at, session_id=sid))
+        else:
+            events.append(
+                trace(f"t{n}", at, user_id=rng.choice(list(users)), session_id=sid, mentor=rng.choice([*mentors, None]))
+            )
+    for n in range(150):
+        at = start + timedelta(seconds=rng.randrange(-3 * 86_400, (days + 3) * 86_400))
+        sid = rng.choice([*sessions, None, None])
+        events.append(
+            feedback(
+                f"f{n}",
+                rng.choice(list(users)),
+                at,
+                rng.choice(["positive", "negative"]),
+                mentor=rng.choice([*mentors, None]),
+                session_id=sid,
+            )
+        )
+    return events
+
+
+def _activity(events):
+    """(user, mentor, instant) for every session, trace and feedback, resolved through sessions."""
+    sessions = {e["body"]["session_id"]: e["body"] for e in events if e["type"] == "session.create"}
+    out = []
+    for e in events:
+        b = e["body"]
+        if e["type"] == "session.create":
+            out.append((b["user_id"], b.get("mentor_id"), b["started_at"]))
+        elif e["type"] in ("trace.create", "feedback.create"):
+            s = sessions.get(b.get("session_id"), {})
+            at = b["timestamp"] if e["type"] == "trace.create" else b["created_at"]
+            out.append((b.get("user_id") or s.get("user_id"), b.get("mentor_id") or s.get("mentor_id"), at))
+    return [(u, m, datetime.fromisoformat(at)) for u, m, at in out if u is not None]
+
+
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Kolkata"])
+@pytest.mark.parametrize("aggregation", ["hourly", "daily", "weekly"])
+@pytest.mark.parametrize("mentor", [None, "m2"])
+def test_cohorts_and_feedback_match_a_plain_python_reference(client, ingest, admin, tz, aggregation, mentor):
+    rng = random.Random(31)
+    start = datetime(2024, 3, 6, tzinfo=UTC)  # the window holds the US DST change of 2024-03-10
+    events = _generate_org(rng, start, 8)
+    for i in range(0, len(events), 300):
+        ingest(*events[i : i + 300])
+    zone = ZoneInfo(tz)
+    first, last = ("2024-03-09", "2024-03-11") if aggregation == "hourly" else ("2024-03-07", "2024-03-12")
+    lo, hi = day_bounds(first, last, zone)
+    labels = periods(lo, hi, aggregation, zone)
+    registered = {
+        e["body"]["user_id"]: datetime.fromisoformat(e["body"]["registered_at"])
+        for e in events
+        if e["type"] == "user.upsert"
+    }
+    activity = [(u, m, at) for u, m, at in _activity(events) if lo <= at <= hi and (mentor is None or m == mentor)]
+    new, veteran = defaultdict(int), defaultdict(set)
+    active_users = {u for u, _, _ in activity}
+    for u, at in registered.items():
+        if lo <= at <= hi and (mentor is None or u in active_users):
+            new[label(at, aggregation, zone)] += 1
+    for u, _, at in activity:
+        if u in registered and registered[u] < lo:
+            veteran[label(at, aggregation, zone)].add(u)
+    params = {"start_date": first, "end_date": last, "aggregation": aggregation, "tz": tz}
+    if mentor:
+        params["mentor_id"] = mentor
+    assert get(client, admin, "user-cohorts-over-time", **params) == {
+        "periods": labels,
+        "new_users": [new[p] for p in labels],
+        "veteran_users": [len(veteran[p]) for p in labels],
+    }
+    sessions = {e["body"]["session_id"]: e["body"] for e in events if e["type"] == "session.create"}
+    counts = defaultdict(lambda: [0, 0, 0])
+    for e in events:
+        if e["type"] != "feedback.create":
+            continue
+        b = e["body"]
+        at = datetime.fromisoformat(b["created_at"])
+        m = b.get("mentor_id") or sessions.get(b.get("session_id"), {}).get("mentor_id")
+        if lo <= at <= hi and (mentor is None or m == mentor):
+            row = counts[label(at, aggregation, zone)]
+            row[0] += 1
+            row[1 if b["rating"] == "positive" else 2] += 1
+    assert get(client, admin, "user-feedback", **params) == [
+        [
+            {"period": p, "feedback_count": counts[p][0], "positive": counts[p][1], "negative": counts[p][2]}
+            for p in labels
+        ]
+    ]
+
+
+def test_feedback_hand_worked_with_every_period_present(client, ingest, admin):
+    ingest(
+        feedback("f1", "u1", D + timedelta(hours=1), "positive"),
+        feedback("f2", "u2", D + timedelta(hours=1, minutes=59), "negative"),
+        feedback("f3", "u2", D + timedelta(hours=3), "positive", mentor="m9"),
+    )
+    body = get(
+        client,
+        admin,
+        "user-feedback",
+        start_date="2024-05-01T00:00:00Z",
+        end_date="2024-05-01T03:30:00Z",
+        aggregation="hourly",
+    )
+    assert body == [
+        [
+            {"period": "2024-05-01T00:00:00Z", "feedback_count": 0, "positive": 0, "negative": 0},
+            {"period": "2024-05-01T01:00:00Z", "feedback_count": 2, "positive": 1, "negative": 1},
+            {"period": "2024-05-01T02:00:00Z", "feedback_count": 0, "positive": 0, "negative": 0},
+            {"period": "2024-05-01T03:00:00Z", "feedback_count": 1, "positive": 1, "negative": 0},
+        ]
+    ]
+    kolkata = get(
+        client,
+        admin,
+        "user-feedback",
+        start_date="2024-05-01",
+        end_date="2024-05-01",
+        tz="Asia/Kolkata",
+        mentor_id="m9",
+    )
+    assert kolkata == [[{"period": "2024-05-01T00:00:00+05:30", "feedback_count": 1, "positive": 1, "negative": 0}]]
+
+
+# -- cost -------------------------------------------------------------------------
+
+
+def _shipped_prices() -> dict[str, tuple[Decimal, Decimal]]:
+    raw = json.loads(resources.files("parley").joinpath("data/model_prices.json").read_text(), parse_float=Decimal)
+    return {k: (Decimal(v["input"]), Decimal(v["output"])) for k, v in raw.items() if not k.startswith("_")}
+
+
+def test_cost_hand_worked(client, ingest, admin):
+    ingest(
+        # An observation that arrives before its trace.
+        observation("o1", "t1", D, cost=0.0123456),
+        trace("t1", D + timedelta(hours=1), user_id="alice"),
+        # A trace that gets its user only through its session, priced from tokens:
+        # gpt-4o-mini-2024-07-18 takes the gpt-4o-mini price: 1000 x 0.15/M + 500 x 0.60/M = 0.00045.
+        session("s1", "alice", D),
+        trace("t2", D + timedelta(hours=2), session_id="s1"),
+        observation("o2", "t2", D, model="GPT-4o-mini-2024-07-18", tokens_in=1000, tokens_out=500),
+        # An unknown model with no cost counts 0, and so does a span with nothing.
+        observation("o3", "t2", D, model="my-own-model", tokens_in=10**6),
+        observation("o4", "t2", D),
+        # Someone else's trace, and alice's trace outside the range.
+        trace("t3", D, user_id="bob"),
+        observation("o5", "t3", D, cost=5),
+        trace("t4", D + timedelta(days=2), user_id="alice"),
+        observation("o6", "t4", D, cost=7),
+    )
+    got = get(client, admin, "user-cost", start_date="2024-05-01", end_date="2024-05-02", username="alice")
+    assert got == {"total_cost": 0.012796}
+    bob = client.get(
+        "/api/ai-analytics/orgs/acme/users/alice/user-cost/",
+        params={"start_date": "2024-05-01", "end_date": "2024-05-01", "username": "bob"},
+        headers=admin,
+    )
+    assert bob.json() == {"total_cost": 5.0}
+    alice_path = client.get(
+        "/api/ai-analytics/orgs/acme/users/alice/user-cost/",
+        params={"start_date": "2024-05-01T00:00:00Z", "end_date": "2024-05-03T00:00:00Z"},
+        headers=admin,
+    )
+    assert alice_path.json() == {"total_cost": 7.012796}
+    nobody = get(client, admin, "user-cost", start_date="2024-05-01", end_date="2024-05-02", username="nobody")
+    assert nobody == {"total_cost": 0.0}
+
+
+def test_cost_matches_a_plain_python_reference(client, ingest, admin):
+    rng = random.Random(77)
+    prices = _shipped_prices()
+    models = [*prices, "gpt-4o-2024-08-06", "CLAUDE-3-HAIKU-20240307", "unknown-model", None]
+    events, traces, expected = [], {}, defaultdict(Decimal)
+    events.append(session("s-a", "ann", D))
+    for n in range(120):
+        at = D + timedelta(hours=rng.randrange(0, 24 * 10))
+        owner = rng.choice(["ann", "ben", None])
+        traces[f"t{n}"] = (owner or "ann", at)
+        events.append(trace(f"t{n}", at, user_id=owner, session_id="s-a" if owner is None else None))
+    for n in range(400):
+        tid = rng.choice(list(traces))
+        owner, at = traces[tid]
+        model = rng.choice(models)
+        tin, tout = rng.randrange(0, 5000), rng.randrange(0, 2000)
+        cost = round(rng.uniform(0, 0.1), 6) if rng.random() < 0.4 else None
+        events.append(observation(f"o{n}", tid, at, cost=cost, model=model, tokens_in=tin, tokens_out=tout))
+        if not (D + timedelta(days=2) <= at <= D + timedelta(days=7) - timedelta(microseconds=1)):
+            continue
+        if cost is not None:
+            expected[owner] += Decimal(str(cost))
+        elif model is not None:
+            matches = [p for p in prices if model.lower().startswith(p)]
+            if matches:
+                pin, pout = prices[max(matches, key=len)]
+                expected[owner] += (pin * tin + pout * tout) / 10**6
+    for i in range(0, len(events), 200):
+        ingest(*events[i : i + 200])
+    for who in ("ann", "ben"):
+        got = get(client, admin, "user-cost", start_date="2024-05-03", end_date="2024-05-07", username=who)
+        assert got == {"total_cost": float(round(expected[who], 6))}, who
+
+
+def test_an_operator_price_table_overrides_the_shipped_one(tmp_path, store, ingest_key):
+    from fastapi.testclient import TestClient
+
+    from parley.app import create_app
+    from parley.settings import Settings
+
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"gpt-4o": {"input": 1, "output": 1}, "house-model": {"input": 2, "output": 0}}))
+    app = create_app(Settings(database_url=store.url, model_prices=prices), store=store)
+    key = create_key(store, org="acme", workspace_id=WS, member_id=1)
+    with TestClient(app) as client:
+        batch = [
+            member(1, "admin"),
+            trace("t", D, user_id="u"),
+            observation("o1", "t", D, model="gpt-4o", tokens_in=10**6, tokens_out=10**6),
+            observation("o2", "t", D, model="house-model-v2", tokens_in=500_000),
+        ]
+        client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key))
+        got = client.get(
+            f"{BASE}/user-cost/",
+            params={"start_date": "2024-05-01", "end_date": "2024-05-01", "username": "u"},
+            headers=bearer(key),
+        )
+        assert got.json() == {"total_cost": 3.0}
+
+
+def test_a_bad_price_table_is_refused_at_start(tmp_path):
+    from parley.pricing import load_prices
+
+    bad = tmp_path / "prices.json"
+    bad.write_text(json.dumps({"m": {"input": -1, "output": 1}}))
+    with pytest.raises(ValueError, match="not a model price table"):
+        load_prices(bad)
+
+
+# -- rights and parameters -----------------------------------------------------------
+
+ENDPOINTS = ["user-cohorts-over-time", "user-cost", "user-feedback"]
+RANGE = {"start_date": "2024-05-01", "end_date": "2024-05-02"}
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize(
+    ("role", "scopes", "status"),
+    [
+        ("superadmin", [], 200),
+        ("admin", [], 200),
+        ("controller", [], 403),
+        ("curator", [], 403),
+        ("basic", [], 403),
+        ("basic", ["org_analytics:read"], 200),
+        ("controller", ["org_analytics:read"], 200),
+    ],
+)
+def test_org_rights(client, ingest, member_key, path, role, scopes, status):
+    ingest(member(3, role, scopes=scopes))
+    response = client.get(f"{BASE}/{path}/", params=RANGE, headers=bearer(member_key(3)))
+    assert response.status_code == status, response.text
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_unknown_org_keys_and_parameters(client, admin, ingest_key, path):
+    url = f"{BASE}/{path}/"
+    assert client.get(f"/api/ai-analytics/orgs/globex/users/me/{path}/", params=RANGE, headers=admin).status_code == 404
+    assert client.get(url, params=RANGE).status_code == 401
+    assert client.get(url, params=RANGE, headers=bearer(ingest_key)).status_code == 403
+    missing = client.get(url, params={"start_date": "2024-05-01"}, headers=admin)
+    assert missing.status_code == 400 and "end_date is required" in missing.json()["detail"]
+    backwards = client.get(url, params={"start_date": "2024-05-02", "end_date": "2024-05-01"}, headers=admin)
+    assert backwards.status_code == 400
+    if path != "user-cost":
+        bad = client.get(url, params={**RANGE, "aggregation": "monthly"}, headers=admin)
+        assert bad.status_code == 400 and "aggregation" in bad.json()["detail"]
+        long = client.get(
+            url, params={"start_date": "2024-05-01", "end_date": "2024-06-05", "aggregation": "hourly"}, headers=admin
+        )
+        assert long.status_code == 400 and "31 days" in long.json()["detail"]
