@@ -273,7 +273,7 @@ def _shipped_prices() -> dict[str, tuple[Decimal, Decimal]]:
     return {k: (Decimal(v["input"]), Decimal(v["output"])) for k, v in raw.items() if not k.startswith("_")}
 
 
-def test_cost_hand_worked(client, ingest, admin):
+def test_cost_hand_worked(client, ingest, admin, caplog):
     ingest(
         # An observation that arrives before its trace.
         observation("o1", "t1", D, cost=0.0123456),
@@ -292,8 +292,11 @@ def test_cost_hand_worked(client, ingest, admin):
         trace("t4", D + timedelta(days=2), user_id="alice"),
         observation("o6", "t4", D, cost=7),
     )
-    got = get(client, admin, "user-cost", start_date="2024-05-01", end_date="2024-05-02", username="alice")
+    with caplog.at_level("WARNING", logger="parley.cost"):
+        got = get(client, admin, "user-cost", start_date="2024-05-01", end_date="2024-05-02", username="alice")
     assert got == {"total_cost": 0.012796}
+    # o3 (unknown model) and o4 (no model) had no cost and no price: counted in the log.
+    assert "2 observations of alice" in caplog.text
     bob = client.get(
         "/api/ai-analytics/orgs/acme/users/alice/user-cost/",
         params={"start_date": "2024-05-01", "end_date": "2024-05-01", "username": "bob"},
