@@ -198,6 +198,27 @@ def demo(
     _print_walkthrough(settings, first.org, first.workspace_id, ingest_key, admin_key, basic_key)
 
 
+@app.command()
+def bench(
+    scale: Annotated[str, typer.Option(help="Data set size: S (about 100k messages) or M (10M messages).")] = "S",
+    store: Annotated[
+        str | None, typer.Option(help="Database URL of a fresh store to fill (default: a temporary DuckDB file).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
+) -> None:
+    """Generate a data set, load it, and measure ingest, every read endpoint, export and start-up."""
+    from parley.bench import run_bench
+    from parley.bench_report import print_report
+
+    try:
+        result = run_bench(scale, store)
+    except (RuntimeError, ValueError) as exc:
+        _fail(str(exc))
+    print_report(result, Console())
+    if json_out is not None:
+        json_out.write_bytes(orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2))
+
+
 def _print_walkthrough(
     settings: Settings, org: str, workspace_id: str, ingest_key: str, admin_key: str, basic_key: str
 ) -> None:

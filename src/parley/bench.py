@@ -1,0 +1,356 @@
+"""``parley bench``: generate a data set, load it, and measure every path a user waits on.
+
+Everything runs for real: the CLI loads the JSONL file, a ``parley serve``
+subprocess answers HTTP on loopback, and four client threads drive it. Timings are
+medians and 95th percentiles; no number here is asserted, only reported.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from parley.demo import SCALES, generate, workspaces
+from parley.store.urls import parse_database_url
+
+CLIENTS = 4
+WARM_REQUESTS = 52
+HTTP_BATCH = 1_000
+STARTUP_TIMEOUT_S = 120
+
+
+@dataclass
+class BenchResult:
+    scale: str
+    store: str
+    machine: dict[str, Any]
+    events: int = 0
+    bulk_ingest: dict[str, float] = field(default_factory=dict)
+    http_ingest: dict[str, float] = field(default_factory=dict)
+    reads: list[dict[str, Any]] = field(default_factory=list)
+    export: dict[str, float] = field(default_factory=dict)
+    store_bytes: int = 0
+    startup_s: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return self.__dict__
+
+
+def _proc_field(path: str, name: str) -> str | None:
+    """A ``name: value`` line's value from a /proc file, or None."""
+    try:
+        with open(path) as handle:
+            for line in handle:
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def machine() -> dict[str, Any]:
+    memory = _proc_field("/proc/meminfo", "MemTotal")
+    memory_kb = int(memory.split()[0]) if memory else 0
+    cpu = _proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine()
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(memory_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+    }
+
+
+def _env(database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    env["PARLEY_DATABASE_URL"] = database_url
+    return env
+
+
+def _cli(database_url: str, *args: str) -> str:
+    done = subprocess.run(  # noqa: S603 - our own CLI, with our own arguments
+        [sys.executable, "-m", "parley", *args], env=_env(database_url), capture_output=True, text=True, check=False
+    )
+    if done.returncode not in (0, 2):
+        raise RuntimeError(f"parley {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def _server(database_url: str, probe: Callable[[str], bool]) -> Iterator[tuple[str, int, float]]:
+    """A running ``parley serve``: (base URL, pid, seconds from start to the first good answer)."""
+    port = _free_port()
+    started = time.perf_counter()
+    process = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "parley", "serve", "--port", str(port)],
+        env=_env(database_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"parley serve exited with {process.returncode}")
+            try:
+                if probe(base):
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - started > STARTUP_TIMEOUT_S:
+                raise RuntimeError("parley serve did not answer in time")
+            time.sleep(0.01)
+        yield base, process.pid, time.perf_counter() - started
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    peak = _proc_field(f"/proc/{pid}/status", "VmHWM")
+    return int(peak.split()[0]) / 1024 if peak else 0.0
+
+
+def _store_bytes(database_url: str) -> int:
+    target = parse_database_url(database_url)
+    if target.path is None:
+        return 0
+    paths = [target.path] if target.path.is_file() else list(target.path.rglob("*")) if target.path.exists() else []
+    paths += [target.path.with_name(target.path.name + ".wal")]
+    return sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def _write_dataset(events: Iterator[dict[str, Any]], jsonl: Path, tail: int) -> tuple[int, dict[str, list]]:
+    """Write the events to ``jsonl`` but the last ``tail``, which are held back (by org) for HTTP."""
+    held: deque[dict[str, Any]] = deque()
+    written = 0
+    with jsonl.open("wb") as handle:
+        for event in events:
+            held.append(event)
+            if len(held) > tail:
+                handle.write(orjson.dumps(held.popleft()) + b"\n")
+                written += 1
+    by_org: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in held:
+        by_org[event.pop("org")].append(event)
+    return written, by_org
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"p50_ms": round(statistics.median(ordered) * 1000, 2), "p95_ms": round(p95 * 1000, 2)}
+
+
+def run_bench(scale: str, store_url: str | None = None, workdir: Path | None = None) -> BenchResult:
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
+    own_dir = workdir is None
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="parley-bench-"))
+    database_url = store_url or f"duckdb:///{workdir}/bench.duckdb"
+    result = BenchResult(scale=scale, store=database_url.split("://")[0], machine=machine())
+    try:
+        _run(result, scale, database_url, workdir)
+    finally:
+        if own_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path) -> None:
+    scale = SCALES[scale_name]
+    end = datetime.now(UTC).replace(microsecond=0)
+    jsonl = workdir / "events.jsonl"
+    http_events = max(HTTP_BATCH * CLIENTS * 5, min(200_000, scale.chats_per_workspace * 10))
+    bulk_events, held = _write_dataset(generate(scale, seed=7, end=end), jsonl, http_events)
+    result.events = bulk_events + sum(len(v) for v in held.values())
+
+    seconds = _timed(lambda: _cli(database_url, "ingest", str(jsonl)))
+    result.bulk_ingest = {
+        "events": bulk_events,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(bulk_events / seconds),
+    }
+
+    ws = workspaces(scale, seed=7)[0]
+    admin_key = (
+        _cli(
+            database_url,
+            "keys",
+            "create",
+            "--org",
+            ws.org,
+            "--workspace",
+            ws.workspace_id,
+            "--member",
+            str(ws.admin_member_id),
+        )
+        .strip()
+        .splitlines()[-1]
+    )
+    ingest_keys = {
+        org: _cli(database_url, "keys", "create", "--org", org, "--ingest").strip().splitlines()[-1] for org in held
+    }
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    requests = _read_requests(ws.org, ws.workspace_id, end)
+    probe_url = requests[0][2]
+
+    def probe(base: str) -> bool:
+        return httpx.get(base + probe_url, headers=headers, timeout=30).status_code == 200
+
+    with _server(database_url, probe) as (base, _pid, _):
+        result.http_ingest = _http_ingest(base, ingest_keys, held)
+        result.reads = _reads(base, headers, requests)
+
+    # Cold: a fresh process, one request per endpoint, and the start-up time.
+    with _server(database_url, probe) as (base, _pid, startup):
+        result.startup_s = round(startup, 3)
+    with _server(database_url, lambda b: httpx.get(b + "/healthz", timeout=5).status_code == 200) as (base, _pid, _):
+        with httpx.Client(base_url=base, headers=headers, timeout=300) as client:
+            cold = {}
+            for name, window, url in requests:
+                started = time.perf_counter()
+                client.get(url)
+                cold[(name, window)] = round((time.perf_counter() - started) * 1000, 2)
+        for row in result.reads:
+            row["cold_ms"] = cold.get((row["endpoint"], row["range"]))
+
+    # Export: all chats of the workspace, and the server's peak memory, from a fresh process.
+    with _server(database_url, lambda b: httpx.get(b + "/healthz", timeout=5).status_code == 200) as (base, pid, _):
+        idle_mb = _peak_rss_mb(pid)
+        started = time.perf_counter()
+        with httpx.stream(
+            "GET", f"{base}/api/v2/w/{ws.workspace_id}/chats/export", headers=headers, timeout=600
+        ) as response:
+            rows = sum(1 for _ in response.iter_lines())
+        seconds = time.perf_counter() - started
+        peak_mb = _peak_rss_mb(pid)
+        result.export = {
+            "rows": rows - 1,
+            "seconds": round(seconds, 3),
+            "rows_per_s": round((rows - 1) / seconds) if seconds else 0,
+            "idle_rss_mb": round(idle_mb, 1),
+            "peak_rss_mb": round(peak_mb, 1),
+        }
+    result.store_bytes = _store_bytes(database_url)
+
+
+def _read_requests(org: str, workspace_id: str, end: datetime) -> list[tuple[str, str, str]]:
+    """(endpoint, range, URL) for every read endpoint, over 30 and 365 days."""
+    out = []
+    for window, days in (("30d", 30), ("365d", 365)):
+        first = (end - timedelta(days=days - 1)).date().isoformat()
+        last = end.date().isoformat()
+        after = (end - timedelta(days=days)).isoformat().replace("+00:00", "Z")
+        chats = f"/api/v2/w/{workspace_id}/chats"
+        org_base = f"/api/ai-analytics/orgs/{org}/users/user000001"
+        aggregation = "daily" if days == 30 else "weekly"
+        out += [
+            ("calls by assistant", window, f"/analytics/calls/by-assistant?start_date={first}&end_date={last}"),
+            (
+                "assistants usage",
+                window,
+                f"/api/v2/org/{org}/workspace/{workspace_id}/metrics/assistants_usage?from_date={first}&to_date={last}",
+            ),
+            ("chats list", window, f"{chats}?createdAfter={after}&sortBy=lastMessageAt"),
+            ("chats search", window, f"{chats}?createdAfter={after}&search=refund"),
+            (
+                "user cohorts",
+                window,
+                f"{org_base}/user-cohorts-over-time/?start_date={first}&end_date={last}&aggregation={aggregation}",
+            ),
+            ("user cost", window, f"{org_base}/user-cost/?start_date={first}&end_date={last}"),
+            (
+                "user feedback",
+                window,
+                f"{org_base}/user-feedback/?start_date={first}&end_date={last}&aggregation={aggregation}",
+            ),
+        ]
+    out += [
+        ("needs response", "-", f"/api/v2/w/{workspace_id}/chats/needs-response"),
+        ("daily creation", "30d", f"/api/v2/w/{workspace_id}/chats/stats/daily-creation"),
+        ("tool-call names", "-", f"/api/v2/w/{workspace_id}/chats/tool-call-names"),
+    ]
+    return out
+
+
+def _http_ingest(base: str, keys: dict[str, str], held: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    batches = [
+        (org, events[i : i + HTTP_BATCH]) for org, events in held.items() for i in range(0, len(events), HTTP_BATCH)
+    ]
+
+    def send(chunk: list[tuple[str, list[dict[str, Any]]]]) -> int:
+        stored = 0
+        with httpx.Client(base_url=base, timeout=300) as client:
+            for org, batch in chunk:
+                response = client.post(
+                    "/api/v2/ingest",
+                    content=orjson.dumps({"batch": batch}),
+                    headers={"Authorization": f"Bearer {keys[org]}", "Content-Type": "application/json"},
+                )
+                response.raise_for_status()
+                stored += len(response.json()["successes"])
+        return stored
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        stored = sum(pool.map(send, [batches[i::CLIENTS] for i in range(CLIENTS)]))
+    seconds = time.perf_counter() - started
+    return {"events": stored, "seconds": round(seconds, 2), "events_per_s": round(stored / seconds)}
+
+
+def _timed_get(job: tuple[httpx.Client, str]) -> float:
+    client, url = job
+    started = time.perf_counter()
+    client.get(url).raise_for_status()
+    return time.perf_counter() - started
+
+
+def _reads(base: str, headers: dict[str, str], requests: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    rows = []
+    with httpx.Client(
+        base_url=base, headers=headers, timeout=300, limits=httpx.Limits(max_connections=CLIENTS)
+    ) as client:
+        for name, window, url in requests:
+            first = client.get(url)
+            if first.status_code != 200:
+                raise RuntimeError(f"{name} ({window}) answered {first.status_code}: {first.text[:200]}")
+            client.get(url)  # warm
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                samples = list(pool.map(_timed_get, [(client, url)] * WARM_REQUESTS))
+            rows.append({"endpoint": name, "range": window, "bytes": len(first.content), **_percentiles(samples)})
+    return rows

@@ -1,0 +1,39 @@
+"""The bench results as tables a person reads."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from parley.bench import BenchResult
+
+
+def print_report(result: BenchResult, console: Console) -> None:
+    m = result.machine
+    console.print(
+        f"[bold]parley bench[/bold] scale {result.scale}, store {result.store}, {result.events:,} events; "
+        f"{m['cpus']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}"
+    )
+    ingest = Table("path", "events", "seconds", "events/s", title="Ingest")
+    for name, row in (("bulk (parley ingest)", result.bulk_ingest), ("HTTP, 4 clients x 1,000", result.http_ingest)):
+        ingest.add_row(name, f"{row['events']:,}", f"{row['seconds']}", f"{row['events_per_s']:,}")
+    console.print(ingest)
+    reads = Table("endpoint", "range", "p50 ms", "p95 ms", "cold ms", "bytes", title="Reads (4 clients, warm)")
+    for row in result.reads:
+        reads.add_row(
+            row["endpoint"],
+            row["range"],
+            f"{row['p50_ms']}",
+            f"{row['p95_ms']}",
+            f"{row.get('cold_ms')}",
+            f"{row['bytes']:,}",
+        )
+    console.print(reads)
+    e = result.export
+    console.print(
+        f"Export: {e['rows']:,} rows in {e['seconds']} s = {e['rows_per_s']:,} rows/s; server RSS "
+        f"{e['idle_rss_mb']} MB idle, {e['peak_rss_mb']} MB peak"
+    )
+    console.print(
+        f"Store on disk: {result.store_bytes / 2**20:,.1f} MiB; start-up to first answer: {result.startup_s} s"
+    )

@@ -1,0 +1,52 @@
+"""The S-scale bench completes and its numbers are sane (no timing is asserted)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from parley.demo import SCALES
+from tests.processes import run_cli
+
+pytestmark = pytest.mark.slow
+
+ENDPOINTS = {
+    "calls by assistant",
+    "assistants usage",
+    "chats list",
+    "chats search",
+    "user cohorts",
+    "user cost",
+    "user feedback",
+    "needs response",
+    "daily creation",
+    "tool-call names",
+}
+
+
+def test_bench_at_scale_s(tmp_path: Path):
+    out = tmp_path / "bench.json"
+    result = run_cli("duckdb:///unused", "bench", "--scale", "S", "--json", str(out), cwd=tmp_path)
+    assert "Reads (4 clients, warm)" in result.stdout
+    data = orjson.loads(out.read_bytes())
+    scale = SCALES["S"]
+    assert data["scale"] == "S" and data["store"] == "duckdb"
+    assert data["machine"]["cpus"] >= 1 and data["machine"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert data["bulk_ingest"]["events"] + data["http_ingest"]["events"] == data["events"]
+    assert data["events"] > scale.chats_per_workspace * scale.orgs * scale.workspaces_per_org * scale.messages_per_chat
+    for path in ("bulk_ingest", "http_ingest"):
+        assert data[path]["events_per_s"] > 0 and data[path]["seconds"] > 0
+    assert {row["endpoint"] for row in data["reads"]} == ENDPOINTS
+    assert len(data["reads"]) == 17
+    for row in data["reads"]:
+        assert 0 < row["p50_ms"] <= row["p95_ms"], row
+        assert row["cold_ms"] is not None and row["cold_ms"] > 0, row
+        assert row["bytes"] > 2, row  # every endpoint found data
+    export = data["export"]
+    assert 0 < export["rows"] <= scale.chats_per_workspace
+    assert export["peak_rss_mb"] >= export["idle_rss_mb"] > 0
+    assert data["store_bytes"] > 1_000_000
+    assert 0 < data["startup_s"] < 60
