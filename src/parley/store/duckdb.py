@@ -216,29 +216,22 @@ class DuckDBStore:
     @staticmethod
     def _new_entities(con: duckdb.DuckDBPyConnection, events: list[Event]) -> list[Event]:
         """The events whose entity (for creates) is not stored yet; upserts always pass."""
+        keyed = [(event, schema.entity_key(event)) for event in events]
         first: dict[tuple[str, str], Event] = {}
-        for event in events:
-            key = schema.entity_key(event)
+        for event, key in keyed:
             if key is not None:
                 first.setdefault((event.org, key), event)
         if not first:
             return events
-        keys = pa.table(
-            {
-                "org": pa.array([org for org, _ in first], pa.string()),
-                "entity_key": pa.array([key for _, key in first], pa.string()),
-            }
-        )
-        con.register("entity_batch", keys)
-        new = set(
-            con.execute(
-                "INSERT INTO entity_ledger SELECT org, entity_key FROM entity_batch "
-                "ON CONFLICT DO NOTHING RETURNING org, entity_key"
-            ).fetchall()
-        )
+        orgs, keys = zip(*first, strict=True)
+        con.register("entity_batch", pa.table({"org": pa.array(orgs, pa.string()), "entity_key": pa.array(keys)}))
+        new = con.execute(
+            "INSERT INTO entity_ledger SELECT org, entity_key FROM entity_batch "
+            "ON CONFLICT DO NOTHING RETURNING org, entity_key"
+        ).fetchall()
         con.unregister("entity_batch")
-        winners = {id(first[k]) for k in new}
-        return [e for e in events if schema.entity_key(e) is None or id(e) in winners]
+        winners = {id(first[key]) for key in new}
+        return [event for event, key in keyed if key is None or id(event) in winners]
 
     def count_events(self, *, org: str) -> int:
         row = self._reader().execute("SELECT count(*) FROM event_ledger WHERE org = ?", [org]).fetchone()

@@ -62,8 +62,7 @@ class Table:
     def to_arrow(self, events: Iterable[Event]) -> pa.Table:
         rows = list(events)
         return pa.table(
-            {c.name: pa.array([c.get(e) for e in rows], ARROW_TYPES[c.type]) for c in self.columns},
-            schema=self.arrow_schema,
+            [pa.array(map(c.get, rows), ARROW_TYPES[c.type]) for c in self.columns], schema=self.arrow_schema
         )
 
 
