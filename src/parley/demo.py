@@ -80,15 +80,15 @@ class Scale:
     calls_per_workspace: int
     users_per_org: int
     sessions_per_org: int
-    traces_per_session: int  # mean
-    observations_per_trace: int  # mean
+    traces_per_session: float  # mean
+    observations_per_trace: float  # mean
     feedback_per_org: int
 
 
 SCALES: dict[str, Scale] = {
     "demo": Scale(2, 2, 90, 30, 6, 500, 8, 300, 300, 1_500, 2, 2, 400),
     "S": Scale(2, 2, 365, 50, 8, 3_000, 8, 2_500, 2_500, 25_000, 2, 2, 6_000),
-    "M": Scale(4, 5, 365, 200, 10, 50_000, 10, 50_000, 50_000, 500_000, 2, 2, 125_000),
+    "M": Scale(4, 5, 365, 200, 10, 50_000, 10, 50_000, 50_000, 500_000, 2.5, 2, 125_000),
 }
 
 
@@ -277,7 +277,7 @@ def _workspace_events(
                 }
                 if rng.random() > 0.04:  # some platforms do not send the name
                     body["assistant_name"] = assistant_name
-                if rng.random() < 0.33:
+                if rng.random() < 0.66:  # a third of all messages carry tool calls
                     tools = rng.sample(TOOLS, rng.choice((1, 1, 1, 2)))
                     body["tool_calls"] = [{"name": t, "arguments": {"q": topic}} for t in tools]
             yield emit(org, "message.create", moment, body)
