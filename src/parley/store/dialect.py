@@ -29,6 +29,18 @@ class Dialect(Protocol):
     def latest(self, expr: str, where: str) -> str:
         """The value of ``expr`` (null included) in the newest row by ``(ts, event_id)``."""
 
+    def arg_max_if(self, expr: str, key: str, where: str) -> str:
+        """``expr`` in the row with the largest ``key`` among rows meeting ``where`` (NULLs skipped)."""
+
+    def unnest(self, list_expr: str) -> str:
+        """One row per element of a list column."""
+
+    def starts_with_ci(self, text: str, prefix: str) -> str:
+        """Whether ``text``, lower-cased, starts with the (lower-case) ``prefix``."""
+
+    def wide_int(self, expr: str) -> str:
+        """An integer type wide enough for token x price products and their sums."""
+
     def has(self, list_expr: str, value_sql: str) -> str: ...
 
     def icontains(self, haystack: str, needle: str) -> str:
@@ -72,6 +84,18 @@ class DuckDBDialect:
     def latest(self, expr: str, where: str) -> str:
         # arg_max skips NULL values; wrapping the value in a struct keeps an explicit null.
         return f"(arg_max({{'v': {expr}}}, (ts, event_id)) FILTER (WHERE {where})).v"
+
+    def arg_max_if(self, expr: str, key: str, where: str) -> str:
+        return f"arg_max({expr}, {key}) FILTER (WHERE {where})"
+
+    def unnest(self, list_expr: str) -> str:
+        return f"unnest({list_expr})"
+
+    def starts_with_ci(self, text: str, prefix: str) -> str:
+        return f"starts_with(lower({text}), {prefix})"
+
+    def wide_int(self, expr: str) -> str:
+        return f"CAST({expr} AS HUGEINT)"
 
     def has(self, list_expr: str, value_sql: str) -> str:
         return f"list_contains({list_expr}, {value_sql})"

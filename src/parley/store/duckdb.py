@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +22,14 @@ import pyarrow as pa
 from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
-from parley.store.chat_sql import CHAT_LIST_COLUMNS, ChatSql
-from parley.store.dialect import DuckDBDialect, Params
+from parley.store.dialect import DuckDBDialect
 from parley.store.duckdb_state import CHAT_STATE_DDL, merge_chat_events_sql, merge_messages_sql
 from parley.store.port import (
     ApiKeyRecord,
-    CallsByAssistantRow,
-    MemberState,
     StoreLocked,
     StoreOutcome,
 )
-from parley.store.series_sql import SeriesSql
+from parley.store.sql_store import SqlStore
 
 DUCKDB_TYPES = {
     schema.STR: "VARCHAR",
@@ -77,7 +74,9 @@ def _table_ddl(table: schema.Table) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {cols}\n);"
 
 
-class DuckDBStore:
+class DuckDBStore(SqlStore):
+    dialect = DIALECT
+
     def __init__(self, path: Path, *, threads: int | None = None, memory_limit: str | None = None) -> None:
         self.path = Path(path)
         self.url = f"duckdb:///{self.path}"
@@ -130,6 +129,9 @@ class DuckDBStore:
             with self._write_lock:
                 self._cursors.append(cursor)
         return cursor
+
+    def _fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple]:
+        return self._reader().execute(sql, params).fetchall()
 
     def close(self) -> None:
         with self._write_lock:
@@ -233,11 +235,7 @@ class DuckDBStore:
         winners = {id(first[key]) for key in new}
         return [event for event, key in keyed if key is None or id(event) in winners]
 
-    def count_events(self, *, org: str) -> int:
-        row = self._reader().execute("SELECT count(*) FROM event_ledger WHERE org = ?", [org]).fetchone()
-        return int(row[0])
-
-    # -- keys and members ---------------------------------------------------------
+    # -- keys -------------------------------------------------------------------
 
     def create_api_key(self, record: ApiKeyRecord) -> None:
         with self._write_lock:
@@ -254,102 +252,7 @@ class DuckDBStore:
                 ],
             )
 
-    def find_api_key(self, key_id: str) -> ApiKeyRecord | None:
-        row = (
-            self._reader()
-            .execute(
-                "SELECT key_id, secret_hash, org, workspace_id, member_id, ingest, created_at "
-                "FROM api_keys WHERE key_id = ?",
-                [key_id],
-            )
-            .fetchone()
-        )
-        return None if row is None else ApiKeyRecord(*row)
-
-    def get_member(self, *, org: str, workspace_id: str, member_id: int) -> MemberState | None:
-        row = (
-            self._reader()
-            .execute(
-                "SELECT workspace_id, member_id, name, kind, role, scopes, is_anonymous FROM members "
-                "WHERE org = ? AND workspace_id = ? AND member_id = ? "
-                "ORDER BY ts DESC, event_id DESC LIMIT 1",
-                [org, workspace_id, member_id],
-            )
-            .fetchone()
-        )
-        if row is None:
-            return None
-        ws, mid, name, kind, role, scopes, anonymous = row
-        return MemberState(ws, mid, name, kind, role, tuple(scopes or ()), bool(anonymous))
-
-    # -- analytics ----------------------------------------------------------------
-
-    def calls_by_assistant(
-        self, *, org: str, workspace_id: str, start: datetime, end: datetime
-    ) -> list[CallsByAssistantRow]:
-        # Calls are stored once per call_id (see schema.ENTITY_FIELDS), so rows are calls.
-        sql = """
-        WITH in_range AS (
-            SELECT assistant_id, assistant_name, started_at, duration_us, event_id
-            FROM calls
-            WHERE org = $org AND workspace_id = $workspace_id AND started_at BETWEEN $start AND $end
-        ),
-        per_assistant AS (
-            SELECT assistant_id,
-                   count(*) AS total_calls,
-                   coalesce(sum(duration_us), 0) AS total_us,
-                   arg_max(assistant_name, (started_at, event_id))
-                       FILTER (WHERE coalesce(assistant_name, '') <> '') AS call_name
-            FROM in_range
-            GROUP BY assistant_id
-        ),
-        registered AS (
-            SELECT assistant_id, arg_max(name, (ts, event_id)) AS name
-            FROM assistants
-            WHERE org = $org AND assistant_id IN (SELECT assistant_id FROM per_assistant)
-            GROUP BY assistant_id
-        )
-        SELECT p.assistant_id,
-               coalesce(nullif(r.name, ''), p.call_name, p.assistant_id) AS assistant_name,
-               p.total_calls,
-               p.total_us
-        FROM per_assistant p LEFT JOIN registered r USING (assistant_id)
-        ORDER BY p.total_us DESC, assistant_name, p.assistant_id
-        """
-        rows = (
-            self._reader()
-            .execute(sql, {"org": org, "workspace_id": workspace_id, "start": start, "end": end})
-            .fetchall()
-        )
-        return [CallsByAssistantRow(a, n, int(c), int(us)) for a, n, c, us in rows]
-
     # -- chats --------------------------------------------------------------------
-
-    def _chat_sql(self, org: str, workspace_id: str) -> tuple[ChatSql, Params]:
-        params = Params(DIALECT)
-        return ChatSql(DIALECT, params, org=org, workspace_id=workspace_id), params
-
-    def list_chats(
-        self, *, org: str, workspace_id: str, query: ChatQuery, limit: int, offset: int
-    ) -> tuple[list[dict[str, Any]], int]:
-        sql, params = self._chat_sql(org, workspace_id)
-        where, order = sql.where(query), sql.order(query)
-        filter_values = dict(params.values)
-        page = f"""
-        WITH {sql.relation()}
-        SELECT {", ".join(CHAT_LIST_COLUMNS)}, count(*) OVER () AS total
-        FROM chats WHERE {where}
-        ORDER BY {order}
-        LIMIT {params.add(limit, "int")} OFFSET {params.add(offset, "int")}
-        """
-        cursor = self._reader()
-        rows = cursor.execute(page, params.values).fetchall()
-        if rows:
-            total = rows[0][-1]
-        else:
-            count_sql = f"WITH {sql.relation()} SELECT count(*) FROM chats WHERE {where}"
-            total = cursor.execute(count_sql, filter_values).fetchone()[0]
-        return [dict(zip(CHAT_LIST_COLUMNS, row[:-1], strict=True)) for row in rows], int(total)
 
     def export_chats(
         self, *, org: str, workspace_id: str, query: ChatQuery, batch_rows: int = EXPORT_BATCH_ROWS
@@ -379,77 +282,3 @@ class DuckDBStore:
                 cursor.unregister("export_ids")
         finally:
             cursor.close()
-
-    def needs_response(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[int]:
-        sql, params = self._chat_sql(org, workspace_id)
-        query = ChatQuery(owner_member_id=owner_member_id, archived=False, is_test=None, needs_response=True)
-        statement = f"""
-        WITH {sql.relation()}
-        SELECT id FROM chats WHERE {sql.where(query)} AND NOT coalesce(muted, false)
-        ORDER BY id
-        """
-        return [row[0] for row in self._reader().execute(statement, params.values).fetchall()]
-
-    def daily_chat_creation(
-        self, *, org: str, workspace_id: str, query: ChatQuery, tz: str, start: datetime, end: datetime
-    ) -> list[tuple[date, str, int]]:
-        sql, params = self._chat_sql(org, workspace_id)
-        day = DIALECT.bucket_key("created_at", "daily", params.add(tz, "str"))
-        statement = f"""
-        WITH {sql.relation()}
-        SELECT {day} AS day, chat_type, count(*) FROM chats
-        WHERE {sql.where(query)} AND created_at BETWEEN {params.add(start, "time")} AND {params.add(end, "time")}
-        GROUP BY 1, 2
-        """
-        rows = self._reader().execute(statement, params.values).fetchall()
-        return [(d, t, int(n)) for d, t, n in rows]
-
-    def tool_call_names(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[str]:
-        sql, params = self._chat_sql(org, workspace_id)
-        visible = ChatQuery(owner_member_id=owner_member_id, archived=None, is_test=None)
-        statement = f"""
-        WITH {sql.relation()}
-        SELECT DISTINCT name FROM (
-            SELECT unnest(tool_names) AS name FROM messages
-            WHERE {sql.tenant()} AND tool_names IS NOT NULL
-              AND chat_id IN (SELECT id FROM chats WHERE {sql.where(visible)})
-        )
-        """
-        names = [row[0] for row in self._reader().execute(statement, params.values).fetchall()]
-        return sorted(names)  # code-point order, whatever the engine's collation
-
-    # -- time series --------------------------------------------------------------
-
-    def _series(self, org: str, start: datetime, end: datetime) -> tuple[SeriesSql, Params]:
-        params = Params(DIALECT)
-        return SeriesSql(DIALECT, params, org=org, start=start, end=end), params
-
-    def assistants_usage(
-        self, *, org: str, workspace_id: str, start: datetime, end: datetime, tz: str
-    ) -> list[tuple[str, date, int]]:
-        sql, params = self._series(org, start, end)
-        rows = self._reader().execute(sql.assistants_usage(workspace_id, tz), params.values).fetchall()
-        return [(name, day, int(n)) for name, day, n in rows]
-
-    def user_cohorts(
-        self, *, org: str, start: datetime, end: datetime, granularity: str, tz: str, mentor_id: str | None
-    ) -> tuple[dict[Any, int], dict[Any, int]]:
-        sql, params = self._series(org, start, end)
-        rows = self._reader().execute(sql.cohorts(granularity, tz, mentor_id), params.values).fetchall()
-        new = {key: int(n) for kind, key, n in rows if kind == "new"}
-        veteran = {key: int(n) for kind, key, n in rows if kind == "veteran"}
-        return new, veteran
-
-    def feedback_counts(
-        self, *, org: str, start: datetime, end: datetime, granularity: str, tz: str, mentor_id: str | None
-    ) -> dict[Any, tuple[int, int, int]]:
-        sql, params = self._series(org, start, end)
-        rows = self._reader().execute(sql.feedback(granularity, tz, mentor_id), params.values).fetchall()
-        return {key: (int(n), int(pos), int(neg)) for key, n, pos, neg in rows}
-
-    def user_cost(
-        self, *, org: str, user_id: str, start: datetime, end: datetime, prices: list[tuple[str, int, int]]
-    ) -> tuple[int, int]:
-        sql, params = self._series(org, start, end)
-        total, unpriced = self._reader().execute(sql.user_cost(user_id, prices), params.values).fetchone()
-        return int(total), int(unpriced)

@@ -103,7 +103,7 @@ class SeriesSql:
         model-name prefix in the price table (so a dated model name such as
         ``gpt-4o-2024-08-06`` takes the ``gpt-4o`` price).
         """
-        p = self.p
+        d, p = self.d, self.p
         prefixes = p.add([m for m, _, _ in prices], "str_list")
         inputs = p.add([i for _, i, _ in prices], "int_list")
         outputs = p.add([o for _, _, o in prices], "int_list")
@@ -121,20 +121,21 @@ class SeriesSql:
             WHERE org = {self.org} AND trace_id IN (SELECT trace_id FROM subject_traces)
         ),
         prices AS (
-            SELECT unnest({prefixes}) AS prefix, unnest({inputs}) AS in_pusd, unnest({outputs}) AS out_pusd
+            SELECT {d.unnest(prefixes)} AS prefix, {d.unnest(inputs)} AS in_pusd, {d.unnest(outputs)} AS out_pusd
         ),
         model_price AS (
             SELECT m.model,
-                   arg_max(p.in_pusd, length(p.prefix)) AS in_pusd,
-                   arg_max(p.out_pusd, length(p.prefix)) AS out_pusd
+                   {d.arg_max_if("p.in_pusd", "length(p.prefix)", "true")} AS in_pusd,
+                   {d.arg_max_if("p.out_pusd", "length(p.prefix)", "true")} AS out_pusd
             FROM (SELECT DISTINCT model FROM obs WHERE cost_pusd IS NULL AND model IS NOT NULL) m
-            JOIN prices p ON starts_with(lower(m.model), p.prefix)
+            CROSS JOIN prices p
+            WHERE {d.starts_with_ci("m.model", "p.prefix")}
             GROUP BY m.model
         )
         SELECT coalesce(sum(coalesce(
-                   CAST(o.cost_pusd AS HUGEINT),
-                   CAST(coalesce(o.input_tokens, 0) AS HUGEINT) * mp.in_pusd
-                       + CAST(coalesce(o.output_tokens, 0) AS HUGEINT) * mp.out_pusd,
+                   {d.wide_int("o.cost_pusd")},
+                   {d.wide_int("coalesce(o.input_tokens, 0)")} * mp.in_pusd
+                       + {d.wide_int("coalesce(o.output_tokens, 0)")} * mp.out_pusd,
                    0)), 0) AS total_pusd,
                coalesce(sum(CASE WHEN o.cost_pusd IS NULL AND mp.model IS NULL THEN 1 ELSE 0 END), 0) AS unpriced
         FROM obs o LEFT JOIN model_price mp ON mp.model = o.model

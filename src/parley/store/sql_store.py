@@ -1,0 +1,189 @@
+"""The read side every SQL engine shares: keys, members and every metric query.
+
+An adapter subclasses :class:`SqlStore`, names its :class:`Dialect`, and supplies
+``_fetchall`` (run a statement with bound parameters) plus what truly differs by
+engine: storing events, the chat relation, and the chat export stream.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from parley.metrics.chats.query import ChatQuery
+from parley.store.chat_sql import CHAT_LIST_COLUMNS, ChatSql
+from parley.store.dialect import Dialect, Params
+from parley.store.port import ApiKeyRecord, CallsByAssistantRow, MemberState
+from parley.store.series_sql import SeriesSql
+
+API_KEY_COLUMNS = "key_id, secret_hash, org, workspace_id, member_id, ingest, created_at"
+
+
+class SqlStore:
+    dialect: Dialect
+    chat_sql_class: type[ChatSql] = ChatSql
+
+    def _fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple]:
+        raise NotImplementedError
+
+    def _params(self) -> Params:
+        return Params(self.dialect)
+
+    # -- keys and members ---------------------------------------------------------
+
+    def find_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        p = self._params()
+        rows = self._fetchall(f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_id = {p.add(key_id, 'str')}", p.values)
+        return ApiKeyRecord(*rows[0]) if rows else None
+
+    def get_member(self, *, org: str, workspace_id: str, member_id: int) -> MemberState | None:
+        p = self._params()
+        rows = self._fetchall(
+            "SELECT workspace_id, member_id, name, kind, role, scopes, is_anonymous FROM members "
+            f"WHERE org = {p.add(org, 'str')} AND workspace_id = {p.add(workspace_id, 'str')} "
+            f"AND member_id = {p.add(member_id, 'int')} ORDER BY ts DESC, event_id DESC LIMIT 1",
+            p.values,
+        )
+        if not rows:
+            return None
+        ws, mid, name, kind, role, scopes, anonymous = rows[0]
+        return MemberState(ws, int(mid), name, kind, role, tuple(scopes or ()), bool(anonymous))
+
+    def count_events(self, *, org: str) -> int:
+        p = self._params()
+        return int(self._fetchall(f"SELECT count(*) FROM event_ledger WHERE org = {p.add(org, 'str')}", p.values)[0][0])
+
+    # -- calls --------------------------------------------------------------------
+
+    def calls_by_assistant(
+        self, *, org: str, workspace_id: str, start: datetime, end: datetime
+    ) -> list[CallsByAssistantRow]:
+        d, p = self.dialect, self._params()
+        org_p = p.add(org, "str")
+        named = "coalesce(assistant_name, '') <> ''"
+        # Calls are stored once per call_id (see schema.ENTITY_FIELDS), so rows are calls.
+        sql = f"""
+        WITH per_assistant AS (
+            SELECT assistant_id,
+                   count(*) AS total_calls,
+                   coalesce(sum(duration_us), 0) AS total_us,
+                   {d.arg_max_if("assistant_name", "(started_at, event_id)", named)} AS call_name
+            FROM calls
+            WHERE org = {org_p} AND workspace_id = {p.add(workspace_id, "str")}
+              AND started_at BETWEEN {p.add(start, "time")} AND {p.add(end, "time")}
+            GROUP BY assistant_id
+        ),
+        registered AS (
+            SELECT assistant_id, {d.latest("name", "true")} AS name
+            FROM assistants
+            WHERE org = {org_p} AND assistant_id IN (SELECT assistant_id FROM per_assistant)
+            GROUP BY assistant_id
+        )
+        SELECT p.assistant_id,
+               coalesce(nullif(r.name, ''), p.call_name, p.assistant_id) AS assistant_name,
+               p.total_calls,
+               p.total_us
+        FROM per_assistant p LEFT JOIN registered r ON r.assistant_id = p.assistant_id
+        ORDER BY p.total_us DESC, assistant_name, p.assistant_id
+        """
+        rows = self._fetchall(sql, p.values)
+        return [CallsByAssistantRow(a, n, int(c), int(us)) for a, n, c, us in rows]
+
+    # -- chats --------------------------------------------------------------------
+
+    def _chat_sql(self, org: str, workspace_id: str) -> tuple[ChatSql, Params]:
+        params = self._params()
+        return self.chat_sql_class(self.dialect, params, org=org, workspace_id=workspace_id), params
+
+    def list_chats(
+        self, *, org: str, workspace_id: str, query: ChatQuery, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        sql, params = self._chat_sql(org, workspace_id)
+        where, order = sql.where(query), sql.order(query)
+        filter_values = dict(params.values)
+        page = f"""
+        WITH {sql.relation()}
+        SELECT {", ".join(CHAT_LIST_COLUMNS)}, count(*) OVER () AS total
+        FROM chats WHERE {where}
+        ORDER BY {order}
+        LIMIT {params.add(limit, "int")} OFFSET {params.add(offset, "int")}
+        """
+        rows = self._fetchall(page, params.values)
+        if rows:
+            total = rows[0][-1]
+        else:
+            count_sql = f"WITH {sql.relation()} SELECT count(*) FROM chats WHERE {where}"
+            total = self._fetchall(count_sql, filter_values)[0][0]
+        return [dict(zip(CHAT_LIST_COLUMNS, row[:-1], strict=True)) for row in rows], int(total)
+
+    def needs_response(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[int]:
+        sql, params = self._chat_sql(org, workspace_id)
+        query = ChatQuery(owner_member_id=owner_member_id, archived=False, is_test=None, needs_response=True)
+        statement = f"""
+        WITH {sql.relation()}
+        SELECT id FROM chats WHERE {sql.where(query)} AND NOT coalesce(muted, false)
+        ORDER BY id
+        """
+        return [int(row[0]) for row in self._fetchall(statement, params.values)]
+
+    def daily_chat_creation(
+        self, *, org: str, workspace_id: str, query: ChatQuery, tz: str, start: datetime, end: datetime
+    ) -> list[tuple[date, str, int]]:
+        sql, params = self._chat_sql(org, workspace_id)
+        day = self.dialect.bucket_key("created_at", "daily", params.add(tz, "str"))
+        statement = f"""
+        WITH {sql.relation()}
+        SELECT {day} AS day, chat_type, count(*) FROM chats
+        WHERE {sql.where(query)} AND created_at BETWEEN {params.add(start, "time")} AND {params.add(end, "time")}
+        GROUP BY 1, 2
+        """
+        return [(d, t, int(n)) for d, t, n in self._fetchall(statement, params.values)]
+
+    def tool_call_names(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[str]:
+        sql, params = self._chat_sql(org, workspace_id)
+        visible = ChatQuery(owner_member_id=owner_member_id, archived=None, is_test=None)
+        statement = f"""
+        WITH {sql.relation()}
+        SELECT DISTINCT name FROM (
+            SELECT {self.dialect.unnest("tool_names")} AS name FROM messages
+            WHERE {sql.tenant()} AND tool_names IS NOT NULL
+              AND chat_id IN (SELECT id FROM chats WHERE {sql.where(visible)})
+        )
+        """
+        return sorted(row[0] for row in self._fetchall(statement, params.values))  # code-point order
+
+    # -- time series --------------------------------------------------------------
+
+    def _series(self, org: str, start: datetime, end: datetime) -> tuple[SeriesSql, Params]:
+        params = self._params()
+        return SeriesSql(self.dialect, params, org=org, start=start, end=end), params
+
+    def assistants_usage(
+        self, *, org: str, workspace_id: str, start: datetime, end: datetime, tz: str
+    ) -> list[tuple[str, date, int]]:
+        sql, params = self._series(org, start, end)
+        rows = self._fetchall(sql.assistants_usage(workspace_id, tz), params.values)
+        return [(name, day, int(n)) for name, day, n in rows]
+
+    def user_cohorts(
+        self, *, org: str, start: datetime, end: datetime, granularity: str, tz: str, mentor_id: str | None
+    ) -> tuple[dict[Any, int], dict[Any, int]]:
+        sql, params = self._series(org, start, end)
+        rows = self._fetchall(sql.cohorts(granularity, tz, mentor_id), params.values)
+        new = {key: int(n) for kind, key, n in rows if kind == "new"}
+        veteran = {key: int(n) for kind, key, n in rows if kind == "veteran"}
+        return new, veteran
+
+    def feedback_counts(
+        self, *, org: str, start: datetime, end: datetime, granularity: str, tz: str, mentor_id: str | None
+    ) -> dict[Any, tuple[int, int, int]]:
+        sql, params = self._series(org, start, end)
+        rows = self._fetchall(sql.feedback(granularity, tz, mentor_id), params.values)
+        return {key: (int(n), int(pos), int(neg)) for key, n, pos, neg in rows}
+
+    def user_cost(
+        self, *, org: str, user_id: str, start: datetime, end: datetime, prices: list[tuple[str, int, int]]
+    ) -> tuple[int, int]:
+        sql, params = self._series(org, start, end)
+        total, unpriced = self._fetchall(sql.user_cost(user_id, prices), params.values)[0]
+        return int(total), int(unpriced)
