@@ -20,11 +20,14 @@ NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
 
 
 # Every store the endpoint tests run against.
-STORE_KINDS = ["duckdb"]
+STORE_KINDS = ["duckdb", "chdb"]
 
 
 def store_url_for(kind: str, directory: Path) -> str:
-    return {"duckdb": f"duckdb:///{directory}/parley-data/parley.duckdb"}[kind]
+    return {
+        "duckdb": f"duckdb:///{directory}/parley-data/parley.duckdb",
+        "chdb": f"chdb:///{directory}/parley-chdb",
+    }[kind]
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -35,6 +35,9 @@ class Dialect(Protocol):
     def unnest(self, list_expr: str) -> str:
         """One row per element of a list column."""
 
+    def zip_rows(self, columns: dict[str, str]) -> str:
+        """A SELECT list giving one row per position of equally long lists, named by the keys."""
+
     def starts_with_ci(self, text: str, prefix: str) -> str:
         """Whether ``text``, lower-cased, starts with the (lower-case) ``prefix``."""
 
@@ -90,6 +93,10 @@ class DuckDBDialect:
 
     def unnest(self, list_expr: str) -> str:
         return f"unnest({list_expr})"
+
+    def zip_rows(self, columns: dict[str, str]) -> str:
+        # Several unnest() in one SELECT advance together.
+        return ", ".join(f"unnest({array}) AS {name}" for name, array in columns.items())
 
     def starts_with_ci(self, text: str, prefix: str) -> str:
         return f"starts_with(lower({text}), {prefix})"

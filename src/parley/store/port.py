@@ -130,7 +130,11 @@ def open_store(url: str, *, threads: int | None = None, memory_limit: str | None
         from parley.store.duckdb import DuckDBStore
 
         return DuckDBStore(target.path, threads=threads, memory_limit=memory_limit)
-    raise ValueError(f"the {target.engine} store is not available yet: use a duckdb:/// URL")
+    from parley.store.clickhouse import ChdbTransport, ClickHouseStore, HttpTransport
+
+    if target.engine == "chdb":
+        return ClickHouseStore(ChdbTransport(target.path), url)
+    return ClickHouseStore(HttpTransport(url), url)
 
 
 __all__ = [

@@ -107,6 +107,12 @@ class SeriesSql:
         prefixes = p.add([m for m, _, _ in prices], "str_list")
         inputs = p.add([i for _, i, _ in prices], "int_list")
         outputs = p.add([o for _, _, o in prices], "int_list")
+        priced = (
+            f"{d.wide_int('coalesce(o.input_tokens, 0)')} * mp.in_pusd"
+            f" + {d.wide_int('coalesce(o.output_tokens, 0)')} * mp.out_pusd"
+        )
+        # The sum leaves the engine as text: a 128-bit integer has no portable wire type.
+        total = f"coalesce(sum(coalesce({d.wide_int('o.cost_pusd')}, {priced}, 0)), 0)"
         return f"""
         WITH {self._people()},
         subject_traces AS (
@@ -121,7 +127,7 @@ class SeriesSql:
             WHERE org = {self.org} AND trace_id IN (SELECT trace_id FROM subject_traces)
         ),
         prices AS (
-            SELECT {d.unnest(prefixes)} AS prefix, {d.unnest(inputs)} AS in_pusd, {d.unnest(outputs)} AS out_pusd
+            SELECT {d.zip_rows({"prefix": prefixes, "in_pusd": inputs, "out_pusd": outputs})}
         ),
         model_price AS (
             SELECT m.model,
@@ -132,11 +138,7 @@ class SeriesSql:
             WHERE {d.starts_with_ci("m.model", "p.prefix")}
             GROUP BY m.model
         )
-        SELECT coalesce(sum(coalesce(
-                   {d.wide_int("o.cost_pusd")},
-                   {d.wide_int("coalesce(o.input_tokens, 0)")} * mp.in_pusd
-                       + {d.wide_int("coalesce(o.output_tokens, 0)")} * mp.out_pusd,
-                   0)), 0) AS total_pusd,
+        SELECT {d.text(total)} AS total_pusd,
                coalesce(sum(CASE WHEN o.cost_pusd IS NULL AND mp.model IS NULL THEN 1 ELSE 0 END), 0) AS unpriced
         FROM obs o LEFT JOIN model_price mp ON mp.model = o.model
         """

@@ -1,0 +1,447 @@
+"""The ClickHouse store: the same tables and queries on ClickHouse's engine.
+
+Two transports run the very same SQL: ``chdb:///dir`` embeds ClickHouse's engine
+in the process (what the tests use, and a valid single-node deployment), and
+``clickhouse://user:pass@host:8123/db`` talks to a server or cluster over HTTP
+through clickhouse-connect.
+
+Layout: every event table is a MergeTree ordered by tenant then event time and
+partitioned by month, so range filters prune. Idempotency is checked against two
+ledgers before rows are written (one writer per process, under a lock); the
+ledgers are ReplacingMergeTree tables, so a repeated ledger row (after a crash
+between a data insert and its ledger insert) collapses in the background. Chat
+state is folded at query time with ``argMaxIf`` over the chat events (ClickHouse
+aggregates a million chats in well under a second).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from parley.ingest.events import Event
+from parley.metrics.chats.query import ChatQuery
+from parley.store import schema
+from parley.store.chat_sql import UPDATABLE, UPSERT_ONLY, ChatSql
+from parley.store.port import ApiKeyRecord, StoreOutcome
+from parley.store.sql_store import SqlStore
+
+CH_TYPES = {
+    "str": "String",
+    "int": "Int64",
+    "float": "Float64",
+    "bool": "Bool",
+    "time": "DateTime64(6, 'UTC')",
+    "date": "Date",
+    "str_list": "Array(String)",
+    "int_list": "Array(Int64)",
+}
+COLUMN_TYPES = {
+    schema.STR: "Nullable(String)",
+    schema.INT: "Nullable(Int64)",
+    schema.BOOL: "Nullable(Bool)",
+    schema.TIME: "Nullable(DateTime64(6, 'UTC'))",
+    schema.JSON: "Nullable(String)",
+    schema.STR_LIST: "Array(String)",
+}
+NOT_NULL = {"org": "String", "event_id": "String", "ts": "DateTime64(6, 'UTC')"}
+QUERY_SETTINGS = {"join_use_nulls": 1}
+EXPORT_BATCH_ROWS = 10_000
+
+
+class ClickHouseDialect:
+    def placeholder(self, name: str, type_: str) -> str:
+        return f"{{{name}:{CH_TYPES[type_]}}}"
+
+    def latest(self, expr: str, where: str) -> str:
+        # A tuple is never NULL, so an explicit null value still wins when it is newest.
+        return f"argMaxIf(tuple({expr}), (ts, event_id), {where}).1"
+
+    def arg_max_if(self, expr: str, key: str, where: str) -> str:
+        return f"argMaxIf({expr}, {key}, {where})"
+
+    def unnest(self, list_expr: str) -> str:
+        return f"arrayJoin({list_expr})"
+
+    def zip_rows(self, columns: dict[str, str]) -> str:
+        # Several arrayJoin() in one SELECT multiply; zip the arrays into tuples first.
+        zipped = f"arrayJoin(arrayZip({', '.join(columns.values())}))"
+        return ", ".join(f"{zipped}.{i} AS {name}" for i, name in enumerate(columns, start=1))
+
+    def starts_with_ci(self, text: str, prefix: str) -> str:
+        return f"startsWith(lowerUTF8({text}), {prefix})"
+
+    def wide_int(self, expr: str) -> str:
+        return f"toInt128({expr})"
+
+    def has(self, list_expr: str, value_sql: str) -> str:
+        return f"has({list_expr}, {value_sql})"
+
+    def icontains(self, haystack: str, needle: str) -> str:
+        return f"(positionCaseInsensitiveUTF8({haystack}, {needle}) > 0)"
+
+    def meta_str(self, json_col: str, key_sql: str) -> str:
+        return f"if(JSONType({json_col}, {key_sql}) = 'String', JSONExtractString({json_col}, {key_sql}), NULL)"
+
+    def meta_num(self, json_col: str, key_sql: str) -> str:
+        return (
+            f"if(JSONType({json_col}, {key_sql}) IN ('Int64', 'UInt64', 'Double'), "
+            f"JSONExtractFloat({json_col}, {key_sql}), NULL)"
+        )
+
+    def meta_bool(self, json_col: str, key_sql: str) -> str:
+        return f"if(JSONType({json_col}, {key_sql}) = 'Bool', JSONExtractBool({json_col}, {key_sql}) = 1, NULL)"
+
+    def meta_present(self, json_col: str, key_sql: str) -> str:
+        return f"coalesce(JSONType({json_col}, {key_sql}) != 'Null', false)"
+
+    def meta_key(self, key: str) -> str:
+        return key
+
+    def iso_utc(self, expr: str) -> str:
+        return (
+            f"if(toUnixTimestamp64Micro({expr}) % 1000000 = 0, formatDateTime({expr}, '%Y-%m-%dT%H:%i:%SZ', 'UTC'), "
+            f"formatDateTime({expr}, '%Y-%m-%dT%H:%i:%S.%fZ', 'UTC'))"
+        )
+
+    def bool_text(self, expr: str) -> str:
+        return f"multiIf({expr}, 'true', NOT {expr}, 'false', NULL)"
+
+    def text(self, expr: str) -> str:
+        return f"toString({expr})"
+
+    def csv_guard(self, expr: str) -> str:
+        return f"if(substring({expr}, 1, 1) IN ('=', '+', '-', '@', '\\t', '\\r'), concat('''', {expr}), {expr})"
+
+    def bucket_key(self, expr: str, granularity: str, tz_sql: str) -> str:
+        if granularity == "hourly":
+            return f"toDateTime64(toTimeZone(toStartOfHour({expr}, {tz_sql}), 'UTC'), 6, 'UTC')"
+        if granularity == "weekly":
+            return f"toMonday({expr}, {tz_sql})"
+        return f"toDate({expr}, {tz_sql})"
+
+
+DIALECT = ClickHouseDialect()
+
+
+class ClickHouseChatSql(ChatSql):
+    """Chat state folded from the chat events at query time."""
+
+    def relation(self) -> str:
+        d = self.d
+        upserted = "op = 'upsert'"
+        fields = [f"{d.latest(c, upserted)} AS {c}" for c in UPSERT_ONLY]
+        fields += [f"{d.latest(c, d.has('fields_set', repr(c)))} AS {c}" for c in UPDATABLE]
+        fields.append(f"{d.latest('metadata_text', d.has('fields_set', repr('metadata')))} AS metadata_text")
+        return f"""
+        chat_state AS (
+            SELECT chat_id, {", ".join(fields)}, max(ts) AS updated_at, countIf({upserted}) AS upserts
+            FROM chat_events WHERE {self.tenant()}
+            GROUP BY chat_id
+        ),
+        message_stats AS (
+            SELECT chat_id, count() AS message_count, max(created_at) AS last_message_at
+            FROM messages WHERE {self.tenant()}
+            GROUP BY chat_id
+        ),
+        member_state AS (
+            SELECT member_id,
+                   {d.latest("name", "true")} AS name,
+                   {d.latest("is_anonymous", "true")} AS is_anonymous
+            FROM members WHERE {self.tenant()}
+            GROUP BY member_id
+        ),
+        chats AS (
+            SELECT s.chat_id AS id,
+                   {", ".join(f"s.{c} AS {c}" for c in (*UPSERT_ONLY, *UPDATABLE, "metadata_text"))},
+                   s.updated_at AS updated_at,
+                   coalesce(m.message_count, 0) AS message_count,
+                   m.last_message_at AS last_message_at,
+                   o.name AS owner_name,
+                   o.is_anonymous AS is_anonymous,
+                   a.name AS assistant_name
+            FROM chat_state s
+            LEFT JOIN message_stats m ON m.chat_id = s.chat_id
+            LEFT JOIN member_state o ON o.member_id = s.owner_member_id
+            LEFT JOIN member_state a ON a.member_id = s.assistant_member_id
+            WHERE s.upserts > 0
+        )"""
+
+
+# -- transports ------------------------------------------------------------------------
+
+
+class Transport(Protocol):
+    def query(self, sql: str, params: dict[str, Any]) -> pa.Table: ...
+
+    def command(self, sql: str) -> None: ...
+
+    def insert(self, table: str, rows: pa.Table) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _text(value: Any) -> str:
+    """A parameter value in ClickHouse's text format (what chdb's binding expects)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_quoted(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return str(value)
+
+
+def _quoted(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return _text(value)
+
+
+class ChdbTransport:
+    def __init__(self, path: Path) -> None:
+        import chdb
+
+        path.mkdir(parents=True, exist_ok=True)
+        self._con = chdb.connect(str(path))
+        self._lock = threading.RLock()  # one statement at a time on the embedded engine
+        for name, value in QUERY_SETTINGS.items():
+            self._con.query(f"SET {name} = {value}")
+
+    def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
+        with self._lock:
+            return self._con.query(sql, "ArrowTable", params={k: _text(v) for k, v in params.items()})
+
+    def command(self, sql: str) -> None:
+        with self._lock:
+            self._con.query(sql)
+
+    def insert(self, table: str, rows: pa.Table) -> None:
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, rows.schema) as writer:
+            writer.write_table(rows)
+        with self._lock, self._con.send_insert(f"INSERT INTO {table}", "ArrowStream") as inserter:
+            inserter.append(sink.getvalue())
+            inserter.finish()
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+
+class HttpTransport:
+    def __init__(self, url: str) -> None:
+        import clickhouse_connect
+
+        parts = urlsplit(url)
+        self._client = clickhouse_connect.get_client(
+            host=parts.hostname,
+            port=parts.port or 8123,
+            username=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            database=parts.path.lstrip("/") or "default",
+            settings=QUERY_SETTINGS,
+        )
+
+    def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
+        return self._client.query_arrow(sql, parameters=params)
+
+    def command(self, sql: str) -> None:
+        self._client.command(sql)
+
+    def insert(self, table: str, rows: pa.Table) -> None:
+        # Batched on the server, and acknowledged only once written.
+        self._client.insert_arrow(table, rows, settings={"async_insert": 1, "wait_for_async_insert": 1})
+
+    def close(self) -> None:
+        self._client.close()
+
+
+# -- the store -------------------------------------------------------------------------
+
+_FIXED_DDL = (
+    "CREATE TABLE IF NOT EXISTS parley_meta (key String, value String) ENGINE = ReplacingMergeTree ORDER BY key",
+    "CREATE TABLE IF NOT EXISTS event_ledger (org String, event_id String, type String, "
+    "ingested_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY (org, event_id)",
+    "CREATE TABLE IF NOT EXISTS entity_ledger (org String, entity_key String) "
+    "ENGINE = ReplacingMergeTree ORDER BY (org, entity_key)",
+    "CREATE TABLE IF NOT EXISTS api_keys (key_id String, secret_hash String, org String, "
+    "workspace_id Nullable(String), member_id Nullable(Int64), ingest Bool, created_at DateTime64(6, 'UTC')) "
+    "ENGINE = ReplacingMergeTree ORDER BY key_id",
+)
+
+
+def _table_ddl(table: schema.Table) -> str:
+    cols = ", ".join(f"{c.name} {NOT_NULL.get(c.name, COLUMN_TYPES[c.type])}" for c in table.columns)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table.name} ({cols}) ENGINE = MergeTree "
+        "PARTITION BY toYYYYMM(ts) ORDER BY (org, ts, event_id)"
+    )
+
+
+def _naive_utc(table: pa.Table) -> pa.Table:
+    """Timestamps as naive UTC, the stores' common currency."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+            column = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us"))
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
+class ClickHouseStore(SqlStore):
+    dialect = DIALECT
+    chat_sql_class = ClickHouseChatSql
+
+    def __init__(self, transport: Transport, url: str) -> None:
+        self.url = url
+        self._transport = transport
+        self._write_lock = threading.Lock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        for ddl in _FIXED_DDL:
+            self._transport.command(ddl)
+        found = self._fetchall("SELECT value FROM parley_meta FINAL WHERE key = 'schema_version'", {})
+        if found and int(found[0][0]) > schema.SCHEMA_VERSION:
+            raise RuntimeError(f"this store has schema version {found[0][0]}; upgrade Parley")
+        for table in schema.TABLES:
+            self._transport.command(_table_ddl(table))
+        if not found:
+            self._transport.insert(
+                "parley_meta", pa.table({"key": ["schema_version"], "value": [str(schema.SCHEMA_VERSION)]})
+            )
+
+    def _fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple]:
+        table = _naive_utc(self._transport.query(sql, params))
+        columns = [column.to_pylist() for column in table.columns]
+        return list(zip(*columns, strict=True)) if columns else []
+
+    def close(self) -> None:
+        self._transport.close()
+
+    # -- ingestion ----------------------------------------------------------------
+
+    def ingest(self, events: Sequence[Event]) -> StoreOutcome:
+        first: dict[tuple[str, str], Event] = {}
+        duplicates: list[str] = []
+        for event in events:
+            if (event.org, event.id) in first:
+                duplicates.append(event.id)
+            else:
+                first[(event.org, event.id)] = event
+        with self._write_lock:
+            known = self._known("event_ledger", "event_id", first)
+            fresh = [e for key, e in first.items() if key not in known]
+            duplicates += [e.id for key, e in first.items() if key in known]
+            keyed = [(e, schema.entity_key(e)) for e in fresh]
+            firsts: dict[tuple[str, str], Event] = {}
+            for event, key in keyed:
+                if key is not None:
+                    firsts.setdefault((event.org, key), event)
+            seen_entities = self._known("entity_ledger", "entity_key", firsts)
+            winners = {id(e) for key, e in firsts.items() if key not in seen_entities}
+            stored = [e for e, key in keyed if key is None or id(e) in winners]
+            duplicates += [e.id for e, key in keyed if key is not None and id(e) not in winners]
+            by_table: dict[str, list[Event]] = defaultdict(list)
+            for event in stored:
+                by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
+            # Rows first, ledgers last: a crash in between re-stores on retry rather than losing.
+            for name, rows in by_table.items():
+                self._transport.insert(name, _no_null_lists(schema.TABLE_BY_NAME[name].to_arrow(rows)))
+            now = datetime.now(UTC).replace(tzinfo=None)
+            if fresh:
+                self._transport.insert(
+                    "event_ledger",
+                    pa.table(
+                        {
+                            "org": [e.org for e in fresh],
+                            "event_id": [e.id for e in fresh],
+                            "type": [e.type for e in fresh],
+                            "ingested_at": pa.array([now] * len(fresh), pa.timestamp("us")),
+                        }
+                    ),
+                )
+            new_entities = [key for key, e in firsts.items() if id(e) in winners]
+            if new_entities:
+                orgs, keys = zip(*new_entities, strict=True)
+                self._transport.insert("entity_ledger", pa.table({"org": list(orgs), "entity_key": list(keys)}))
+        return StoreOutcome([e.id for e in stored], duplicates, {})
+
+    def _known(self, table: str, column: str, keys: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:
+        by_org: dict[str, list[str]] = defaultdict(list)
+        for org, key in keys:
+            by_org[org].append(key)
+        known: set[tuple[str, str]] = set()
+        for org, values in by_org.items():
+            rows = self._fetchall(
+                f"SELECT DISTINCT {column} FROM {table} "
+                f"WHERE org = {{org:String}} AND {column} IN {{keys:Array(String)}}",
+                {"org": org, "keys": values},
+            )
+            known.update((org, value) for (value,) in rows)
+        return known
+
+    # -- keys ---------------------------------------------------------------------
+
+    def create_api_key(self, record: ApiKeyRecord) -> None:
+        row = pa.table(
+            {
+                "key_id": [record.key_id],
+                "secret_hash": [record.secret_hash],
+                "org": [record.org],
+                "workspace_id": pa.array([record.workspace_id], pa.string()),
+                "member_id": pa.array([record.member_id], pa.int64()),
+                "ingest": [record.ingest],
+                "created_at": pa.array([record.created_at], pa.timestamp("us")),
+            }
+        )
+        with self._write_lock:
+            self._transport.insert("api_keys", row)
+
+    # -- chats --------------------------------------------------------------------
+
+    def export_chats(
+        self, *, org: str, workspace_id: str, query: ChatQuery, batch_rows: int = EXPORT_BATCH_ROWS
+    ) -> Iterator[pa.RecordBatch]:
+        """Sorted ids first, then rows a batch of ids at a time (as the DuckDB store does)."""
+        sql, params = self._chat_sql(org, workspace_id)
+        ordered = f"WITH {sql.relation()} SELECT id FROM chats WHERE {sql.where(query)} ORDER BY {sql.order(query)}"
+        ids = [row[0] for row in self._fetchall(ordered, params.values)]
+        for start in range(0, len(ids), batch_rows):
+            chunk = ids[start : start + batch_rows]
+            rows_sql, row_params = self._chat_sql(org, workspace_id)
+            ids_param = row_params.add(chunk, "int_list")
+            statement = f"""
+            WITH {rows_sql.relation()}
+            SELECT {rows_sql.export_columns()} FROM chats
+            WHERE id IN {ids_param}
+            ORDER BY indexOf({ids_param}, id)
+            """
+            yield from self._transport.query(statement, row_params.values).to_batches()
+
+
+def _no_null_lists(table: pa.Table) -> pa.Table:
+    """ClickHouse arrays are never NULL: an absent list is stored empty."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_list(column.type) and column.null_count:
+            empty = pa.scalar([], column.type)
+            column = pc.if_else(pc.is_null(column), empty, column)
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
