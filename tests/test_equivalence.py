@@ -1,0 +1,131 @@
+"""The same events give byte-identical answers from DuckDB and from ClickHouse (chdb)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from parley.app import create_app
+from parley.auth.keys import create_key
+from parley.demo import Scale, generate, workspaces
+from parley.settings import Settings
+from parley.store.port import open_store
+from tests.conftest import bearer, store_url_for
+
+END = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
+SCALE = Scale(2, 2, 60, 20, 4, 150, 6, 120, 80, 300, 2, 2, 150)
+
+
+@pytest.fixture(scope="module")
+def clients(tmp_path_factory):
+    events = list(generate(SCALE, seed=3, end=END))
+    by_org: dict[str, list] = {}
+    for event in events:
+        by_org.setdefault(event.pop("org"), []).append(event)
+    ws = workspaces(SCALE, seed=3)[0]
+    out, stores = {}, []
+    for kind in ("duckdb", "chdb"):
+        url = store_url_for(kind, tmp_path_factory.mktemp(kind))
+        store = open_store(url)
+        stores.append(store)
+        admin = create_key(store, org=ws.org, workspace_id=ws.workspace_id, member_id=ws.admin_member_id)
+        client = TestClient(create_app(Settings(database_url=url), store=store, clock=lambda: END))
+        client.__enter__()
+        for org, batch in by_org.items():
+            key = create_key(store, org=org, ingest=True)
+            for i in range(0, len(batch), 2000):
+                response = client.post("/api/v2/ingest", json={"batch": batch[i : i + 2000]}, headers=bearer(key))
+                assert response.status_code == 207 and response.json()["errors"] == []
+        out[kind] = (client, bearer(admin))
+    yield out, ws
+    for client, _ in out.values():
+        client.__exit__(None, None, None)
+    for store in stores:
+        store.close()
+
+
+def _urls(ws, mentor: str) -> list[str]:
+    chats = f"/api/v2/w/{ws.workspace_id}/chats"
+    org = f"/api/ai-analytics/orgs/{ws.org}/users/user000001"
+    filters = orjson.dumps(
+        {
+            "or": [
+                {"field": "metadata.priority", "op": "eq", "value": "high"},
+                {
+                    "and": [
+                        {"field": "messageCount", "op": "gte", "value": 5},
+                        {"field": "chatType", "op": "neq", "value": "dm"},
+                    ]
+                },
+            ]
+        }
+    ).decode()
+    urls = [
+        "/analytics/calls/by-assistant",
+        "/analytics/calls/by-assistant?start_date=2024-04-20&end_date=2024-06-15",
+        f"/api/v2/org/{ws.org}/workspace/{ws.workspace_id}/metrics/assistants_usage",
+        f"/api/v2/org/{ws.org}/workspace/{ws.workspace_id}/metrics/assistants_usage?from_date=2024-04-20&to_date=2024-05-20&tz=America/New_York",
+        f"{chats}?pageSize=500",
+        f"{chats}?pageSize=500&archived=true&sortBy=title&sortOrder=asc",
+        f"{chats}?pageSize=500&sortBy=lastMessageAt&search=refund",
+        f"{chats}?pageSize=500&memberId=3&sortBy=updatedAt",
+        f"{chats}?pageSize=50&page=2&needsResponse=true",
+        f"{chats}?pageSize=500&filters={filters}",
+        f"{chats}?pageSize=500&isAnonymous=true&isTest=true",
+        f"{chats}/export",
+        f"{chats}/export?archived=true&sortBy=title",
+        f"{chats}/needs-response",
+        f"{chats}/stats/daily-creation",
+        f"{chats}/stats/daily-creation?tz=Asia/Kolkata&archived=true",
+        f"{chats}/tool-call-names",
+    ]
+    for tz in ("UTC", "America/New_York", "Asia/Kolkata"):
+        for aggregation, first, last in (
+            ("hourly", "2024-05-01", "2024-05-03"),
+            ("daily", "2024-04-20", "2024-06-15"),
+            ("weekly", "2024-04-01", "2024-06-15"),
+        ):
+            base = f"start_date={first}&end_date={last}&aggregation={aggregation}&tz={tz}"
+            urls += [f"{org}/user-cohorts-over-time/?{base}", f"{org}/user-feedback/?{base}"]
+        urls.append(f"{org}/user-feedback/?start_date=2024-05-01&end_date=2024-05-31&tz={tz}&mentor_id={mentor}")
+        urls.append(
+            f"{org}/user-cohorts-over-time/?start_date=2024-05-01&end_date=2024-05-31&tz={tz}&mentor_id={mentor}"
+        )
+    for user in ("user000001", "user000002", "user000017", "nobody"):
+        urls.append(f"{org}/user-cost/?start_date=2024-04-16&end_date=2024-06-15&username={user}")
+        urls.append(
+            f"{org}/user-cost/?start_date=2024-05-01T06:00:00Z&end_date=2024-05-20T18:30:00%2B02:00&username={user}"
+        )
+    return urls
+
+
+def test_every_endpoint_answers_the_same_on_both_stores(clients):
+    stores, ws = clients
+    (duck, duck_key), (ch, ch_key) = stores["duckdb"], stores["chdb"]
+    # Mentors are the demo's assistants: take the busiest one.
+    calls = duck.get("/analytics/calls/by-assistant", headers=duck_key).json()["data"]["assistants"]
+    compared = 0
+    for url in _urls(ws, calls[0]["assistant_id"]):
+        a, b = duck.get(url, headers=duck_key), ch.get(url, headers=ch_key)
+        assert a.status_code == 200, (url, a.text[:300])
+        assert (b.status_code, b.content) == (a.status_code, a.content), url
+        compared += 1
+    assert compared >= 40
+
+
+def test_the_answers_are_not_empty(clients):
+    stores, ws = clients
+    duck, key = stores["duckdb"]
+    chats = duck.get(f"/api/v2/w/{ws.workspace_id}/chats?pageSize=500", headers=key).json()
+    assert chats["total"] > 50
+    export = duck.get(f"/api/v2/w/{ws.workspace_id}/chats/export", headers=key).text
+    assert export.count("\n") == chats["total"] + 1
+    cohorts = duck.get(
+        f"/api/ai-analytics/orgs/{ws.org}/users/me/user-cohorts-over-time/"
+        "?start_date=2024-04-20&end_date=2024-06-15&aggregation=weekly",
+        headers=key,
+    ).json()
+    assert sum(cohorts["new_users"]) > 0 and sum(cohorts["veteran_users"]) > 0
