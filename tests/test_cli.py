@@ -8,6 +8,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, member
 from tests.processes import run_cli, running_server
 
@@ -23,8 +24,9 @@ def _key(result) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: Path):
-    url = f"duckdb:///{tmp_path}/data/parley.duckdb"
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: Path, kind: str):
+    url = store_url_for(kind, tmp_path)
     events = _jsonl(
         tmp_path / "events.jsonl",
         [
@@ -66,8 +68,9 @@ def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: 
         assert "line 5: event is for org 'globex', not --org 'acme'" in again.stderr
 
 
-def test_the_cli_opens_the_store_itself_when_no_server_runs(tmp_path: Path):
-    url = f"duckdb:///{tmp_path}/data/parley.duckdb"
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_the_cli_opens_the_store_itself_when_no_server_runs(tmp_path: Path, kind: str):
+    url = store_url_for(kind, tmp_path)
     events = _jsonl(
         tmp_path / "e.jsonl", [member(1, "controller", id="m1"), call("c1", "a1", T0, duration=60, id="c1")]
     )

@@ -8,14 +8,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, member
 from tests.processes import run_cli, running_server
 
 pytestmark = pytest.mark.slow
 
 
-def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path):
-    url = f"duckdb:///{tmp_path}/parley.duckdb"
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path, kind: str):
+    url = store_url_for(kind, tmp_path)
     ingest_key = run_cli(url, "keys", "create", "--org", "acme", "--ingest").stdout.strip().splitlines()[-1]
     member_key = (
         run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1")

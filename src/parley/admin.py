@@ -40,9 +40,10 @@ def admin_socket_path(settings: Settings) -> Path | None:
     if settings.admin_socket is not None:
         return settings.admin_socket
     target = parse_database_url(settings.database_url)
-    if target.engine != "duckdb" or target.path is None:
+    if target.path is None:  # a ClickHouse server takes any number of clients
         return None
-    return target.path.with_name(target.path.name + ".admin.sock")
+    path = target.path.resolve()
+    return path.with_name(path.name + ".admin.sock")
 
 
 def bind_admin_socket(path: Path) -> socket.socket:

@@ -32,7 +32,7 @@ from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.chat_sql import UPDATABLE, UPSERT_ONLY, ChatSql
-from parley.store.port import ApiKeyRecord, StoreOutcome
+from parley.store.port import ApiKeyRecord, StoreLocked, StoreOutcome
 from parley.store.sql_store import SqlStore
 
 CH_TYPES = {
@@ -218,7 +218,14 @@ class ChdbTransport:
         import chdb
 
         path.mkdir(parents=True, exist_ok=True)
-        self._con = chdb.connect(str(path))
+        try:
+            self._con = chdb.connect(str(path))
+        except RuntimeError as err:
+            # chdb admits one process per data directory, like DuckDB per file.
+            raise StoreLocked(
+                f"{path} could not be opened ({err}); if another process holds it, run the command through "
+                "the Parley server that holds it, or stop that process"
+            ) from err
         self._lock = threading.RLock()  # one statement at a time on the embedded engine
         for name, value in QUERY_SETTINGS.items():
             self._con.query(f"SET {name} = {value}")
