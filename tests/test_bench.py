@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from parley.demo import SCALES
+from tests.conftest import STORE_KINDS, store_url_for
 from tests.processes import run_cli
 
 pytestmark = pytest.mark.slow
@@ -27,13 +28,15 @@ ENDPOINTS = {
 }
 
 
-def test_bench_at_scale_s(tmp_path: Path):
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_bench_at_scale_s(tmp_path: Path, kind: str):
     out = tmp_path / "bench.json"
-    result = run_cli("duckdb:///unused", "bench", "--scale", "S", "--json", str(out), cwd=tmp_path)
+    store = store_url_for(kind, tmp_path / "store")
+    result = run_cli("duckdb:///unused", "bench", "--scale", "S", "--store", store, "--json", str(out), cwd=tmp_path)
     assert "Reads (4 clients, warm)" in result.stdout
     data = orjson.loads(out.read_bytes())
     scale = SCALES["S"]
-    assert data["scale"] == "S" and data["store"] == "duckdb"
+    assert data["scale"] == "S" and data["store"] == kind
     assert data["machine"]["cpus"] >= 1 and data["machine"]["python"] == ".".join(map(str, sys.version_info[:3]))
     assert data["bulk_ingest"]["events"] + data["http_ingest"]["events"] == data["events"]
     assert data["events"] > scale.chats_per_workspace * scale.orgs * scale.workspaces_per_org * scale.messages_per_chat
