@@ -7,8 +7,11 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from parley import __version__
+from parley.dashboard.router import STATIC
+from parley.dashboard.router import router as dashboard_router
 from parley.errors import install_error_handlers
 from parley.ingest.router import router as ingest_router
 from parley.metrics.calls import router as calls_router
@@ -65,6 +68,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     app.include_router(chats_router)
     app.include_router(usage_router)
     app.include_router(org_analytics_router)
+    app.include_router(dashboard_router)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/healthz", tags=["meta"], include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -241,7 +241,8 @@ Demo data loaded. Workspace {workspace_id} of org {org}.
   basic member key:  {basic_key}
   ingestion key:     {ingest_key}
 
-Start the server with `parley serve`, then try:
+Start the server with `parley serve`, then open the dashboard at {base}/ and paste the admin key,
+or try:
   curl -s -H "Authorization: Bearer {admin_key}" {base}/analytics/calls/by-assistant
   curl -s -H "Authorization: Bearer {basic_key}" {base}/analytics/calls/by-assistant
   curl -s -H "Authorization: Bearer {admin_key}" "{chats}?pageSize=5"

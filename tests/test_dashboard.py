@@ -1,0 +1,225 @@
+"""The dashboard in real headless Chromium, over a real server with demo data.
+
+Chromium comes from Debian (``/usr/bin/chromium``), driven by Playwright for Python
+through ``executable_path``; the test set-up installs both (see the Makefile). Each
+panel's numbers are compared with what the API itself answers. Screenshots go to
+``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.processes import run_cli, running_server
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian's chromium is not installed (make test installs it)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("dashboard")
+    url = f"duckdb:///{directory}/parley.duckdb"
+    out = run_cli(url, "demo").stdout
+    keys = {
+        kind: next(line.split()[-1] for line in out.splitlines() if f"{kind} member key" in line)
+        for kind in ("admin", "basic")
+    }
+    with running_server(url) as (base, _):
+        yield base, keys
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def sign_in(browser, base: str, key: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(base + "/")
+    page.fill('[data-testid="key"]', key)
+    page.click('[data-testid="sign-in"]')
+    page.wait_for_selector("#app:not([hidden])")
+    page.wait_for_function("document.querySelectorAll('[data-state=\"loading\"]').length === 0", timeout=60_000)
+    return page
+
+
+def shoot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def api(base: str, key: str, path: str):
+    response = httpx.get(base + path, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_every_panel_shows_what_the_api_answers(site, browser):
+    base, keys = site
+    page = sign_in(browser, base, keys["admin"])
+    shoot(page, "dashboard-admin")
+    me = api(base, keys["admin"], "/api/v2/me").json()
+    assert me["role"] == "admin"
+    assert page.locator('[data-state="error"]').count() == 0
+    # The page asks for the range in the browser's zone; ask the API the same.
+    tz = page.input_value('[data-testid="tz"]')
+    first, last = page.evaluate("() => { const r = range(); return [r.from, r.to]; }")
+
+    usage = api(
+        base,
+        keys["admin"],
+        f"/api/v2/org/{me['org']}/workspace/{me['workspaceId']}/metrics/"
+        f"assistants_usage?from_date={first}&to_date={last}&tz={tz}",
+    ).json()["data"]
+    lines = page.locator('[data-panel="usage"] polyline')
+    assert lines.count() == len(usage) > 0
+    shown = {
+        lines.nth(i).get_attribute("data-series"): int(lines.nth(i).get_attribute("data-total"))
+        for i in range(lines.count())
+    }
+    assert shown == {name: sum(p["y"] for p in points) for name, points in usage.items()}
+
+    creation = api(base, keys["admin"], f"/api/v2/w/{me['workspaceId']}/chats/stats/daily-creation?tz={tz}").json()
+    bars = page.locator('[data-panel="creation"] rect')
+    assert (
+        sum(int(bars.nth(i).get_attribute("data-value")) for i in range(bars.count()))
+        == sum(d["count"] for d in creation["dailyStats"])
+        > 0
+    )
+
+    queue = api(base, keys["admin"], f"/api/v2/w/{me['workspaceId']}/chats/needs-response").json()
+    assert page.inner_text('[data-testid="queue-count"]') == str(len(queue)) and queue
+
+    chats = api(base, keys["admin"], f"/api/v2/w/{me['workspaceId']}/chats?pageSize=25").json()
+    rows = page.locator('[data-testid="chat-table"] tbody tr')
+    assert [rows.nth(i).get_attribute("data-chat-id") for i in range(rows.count())] == [
+        str(c["id"]) for c in chats["items"]
+    ]
+    assert f"{chats['total']:,} chats" in page.inner_text('[data-testid="page-info"]')
+
+    tools = api(base, keys["admin"], f"/api/v2/w/{me['workspaceId']}/chats/tool-call-names").json()
+    assert page.locator('[data-panel="tools"] [data-tool]').all_inner_texts() == tools and tools
+
+    calls = api(base, keys["admin"], f"/analytics/calls/by-assistant?start_date={first}&end_date={last}").json()
+    table = page.locator('[data-testid="calls-table"] tbody tr')
+    assert table.count() == len(calls["data"]["assistants"]) > 0
+    for i, row in enumerate(calls["data"]["assistants"]):
+        cells = table.nth(i).locator("td").all_inner_texts()
+        assert cells == [
+            row["assistant_name"],
+            str(row["total_calls"]),
+            str(row["total_duration_minutes"]),
+            str(row["total_duration_hours"]),
+            str(row["avg_duration_minutes"]),
+        ]
+
+    org = f"/api/ai-analytics/orgs/{me['org']}/users/me"
+    cohorts = api(
+        base, keys["admin"], f"{org}/user-cohorts-over-time/?start_date={first}&end_date={last}&tz={tz}"
+    ).json()
+    rects = page.locator('[data-panel="cohorts"] rect')
+    by_series = {"new": 0, "veteran": 0}
+    for i in range(rects.count()):
+        by_series[rects.nth(i).get_attribute("data-series")] += int(rects.nth(i).get_attribute("data-value"))
+    assert by_series == {"new": sum(cohorts["new_users"]), "veteran": sum(cohorts["veteran_users"])}
+    assert by_series["veteran"] > 0
+
+    feedback = api(base, keys["admin"], f"{org}/user-feedback/?start_date={first}&end_date={last}&tz={tz}").json()[0]
+    rects = page.locator('[data-panel="feedback"] rect')
+    totals = {"positive": 0, "negative": 0}
+    for i in range(rects.count()):
+        totals[rects.nth(i).get_attribute("data-series")] += int(rects.nth(i).get_attribute("data-value"))
+    assert totals == {
+        "positive": sum(p["positive"] for p in feedback),
+        "negative": sum(p["negative"] for p in feedback),
+    }
+
+    page.fill('[data-testid="cost-user"]', "user000001")
+    page.click('[data-testid="cost-go"]')
+    page.wait_for_selector('[data-testid="cost-value"]')
+    cost = api(
+        base,
+        keys["admin"],
+        f"/api/ai-analytics/orgs/{me['org']}/users/user000001/user-cost/"
+        f"?start_date={first}&end_date={last}&username=user000001",
+    ).json()["total_cost"]
+    assert page.inner_text('[data-testid="cost-value"]') == f"${cost:.6f}"
+    shoot(page, "dashboard-admin-cost")
+
+
+def test_the_queue_links_to_the_chat(site, browser):
+    base, keys = site
+    page = sign_in(browser, base, keys["admin"])
+    link = page.locator('[data-panel="queue"] a').first
+    chat_id = link.get_attribute("data-chat-id")
+    link.click()
+    page.wait_for_selector(f'[data-testid="chat-table"] tr[data-chat-id="{chat_id}"]')
+    assert page.locator('[data-testid="chat-table"] tbody tr').count() == 1
+
+
+def test_export_downloads_the_filtered_chats(site, browser):
+    base, keys = site
+    page = sign_in(browser, base, keys["admin"])
+    page.select_option('[data-testid="chat-type"]', "dm")
+    page.fill('[data-testid="search"]', "refund")
+    page.click('[data-testid="apply-filters"]')
+    page.wait_for_function("document.querySelectorAll('[data-state=\"loading\"]').length === 0")
+    with page.expect_download() as info:
+        page.click('[data-testid="export"]')
+    download = info.value
+    assert download.suggested_filename.startswith("chats-") and download.suggested_filename.endswith(".csv")
+    rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text(), newline="")))
+    me = api(base, keys["admin"], "/api/v2/me").json()
+    listed = api(
+        base, keys["admin"], f"/api/v2/w/{me['workspaceId']}/chats?chatType=dm&search=refund&pageSize=500"
+    ).json()
+    assert len(rows) == listed["total"] > 0
+    assert {row["chatType"] for row in rows} == {"dm"}
+    assert [int(row["id"]) for row in rows][: len(listed["items"])] == [c["id"] for c in listed["items"]]
+
+
+def test_a_basic_member_is_told_why_panels_are_empty(site, browser):
+    base, keys = site
+    page = sign_in(browser, base, keys["basic"])
+    shoot(page, "dashboard-basic")
+    calls = page.locator('[data-panel="calls"] [data-state="error"]')
+    assert "not allowed" in calls.inner_text() and "calls:read" in calls.inner_text()
+    usage = page.locator('[data-panel="usage"] [data-state="error"]')
+    assert "not allowed" in usage.inner_text()
+    cohorts = page.locator('[data-panel="cohorts"] [data-state="error"]')
+    assert "not allowed" in cohorts.inner_text()
+
+
+def test_a_wrong_key_is_explained(site, browser):
+    base, _ = site
+    page = browser.new_page()
+    page.goto(base + "/")
+    page.fill('[data-testid="key"]', "prl_nope_nope")
+    page.click('[data-testid="sign-in"]')
+    page.wait_for_function("document.querySelector('[data-testid=\"sign-in-error\"]').textContent.length > 0")
+    assert "not valid" in page.inner_text('[data-testid="sign-in-error"]')
