@@ -4,9 +4,11 @@ feedback over time (seed 003, contract 5.4)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
@@ -15,7 +17,17 @@ from parley.auth.principal import ORG_ROLES, CurrentPrincipal, Principal, StoreD
 from parley.errors import Forbidden, NotFound
 from parley.pricing import PICO_PER_USD
 from parley.schemas import ERROR_RESPONSES
-from parley.timeseries import fill, make_buckets, parse_granularity, parse_tz, render_start, series_range
+from parley.timeseries import (
+    Bucket,
+    Granularity,
+    TimeRange,
+    fill,
+    make_buckets,
+    parse_granularity,
+    parse_tz,
+    render_start,
+    series_range,
+)
 
 log = logging.getLogger("parley.cost")
 router = APIRouter(
@@ -44,6 +56,41 @@ def org_reader(org: str, principal: CurrentPrincipal) -> Principal:
 OrgReader = Annotated[Principal, Depends(org_reader)]
 
 
+@dataclass(frozen=True)
+class SeriesRequest:
+    """The periods a cohort or feedback series asks for."""
+
+    granularity: Granularity
+    tz: ZoneInfo
+    span: TimeRange
+    buckets: list[Bucket]
+
+
+def series_request(
+    request: Request,
+    start_date: DateParam = None,
+    end_date: DateParam = None,
+    aggregation: Aggregation = None,
+    tz: Tz = None,
+) -> SeriesRequest:
+    granularity = parse_granularity(aggregation)
+    zone = parse_tz(tz)
+    span = series_range(
+        start_date,
+        end_date,
+        start_name="start_date",
+        end_name="end_date",
+        granularity=granularity,
+        tz=zone,
+        now=_now(request),
+        required=True,
+    )
+    return SeriesRequest(granularity, zone, span, make_buckets(span, granularity, zone))
+
+
+Series = Annotated[SeriesRequest, Depends(series_request)]
+
+
 class Cohorts(BaseModel):
     periods: list[str]
     new_users: list[int]
@@ -67,35 +114,25 @@ def _now(request: Request) -> datetime:
 
 @router.get("/user-cohorts-over-time/", response_model=Cohorts)
 def user_cohorts_over_time(
-    request: Request,
     user_id: Annotated[str, Path(description="The caller's own user id; not a filter.")],
     principal: OrgReader,
     store: StoreDep,
-    start_date: DateParam = None,
-    end_date: DateParam = None,
-    aggregation: Aggregation = None,
+    series: Series,
     mentor_id: MentorId = None,
-    tz: Tz = None,
 ) -> Cohorts:
     """New users (registered in the period) and veterans (registered before the range, active in the period)."""
-    granularity = parse_granularity(aggregation)
-    zone = parse_tz(tz)
-    span = series_range(
-        start_date,
-        end_date,
-        start_name="start_date",
-        end_name="end_date",
-        granularity=granularity,
-        tz=zone,
-        now=_now(request),
-        required=True,
-    )
-    buckets = make_buckets(span, granularity, zone)
     new, veteran = store.user_cohorts(
-        org=principal.org, start=span.start, end=span.end, granularity=granularity, tz=zone.key, mentor_id=mentor_id
+        org=principal.org,
+        start=series.span.start,
+        end=series.span.end,
+        granularity=series.granularity,
+        tz=series.tz.key,
+        mentor_id=mentor_id,
     )
     return Cohorts(
-        periods=[render_start(b) for b in buckets], new_users=fill(buckets, new), veteran_users=fill(buckets, veteran)
+        periods=[render_start(b) for b in series.buckets],
+        new_users=fill(series.buckets, new),
+        veteran_users=fill(series.buckets, veteran),
     )
 
 
@@ -138,37 +175,25 @@ def user_cost(
 
 @router.get("/user-feedback/", response_model=list[list[UserChatFeedbackCount]])
 def user_feedback(
-    request: Request,
     user_id: Annotated[str, Path(description="The caller's own user id; not a filter.")],
     principal: OrgReader,
     store: StoreDep,
-    start_date: DateParam = None,
-    end_date: DateParam = None,
-    aggregation: Aggregation = None,
+    series: Series,
     mentor_id: MentorId = None,
-    tz: Tz = None,
 ) -> list[list[UserChatFeedbackCount]]:
     """Feedback per period, positive and negative, every period present (nested as the seed)."""
-    granularity = parse_granularity(aggregation)
-    zone = parse_tz(tz)
-    span = series_range(
-        start_date,
-        end_date,
-        start_name="start_date",
-        end_name="end_date",
-        granularity=granularity,
-        tz=zone,
-        now=_now(request),
-        required=True,
-    )
-    buckets = make_buckets(span, granularity, zone)
     counts = store.feedback_counts(
-        org=principal.org, start=span.start, end=span.end, granularity=granularity, tz=zone.key, mentor_id=mentor_id
+        org=principal.org,
+        start=series.span.start,
+        end=series.span.end,
+        granularity=series.granularity,
+        tz=series.tz.key,
+        mentor_id=mentor_id,
     )
-    series = []
-    for bucket in buckets:
+    out = []
+    for bucket in series.buckets:
         n, positive, negative = counts.get(bucket.key, (0, 0, 0))
-        series.append(
+        out.append(
             UserChatFeedbackCount(period=render_start(bucket), feedback_count=n, positive=positive, negative=negative)
         )
-    return [series]
+    return [out]

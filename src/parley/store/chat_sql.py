@@ -8,6 +8,7 @@ exists once a ``chat.upsert`` for it is stored.
 
 from __future__ import annotations
 
+from parley.ingest.events import CHAT_UPDATE_FIELDS
 from parley.metrics.chats.query import METADATA_PREFIX, ChatQuery, Group, Node, Rule
 from parley.store.dialect import Dialect, Params
 
@@ -58,16 +59,7 @@ CHAT_LIST_COLUMNS = (
     "metadata",
 )
 UPSERT_ONLY = ("owner_member_id", "chat_type", "channel", "created_at")
-UPDATABLE = (
-    "title",
-    "metadata",
-    "archived",
-    "needs_response",
-    "paused",
-    "muted",
-    "is_test",
-    "assistant_member_id",
-)
+UPDATABLE = CHAT_UPDATE_FIELDS  # the fields a chat.update may set
 STATE_COLUMNS = (
     *UPSERT_ONLY,
     *UPDATABLE,
