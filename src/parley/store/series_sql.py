@@ -104,6 +104,7 @@ class SeriesSql:
         ``gpt-4o-2024-08-06`` takes the ``gpt-4o`` price).
         """
         d, p = self.d, self.p
+        subject = p.add(user_id, "str")
         prefixes = p.add([m for m, _, _ in prices], "str_list")
         inputs = p.add([i for _, i, _ in prices], "int_list")
         outputs = p.add([o for _, _, o in prices], "int_list")
@@ -114,12 +115,16 @@ class SeriesSql:
         # The sum leaves the engine as text: a 128-bit integer has no portable wire type.
         total = f"coalesce(sum(coalesce({d.wide_int('o.cost_pusd')}, {priced}, 0)), 0)"
         return f"""
-        WITH {self._people()},
+        WITH subject_sessions AS (
+            SELECT session_id FROM sessions WHERE org = {self.org} AND user_id = {subject}
+        ),
         subject_traces AS (
-            SELECT t.trace_id
-            FROM traces t LEFT JOIN session_people s ON s.session_id = t.session_id
-            WHERE t.org = {self.org} AND {self.in_range("t.traced_at")}
-              AND coalesce(t.user_id, s.user_id) = {p.add(user_id, "str")}
+            -- A trace is the user's by its own user_id, else by its session's: no join with
+            -- every session of the org, only a look-up in the user's few sessions.
+            SELECT trace_id FROM traces
+            WHERE org = {self.org} AND {self.in_range("traced_at")}
+              AND (user_id = {subject}
+                   OR (user_id IS NULL AND session_id IN (SELECT session_id FROM subject_sessions)))
         ),
         obs AS (
             SELECT model, input_tokens, output_tokens, cost_pusd
