@@ -48,22 +48,13 @@ class SeriesSql:
             SELECT user_id, mentor_id, started_at AS at
             FROM sessions WHERE org = {self.org} AND {self.in_range("started_at")}
             UNION ALL
-            -- Traces and feedback that name their user and mentor need no session.
-            SELECT user_id, mentor_id, traced_at
-            FROM traces WHERE org = {self.org} AND {self.in_range("traced_at")}
-              AND user_id IS NOT NULL AND mentor_id IS NOT NULL
-            UNION ALL
             SELECT coalesce(t.user_id, s.user_id), coalesce(t.mentor_id, s.mentor_id), t.traced_at
             FROM traces t LEFT JOIN session_people s ON s.session_id = t.session_id
             WHERE t.org = {self.org} AND {self.in_range("t.traced_at")}
-              AND (t.user_id IS NULL OR t.mentor_id IS NULL)
             UNION ALL
-            SELECT user_id, mentor_id, created_at
-            FROM feedback WHERE org = {self.org} AND {self.in_range("created_at")} AND mentor_id IS NOT NULL
-            UNION ALL
-            SELECT f.user_id, s.mentor_id, f.created_at
+            SELECT f.user_id, coalesce(f.mentor_id, s.mentor_id), f.created_at
             FROM feedback f LEFT JOIN session_people s ON s.session_id = f.session_id
-            WHERE f.org = {self.org} AND {self.in_range("f.created_at")} AND f.mentor_id IS NULL
+            WHERE f.org = {self.org} AND {self.in_range("f.created_at")}
         ),
         activity AS (SELECT * FROM all_activity {mentor})"""
 
