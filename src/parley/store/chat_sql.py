@@ -68,6 +68,12 @@ STATE_COLUMNS = (
     "message_count",
     "last_message_at",
 )
+# The owner's and assistant's names, joined onto chat state ``s`` from ``member_state``.
+MEMBER_COLUMNS = "o.name AS owner_name, o.is_anonymous AS is_anonymous, a.name AS assistant_name"
+MEMBER_JOINS = (
+    "LEFT JOIN member_state o ON o.member_id = s.owner_member_id "
+    "LEFT JOIN member_state a ON a.member_id = s.assistant_member_id"
+)
 CMP = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
@@ -90,25 +96,24 @@ class ChatSql:
         ``chat_state`` holds each chat's latest-wins state, kept by the adapter as
         events arrive; member names and anonymity are folded here (members are few).
         """
-        d = self.d
         return f"""
-        member_state AS (
+        {self.member_state()},
+        chats AS (
+            SELECT s.chat_id AS id, {", ".join(f"s.{c}" for c in STATE_COLUMNS)}, {MEMBER_COLUMNS}
+            FROM chat_state s {MEMBER_JOINS}
+            WHERE {self.tenant("s")} AND s.v_upsert IS NOT NULL
+        )"""
+
+    def member_state(self) -> str:
+        """The ``member_state`` CTE: each member's newest name and anonymity."""
+        d = self.d
+        return f"""member_state AS (
             SELECT member_id,
                    {d.latest("name", "true")} AS name,
                    {d.latest("is_anonymous", "true")} AS is_anonymous
             FROM members
             WHERE {self.tenant()}
             GROUP BY member_id
-        ),
-        chats AS (
-            SELECT s.chat_id AS id, {", ".join(f"s.{c}" for c in STATE_COLUMNS)},
-                   o.name AS owner_name,
-                   o.is_anonymous AS is_anonymous,
-                   a.name AS assistant_name
-            FROM chat_state s
-            LEFT JOIN member_state o ON o.member_id = s.owner_member_id
-            LEFT JOIN member_state a ON a.member_id = s.assistant_member_id
-            WHERE {self.tenant("s")} AND s.v_upsert IS NOT NULL
         )"""
 
     # -- filters ------------------------------------------------------------------

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
-from parley.store.chat_sql import UPDATABLE, UPSERT_ONLY, ChatSql
+from parley.store.chat_sql import MEMBER_COLUMNS, MEMBER_JOINS, UPDATABLE, UPSERT_ONLY, ChatSql
 from parley.store.port import ApiKeyRecord, StoreLocked, StoreOutcome
 from parley.store.sql_store import SqlStore
 
@@ -153,26 +153,17 @@ class ClickHouseChatSql(ChatSql):
             FROM messages WHERE {self.tenant()}
             GROUP BY chat_id
         ),
-        member_state AS (
-            SELECT member_id,
-                   {d.latest("name", "true")} AS name,
-                   {d.latest("is_anonymous", "true")} AS is_anonymous
-            FROM members WHERE {self.tenant()}
-            GROUP BY member_id
-        ),
+        {self.member_state()},
         chats AS (
             SELECT s.chat_id AS id,
                    {", ".join(f"s.{c} AS {c}" for c in (*UPSERT_ONLY, *UPDATABLE, "metadata_text"))},
                    s.updated_at AS updated_at,
                    coalesce(m.message_count, 0) AS message_count,
                    m.last_message_at AS last_message_at,
-                   o.name AS owner_name,
-                   o.is_anonymous AS is_anonymous,
-                   a.name AS assistant_name
+                   {MEMBER_COLUMNS}
             FROM chat_state s
             LEFT JOIN message_stats m ON m.chat_id = s.chat_id
-            LEFT JOIN member_state o ON o.member_id = s.owner_member_id
-            LEFT JOIN member_state a ON a.member_id = s.assistant_member_id
+            {MEMBER_JOINS}
             WHERE s.upserts > 0
         )"""
 
