@@ -40,7 +40,7 @@ CH_TYPES = {
     "int": "Int64",
     "float": "Float64",
     "bool": "Bool",
-    "time": "DateTime64(6, 'UTC')",
+    "time": "DateTime64(6, 'UTC')",  # bound values are UTC, whatever the server's zone
     "date": "Date",
     "str_list": "Array(String)",
     "int_list": "Array(Int64)",
