@@ -95,13 +95,15 @@ class ChatSql:
 
         ``chat_state`` holds each chat's latest-wins state, kept by the adapter as
         events arrive; member names and anonymity are folded here (members are few).
+        A chat exists once upserted, and only an upsert sets ``created_at`` (testing it
+        reads 8 bytes a chat where the upsert's version string costs about 30).
         """
         return f"""
         {self.member_state()},
         chats AS (
             SELECT s.chat_id AS id, {", ".join(f"s.{c}" for c in STATE_COLUMNS)}, {MEMBER_COLUMNS}
             FROM chat_state s {MEMBER_JOINS}
-            WHERE {self.tenant("s")} AND s.v_upsert IS NOT NULL
+            WHERE {self.tenant("s")} AND s.created_at IS NOT NULL
         )"""
 
     def member_state(self) -> str:
