@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from parley import __version__
+from parley.clock import Clock, utcnow
 from parley.dashboard.router import STATIC
 from parley.dashboard.router import router as dashboard_router
 from parley.errors import install_error_handlers
@@ -21,12 +21,6 @@ from parley.metrics.usage import router as usage_router
 from parley.pricing import as_rows, load_prices
 from parley.settings import Settings
 from parley.store.port import Store, open_store
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def open_configured_store(settings: Settings) -> Store:

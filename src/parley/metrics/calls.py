@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from parley.auth.principal import CurrentPrincipal, StoreDep
+from parley.clock import Now
 from parley.schemas import error_responses
 from parley.store.port import CallsByAssistantRow
 from parley.timeseries import parse_tz, resolve_range
@@ -69,7 +70,7 @@ def summarize(row: CallsByAssistantRow) -> AssistantCalls:
     responses=error_responses(CallsError, 400, 401, 403),
 )
 def calls_by_assistant(
-    request: Request,
+    now: Now,
     principal: CurrentPrincipal,
     store: StoreDep,
     start_date: Annotated[
@@ -83,7 +84,6 @@ def calls_by_assistant(
 ) -> CallsByAssistant:
     """Call count and duration per assistant, for the calling member's workspace."""
     principal.require_scope("calls:read")
-    now = request.app.state.clock().astimezone(UTC).replace(tzinfo=None)
     span = resolve_range(
         start_date,
         end_date,

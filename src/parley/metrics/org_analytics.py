@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -14,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 
 from parley.auth.principal import ORG_ROLES, CurrentPrincipal, Principal, StoreDep
+from parley.clock import Now
 from parley.errors import Forbidden, NotFound
 from parley.pricing import PICO_PER_USD
 from parley.schemas import ERROR_RESPONSES
@@ -67,7 +67,7 @@ class SeriesRequest:
 
 
 def series_request(
-    request: Request,
+    now: Now,
     start_date: DateParam = None,
     end_date: DateParam = None,
     aggregation: Aggregation = None,
@@ -82,7 +82,7 @@ def series_request(
         end_name="end_date",
         granularity=granularity,
         tz=zone,
-        now=_now(request),
+        now=now,
         required=True,
     )
     return SeriesRequest(granularity, zone, span, make_buckets(span, granularity, zone))
@@ -106,10 +106,6 @@ class UserChatFeedbackCount(BaseModel):
     feedback_count: int
     positive: int
     negative: int
-
-
-def _now(request: Request) -> datetime:
-    return request.app.state.clock().astimezone(UTC).replace(tzinfo=None)
 
 
 @router.get("/user-cohorts-over-time/", response_model=Cohorts)
@@ -139,6 +135,7 @@ def user_cohorts_over_time(
 @router.get("/user-cost/", response_model=UserCost)
 def user_cost(
     request: Request,
+    now: Now,
     user_id: Annotated[str, Path(description="The user to cost, unless username is given.")],
     principal: OrgReader,
     store: StoreDep,
@@ -155,7 +152,7 @@ def user_cost(
         end_name="end_date",
         granularity="daily",
         tz=zone,
-        now=_now(request),
+        now=now,
         required=True,
     )
     subject = username if username is not None else user_id

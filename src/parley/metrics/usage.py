@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from parley.auth.principal import CurrentPrincipal, StoreDep
+from parley.clock import Now
 from parley.errors import Forbidden
 from parley.schemas import ERROR_RESPONSES
 from parley.timeseries import make_buckets, parse_tz, series_range
@@ -30,7 +30,7 @@ class AssistantsUsage(BaseModel):
 
 @router.get("/api/v2/org/{org_id}/workspace/{workspace_id}/metrics/assistants_usage", response_model=AssistantsUsage)
 def assistants_usage(
-    request: Request,
+    now: Now,
     org_id: str,
     workspace_id: str,
     principal: CurrentPrincipal,
@@ -50,7 +50,6 @@ def assistants_usage(
         raise Forbidden("basic members may not read workspace metrics")
     principal.require_scope("workspace_metrics:read")
     zone = parse_tz(tz)
-    now = request.app.state.clock().astimezone(UTC).replace(tzinfo=None)
     span = series_range(
         from_date, to_date, start_name="from_date", end_name="to_date", granularity="daily", tz=zone, now=now
     )

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from parley.auth.principal import CurrentPrincipal, Principal, StoreDep
+from parley.clock import Now
 from parley.errors import Forbidden
 from parley.metrics.chats.query import CHAT_TYPES, ChatQuery, parse_filters, parse_instant
 from parley.schemas import ERROR_RESPONSES
@@ -228,12 +229,12 @@ def _csv_stream(batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
     responses={200: {"content": {"text/csv": {}}, "description": "Every matching chat, as CSV"}},
 )
 def export_chats(
-    request: Request, workspace_uuid: str, principal: Member, query: Filters, store: StoreDep
+    now: Now, workspace_uuid: str, principal: Member, query: Filters, store: StoreDep
 ) -> StreamingResponse:
     """Every matching chat as CSV, streamed as the database produces the rows."""
     principal.require_scope("chats:read")
     batches = store.export_chats(org=principal.org, workspace_id=workspace_uuid, query=query)
-    day = request.app.state.clock().astimezone(UTC).date().isoformat()
+    day = now.date().isoformat()
     filename = f"chats-{workspace_uuid}-{day}.csv"
     return StreamingResponse(
         _csv_stream(batches),
@@ -252,7 +253,7 @@ def needs_response(workspace_uuid: str, principal: Member, store: StoreDep) -> l
 
 @router.get("/stats/daily-creation", response_model=DailyCreationStats)
 def daily_creation(
-    request: Request,
+    now: Now,
     workspace_uuid: str,
     principal: Member,
     store: StoreDep,
@@ -262,7 +263,6 @@ def daily_creation(
 ) -> DailyCreationStats:
     """Chats created per day, by type, for the 30 days ending today."""
     zone = parse_tz(tz)
-    now = request.app.state.clock().astimezone(UTC).replace(tzinfo=None)
     span = series_range(
         None,
         None,
