@@ -14,7 +14,7 @@ from parley.app import create_app
 from parley.auth.keys import create_key
 from parley.settings import Settings
 from parley.store.port import Store, open_store
-from tests.factories import WS
+from tests.factories import WS, member
 
 NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
 
@@ -80,6 +80,13 @@ def member_key(store: Store) -> Callable[..., str]:
         return create_key(store, org=org, workspace_id=workspace, member_id=member_id)
 
     return make
+
+
+@pytest.fixture
+def admin(ingest: Callable[..., dict[str, Any]], member_key: Callable[..., str]) -> dict[str, str]:
+    """Headers of member 1, an admin of the workspace."""
+    ingest(member(1, "admin"))
+    return bearer(member_key(1))
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -9,17 +9,11 @@ from fractions import Fraction
 
 import pytest
 
-from tests.conftest import NOW, bearer
-from tests.factories import WS_OTHER, call, days, event, member
+from tests.conftest import NOW
+from tests.factories import WS_OTHER, call, days, event
 
 URL = "/analytics/calls/by-assistant"
 D = datetime(2024, 5, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def admin(ingest, member_key):
-    ingest(member(1, "admin"))
-    return bearer(member_key(1))
 
 
 def get(client, headers, **params):

@@ -69,12 +69,6 @@ def observation(oid: str, trace_id: str, at: datetime, *, cost=None, model=None,
     return event("observation.create", body, ts=at)
 
 
-@pytest.fixture
-def admin(ingest, member_key):
-    ingest(member(1, "admin"))
-    return bearer(member_key(1))
-
-
 def get(client, headers, path, **params):
     response = client.get(f"{BASE}/{path}/", params=params, headers=headers)
     assert response.status_code == 200, response.text

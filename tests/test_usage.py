@@ -23,12 +23,6 @@ def message(n: int, role: str, at: datetime, name: str | None = None, workspace:
     return event("message.create", body, ts=at)
 
 
-@pytest.fixture
-def admin(ingest, member_key):
-    ingest(member(1, "admin"))
-    return bearer(member_key(1))
-
-
 def usage(client, headers, **params):
     response = client.get(URL, params=params, headers=headers)
     assert response.status_code == 200, response.text
