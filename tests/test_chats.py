@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from parley.app import create_app
 from parley.auth.keys import create_key
+from parley.metrics.chats.query import ChatQuery
 from parley.settings import Settings
 from parley.store.port import open_store
 from tests.chat_reference import World, iso, sort_rows
@@ -506,6 +507,23 @@ def test_export_matches_the_list_as_csv(world, params):
     assert rows[0] == EXPORT_HEADER
     want = [[_cell(row[column]) for column in EXPORT_HEADER] for row in expected(model, params)]
     assert rows[1:] == want
+
+
+@pytest.mark.parametrize("params", [{}, {"sortBy": "title", "sortOrder": "asc"}, {"sortBy": "lastMessageAt"}])
+def test_export_in_many_small_batches_keeps_the_order(world, params):
+    """The store formats an export a batch of ids at a time: order must survive the seams."""
+    client, _, model = world
+    query = ChatQuery(
+        sort_by=params.get("sortBy", "createdAt"),
+        descending=params.get("sortOrder", "desc") == "desc",
+        archived=False,
+        is_test=False,
+    )
+    batches = client.app.state.store.export_chats(org="acme", workspace_id=WS, query=query, batch_rows=7)
+    ids = [int(chat_id) for batch in batches for chat_id in batch.column(0).to_pylist()]
+    want = [row["id"] for row in expected(model, params)]
+    assert len(want) > 7 * 5
+    assert ids == want
 
 
 def test_export_guards_formulas_and_quotes_what_needs_it(world):

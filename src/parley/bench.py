@@ -265,6 +265,7 @@ def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path)
             "rows_per_s": round((rows - 1) / seconds) if seconds else 0,
             "idle_rss_mb": round(idle_mb, 1),
             "peak_rss_mb": round(peak_mb, 1),
+            "rss_growth_mb": round(peak_mb - idle_mb, 1),
         }
     result.store_bytes = _store_bytes(database_url)
 

@@ -32,7 +32,7 @@ def print_report(result: BenchResult, console: Console) -> None:
     e = result.export
     console.print(
         f"Export: {e['rows']:,} rows in {e['seconds']} s = {e['rows_per_s']:,} rows/s; server RSS "
-        f"{e['idle_rss_mb']} MB idle, {e['peak_rss_mb']} MB peak"
+        f"{e['idle_rss_mb']} MB idle, {e['peak_rss_mb']} MB peak (+{e['rss_growth_mb']} MB)"
     )
     console.print(
         f"Store on disk: {result.store_bytes / 2**20:,.1f} MiB; start-up to first answer: {result.startup_s} s"

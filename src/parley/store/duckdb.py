@@ -42,7 +42,7 @@ DUCKDB_TYPES = {
 }
 
 DIALECT = DuckDBDialect()
-EXPORT_BATCH_ROWS = 10_000
+EXPORT_BATCH_ROWS = 5_000
 
 _DDL_FIXED = """
 CREATE TABLE IF NOT EXISTS parley_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -269,20 +269,21 @@ class DuckDBStore(SqlStore):
         cursor = self._con.cursor()
         try:
             ids = cursor.sql(ordered, params=params.values).to_arrow_table()["id"].combine_chunks()
-            rows_sql, row_params = self._chat_sql(org, workspace_id)
-            # The batch comes back in join order and is put in place by Arrow: an
-            # ORDER BY here made DuckDB hold a sort's memory on top (about 12 MB more
-            # peak RSS over an export of 1M chats).
-            statement = f"""
-            WITH {rows_sql.relation()}
-            SELECT export_ids.position AS position, {rows_sql.export_columns()}
-            FROM export_ids JOIN chats USING (id)
-            """
             for start in range(0, len(ids), batch_rows):
-                chunk = ids.slice(start, batch_rows)
-                cursor.register("export_ids", pa.table({"id": chunk, "position": pa.array(range(len(chunk)))}))
+                rows_sql, row_params = self._chat_sql(org, workspace_id)
+                # The batch's ids travel as a bound list: registering an Arrow table would
+                # make DuckDB load pyarrow.dataset (about 60 MB of libraries) on first use.
+                batch_ids = row_params.add(ids.slice(start, batch_rows).to_pylist(), "int_list")
+                # The rows come back in join order and are put in place by Arrow: an
+                # ORDER BY here made DuckDB hold a sort's memory on top (about 12 MB more
+                # peak RSS over an export of 1M chats).
+                statement = f"""
+                WITH {rows_sql.relation()},
+                export_ids AS (SELECT unnest({batch_ids}) AS id, generate_subscripts({batch_ids}, 1) AS position)
+                SELECT export_ids.position AS position, {rows_sql.export_columns()}
+                FROM export_ids JOIN chats USING (id)
+                """
                 rows = cursor.sql(statement, params=row_params.values).to_arrow_table()
-                cursor.unregister("export_ids")
                 in_order = rows.take(pc.sort_indices(rows["position"])).drop_columns(["position"])
                 yield from in_order.to_batches()
         finally:
