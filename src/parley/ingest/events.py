@@ -24,13 +24,18 @@ from pydantic import (
 )
 
 MAX_ID_CHARS = 256
+MAX_OBSERVATION_COST_USD = 10**6
 
 
 def _to_utc_naive(value: datetime) -> datetime:
     # Subtracting the offset is several times faster than astimezone(UTC), and the same.
     offset = value.utcoffset()
     naive = value.replace(tzinfo=None)
-    return naive - offset if offset else naive
+    try:
+        return naive - offset if offset else naive
+    except OverflowError:
+        # Pydantic reports a ValueError as a validation error; an OverflowError would be a 500.
+        raise ValueError("the time is out of range once converted to UTC") from None
 
 
 UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc_naive)]
@@ -185,7 +190,8 @@ class ObservationCreate(Body):
     model: Annotated[str, Field(max_length=256)] | None = None
     input_tokens: Tokens | None = None
     output_tokens: Tokens | None = None
-    cost_usd: Annotated[float, Field(ge=0, le=10**9, allow_inf_nan=False)] | None = None
+    # Stored as integer pico-dollars (64 bits): a million dollars an observation fits with room.
+    cost_usd: Annotated[float, Field(ge=0, le=MAX_OBSERVATION_COST_USD, allow_inf_nan=False)] | None = None
     start_time: UtcTime
 
 
