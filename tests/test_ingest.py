@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import orjson
 import pytest
 
-from parley.store.port import Store
+from parley.ingest.events import validate_event
+from parley.store.port import Store, StoreOutcome, open_store
 from tests.conftest import bearer
 from tests.factories import T0, WS, call, days, event, member
 
@@ -228,3 +232,66 @@ def test_a_chat_update_must_change_something(ingest):
     body = ingest(event("chat.update", {"workspace_id": WS, "chat_id": 1}), expect_ok=False)
     assert body["successes"] == []
     assert "at least one of" in body["errors"][0]["message"]
+
+
+def test_values_the_store_cannot_hold_are_a_400_for_that_event_only(client, ingest_key, store: Store):
+    observation = {
+        "observation_id": "o-rich",
+        "trace_id": "t-1",
+        "type": "generation",
+        "cost_usd": 1_000_000.01,  # over the 1,000,000 USD an observation may cost
+        "start_time": "2024-05-01T10:00:00Z",
+    }
+    batch = [
+        call("c1", "a1", T0, duration=60, id="good"),
+        event("user.upsert", {"user_id": "u", "registered_at": "2024-01-01T00:00:00Z"}, id="far-future")
+        | {"timestamp": "9999-12-31T23:59:59-05:00"},  # after the last instant once in UTC
+        event("observation.create", observation, id="too-costly"),
+        event("observation.create", observation | {"cost_usd": 1_000_000}, id="costly"),
+    ]
+    response = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key))
+    assert response.status_code == 207
+    body = response.json()
+    assert body["successes"] == [{"id": "good", "status": 201}, {"id": "costly", "status": 201}]
+    errors = {e["id"]: (e["status"], e["message"]) for e in body["errors"]}
+    assert errors == {
+        "far-future": (400, "timestamp: Value error, the time is out of range once converted to UTC"),
+        "too-costly": (400, "body.cost_usd: Input should be less than or equal to 1000000"),
+    }
+    assert store.count_events(org="acme") == 2
+
+
+def test_concurrent_batches_share_one_transaction(tmp_path):
+    """Group commit: batches that wait for the writer are stored together, each id new once."""
+    store = open_store(f"duckdb:///{tmp_path}/parley.duckdb")
+    try:
+
+        def calls(*ids: str) -> list:
+            return [validate_event(call(f"call-{i}", "a1", T0, duration=60, id=i), "acme") for i in ids]
+
+        store.ingest(calls("old"))
+        batches = [calls("a", "b"), calls("b", "c"), calls("c", "c"), calls("old")]
+        outcomes: dict[int, StoreOutcome] = {}
+        threads = [threading.Thread(target=lambda i=i: outcomes.update({i: store.ingest(batches[i])})) for i in range(4)]
+        with store._write_lock:  # the writer is busy: every batch has to wait for it, in this order
+            for n, thread in enumerate(threads, start=1):
+                thread.start()
+                deadline = time.monotonic() + 10
+                while len(store._pending) < n:
+                    assert time.monotonic() < deadline, "a batch never queued"
+                    time.sleep(0.001)
+        for thread in threads:
+            thread.join(timeout=30)
+        assert outcomes == {
+            0: StoreOutcome(["a", "b"], [], {}),
+            1: StoreOutcome(["c"], ["b"], {}),
+            2: StoreOutcome([], ["c", "c"], {}),
+            3: StoreOutcome([], ["old"], {}),
+        }
+        commits = store._fetchall(
+            "SELECT count(DISTINCT ingested_at) FROM event_ledger WHERE event_id IN ('a', 'b', 'c')", {}
+        )
+        assert commits == [(1,)]
+        assert store.count_events(org="acme") == 4
+    finally:
+        store.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,18 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 
+Key = tuple[str, str]  # (org, event id)
+
+
+@dataclass(eq=False, slots=True)
+class _Ticket:
+    """One caller's batch, waiting to be stored by whichever caller holds the write lock."""
+
+    events: Sequence[Event]
+    outcome: StoreOutcome | None = None
+    error: BaseException | None = None
+
+
 def _table_ddl(table: schema.Table) -> str:
     cols = ",\n    ".join(f"{c.name} {DUCKDB_TYPES[c.type]}" for c in table.columns)
     return f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {cols}\n);"
@@ -97,6 +110,8 @@ class DuckDBStore(SqlStore):
                 ) from err
             raise
         self._write_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending: list[_Ticket] = []
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._migrate()
@@ -147,35 +162,71 @@ class DuckDBStore(SqlStore):
     # -- ingestion ----------------------------------------------------------------
 
     def ingest(self, events: Sequence[Event]) -> StoreOutcome:
-        unique: dict[tuple[str, str], Event] = {}
-        duplicates: list[str] = []
-        for event in events:
-            key = (event.org, event.id)
-            if key in unique:
-                duplicates.append(event.id)
-            else:
-                unique[key] = event
-        if not unique:
-            return StoreOutcome([], duplicates, {})
-        try:
-            stored = self._store_batch(list(unique.values()))
-        except duckdb.Error:
-            if len(unique) == 1:
-                (event,) = unique.values()
-                return StoreOutcome([], duplicates, {event.id: "the store refused this event"})
-            # Isolate the event the engine refused so that its neighbours still land.
-            stored, failed = [], {}
-            for event in unique.values():
-                outcome = self.ingest([event])
-                stored += outcome.stored
-                duplicates += outcome.duplicates
-                failed.update(outcome.failed)
-            return StoreOutcome(stored, duplicates, failed)
-        stored_keys = set(stored)
-        duplicates += [e.id for key, e in unique.items() if key not in stored_keys]
-        return StoreOutcome([event_id for _, event_id in stored], duplicates, {})
+        """Store new events durably, skipping ids already stored for their org.
 
-    def _store_batch(self, events: list[Event]) -> list[tuple[str, str]]:
+        Concurrent callers commit together (group commit): whoever holds the write lock
+        stores every batch waiting for it in one transaction, so the fixed cost of a
+        transaction (ledger look-ups, the chat-state merge, the commit) is paid once for
+        all of them. Each caller returns only once the transaction holding its events
+        has committed.
+        """
+        ticket = _Ticket(events)
+        with self._pending_lock:
+            self._pending.append(ticket)
+        with self._write_lock:
+            if ticket.outcome is None and ticket.error is None:
+                with self._pending_lock:
+                    group, self._pending = self._pending, []
+                try:
+                    self._store_group(group)
+                except BaseException as exc:
+                    for waiting in group:
+                        waiting.error = exc
+                    raise
+        if ticket.error is not None:
+            raise RuntimeError("the transaction that held these events failed") from ticket.error
+        assert ticket.outcome is not None
+        return ticket.outcome
+
+    def _store_group(self, group: list[_Ticket]) -> None:
+        """Store the tickets' events together; an id stored once is new for its first ticket only."""
+        stored, failed = self._store_isolating([event for ticket in group for event in ticket.events])
+        claimed: set[tuple[str, str]] = set()
+        for ticket in group:
+            outcome = StoreOutcome([], [], {})
+            for event in ticket.events:
+                key = (event.org, event.id)
+                if key in failed:
+                    outcome.failed[event.id] = failed[key]
+                elif key in stored and key not in claimed:
+                    claimed.add(key)
+                    outcome.stored.append(event.id)
+                else:
+                    outcome.duplicates.append(event.id)
+            ticket.outcome = outcome
+
+    def _store_isolating(self, events: list[Event]) -> tuple[set[Key], dict[Key, str]]:
+        """(keys newly stored, reasons for keys the engine refused); the caller holds the write lock."""
+        unique: dict[Key, Event] = {}
+        for event in events:
+            unique.setdefault((event.org, event.id), event)
+        if not unique:
+            return set(), {}
+        try:
+            return set(self._store_batch(list(unique.values()))), {}
+        except (duckdb.Error, pa.ArrowException, OverflowError):
+            if len(unique) == 1:
+                return set(), dict.fromkeys(unique, "the store refused this event")
+            # Isolate the event the engine refused so that its neighbours still land.
+            stored: set[Key] = set()
+            failed: dict[Key, str] = {}
+            for event in unique.values():
+                one_stored, one_failed = self._store_isolating([event])
+                stored |= one_stored
+                failed |= one_failed
+            return stored, failed
+
+    def _store_batch(self, events: list[Event]) -> list[Key]:
         now = datetime.now(UTC).replace(tzinfo=None)
         ledger = pa.table(
             {
@@ -184,36 +235,35 @@ class DuckDBStore(SqlStore):
                 "type": pa.array([e.type for e in events], pa.string()),
             }
         )
-        with self._write_lock:
-            con = self._con
-            con.begin()
-            try:
-                con.register("ledger_batch", ledger)
-                new_ids = set(
-                    con.execute(
-                        "INSERT INTO event_ledger SELECT org, event_id, type, ? FROM ledger_batch "
-                        "ON CONFLICT DO NOTHING RETURNING org, event_id",
-                        [now],
-                    ).fetchall()
-                )
-                con.unregister("ledger_batch")
-                fresh = [e for e in events if (e.org, e.id) in new_ids]
-                stored = self._new_entities(con, fresh)
-                by_table: dict[str, list[Event]] = defaultdict(list)
-                for event in stored:
-                    by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
-                for name, rows in by_table.items():
-                    con.register("event_rows", schema.TABLE_BY_NAME[name].to_arrow(rows))
-                    con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM event_rows")
-                    if name == "chat_events":
-                        con.execute(merge_chat_events_sql("event_rows"))
-                    elif name == "messages":
-                        con.execute(merge_messages_sql("event_rows"))
-                    con.unregister("event_rows")
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
+        con = self._con
+        con.begin()
+        try:
+            con.register("ledger_batch", ledger)
+            new_ids = set(
+                con.execute(
+                    "INSERT INTO event_ledger SELECT org, event_id, type, ? FROM ledger_batch "
+                    "ON CONFLICT DO NOTHING RETURNING org, event_id",
+                    [now],
+                ).fetchall()
+            )
+            con.unregister("ledger_batch")
+            fresh = [e for e in events if (e.org, e.id) in new_ids]
+            stored = self._new_entities(con, fresh)
+            by_table: dict[str, list[Event]] = defaultdict(list)
+            for event in stored:
+                by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
+            for name, rows in by_table.items():
+                con.register("event_rows", schema.TABLE_BY_NAME[name].to_arrow(rows))
+                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM event_rows")
+                if name == "chat_events":
+                    con.execute(merge_chat_events_sql("event_rows"))
+                elif name == "messages":
+                    con.execute(merge_messages_sql("event_rows"))
+                con.unregister("event_rows")
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
         return [(e.org, e.id) for e in stored]
 
     @staticmethod
