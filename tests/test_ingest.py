@@ -255,7 +255,7 @@ def test_values_the_store_cannot_hold_are_a_400_for_that_event_only(client, inge
     assert body["successes"] == [{"id": "good", "status": 201}, {"id": "costly", "status": 201}]
     errors = {e["id"]: (e["status"], e["message"]) for e in body["errors"]}
     assert errors == {
-        "far-future": (400, "timestamp: Value error, the time is out of range once converted to UTC"),
+        "far-future": (400, "timestamp: Input should be less than or equal to 9999-12-31T23:59:59.999999Z"),
         "too-costly": (400, "body.cost_usd: Input should be less than or equal to 1000000"),
     }
     assert store.count_events(org="acme") == 2
@@ -295,3 +295,38 @@ def test_concurrent_batches_share_one_transaction(tmp_path):
         assert store.count_events(org="acme") == 4
     finally:
         store.close()
+
+
+def test_times_with_offsets_are_stored_as_the_same_instant_in_utc(ingest, client, admin):
+    chat = {
+        "workspace_id": WS,
+        "chat_id": 7,
+        "owner_member_id": 1,
+        "chat_type": "dm",
+        "channel": "web",
+        "created_at": "2024-05-01T01:30:00+02:00",
+    }
+    message = {
+        "workspace_id": WS,
+        "chat_id": 7,
+        "message_id": "m-7",
+        "role": "user",
+        "created_at": "2024-04-30T22:15:00.5-05:00",
+    }
+    late_night_call = call("c-7", "a1", T0, duration=60)
+    late_night_call["body"]["started_at"] = "2024-05-01T01:30:00+02:00"  # still April 30 in UTC
+    ingest(
+        event("chat.upsert", chat) | {"timestamp": "2024-05-01T05:30:00+05:30"},
+        event("message.create", message) | {"timestamp": "2024-04-30T22:15:00-05:00"},
+        late_night_call,
+    )
+    (row,) = client.get(f"/api/v2/w/{WS}/chats", headers=admin).json()["items"]
+    assert (row["createdAt"], row["updatedAt"], row["lastMessageAt"]) == (
+        "2024-04-30T23:30:00Z",
+        "2024-05-01T00:00:00Z",
+        "2024-05-01T03:15:00.500000Z",
+    )
+    calls = client.get(
+        "/analytics/calls/by-assistant", params={"start_date": "2024-04-30", "end_date": "2024-04-30"}, headers=admin
+    ).json()["data"]["assistants"]
+    assert [(a["assistant_id"], a["total_calls"]) for a in calls] == [("a1", 1)]

@@ -1,18 +1,17 @@
 """The ingestion envelope and one schema per event type (contract section 2).
 
 Validation turns a raw JSON object into an :class:`Event`: a checked envelope plus
-a typed body. Times are normalised to naive UTC (microseconds), which is what both
-storage engines keep.
+a typed body. Times keep their offset here; storing turns them into naive UTC
+(microseconds), which is what both storage engines keep.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -27,18 +26,13 @@ MAX_ID_CHARS = 256
 MAX_OBSERVATION_COST_USD = 10**6
 
 
-def _to_utc_naive(value: datetime) -> datetime:
-    # Subtracting the offset is several times faster than astimezone(UTC), and the same.
-    offset = value.utcoffset()
-    naive = value.replace(tzinfo=None)
-    try:
-        return naive - offset if offset else naive
-    except OverflowError:
-        # Pydantic reports a ValueError as a validation error; an OverflowError would be a 500.
-        raise ValueError("the time is out of range once converted to UTC") from None
-
-
-UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc_naive)]
+# Times keep their offset through validation and are turned into naive UTC a whole
+# column at a time when stored (Arrow does it about ten times faster than a Python
+# validator per value). The bounds keep every instant representable once in UTC.
+Instant = Annotated[
+    AwareDatetime,
+    Field(ge=datetime.min.replace(tzinfo=UTC), le=datetime.max.replace(tzinfo=UTC)),
+]
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 Name = Annotated[str, Field(max_length=1024)]
 MemberId = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
@@ -82,7 +76,7 @@ class AssistantUpsert(Body):
 
 class UserUpsert(Body):
     user_id: Id
-    registered_at: UtcTime
+    registered_at: Instant
     name: Name | None = None
 
 
@@ -100,7 +94,7 @@ class ChatUpsert(Body):
     paused: StrictBool = False
     muted: StrictBool = False
     is_test: StrictBool = False
-    created_at: UtcTime
+    created_at: Instant
 
 
 CHAT_UPDATE_FIELDS = (
@@ -149,7 +143,7 @@ class MessageCreate(Body):
     assistant_name: Name | None = None
     content: str | None = None
     tool_calls: list[ToolCall] | None = None
-    created_at: UtcTime
+    created_at: Instant
 
 
 class CallCreate(Body):
@@ -157,8 +151,8 @@ class CallCreate(Body):
     call_id: Id
     assistant_id: Id
     assistant_name: Name | None = None
-    started_at: UtcTime
-    ended_at: UtcTime | None = None
+    started_at: Instant
+    ended_at: Instant | None = None
     duration_seconds: Annotated[float, Field(ge=0, le=10**9, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
@@ -172,7 +166,7 @@ class SessionCreate(Body):
     session_id: Id
     user_id: Id
     mentor_id: Id | None = None
-    started_at: UtcTime
+    started_at: Instant
 
 
 class TraceCreate(Body):
@@ -180,7 +174,7 @@ class TraceCreate(Body):
     session_id: Id | None = None
     user_id: Id | None = None
     mentor_id: Id | None = None
-    timestamp: UtcTime
+    timestamp: Instant
 
 
 class ObservationCreate(Body):
@@ -192,7 +186,7 @@ class ObservationCreate(Body):
     output_tokens: Tokens | None = None
     # Stored as integer pico-dollars (64 bits): a million dollars an observation fits with room.
     cost_usd: Annotated[float, Field(ge=0, le=MAX_OBSERVATION_COST_USD, allow_inf_nan=False)] | None = None
-    start_time: UtcTime
+    start_time: Instant
 
 
 class FeedbackCreate(Body):
@@ -202,7 +196,7 @@ class FeedbackCreate(Body):
     mentor_id: Id | None = None
     session_id: Id | None = None
     comment: str | None = None
-    created_at: UtcTime
+    created_at: Instant
 
 
 BODY_SCHEMAS: dict[str, type[Body]] = {
@@ -226,7 +220,7 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: Id
     type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
-    timestamp: UtcTime
+    timestamp: Instant
     body: dict[str, Any]
 
 
