@@ -122,7 +122,8 @@ class ClickHouseDialect:
     def csv_guard(self, expr: str) -> str:
         return f"if(substring({expr}, 1, 1) IN ('=', '+', '-', '@', '\\t', '\\r'), concat('''', {expr}), {expr})"
 
-    def bucket_key(self, expr: str, granularity: str, tz_sql: str) -> str:
+    def bucket_key(self, expr: str, granularity: str, tz_sql: str | None) -> str:
+        tz_sql = tz_sql or "'UTC'"
         if granularity == "hourly":
             return f"toDateTime64(toTimeZone(toStartOfHour({expr}, {tz_sql}), 'UTC'), 6, 'UTC')"
         if granularity == "weekly":

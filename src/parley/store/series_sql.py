@@ -24,7 +24,7 @@ class SeriesSql:
         return f"{column} BETWEEN {self.start} AND {self.end}"
 
     def bucket(self, column: str, granularity: str, tz: str) -> str:
-        return self.d.bucket_key(column, granularity, self.p.add(tz, "str"))
+        return self.d.bucket_key(column, granularity, self.p.zone(tz))
 
     def assistants_usage(self, workspace_id: str, tz: str) -> str:
         day = self.bucket("created_at", "daily", tz)

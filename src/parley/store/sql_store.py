@@ -130,7 +130,7 @@ class SqlStore:
         self, *, org: str, workspace_id: str, query: ChatQuery, tz: str, start: datetime, end: datetime
     ) -> list[tuple[date, str, int]]:
         sql, params = self._chat_sql(org, workspace_id)
-        day = self.dialect.bucket_key("created_at", "daily", params.add(tz, "str"))
+        day = self.dialect.bucket_key("created_at", "daily", params.zone(tz))
         statement = f"""
         WITH {sql.relation()}
         SELECT {day} AS day, chat_type, count(*) FROM chats
