@@ -200,7 +200,12 @@ def demo(
 
 @app.command()
 def bench(
-    scale: Annotated[str, typer.Option(help="Data set size: S (about 100k messages) or M (10M messages).")] = "S",
+    scale: Annotated[
+        str,
+        typer.Option(
+            help="Data set size: S (about 100k messages), M (10M messages) or export (one workspace of 1M chats)."
+        ),
+    ] = "S",
     store: Annotated[
         str | None, typer.Option(help="Database URL of a fresh store to fill (default: a temporary DuckDB file).")
     ] = None,
