@@ -272,7 +272,9 @@ def test_concurrent_batches_share_one_transaction(tmp_path):
         store.ingest(calls("old"))
         batches = [calls("a", "b"), calls("b", "c"), calls("c", "c"), calls("old")]
         outcomes: dict[int, StoreOutcome] = {}
-        threads = [threading.Thread(target=lambda i=i: outcomes.update({i: store.ingest(batches[i])})) for i in range(4)]
+        threads = [
+            threading.Thread(target=lambda i=i: outcomes.update({i: store.ingest(batches[i])})) for i in range(4)
+        ]
         with store._write_lock:  # the writer is busy: every batch has to wait for it, in this order
             for n, thread in enumerate(threads, start=1):
                 thread.start()

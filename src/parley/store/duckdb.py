@@ -44,6 +44,7 @@ DUCKDB_TYPES = {
 
 DIALECT = DuckDBDialect()
 EXPORT_BATCH_ROWS = 5_000
+CHECKPOINT_THRESHOLD = "256MB"
 
 _DDL_FIXED = """
 CREATE TABLE IF NOT EXISTS parley_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -95,7 +96,12 @@ class DuckDBStore(SqlStore):
         self.path = Path(path)
         self.url = f"duckdb:///{self.path}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        config: dict[str, str | int] = {}
+        # DuckDB checkpoints whenever its write-ahead log passes a threshold, and each
+        # checkpoint rewrites the ledgers' indexes: at scale M (28.5M events) the default
+        # 16 MiB made ingestion pay 557 ms a 20,000-event batch in commits, 130 ms with
+        # 256 MB (15,500 -> 20,900 events/s). The cost: up to 256 MB of log to replay
+        # after a crash, and as much committed data held in memory until the checkpoint.
+        config: dict[str, str | int] = {"checkpoint_threshold": CHECKPOINT_THRESHOLD}
         if threads:
             config["threads"] = threads
         if memory_limit:
@@ -191,7 +197,7 @@ class DuckDBStore(SqlStore):
     def _store_group(self, group: list[_Ticket]) -> None:
         """Store the tickets' events together; an id stored once is new for its first ticket only."""
         stored, failed = self._store_isolating([event for ticket in group for event in ticket.events])
-        claimed: set[tuple[str, str]] = set()
+        claimed: set[Key] = set()
         for ticket in group:
             outcome = StoreOutcome([], [], {})
             for event in ticket.events:
@@ -227,6 +233,7 @@ class DuckDBStore(SqlStore):
             return stored, failed
 
     def _store_batch(self, events: list[Event]) -> list[Key]:
+        """Store distinct events in one transaction; the caller holds the write lock."""
         now = datetime.now(UTC).replace(tzinfo=None)
         ledger = pa.table(
             {
