@@ -89,7 +89,7 @@ SCALES: dict[str, Scale] = {
     "demo": Scale(2, 2, 90, 30, 6, 500, 8, 300, 300, 1_500, 2, 2, 400),
     "S": Scale(2, 2, 365, 50, 8, 3_000, 8, 2_500, 2_500, 25_000, 2, 2, 6_000),
     "M": Scale(4, 5, 365, 200, 10, 50_000, 10, 50_000, 50_000, 500_000, 2.5, 2, 125_000),
-    # One workspace of a million chats: the bound on the export's memory (bench only).
+    # One workspace of a million chats, for the export's memory bound (`parley bench --scale export`).
     "export": Scale(1, 1, 365, 50, 4, 1_000_000, 2, 100, 100, 100, 1, 1, 100),
 }
 
