@@ -341,6 +341,39 @@ def test_cost_matches_a_plain_python_reference(client, ingest, admin):
         assert got == {"total_cost": float(round(expected[who], 6))}, who
 
 
+def test_cost_counts_only_the_users_own_traces_of_this_org(client, ingest, admin, store):
+    from parley.ingest.events import validate_event
+
+    ingest(
+        session("s1", "alice", D),
+        trace("t1", D, session_id="s1"),  # alice's through her session
+        observation("o1", "t1", D, cost=1),
+        trace("t2", D, user_id="bob", session_id="s1"),  # bob's own, though in alice's session
+        observation("o2", "t2", D, cost=2),
+        trace("t3", D, session_id="s-unknown"),  # a session never seen: nobody's
+        observation("o3", "t3", D, cost=4),
+    )
+    # Another org with the same ids: never part of acme's answers.
+    other = [session("s1", "alice", D), trace("t1", D, session_id="s1"), observation("o1", "t1", D, cost=8)]
+    store.ingest([validate_event(e, "globex") for e in other])
+    for who, cost in (("alice", 1.0), ("bob", 2.0), ("carol", 0.0)):
+        got = get(client, admin, "user-cost", start_date="2024-05-01", end_date="2024-05-01", username=who)
+        assert got == {"total_cost": cost}, who
+
+
+def test_cost_of_a_user_with_thousands_of_traces(client, ingest, admin):
+    # More traces than an index look-up serves (DuckDB scans past a few thousand matches).
+    events = [session("s-big", "whale", D)]
+    for n in range(3000):
+        at = D + timedelta(seconds=n)
+        events.append(trace(f"t{n}", at, session_id="s-big" if n % 2 else None, user_id=None if n % 2 else "whale"))
+        events.append(observation(f"o{n}", f"t{n}", at, cost=n / 1000))
+    for i in range(0, len(events), 1000):
+        ingest(*events[i : i + 1000])
+    got = get(client, admin, "user-cost", start_date="2024-05-01", end_date="2024-05-01", username="whale")
+    assert got == {"total_cost": float(sum(Decimal(n) / 1000 for n in range(3000)))}
+
+
 def test_an_operator_price_table_overrides_the_shipped_one(tmp_path, store, ingest_key):
     from fastapi.testclient import TestClient
 
