@@ -138,10 +138,6 @@ class DuckDBStore(SqlStore):
                 )
             for table in schema.TABLES:
                 con.execute(_table_ddl(table))
-                for column in table.lookups:
-                    # An ART index: DuckDB answers `column IN (list)` and list_contains
-                    # through it while the list matches few rows, else scans.
-                    con.execute(f"CREATE INDEX IF NOT EXISTS {table.name}_by_{column} ON {table.name} ({column})")
             con.execute(
                 "INSERT OR REPLACE INTO parley_meta VALUES ('schema_version', ?)",
                 [str(schema.SCHEMA_VERSION)],

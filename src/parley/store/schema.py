@@ -50,10 +50,6 @@ class Table:
     name: str
     event_types: tuple[str, ...]
     columns: tuple[Column, ...]
-    # Columns that one entity's rows are looked up by (a user's sessions, a trace's
-    # observations): an engine gives each an access path of its own, so such a
-    # look-up never scans the whole table.
-    lookups: tuple[str, ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -148,8 +144,8 @@ ENVELOPE = (
 )
 
 
-def _table(name: str, event_types: tuple[str, ...], *columns: Column, lookups: tuple[str, ...] = ()) -> Table:
-    return Table(name, event_types, ENVELOPE + columns, lookups)
+def _table(name: str, event_types: tuple[str, ...], *columns: Column) -> Table:
+    return Table(name, event_types, ENVELOPE + columns)
 
 
 def _cols(spec: str) -> tuple[Column, ...]:
@@ -205,14 +201,12 @@ TABLES: tuple[Table, ...] = (
         "sessions",
         ("session.create",),
         *_cols("session_id:str user_id:str mentor_id:str started_at:time"),
-        lookups=("user_id",),
     ),
     _table(
         "traces",
         ("trace.create",),
         *_cols("trace_id:str session_id:str user_id:str mentor_id:str"),
         Column("traced_at", TIME, _body("timestamp")),
-        lookups=("user_id", "session_id"),
     ),
     _table(
         "observations",
@@ -222,7 +216,6 @@ TABLES: tuple[Table, ...] = (
         *_cols("model:str input_tokens:int output_tokens:int"),
         Column("cost_pusd", INT, _cost_pusd),
         *_cols("start_time:time"),
-        lookups=("trace_id",),
     ),
     _table(
         "feedback",

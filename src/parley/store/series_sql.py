@@ -126,49 +126,15 @@ class SeriesSql:
         GROUP BY 1
         """
 
-
-class UserCostSql:
-    """The LLM cost of one user's traces, as three look-ups that each have an access path.
-
-    The user's sessions, then their traces in the range, then those traces'
-    observations: each step binds the previous one's ids as a list, so every step is
-    a look-up through a ``schema.Table.lookups`` column (an index on DuckDB) instead of
-    a join that scans every session, trace and observation of the org. At scale M
-    one user's cost went from about 300 ms to a few (see docs/benchmarks.md).
-    """
-
-    def __init__(self, dialect: Dialect, *, org: str, user_id: str) -> None:
-        self.d = dialect
-        self.org = org
-        self.user_id = user_id
-
-    def sessions(self) -> tuple[str, Params]:
-        p = Params(self.d)
-        org, user = p.add(self.org, "str"), p.add(self.user_id, "str")
-        return f"SELECT session_id FROM sessions WHERE org = {org} AND user_id = {user}", p
-
-    def traces(self, start: datetime, end: datetime, session_ids: list[str]) -> tuple[str, Params]:
-        """A trace is the user's by its own user_id, else by its session's."""
-        p = Params(self.d)
-        org, begin, until = p.add(self.org, "str"), p.add(start, "time"), p.add(end, "time")
-        in_range = f"org = {org} AND traced_at BETWEEN {begin} AND {until}"
-        sql = f"SELECT trace_id FROM traces WHERE {in_range} AND user_id = {p.add(self.user_id, 'str')}"
-        if session_ids:
-            sessions = p.add(session_ids, "str_list")
-            sql += (
-                f" UNION ALL SELECT trace_id FROM traces WHERE {in_range}"
-                f" AND user_id IS NULL AND {self.d.has(sessions, 'session_id')}"
-            )
-        return sql, p
-
-    def cost(self, trace_ids: list[str], prices: list[tuple[str, int, int]]) -> tuple[str, Params]:
+    def user_cost(self, user_id: str, prices: list[tuple[str, int, int]]) -> str:
         """One row: (total cost in pico-dollars, observations left unpriced).
 
         An observation without ``cost_usd`` is priced from its tokens by the longest
         model-name prefix in the price table (so a dated model name such as
         ``gpt-4o-2024-08-06`` takes the ``gpt-4o`` price).
         """
-        d, p = self.d, Params(self.d)
+        d, p = self.d, self.p
+        subject = p.add(user_id, "str")
         prefixes = p.add([m for m, _, _ in prices], "str_list")
         inputs = p.add([i for _, i, _ in prices], "int_list")
         outputs = p.add([o for _, _, o in prices], "int_list")
@@ -178,11 +144,22 @@ class UserCostSql:
         )
         # The sum leaves the engine as text: a 128-bit integer has no portable wire type.
         total = f"coalesce(sum(coalesce({d.wide_int('o.cost_pusd')}, {priced}, 0)), 0)"
-        sql = f"""
-        WITH obs AS (
+        return f"""
+        WITH subject_sessions AS (
+            SELECT session_id FROM sessions WHERE org = {self.org} AND user_id = {subject}
+        ),
+        subject_traces AS (
+            -- A trace is the user's by its own user_id, else by its session's: no join with
+            -- every session of the org, only a look-up in the user's few sessions.
+            SELECT trace_id FROM traces
+            WHERE org = {self.org} AND {self.in_range("traced_at")}
+              AND (user_id = {subject}
+                   OR (user_id IS NULL AND session_id IN (SELECT session_id FROM subject_sessions)))
+        ),
+        obs AS (
             SELECT model, input_tokens, output_tokens, cost_pusd
             FROM observations
-            WHERE org = {p.add(self.org, "str")} AND {d.has(p.add(trace_ids, "str_list"), "trace_id")}
+            WHERE org = {self.org} AND trace_id IN (SELECT trace_id FROM subject_traces)
         ),
         prices AS (
             SELECT {d.zip_rows({"prefix": prefixes, "in_pusd": inputs, "out_pusd": outputs})}
@@ -200,4 +177,3 @@ class UserCostSql:
                coalesce(sum(CASE WHEN o.cost_pusd IS NULL AND mp.model IS NULL THEN 1 ELSE 0 END), 0) AS unpriced
         FROM obs o LEFT JOIN model_price mp ON mp.model = o.model
         """
-        return sql, p

@@ -14,7 +14,7 @@ from parley.metrics.chats.query import ChatQuery
 from parley.store.chat_sql import CHAT_LIST_COLUMNS, ChatSql
 from parley.store.dialect import Dialect, Params
 from parley.store.port import ApiKeyRecord, CallsByAssistantRow, MemberState
-from parley.store.series_sql import SeriesSql, UserCostSql
+from parley.store.series_sql import SeriesSql
 
 API_KEY_COLUMNS = "key_id, secret_hash, org, workspace_id, member_id, ingest, created_at"
 
@@ -184,14 +184,6 @@ class SqlStore:
     def user_cost(
         self, *, org: str, user_id: str, start: datetime, end: datetime, prices: list[tuple[str, int, int]]
     ) -> tuple[int, int]:
-        lookups = UserCostSql(self.dialect, org=org, user_id=user_id)
-        sessions = self._column(*lookups.sessions())
-        traces = self._column(*lookups.traces(start, end, sessions))
-        if not traces:
-            return 0, 0
-        sql, params = lookups.cost(traces, prices)
-        total, unpriced = self._fetchall(sql, params.values)[0]
+        sql, params = self._series(org, start, end)
+        total, unpriced = self._fetchall(sql.user_cost(user_id, prices), params.values)[0]
         return int(total), int(unpriced)
-
-    def _column(self, sql: str, params: Params) -> list[Any]:
-        return [row[0] for row in self._fetchall(sql, params.values)]
