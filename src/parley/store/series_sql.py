@@ -1,10 +1,9 @@
-"""SQL for the time-series metrics (assistants usage, cohorts, feedback) and LLM cost.
+"""SQL for the time-series metrics: assistants usage, cohorts, LLM cost, feedback.
 
-Each series builder returns one statement over the append-only tables, grouped by
-the bucket key of ``timeseries.Bucket``; the caller zero-fills. A trace's (and a
+Each builder returns one statement over the append-only tables, grouped by the
+bucket key of ``timeseries.Bucket``; the caller zero-fills. A trace's (and a
 feedback's) user and mentor come from the event itself, else from its session.
 """
-
 from __future__ import annotations
 
 from datetime import datetime
@@ -41,13 +40,11 @@ class SeriesSql:
         return f"session_people AS (SELECT session_id, user_id, mentor_id FROM sessions WHERE org = {self.org})"
 
     def _activity(self, mentor_id: str | None) -> str:
-        """Rows (user_id, active_at): every session, trace and feedback in the range, by its user."""
-        if mentor_id is None:
-            return self._activity_of_anyone()
+        mentor = "" if mentor_id is None else f"WHERE mentor_id = {self.p.add(mentor_id, 'str')}"
         return f"""
         {self._people()},
         all_activity AS (
-            SELECT user_id, mentor_id, started_at AS active_at
+            SELECT user_id, mentor_id, started_at AS at
             FROM sessions WHERE org = {self.org} AND {self.in_range("started_at")}
             UNION ALL
             SELECT coalesce(t.user_id, s.user_id), coalesce(t.mentor_id, s.mentor_id), t.traced_at
@@ -58,27 +55,7 @@ class SeriesSql:
             FROM feedback f LEFT JOIN session_people s ON s.session_id = f.session_id
             WHERE f.org = {self.org} AND {self.in_range("f.created_at")}
         ),
-        activity AS (SELECT user_id, active_at FROM all_activity WHERE mentor_id = {self.p.add(mentor_id, "str")})"""
-
-    def _activity_of_anyone(self) -> str:
-        """``_activity`` with no mentor to match: only traces without a user of their own
-        need their session (a feedback always names its user)."""
-        return f"""
-        session_users AS (SELECT session_id, user_id FROM sessions WHERE org = {self.org}),
-        activity AS (
-            SELECT user_id, started_at AS active_at
-            FROM sessions WHERE org = {self.org} AND {self.in_range("started_at")}
-            UNION ALL
-            SELECT user_id, traced_at
-            FROM traces WHERE org = {self.org} AND {self.in_range("traced_at")} AND user_id IS NOT NULL
-            UNION ALL
-            SELECT s.user_id, t.traced_at
-            FROM traces t JOIN session_users s ON s.session_id = t.session_id
-            WHERE t.org = {self.org} AND {self.in_range("t.traced_at")} AND t.user_id IS NULL
-            UNION ALL
-            SELECT user_id, created_at
-            FROM feedback WHERE org = {self.org} AND {self.in_range("created_at")}
-        )"""
+        activity AS (SELECT * FROM all_activity {mentor})"""
 
     def cohorts(self, granularity: str, tz: str, mentor_id: str | None) -> str:
         """Rows (kind, bucket key, users): kind 'new' or 'veteran'."""
@@ -94,7 +71,7 @@ class SeriesSql:
         WHERE {self.in_range("registered_at")} {mentored}
         GROUP BY 1, 2
         UNION ALL
-        SELECT 'veteran' AS kind, {self.bucket("a.active_at", granularity, tz)} AS k, count(DISTINCT a.user_id) AS n
+        SELECT 'veteran' AS kind, {self.bucket("a.at", granularity, tz)} AS k, count(DISTINCT a.user_id) AS n
         FROM activity a JOIN registered r ON r.user_id = a.user_id
         WHERE r.registered_at < {self.start}
         GROUP BY 1, 2
