@@ -388,9 +388,13 @@ class ClickHouseStore(SqlStore):
             by_org[org].append(key)
         known: set[tuple[str, str]] = set()
         for org, values in by_org.items():
+            # IN a subquery, so the keys become a hash set: `IN {keys:Array(String)}` (or
+            # has()) took time growing with the ledger when a batch's keys spread over the
+            # key range (20,000 message keys against a 200,000-key ledger: 30 s, against
+            # 0.15 s this way), which made bulk loads quadratic.
             rows = self._fetchall(
                 f"SELECT DISTINCT {column} FROM {table} "
-                f"WHERE org = {{org:String}} AND {column} IN {{keys:Array(String)}}",
+                f"WHERE org = {{org:String}} AND {column} IN (SELECT arrayJoin({{keys:Array(String)}}))",
                 {"org": org, "keys": values},
             )
             known.update((org, value) for (value,) in rows)
