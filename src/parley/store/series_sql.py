@@ -4,6 +4,7 @@ Each builder returns one statement over the append-only tables, grouped by the
 bucket key of ``timeseries.Bucket``; the caller zero-fills. A trace's (and a
 feedback's) user and mentor come from the event itself, else from its session.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
