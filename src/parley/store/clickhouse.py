@@ -378,10 +378,7 @@ class ClickHouseStore(SqlStore):
                 )
             new_entities = [key for key, e in firsts.items() if id(e) in winners]
             if new_entities:
-                # Typed arrays from lists, as in the DuckDB store (14 -> 2 ms a 20,000-key batch).
-                orgs = pa.array([org for org, _ in new_entities], pa.string())
-                keys = pa.array([key for _, key in new_entities], pa.string())
-                self._transport.insert("entity_ledger", pa.table({"org": orgs, "entity_key": keys}))
+                self._transport.insert("entity_ledger", schema.entity_ledger_rows(new_entities))
         return StoreOutcome([e.id for e in stored], duplicates, {})
 
     def _known(self, table: str, column: str, keys: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:

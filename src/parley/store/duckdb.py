@@ -283,11 +283,7 @@ class DuckDBStore(SqlStore):
                 first.setdefault((event.org, key), event)
         if not first:
             return events
-        # Lists with the type given: building the arrays from zip(*first)'s tuples took
-        # 18 ms a 20,000-event batch, this 3 ms.
-        orgs = pa.array([org for org, _ in first], pa.string())
-        keys = pa.array([key for _, key in first], pa.string())
-        con.register("entity_batch", pa.table({"org": orgs, "entity_key": keys}))
+        con.register("entity_batch", schema.entity_ledger_rows(first))
         new = con.execute(
             "INSERT INTO entity_ledger SELECT org, entity_key FROM entity_batch "
             "ON CONFLICT DO NOTHING RETURNING org, entity_key"
