@@ -90,14 +90,22 @@ class ChatSql:
         prefix = f"{alias}." if alias else ""
         return f"{prefix}org = {self.org} AND {prefix}workspace_id = {self.ws}"
 
-    def relation(self) -> str:
+    def relation(self, *, members: bool = True) -> str:
         """CTEs ending in ``chats``: one row per existing chat, every exported field.
 
         ``chat_state`` holds each chat's latest-wins state, kept by the adapter as
         events arrive; member names and anonymity are folded here (members are few).
         A chat exists once upserted, and only an upsert sets ``created_at`` (testing it
         reads 8 bytes a chat where the upsert's version string costs about 30).
+        ``members=False`` leaves the names and anonymity out, for a statement that
+        neither filters on them nor returns them (see ``reads_members``).
         """
+        if not members:
+            return f"""
+        chats AS (
+            SELECT chat_id AS id, {", ".join(STATE_COLUMNS)}
+            FROM chat_state WHERE {self.tenant()} AND created_at IS NOT NULL
+        )"""
         return f"""
         {self.member_state()},
         chats AS (
@@ -105,6 +113,11 @@ class ChatSql:
             FROM chat_state s {MEMBER_JOINS}
             WHERE {self.tenant("s")} AND s.created_at IS NOT NULL
         )"""
+
+    @staticmethod
+    def reads_members(q: ChatQuery) -> bool:
+        """Whether ``where(q)`` needs the member columns of the relation."""
+        return q.is_anonymous is not None
 
     def member_state(self) -> str:
         """The ``member_state`` CTE: each member's newest name and anonymity."""

@@ -137,7 +137,7 @@ DIALECT = ClickHouseDialect()
 class ClickHouseChatSql(ChatSql):
     """Chat state folded from the chat events at query time."""
 
-    def relation(self) -> str:
+    def relation(self, *, members: bool = True) -> str:
         d = self.d
         upserted = "op = 'upsert'"
         fields = [f"{d.latest(c, upserted)} AS {c}" for c in UPSERT_ONLY]
@@ -154,17 +154,17 @@ class ClickHouseChatSql(ChatSql):
             FROM messages WHERE {self.tenant()}
             GROUP BY chat_id
         ),
-        {self.member_state()},
+        {f"{self.member_state()}," if members else ""}
         chats AS (
             SELECT s.chat_id AS id,
                    {", ".join(f"s.{c} AS {c}" for c in (*UPSERT_ONLY, *UPDATABLE, "metadata_text"))},
                    s.updated_at AS updated_at,
                    coalesce(m.message_count, 0) AS message_count,
-                   m.last_message_at AS last_message_at,
-                   {MEMBER_COLUMNS}
+                   m.last_message_at AS last_message_at
+                   {f", {MEMBER_COLUMNS}" if members else ""}
             FROM chat_state s
             LEFT JOIN message_stats m ON m.chat_id = s.chat_id
-            {MEMBER_JOINS}
+            {MEMBER_JOINS if members else ""}
             WHERE s.upserts > 0
         )"""
 

@@ -120,7 +120,7 @@ class SqlStore:
         sql, params = self._chat_sql(org, workspace_id)
         query = ChatQuery(owner_member_id=owner_member_id, archived=False, is_test=None, needs_response=True)
         statement = f"""
-        WITH {sql.relation()}
+        WITH {sql.relation(members=False)}
         SELECT id FROM chats WHERE {sql.where(query)} AND NOT coalesce(muted, false)
         ORDER BY id
         """
@@ -132,7 +132,7 @@ class SqlStore:
         sql, params = self._chat_sql(org, workspace_id)
         day = self.dialect.bucket_key("created_at", "daily", params.zone(tz))
         statement = f"""
-        WITH {sql.relation()}
+        WITH {sql.relation(members=sql.reads_members(query))}
         SELECT {day} AS day, chat_type, count(*) FROM chats
         WHERE {sql.where(query)} AND created_at BETWEEN {params.add(start, "time")} AND {params.add(end, "time")}
         GROUP BY 1, 2
@@ -143,7 +143,7 @@ class SqlStore:
         sql, params = self._chat_sql(org, workspace_id)
         visible = ChatQuery(owner_member_id=owner_member_id, archived=None, is_test=None)
         statement = f"""
-        WITH {sql.relation()}
+        WITH {sql.relation(members=False)}
         SELECT DISTINCT name FROM (
             SELECT {self.dialect.unnest("tool_names")} AS name FROM messages
             WHERE {sql.tenant()} AND tool_names IS NOT NULL
