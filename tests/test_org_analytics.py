@@ -119,6 +119,25 @@ def test_cohorts_hand_worked(client, ingest, admin):
     assert weekly == {"periods": ["2024-04-29T00:00:00Z"], "new_users": [2], "veteran_users": [3]}
 
 
+def test_a_session_arriving_after_its_traces_and_feedback_still_names_their_people(client, ingest, admin):
+    ingest(
+        user("vet", D - timedelta(days=10)),
+        trace("t1", D + timedelta(hours=5), session_id="s1"),  # user and mentor from s1, not yet stored
+        trace("t2", D + timedelta(days=1), user_id="vet", session_id="s1"),  # mentor from s1
+        feedback("f1", "vet", D + timedelta(days=2), session_id="s1"),  # mentor from s1
+    )
+    params = {"start_date": "2024-05-01", "end_date": "2024-05-03", "mentor_id": "m1"}
+    before = get(client, admin, "user-cohorts-over-time", **params)
+    assert before["veteran_users"] == [0, 0, 0]  # nothing links them to m1 yet
+    ingest(session("s1", "vet", D - timedelta(days=1), mentor="m1"))  # started before the range
+    assert get(client, admin, "user-cohorts-over-time", **params) == {
+        "periods": ["2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z", "2024-05-03T00:00:00Z"],
+        "new_users": [0, 0, 0],
+        "veteran_users": [1, 1, 1],
+    }
+    assert [p["feedback_count"] for p in get(client, admin, "user-feedback", **params)[0]] == [0, 0, 1]
+
+
 def _generate_org(rng: random.Random, start: datetime, days: int):
     users = {f"u{n}": start + timedelta(seconds=rng.randrange(-40 * 86_400, days * 86_400)) for n in range(60)}
     mentors = ["m1", "m2", "m3"]
@@ -177,8 +196,10 @@ def test_cohorts_and_feedback_match_a_plain_python_reference(client, ingest, adm
     rng = random.Random(31)
     start = datetime(2024, 3, 6, tzinfo=UTC)  # the window holds the US DST change of 2024-03-10
     events = _generate_org(rng, start, 8)
-    for i in range(0, len(events), 300):
-        ingest(*events[i : i + 300])
+    arrival = events[:]
+    random.Random(5).shuffle(arrival)  # traces and feedback often arrive before their sessions
+    for i in range(0, len(arrival), 100):
+        ingest(*arrival[i : i + 100])
     zone = ZoneInfo(tz)
     first, last = ("2024-03-09", "2024-03-11") if aggregation == "hourly" else ("2024-03-07", "2024-03-12")
     lo, hi = day_bounds(first, last, zone)
@@ -451,3 +472,30 @@ def test_unknown_org_keys_and_parameters(client, admin, ingest_key, path):
             url, params={"start_date": "2024-05-01", "end_date": "2024-06-05", "aggregation": "hourly"}, headers=admin
         )
         assert long.status_code == 400 and "31 days" in long.json()["detail"]
+
+
+def test_a_duckdb_store_made_before_user_activity_fills_it_when_opened(tmp_path):
+    import duckdb
+
+    from parley.ingest.service import ingest_batch
+    from parley.store.duckdb import DuckDBStore
+
+    path = tmp_path / "parley.duckdb"
+    events = [
+        user("vet", D - timedelta(days=10)),
+        trace("t1", D + timedelta(days=1), session_id="s1"),
+        session("s1", "vet", D + timedelta(hours=1), mentor="m1"),
+        feedback("f1", "vet", D + timedelta(days=2), session_id="s1"),
+    ]
+    span = {"org": "acme", "start": D.replace(tzinfo=None), "end": (D + timedelta(days=3)).replace(tzinfo=None)}
+    store = DuckDBStore(path)
+    assert ingest_batch(store, org="acme", batch=events).errors == []
+    store.close()
+    with duckdb.connect(str(path)) as con:  # as a store written by a Parley without the table
+        con.execute("DROP TABLE user_activity")
+    store = DuckDBStore(path)
+    try:
+        _, veterans = store.user_cohorts(**span, granularity="daily", tz="UTC", mentor_id="m1")
+    finally:
+        store.close()
+    assert sorted(veterans.values()) == [1, 1, 1]  # vet with m1 on each day: s1, t1 through s1, f1 through s1

@@ -33,6 +33,7 @@ from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.chat_sql import MEMBER_COLUMNS, MEMBER_JOINS, UPDATABLE, UPSERT_ONLY, ChatSql
 from parley.store.port import ApiKeyRecord, StoreLocked, StoreOutcome
+from parley.store.series_sql import SeriesSql
 from parley.store.sql_store import SqlStore
 
 CH_TYPES = {
@@ -167,6 +168,28 @@ class ClickHouseChatSql(ChatSql):
             {MEMBER_JOINS if members else ""}
             WHERE s.upserts > 0
         )"""
+
+
+class ClickHouseSeriesSql(SeriesSql):
+    """Activity resolved through sessions at query time (nothing is updated in place)."""
+
+    def _activity(self, mentor_id: str | None) -> str:
+        mentor = "" if mentor_id is None else f"WHERE mentor_id = {self.p.add(mentor_id, 'str')}"
+        return f"""
+        {self._people()},
+        all_activity AS (
+            SELECT user_id, mentor_id, started_at AS at
+            FROM sessions WHERE org = {self.org} AND {self.in_range("started_at")}
+            UNION ALL
+            SELECT coalesce(t.user_id, s.user_id), coalesce(t.mentor_id, s.mentor_id), t.traced_at
+            FROM traces t LEFT JOIN session_people s ON s.session_id = t.session_id
+            WHERE t.org = {self.org} AND {self.in_range("t.traced_at")}
+            UNION ALL
+            SELECT f.user_id, coalesce(f.mentor_id, s.mentor_id), f.created_at
+            FROM feedback f LEFT JOIN session_people s ON s.session_id = f.session_id
+            WHERE f.org = {self.org} AND {self.in_range("f.created_at")}
+        ),
+        activity AS (SELECT * FROM all_activity {mentor})"""
 
 
 # -- transports ------------------------------------------------------------------------
@@ -306,6 +329,7 @@ def _naive_utc(table: pa.Table) -> pa.Table:
 class ClickHouseStore(SqlStore):
     dialect = DIALECT
     chat_sql_class = ClickHouseChatSql
+    series_sql_class = ClickHouseSeriesSql
 
     def __init__(self, transport: Transport, url: str) -> None:
         self.url = url

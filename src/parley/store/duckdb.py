@@ -25,7 +25,14 @@ from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.dialect import DuckDBDialect
-from parley.store.duckdb_state import CHAT_STATE_DDL, merge_chat_events_sql, merge_messages_sql
+from parley.store.duckdb_state import (
+    CHAT_STATE_DDL,
+    USER_ACTIVITY_DDL,
+    backfill_activity_sql,
+    merge_chat_events_sql,
+    merge_messages_sql,
+    record_activity_sql,
+)
 from parley.store.port import (
     ApiKeyRecord,
     StoreLocked,
@@ -138,6 +145,12 @@ class DuckDBStore(SqlStore):
                 )
             for table in schema.TABLES:
                 con.execute(_table_ddl(table))
+            had_activity = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'user_activity'"
+            ).fetchone()
+            con.execute(USER_ACTIVITY_DDL)
+            if had_activity == (0,):  # a store made before the table: fill it from what is stored
+                con.execute(backfill_activity_sql())
             con.execute(
                 "INSERT OR REPLACE INTO parley_meta VALUES ('schema_version', ?)",
                 [str(schema.SCHEMA_VERSION)],
@@ -266,6 +279,8 @@ class DuckDBStore(SqlStore):
                     con.execute(merge_chat_events_sql("event_rows"))
                 elif name == "messages":
                     con.execute(merge_messages_sql("event_rows"))
+                for statement in record_activity_sql(name, "event_rows"):
+                    con.execute(statement)
                 con.unregister("event_rows")
             con.commit()
         except BaseException:

@@ -1,4 +1,4 @@
-"""Latest-wins chat state, kept current by the DuckDB adapter as events are stored.
+"""State the DuckDB adapter keeps current as events are stored: chat state, user activity.
 
 Chat lists and exports read one row per chat instead of folding every event at
 query time. Each field carries the version of the event that set it (the event
@@ -6,6 +6,9 @@ timestamp, then its id, as one sortable string), and a merge only lets a newer
 version replace an older one, so the state is the same whatever order events
 arrive in. Message counts and the newest message time are added as messages
 arrive (messages are deduplicated on their id before they get here).
+
+User activity is one row per session, trace and feedback with its user and mentor
+resolved, so that cohorts read one narrow table instead of joining every session.
 """
 
 from __future__ import annotations
@@ -100,4 +103,68 @@ def merge_messages_sql(source: str) -> str:
     ON CONFLICT (org, workspace_id, chat_id) DO UPDATE SET
         message_count = chat_state.message_count + excluded.message_count,
         last_message_at = greatest(chat_state.last_message_at, excluded.last_message_at)
+    """
+
+
+# -- user activity ------------------------------------------------------------------------
+
+USER_ACTIVITY_DDL = """
+CREATE TABLE IF NOT EXISTS user_activity (
+    org VARCHAR NOT NULL,
+    session_id VARCHAR,  -- the session a trace or feedback names; NULL on a session's own row
+    user_id VARCHAR,
+    mentor_id VARCHAR,
+    active_at TIMESTAMP NOT NULL
+);
+"""
+
+# A trace's user and mentor are its own, else its session's; a feedback's user is its
+# own and its mentor its own, else its session's. ``{people}`` is the sessions to look in.
+_TRACE_ACTIVITY = """
+SELECT t.org, t.session_id, coalesce(t.user_id, s.user_id), coalesce(t.mentor_id, s.mentor_id), t.traced_at
+FROM {source} t LEFT JOIN {people} s ON s.org = t.org AND s.session_id = t.session_id
+"""
+_FEEDBACK_ACTIVITY = """
+SELECT f.org, f.session_id, f.user_id, coalesce(f.mentor_id, s.mentor_id), f.created_at
+FROM {source} f LEFT JOIN {people} s ON s.org = f.org AND s.session_id = f.session_id
+"""
+_SESSION_ACTIVITY = "SELECT org, NULL, user_id, mentor_id, started_at FROM {source}"
+
+
+def record_activity_sql(table: str, source: str) -> list[str]:
+    """Statements that add the sessions, traces or feedback just stored in ``source``
+    to ``user_activity``, where cohorts read who was active when.
+
+    A trace or feedback stored before its session keeps a NULL user or mentor until
+    the session arrives; the session then fills them in. Sessions are stored once, so
+    a resolved row never changes again, and the table is the same whatever the order
+    of arrival.
+    """
+    if table == "sessions":
+        return [
+            f"INSERT INTO user_activity {_SESSION_ACTIVITY.format(source=source)}",
+            f"""
+            UPDATE user_activity a
+            SET user_id = coalesce(a.user_id, s.user_id), mentor_id = coalesce(a.mentor_id, s.mentor_id)
+            FROM {source} s
+            WHERE a.org = s.org AND a.session_id = s.session_id AND (a.user_id IS NULL OR a.mentor_id IS NULL)
+            """,
+        ]
+    # Only the batch's own sessions are looked up, not every session stored.
+    people = f"(SELECT * FROM sessions WHERE session_id IN (SELECT session_id FROM {source}))"
+    if table == "traces":
+        return [f"INSERT INTO user_activity {_TRACE_ACTIVITY.format(source=source, people=people)}"]
+    if table == "feedback":
+        return [f"INSERT INTO user_activity {_FEEDBACK_ACTIVITY.format(source=source, people=people)}"]
+    return []
+
+
+def backfill_activity_sql() -> str:
+    """``user_activity`` from every stored session, trace and feedback (a store made before it)."""
+    return f"""
+    INSERT INTO user_activity
+    {_SESSION_ACTIVITY.format(source="sessions")}
+    UNION ALL {_TRACE_ACTIVITY.format(source="traces", people="sessions")}
+    UNION ALL {_FEEDBACK_ACTIVITY.format(source="feedback", people="sessions")}
+    ORDER BY 5
     """

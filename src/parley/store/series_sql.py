@@ -1,8 +1,10 @@
 """SQL for the time-series metrics: assistants usage, cohorts, LLM cost, feedback.
 
-Each builder returns one statement over the append-only tables, grouped by the
-bucket key of ``timeseries.Bucket``; the caller zero-fills. A trace's (and a
-feedback's) user and mentor come from the event itself, else from its session.
+Each builder returns one statement, grouped by the bucket key of
+``timeseries.Bucket``; the caller zero-fills. A trace's (and a feedback's) user and
+mentor come from the event itself, else from its session: resolved as events are
+stored into ``user_activity`` (the DuckDB adapter), or at query time
+(``ClickHouseSeriesSql``).
 """
 
 from __future__ import annotations
@@ -41,22 +43,16 @@ class SeriesSql:
         return f"session_people AS (SELECT session_id, user_id, mentor_id FROM sessions WHERE org = {self.org})"
 
     def _activity(self, mentor_id: str | None) -> str:
-        mentor = "" if mentor_id is None else f"WHERE mentor_id = {self.p.add(mentor_id, 'str')}"
+        """CTEs ending in ``activity``: (user_id, mentor_id, at) of each session, trace and feedback in range.
+
+        Read from ``user_activity``, where the store keeps each one's people resolved.
+        """
+        mentor = "" if mentor_id is None else f"AND mentor_id = {self.p.add(mentor_id, 'str')}"
         return f"""
-        {self._people()},
-        all_activity AS (
-            SELECT user_id, mentor_id, started_at AS at
-            FROM sessions WHERE org = {self.org} AND {self.in_range("started_at")}
-            UNION ALL
-            SELECT coalesce(t.user_id, s.user_id), coalesce(t.mentor_id, s.mentor_id), t.traced_at
-            FROM traces t LEFT JOIN session_people s ON s.session_id = t.session_id
-            WHERE t.org = {self.org} AND {self.in_range("t.traced_at")}
-            UNION ALL
-            SELECT f.user_id, coalesce(f.mentor_id, s.mentor_id), f.created_at
-            FROM feedback f LEFT JOIN session_people s ON s.session_id = f.session_id
-            WHERE f.org = {self.org} AND {self.in_range("f.created_at")}
-        ),
-        activity AS (SELECT * FROM all_activity {mentor})"""
+        activity AS (
+            SELECT user_id, mentor_id, active_at AS at FROM user_activity
+            WHERE org = {self.org} AND {self.in_range("active_at")} {mentor}
+        )"""
 
     def cohorts(self, granularity: str, tz: str, mentor_id: str | None) -> str:
         """Rows (kind, bucket key, users): kind 'new' or 'veteran'."""

@@ -22,6 +22,7 @@ API_KEY_COLUMNS = "key_id, secret_hash, org, workspace_id, member_id, ingest, cr
 class SqlStore:
     dialect: Dialect
     chat_sql_class: type[ChatSql] = ChatSql
+    series_sql_class: type[SeriesSql] = SeriesSql
 
     def _fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple]:
         raise NotImplementedError
@@ -156,7 +157,7 @@ class SqlStore:
 
     def _series(self, org: str, start: datetime, end: datetime) -> tuple[SeriesSql, Params]:
         params = self._params()
-        return SeriesSql(self.dialect, params, org=org, start=start, end=end), params
+        return self.series_sql_class(self.dialect, params, org=org, start=start, end=end), params
 
     def assistants_usage(
         self, *, org: str, workspace_id: str, start: datetime, end: datetime, tz: str
