@@ -122,6 +122,9 @@ class DuckDBStore(SqlStore):
                     "Parley server that holds it, or stop that process"
                 ) from err
             raise
+        # No progress bar: a long statement (filling a new table when an older store is
+        # opened) would otherwise draw one into the server's output.
+        self._con.execute("SET enable_progress_bar = false")
         self._write_lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending: list[_Ticket] = []
