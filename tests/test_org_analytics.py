@@ -138,6 +138,14 @@ def test_a_session_arriving_after_its_traces_and_feedback_still_names_their_peop
     assert [p["feedback_count"] for p in get(client, admin, "user-feedback", **params)[0]] == [0, 0, 1]
 
 
+def test_the_newest_registration_wins_whatever_the_batch_it_arrives_in(client, ingest, admin):
+    ingest(user("u", D + timedelta(days=1), ts=D + timedelta(hours=2)))  # the newest upsert: new on day 2
+    ingest(user("u", D - timedelta(days=5), ts=D + timedelta(hours=1)))  # an older one, arriving later
+    ingest(session("s", "u", D + timedelta(days=2)))
+    body = get(client, admin, "user-cohorts-over-time", start_date="2024-05-01", end_date="2024-05-03")
+    assert (body["new_users"], body["veteran_users"]) == ([0, 1, 0], [0, 0, 0])
+
+
 def _generate_org(rng: random.Random, start: datetime, days: int):
     users = {f"u{n}": start + timedelta(seconds=rng.randrange(-40 * 86_400, days * 86_400)) for n in range(60)}
     mentors = ["m1", "m2", "m3"]
@@ -475,7 +483,7 @@ def test_unknown_org_keys_and_parameters(client, admin, ingest_key, path):
         assert long.status_code == 400 and "31 days" in long.json()["detail"]
 
 
-def test_a_duckdb_store_made_before_user_activity_fills_it_when_opened(tmp_path):
+def test_a_duckdb_store_made_before_user_activity_and_state_fills_them_when_opened(tmp_path):
     import duckdb
 
     from parley.ingest.service import ingest_batch
@@ -483,7 +491,8 @@ def test_a_duckdb_store_made_before_user_activity_fills_it_when_opened(tmp_path)
 
     path = tmp_path / "parley.duckdb"
     events = [
-        user("vet", D - timedelta(days=10)),
+        user("vet", D + timedelta(days=1), ts=D - timedelta(days=20)),
+        user("vet", D - timedelta(days=10), ts=D - timedelta(days=10)),  # the newer upsert: a veteran
         trace("t1", D + timedelta(days=1), session_id="s1"),
         session("s1", "vet", D + timedelta(hours=1), mentor="m1"),
         feedback("f1", "vet", D + timedelta(days=2), session_id="s1"),
@@ -492,11 +501,13 @@ def test_a_duckdb_store_made_before_user_activity_fills_it_when_opened(tmp_path)
     store = DuckDBStore(path)
     assert ingest_batch(store, org="acme", batch=events).errors == []
     store.close()
-    with duckdb.connect(str(path)) as con:  # as a store written by a Parley without the table
+    with duckdb.connect(str(path)) as con:  # as a store written by a Parley without these tables
         con.execute("DROP TABLE user_activity")
+        con.execute("DROP TABLE user_state")
     store = DuckDBStore(path)
     try:
-        _, veterans = store.user_cohorts(**span, granularity="daily", tz="UTC", mentor_id="m1")
+        new, veterans = store.user_cohorts(**span, granularity="daily", tz="UTC", mentor_id="m1")
     finally:
         store.close()
+    assert new == {}
     assert sorted(veterans.values()) == [1, 1, 1]  # vet with m1 on each day: s1, t1 through s1, f1 through s1

@@ -191,6 +191,12 @@ class ClickHouseSeriesSql(SeriesSql):
         ),
         activity AS (SELECT * FROM all_activity {mentor})"""
 
+    def _registered(self) -> str:
+        registered = self.d.latest("registered_at", "true")
+        return f"""registered AS (
+            SELECT user_id, {registered} AS registered_at FROM users WHERE org = {self.org} GROUP BY user_id
+        )"""
+
 
 # -- transports ------------------------------------------------------------------------
 

@@ -28,9 +28,11 @@ from parley.store.dialect import DuckDBDialect
 from parley.store.duckdb_state import (
     CHAT_STATE_DDL,
     USER_ACTIVITY_DDL,
+    USER_STATE_DDL,
     backfill_activity_sql,
     merge_chat_events_sql,
     merge_messages_sql,
+    merge_users_sql,
     record_activity_sql,
 )
 from parley.store.port import (
@@ -148,12 +150,14 @@ class DuckDBStore(SqlStore):
                 )
             for table in schema.TABLES:
                 con.execute(_table_ddl(table))
-            had_activity = con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'user_activity'"
-            ).fetchone()
+            # Tables a store made by an older Parley lacks are filled from what it stores.
+            had = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
             con.execute(USER_ACTIVITY_DDL)
-            if had_activity == (0,):  # a store made before the table: fill it from what is stored
+            if "user_activity" not in had:
                 con.execute(backfill_activity_sql())
+            con.execute(USER_STATE_DDL)
+            if "user_state" not in had:
+                con.execute(merge_users_sql("users"))
             con.execute(
                 "INSERT OR REPLACE INTO parley_meta VALUES ('schema_version', ?)",
                 [str(schema.SCHEMA_VERSION)],
@@ -282,6 +286,8 @@ class DuckDBStore(SqlStore):
                     con.execute(merge_chat_events_sql("event_rows"))
                 elif name == "messages":
                     con.execute(merge_messages_sql("event_rows"))
+                elif name == "users":
+                    con.execute(merge_users_sql("event_rows"))
                 for statement in record_activity_sql(name, "event_rows"):
                     con.execute(statement)
                 con.unregister("event_rows")

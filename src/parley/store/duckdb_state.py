@@ -8,7 +8,8 @@ arrive in. Message counts and the newest message time are added as messages
 arrive (messages are deduplicated on their id before they get here).
 
 User activity is one row per session, trace and feedback with its user and mentor
-resolved, so that cohorts read one narrow table instead of joining every session.
+resolved, so that cohorts read one narrow table instead of joining every session;
+user state is each user's latest registration time, by the same versions as chats.
 """
 
 from __future__ import annotations
@@ -167,4 +168,31 @@ def backfill_activity_sql() -> str:
     UNION ALL {_TRACE_ACTIVITY.format(source="traces", people="sessions")}
     UNION ALL {_FEEDBACK_ACTIVITY.format(source="feedback", people="sessions")}
     ORDER BY 5
+    """
+
+
+# -- user state ---------------------------------------------------------------------------
+
+USER_STATE_DDL = """
+CREATE TABLE IF NOT EXISTS user_state (
+    org VARCHAR NOT NULL,
+    user_id VARCHAR NOT NULL,
+    registered_at TIMESTAMP,
+    version VARCHAR NOT NULL,
+    PRIMARY KEY (org, user_id)
+);
+"""
+
+
+def merge_users_sql(source: str) -> str:
+    """Fold the user upserts in ``source`` (every stored one, to fill the table) into ``user_state``."""
+    return f"""
+    INSERT INTO user_state BY NAME
+    SELECT org, user_id, arg_max(registered_at, version) AS registered_at, max(version) AS version
+    FROM (SELECT *, {VERSION} AS version FROM {source})
+    GROUP BY org, user_id
+    ON CONFLICT (org, user_id) DO UPDATE SET
+        registered_at = CASE WHEN excluded.version > user_state.version
+                             THEN excluded.registered_at ELSE user_state.registered_at END,
+        version = greatest(user_state.version, excluded.version)
     """

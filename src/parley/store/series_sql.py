@@ -3,8 +3,8 @@
 Each builder returns one statement, grouped by the bucket key of
 ``timeseries.Bucket``; the caller zero-fills. A trace's (and a feedback's) user and
 mentor come from the event itself, else from its session: resolved as events are
-stored into ``user_activity`` (the DuckDB adapter), or at query time
-(``ClickHouseSeriesSql``).
+stored into ``user_activity`` (the DuckDB adapter, with each user's latest
+registration in ``user_state``), or at query time (``ClickHouseSeriesSql``).
 """
 
 from __future__ import annotations
@@ -54,15 +54,16 @@ class SeriesSql:
             WHERE org = {self.org} AND {self.in_range("active_at")} {mentor}
         )"""
 
+    def _registered(self) -> str:
+        """The ``registered`` CTE: each user's latest registration time, from ``user_state``."""
+        return f"registered AS (SELECT user_id, registered_at FROM user_state WHERE org = {self.org})"
+
     def cohorts(self, granularity: str, tz: str, mentor_id: str | None) -> str:
         """Rows (kind, bucket key, users): kind 'new' or 'veteran'."""
         mentored = "" if mentor_id is None else "AND user_id IN (SELECT user_id FROM activity)"
-        registered = self.d.latest("registered_at", "true")
         return f"""
         WITH {self._activity(mentor_id)},
-        registered AS (
-            SELECT user_id, {registered} AS registered_at FROM users WHERE org = {self.org} GROUP BY user_id
-        )
+        {self._registered()}
         SELECT 'new' AS kind, {self.bucket("registered_at", granularity, tz)} AS k, count(*) AS n
         FROM registered
         WHERE {self.in_range("registered_at")} {mentored}
