@@ -167,7 +167,7 @@ def backfill_activity_sql() -> str:
     {_SESSION_ACTIVITY.format(source="sessions")}
     UNION ALL {_TRACE_ACTIVITY.format(source="traces", people="sessions")}
     UNION ALL {_FEEDBACK_ACTIVITY.format(source="feedback", people="sessions")}
-    ORDER BY 5
+    ORDER BY 1, 5  -- org by org, in time order: the org and range filters of cohorts skip the rest
     """
 
 
