@@ -52,7 +52,10 @@ DUCKDB_TYPES = {
 }
 
 DIALECT = DuckDBDialect()
-EXPORT_BATCH_ROWS = 5_000
+# Each export batch is one statement with a fixed cost (the chat relation, the bound ids):
+# at scale M, batches of 20,000 exported 188,000 rows/s where 5,000 gave 150,000, for
+# 24 MB more peak RSS (234 MB).
+EXPORT_BATCH_ROWS = 20_000
 CHECKPOINT_THRESHOLD = "256MB"
 
 _DDL_FIXED = """
