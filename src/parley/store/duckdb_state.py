@@ -1,4 +1,4 @@
-"""State the DuckDB adapter keeps current as events are stored: chat state, user activity.
+"""State the DuckDB adapter keeps current as events are stored: chats, user activity, users.
 
 Chat lists and exports read one row per chat instead of folding every event at
 query time. Each field carries the version of the event that set it (the event
