@@ -252,3 +252,48 @@ def test_anonymous_chats_need_chats_admin(client, ingest, admin, member_key, rou
     assert [c["id"] for c in items] == [40]
     not_anonymous = client.get(BASE, params={"isAnonymous": "false"}, headers=bearer(member_key(3))).json()["items"]
     assert [c["id"] for c in not_anonymous] == [41]
+
+
+def test_tool_names_gather_across_batches_and_arrival_orders(client, ingest, admin):
+    def message(chat_id: int, message_id: str, *tools: str):
+        body = {
+            "workspace_id": WS,
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "role": "assistant",
+            "created_at": iso(T),
+        }
+        if tools:
+            body["tool_calls"] = [{"name": name} for name in tools]
+        return event("message.create", body, ts=T)
+
+    ingest(message(1, "m1", "lookup", "refund"), message(2, "m2", "never_upserted"))  # before chat 1 exists
+    assert client.get(f"{BASE}/tool-call-names", headers=admin).json() == []
+    ingest(chat(1), message(1, "m3", "refund", "escalate"), message(1, "m4"))
+    ingest(message(1, "m1", "resent_under_a_new_event_id"))  # the same message again: not counted
+    assert client.get(f"{BASE}/tool-call-names", headers=admin).json() == ["escalate", "lookup", "refund"]
+
+
+def test_a_duckdb_store_made_before_chat_tool_names_fills_them_when_opened(tmp_path):
+    import duckdb
+
+    from parley.ingest.service import ingest_batch
+    from parley.store.duckdb import DuckDBStore
+
+    path = tmp_path / "parley.duckdb"
+    calls = {"workspace_id": WS, "chat_id": 1, "role": "tool", "created_at": iso(T)}
+    events = [
+        chat(1),
+        event("message.create", {**calls, "message_id": "m1", "tool_calls": [{"name": "b"}, {"name": "a"}]}),
+        event("message.create", {**calls, "message_id": "m2", "tool_calls": [{"name": "b"}]}),
+    ]
+    store = DuckDBStore(path)
+    assert ingest_batch(store, org="acme", batch=events).errors == []
+    store.close()
+    with duckdb.connect(str(path)) as con:  # as a store written by a Parley without the column
+        con.execute("ALTER TABLE chat_state DROP COLUMN tool_names")
+    store = DuckDBStore(path)
+    try:
+        assert store.tool_call_names(org="acme", workspace_id=WS, owner_member_id=None) == ["a", "b"]
+    finally:
+        store.close()

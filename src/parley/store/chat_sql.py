@@ -67,6 +67,7 @@ STATE_COLUMNS = (
     "updated_at",
     "message_count",
     "last_message_at",
+    "tool_names",
 )
 # The owner's and assistant's names, joined onto chat state ``s`` from ``member_state``.
 MEMBER_COLUMNS = "o.name AS owner_name, o.is_anonymous AS is_anonymous, a.name AS assistant_name"
@@ -113,6 +114,13 @@ class ChatSql:
             FROM chat_state s {MEMBER_JOINS}
             WHERE {self.tenant("s")} AND s.created_at IS NOT NULL
         )"""
+
+    def tool_names(self, q: ChatQuery) -> str:
+        """The distinct names of the tools called in the chats ``q`` selects, unordered."""
+        return f"""
+        WITH {self.relation(members=self.reads_members(q))}
+        SELECT DISTINCT {self.d.unnest("tool_names")} AS name FROM chats WHERE {self.where(q)}
+        """
 
     @staticmethod
     def reads_members(q: ChatQuery) -> bool:

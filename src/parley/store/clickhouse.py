@@ -169,6 +169,15 @@ class ClickHouseChatSql(ChatSql):
             WHERE s.upserts > 0
         )"""
 
+    def tool_names(self, q: ChatQuery) -> str:
+        return f"""
+        WITH {self.relation(members=self.reads_members(q))}
+        SELECT DISTINCT name FROM (
+            SELECT {self.d.unnest("tool_names")} AS name FROM messages
+            WHERE {self.tenant()} AND chat_id IN (SELECT id FROM chats WHERE {self.where(q)})
+        )
+        """
+
 
 class ClickHouseSeriesSql(SeriesSql):
     """Activity resolved through sessions at query time (nothing is updated in place)."""

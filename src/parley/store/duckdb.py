@@ -30,6 +30,7 @@ from parley.store.duckdb_state import (
     USER_ACTIVITY_DDL,
     USER_STATE_DDL,
     backfill_activity_sql,
+    backfill_tool_names_sql,
     merge_chat_events_sql,
     merge_messages_sql,
     merge_users_sql,
@@ -143,6 +144,14 @@ class DuckDBStore(SqlStore):
         with self._write_lock:
             con = self._con
             con.execute(_DDL_FIXED)
+            # Tables and columns a store made by an older Parley lacks are filled from what it stores.
+            had = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+            state_columns = {
+                row[0]
+                for row in con.execute(
+                    "SELECT column_name FROM duckdb_columns() WHERE table_name = 'chat_state'"
+                ).fetchall()
+            }
             con.execute(CHAT_STATE_DDL)
             row = con.execute("SELECT value FROM parley_meta WHERE key = 'schema_version'").fetchone()
             version = int(row[0]) if row else 0
@@ -153,8 +162,9 @@ class DuckDBStore(SqlStore):
                 )
             for table in schema.TABLES:
                 con.execute(_table_ddl(table))
-            # Tables a store made by an older Parley lacks are filled from what it stores.
-            had = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+            if state_columns and "tool_names" not in state_columns:
+                con.execute("ALTER TABLE chat_state ADD COLUMN tool_names VARCHAR[]")
+                con.execute(backfill_tool_names_sql())
             con.execute(USER_ACTIVITY_DDL)
             if "user_activity" not in had:
                 con.execute(backfill_activity_sql())

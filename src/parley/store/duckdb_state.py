@@ -4,8 +4,9 @@ Chat lists and exports read one row per chat instead of folding every event at
 query time. Each field carries the version of the event that set it (the event
 timestamp, then its id, as one sortable string), and a merge only lets a newer
 version replace an older one, so the state is the same whatever order events
-arrive in. Message counts and the newest message time are added as messages
-arrive (messages are deduplicated on their id before they get here).
+arrive in. Message counts, the newest message time and the names of the tools
+called are added as messages arrive (messages are deduplicated on their id before
+they get here).
 
 User activity is one row per session, trace and feedback with its user and mentor
 resolved, so that cohorts read one narrow table instead of joining every session;
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS chat_state (
     updated_at TIMESTAMP,
     message_count BIGINT NOT NULL DEFAULT 0,
     last_message_at TIMESTAMP,
+    tool_names VARCHAR[],
     PRIMARY KEY (org, workspace_id, chat_id)
 );
 """
@@ -95,15 +97,34 @@ def merge_chat_events_sql(source: str) -> str:
 
 
 def merge_messages_sql(source: str) -> str:
-    """Count the new messages in ``source`` into their chats' state."""
+    """Count the new messages in ``source`` into their chats' state, with the tools they call."""
     return f"""
     INSERT INTO chat_state BY NAME
-    SELECT org, workspace_id, chat_id, count(*) AS message_count, max(created_at) AS last_message_at
+    SELECT org, workspace_id, chat_id, count(*) AS message_count, max(created_at) AS last_message_at,
+           {_TOOL_NAMES} AS tool_names
     FROM {source}
     GROUP BY org, workspace_id, chat_id
     ON CONFLICT (org, workspace_id, chat_id) DO UPDATE SET
         message_count = chat_state.message_count + excluded.message_count,
-        last_message_at = greatest(chat_state.last_message_at, excluded.last_message_at)
+        last_message_at = greatest(chat_state.last_message_at, excluded.last_message_at),
+        tool_names = list_distinct(list_concat(chat_state.tool_names, excluded.tool_names))
+    """
+
+
+# The distinct tool names of a group of messages (an empty list when none calls a tool).
+_TOOL_NAMES = "list_distinct(flatten(list(tool_names)))"
+
+
+def backfill_tool_names_sql() -> str:
+    """``chat_state.tool_names`` from every stored message (a store made before the column)."""
+    return f"""
+    UPDATE chat_state SET tool_names = m.tool_names
+    FROM (
+        SELECT org, workspace_id, chat_id, {_TOOL_NAMES} AS tool_names
+        FROM messages WHERE tool_names IS NOT NULL
+        GROUP BY org, workspace_id, chat_id
+    ) m
+    WHERE chat_state.org = m.org AND chat_state.workspace_id = m.workspace_id AND chat_state.chat_id = m.chat_id
     """
 
 

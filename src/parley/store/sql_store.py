@@ -143,15 +143,7 @@ class SqlStore:
     def tool_call_names(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[str]:
         sql, params = self._chat_sql(org, workspace_id)
         visible = ChatQuery(owner_member_id=owner_member_id, archived=None, is_test=None)
-        statement = f"""
-        WITH {sql.relation(members=False)}
-        SELECT DISTINCT name FROM (
-            SELECT {self.dialect.unnest("tool_names")} AS name FROM messages
-            WHERE {sql.tenant()} AND tool_names IS NOT NULL
-              AND chat_id IN (SELECT id FROM chats WHERE {sql.where(visible)})
-        )
-        """
-        return sorted(row[0] for row in self._fetchall(statement, params.values))  # code-point order
+        return sorted(row[0] for row in self._fetchall(sql.tool_names(visible), params.values))  # code-point order
 
     # -- time series --------------------------------------------------------------
 
