@@ -274,10 +274,11 @@ def test_tool_names_gather_across_batches_and_arrival_orders(client, ingest, adm
     assert client.get(f"{BASE}/tool-call-names", headers=admin).json() == ["escalate", "lookup", "refund"]
 
 
-def test_a_duckdb_store_made_before_chat_tool_names_fills_them_when_opened(tmp_path):
+def test_a_duckdb_store_made_before_tool_names_and_message_text_fills_them_when_opened(tmp_path):
     import duckdb
 
     from parley.ingest.service import ingest_batch
+    from parley.metrics.chats.query import ChatQuery
     from parley.store.duckdb import DuckDBStore
 
     path = tmp_path / "parley.duckdb"
@@ -286,14 +287,20 @@ def test_a_duckdb_store_made_before_chat_tool_names_fills_them_when_opened(tmp_p
         chat(1),
         event("message.create", {**calls, "message_id": "m1", "tool_calls": [{"name": "b"}, {"name": "a"}]}),
         event("message.create", {**calls, "message_id": "m2", "tool_calls": [{"name": "b"}]}),
+        event("message.create", {**calls, "message_id": "m3", "content": "Please REFUND me"}),
     ]
     store = DuckDBStore(path)
     assert ingest_batch(store, org="acme", batch=events).errors == []
     store.close()
-    with duckdb.connect(str(path)) as con:  # as a store written by a Parley without the column
+    with duckdb.connect(str(path)) as con:  # as a store written by a Parley without them
         con.execute("ALTER TABLE chat_state DROP COLUMN tool_names")
+        con.execute("DROP TABLE message_text")
     store = DuckDBStore(path)
     try:
         assert store.tool_call_names(org="acme", workspace_id=WS, owner_member_id=None) == ["a", "b"]
+        found, total = store.list_chats(
+            org="acme", workspace_id=WS, query=ChatQuery(search="refund"), limit=10, offset=0
+        )
+        assert ([row["id"] for row in found], total) == ([1], 1)
     finally:
         store.close()

@@ -169,6 +169,9 @@ class ClickHouseChatSql(ChatSql):
             WHERE s.upserts > 0
         )"""
 
+    def chats_saying(self, needle: str) -> str:
+        return f"SELECT chat_id FROM messages WHERE {self.tenant()} AND {self.d.icontains('content', needle)}"
+
     def tool_names(self, q: ChatQuery) -> str:
         return f"""
         WITH {self.relation(members=self.reads_members(q))}

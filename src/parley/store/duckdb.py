@@ -27,6 +27,7 @@ from parley.store import schema
 from parley.store.dialect import DuckDBDialect
 from parley.store.duckdb_state import (
     CHAT_STATE_DDL,
+    MESSAGE_TEXT_DDL,
     USER_ACTIVITY_DDL,
     USER_STATE_DDL,
     backfill_activity_sql,
@@ -35,6 +36,7 @@ from parley.store.duckdb_state import (
     merge_messages_sql,
     merge_users_sql,
     record_activity_sql,
+    record_message_text_sql,
 )
 from parley.store.port import (
     ApiKeyRecord,
@@ -165,6 +167,9 @@ class DuckDBStore(SqlStore):
             if state_columns and "tool_names" not in state_columns:
                 con.execute("ALTER TABLE chat_state ADD COLUMN tool_names VARCHAR[]")
                 con.execute(backfill_tool_names_sql())
+            con.execute(MESSAGE_TEXT_DDL)
+            if "message_text" not in had:
+                con.execute(record_message_text_sql("messages"))
             con.execute(USER_ACTIVITY_DDL)
             if "user_activity" not in had:
                 con.execute(backfill_activity_sql())
@@ -299,6 +304,7 @@ class DuckDBStore(SqlStore):
                     con.execute(merge_chat_events_sql("event_rows"))
                 elif name == "messages":
                     con.execute(merge_messages_sql("event_rows"))
+                    con.execute(record_message_text_sql("event_rows"))
                 elif name == "users":
                     con.execute(merge_users_sql("event_rows"))
                 for statement in record_activity_sql(name, "event_rows"):

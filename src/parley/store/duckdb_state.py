@@ -1,4 +1,4 @@
-"""State the DuckDB adapter keeps current as events are stored: chats, user activity, users.
+"""State the DuckDB adapter keeps current as events are stored: chats, message text, users.
 
 Chat lists and exports read one row per chat instead of folding every event at
 query time. Each field carries the version of the event that set it (the event
@@ -7,6 +7,8 @@ version replace an older one, so the state is the same whatever order events
 arrive in. Message counts, the newest message time and the names of the tools
 called are added as messages arrive (messages are deduplicated on their id before
 they get here).
+
+Message text is each message's content lower-cased, for chat search.
 
 User activity is one row per session, trace and feedback with its user and mentor
 resolved, so that cohorts read one narrow table instead of joining every session;
@@ -125,6 +127,27 @@ def backfill_tool_names_sql() -> str:
         GROUP BY org, workspace_id, chat_id
     ) m
     WHERE chat_state.org = m.org AND chat_state.workspace_id = m.workspace_id AND chat_state.chat_id = m.chat_id
+    """
+
+
+# -- message text -------------------------------------------------------------------------
+
+MESSAGE_TEXT_DDL = """
+CREATE TABLE IF NOT EXISTS message_text (
+    org VARCHAR NOT NULL,
+    workspace_id VARCHAR NOT NULL,
+    chat_id BIGINT NOT NULL,
+    content_lower VARCHAR NOT NULL
+);
+"""
+
+
+def record_message_text_sql(source: str) -> str:
+    """Add the content of the messages in ``source`` (every stored one, to fill the table),
+    lower-cased by the engine that will compare it, to ``message_text`` for chat search."""
+    return f"""
+    INSERT INTO message_text
+    SELECT org, workspace_id, chat_id, lower(content) FROM {source} WHERE content IS NOT NULL
     """
 
 
