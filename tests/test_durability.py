@@ -45,3 +45,24 @@ def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path, kind: str):
         ).json()
         assert data["data"]["assistants"][0]["total_calls"] == 2000
         assert data["data"]["assistants"][0]["total_duration_minutes"] == 2000.0
+
+
+def test_an_opening_that_fails_part_way_leaves_the_store_as_it_was(tmp_path: Path):
+    import duckdb
+
+    from parley.store.duckdb import DuckDBStore
+
+    path = tmp_path / "parley.duckdb"
+    DuckDBStore(path).close()
+    with duckdb.connect(str(path)) as con:  # a store made before message_text, with a row it cannot take
+        con.execute("DROP TABLE message_text")
+        con.execute("INSERT INTO messages (org, workspace_id, content) VALUES ('acme', 'w', 'no chat id')")
+    with pytest.raises(duckdb.ConstraintException):
+        DuckDBStore(path)  # filling message_text fails on that row
+    with duckdb.connect(str(path)) as con:
+        tables = "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'message_text'"
+        assert con.execute(tables).fetchall() == [(0,)]  # not left empty, to be skipped at the next opening
+        con.execute("DELETE FROM messages")
+    DuckDBStore(path).close()
+    with duckdb.connect(str(path)) as con:
+        assert con.execute(tables).fetchall() == [(1,)]

@@ -143,43 +143,46 @@ class DuckDBStore(SqlStore):
     # -- plumbing -----------------------------------------------------------------
 
     def _migrate(self) -> None:
+        """Create what is missing, in one transaction: a crash part-way leaves the store as it was."""
         with self._write_lock:
             con = self._con
-            con.execute(_DDL_FIXED)
-            # Tables and columns a store made by an older Parley lacks are filled from what it stores.
-            had = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-            state_columns = {
-                row[0]
-                for row in con.execute(
-                    "SELECT column_name FROM duckdb_columns() WHERE table_name = 'chat_state'"
-                ).fetchall()
-            }
-            con.execute(CHAT_STATE_DDL)
-            row = con.execute("SELECT value FROM parley_meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > schema.SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has schema version {version}, newer than this Parley "
-                    f"({schema.SCHEMA_VERSION}): upgrade Parley"
-                )
-            for table in schema.TABLES:
-                con.execute(_table_ddl(table))
-            if state_columns and "tool_names" not in state_columns:
-                con.execute("ALTER TABLE chat_state ADD COLUMN tool_names VARCHAR[]")
-                con.execute(backfill_tool_names_sql())
-            con.execute(MESSAGE_TEXT_DDL)
-            if "message_text" not in had:
-                con.execute(record_message_text_sql("messages"))
-            con.execute(USER_ACTIVITY_DDL)
-            if "user_activity" not in had:
-                con.execute(backfill_activity_sql())
-            con.execute(USER_STATE_DDL)
-            if "user_state" not in had:
-                con.execute(merge_users_sql("users"))
-            con.execute(
-                "INSERT OR REPLACE INTO parley_meta VALUES ('schema_version', ?)",
-                [str(schema.SCHEMA_VERSION)],
+            con.begin()
+            try:
+                self._migrate_in(con)
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+
+    def _migrate_in(self, con: duckdb.DuckDBPyConnection) -> None:
+        had = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        columns = "SELECT column_name FROM duckdb_columns() WHERE table_name = 'chat_state'"
+        state_columns = {row[0] for row in con.execute(columns).fetchall()}
+        con.execute(_DDL_FIXED)
+        con.execute(CHAT_STATE_DDL)
+        row = con.execute("SELECT value FROM parley_meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > schema.SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema version {version}, newer than this Parley "
+                f"({schema.SCHEMA_VERSION}): upgrade Parley"
             )
+        for table in schema.TABLES:
+            con.execute(_table_ddl(table))
+        # State a store made by an older Parley lacks is filled from the events it holds.
+        if state_columns and "tool_names" not in state_columns:
+            con.execute("ALTER TABLE chat_state ADD COLUMN tool_names VARCHAR[]")
+            con.execute(backfill_tool_names_sql())
+        con.execute(MESSAGE_TEXT_DDL)
+        if "message_text" not in had:
+            con.execute(record_message_text_sql("messages"))
+        con.execute(USER_ACTIVITY_DDL)
+        if "user_activity" not in had:
+            con.execute(backfill_activity_sql())
+        con.execute(USER_STATE_DDL)
+        if "user_state" not in had:
+            con.execute(merge_users_sql("users"))
+        con.execute("INSERT OR REPLACE INTO parley_meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)])
 
     def _reader(self) -> duckdb.DuckDBPyConnection:
         cursor = getattr(self._local, "cursor", None)
