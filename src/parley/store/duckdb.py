@@ -25,19 +25,7 @@ from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.dialect import DuckDBDialect
-from parley.store.duckdb_state import (
-    CHAT_STATE_DDL,
-    MESSAGE_TEXT_DDL,
-    USER_ACTIVITY_DDL,
-    USER_STATE_DDL,
-    backfill_activity_sql,
-    backfill_tool_names_sql,
-    merge_chat_events_sql,
-    merge_messages_sql,
-    merge_users_sql,
-    record_activity_sql,
-    record_message_text_sql,
-)
+from parley.store.duckdb_state import CHAT_STATE_DDL, DERIVED_TABLES, backfill_tool_names_sql, state_sql
 from parley.store.port import (
     ApiKeyRecord,
     StoreLocked,
@@ -173,15 +161,10 @@ class DuckDBStore(SqlStore):
         if state_columns and "tool_names" not in state_columns:
             con.execute("ALTER TABLE chat_state ADD COLUMN tool_names VARCHAR[]")
             con.execute(backfill_tool_names_sql())
-        con.execute(MESSAGE_TEXT_DDL)
-        if "message_text" not in had:
-            con.execute(record_message_text_sql("messages"))
-        con.execute(USER_ACTIVITY_DDL)
-        if "user_activity" not in had:
-            con.execute(backfill_activity_sql())
-        con.execute(USER_STATE_DDL)
-        if "user_state" not in had:
-            con.execute(merge_users_sql("users"))
+        for name, ddl, fill in DERIVED_TABLES:
+            con.execute(ddl)
+            if name not in had:
+                con.execute(fill)
         con.execute("INSERT OR REPLACE INTO parley_meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)])
 
     def _reader(self) -> duckdb.DuckDBPyConnection:
@@ -303,14 +286,7 @@ class DuckDBStore(SqlStore):
             for name, rows in by_table.items():
                 con.register("event_rows", schema.TABLE_BY_NAME[name].to_arrow(rows))
                 con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM event_rows")
-                if name == "chat_events":
-                    con.execute(merge_chat_events_sql("event_rows"))
-                elif name == "messages":
-                    con.execute(merge_messages_sql("event_rows"))
-                    con.execute(record_message_text_sql("event_rows"))
-                elif name == "users":
-                    con.execute(merge_users_sql("event_rows"))
-                for statement in record_activity_sql(name, "event_rows"):
+                for statement in state_sql(name, "event_rows"):
                     con.execute(statement)
                 con.unregister("event_rows")
             con.commit()

@@ -240,3 +240,27 @@ def merge_users_sql(source: str) -> str:
                              THEN excluded.registered_at ELSE user_state.registered_at END,
         version = greatest(user_state.version, excluded.version)
     """
+
+
+# -- what the adapter runs ----------------------------------------------------------------
+
+
+def state_sql(table: str, source: str) -> list[str]:
+    """The statements that bring the kept state up to date with rows just stored into
+    ``table``, registered as ``source``, in the transaction that stores them."""
+    if table == "chat_events":
+        return [merge_chat_events_sql(source)]
+    if table == "messages":
+        return [merge_messages_sql(source), record_message_text_sql(source)]
+    if table == "users":
+        return [merge_users_sql(source)]
+    return record_activity_sql(table, source)
+
+
+# Tables of kept state: (name, DDL, the statement that fills it from the stored events
+# when a store made before the table is opened).
+DERIVED_TABLES: tuple[tuple[str, str, str], ...] = (
+    ("message_text", MESSAGE_TEXT_DDL, record_message_text_sql("messages")),
+    ("user_activity", USER_ACTIVITY_DDL, backfill_activity_sql()),
+    ("user_state", USER_STATE_DDL, merge_users_sql("users")),
+)
