@@ -101,17 +101,12 @@ class ChatSql:
         ``members=False`` leaves the names and anonymity out, for a statement that
         neither filters on them nor returns them (see ``reads_members``).
         """
-        if not members:
-            return f"""
-        chats AS (
-            SELECT chat_id AS id, {", ".join(STATE_COLUMNS)}
-            FROM chat_state WHERE {self.tenant()} AND created_at IS NOT NULL
-        )"""
         return f"""
-        {self.member_state()},
+        {f"{self.member_state()}," if members else ""}
         chats AS (
-            SELECT s.chat_id AS id, {", ".join(f"s.{c}" for c in STATE_COLUMNS)}, {MEMBER_COLUMNS}
-            FROM chat_state s {MEMBER_JOINS}
+            SELECT s.chat_id AS id, {", ".join(f"s.{c}" for c in STATE_COLUMNS)}
+                   {f", {MEMBER_COLUMNS}" if members else ""}
+            FROM chat_state s {MEMBER_JOINS if members else ""}
             WHERE {self.tenant("s")} AND s.created_at IS NOT NULL
         )"""
 
