@@ -79,6 +79,11 @@ def api(base: str, key: str, path: str):
     return response
 
 
+def _as_js(number: float) -> str:
+    """A JSON number as the page's JavaScript writes it: 16.0 is "16", 0.27 is "0.27"."""
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
 def test_every_panel_shows_what_the_api_answers(site, browser):
     base, keys = site
     page = sign_in(browser, base, keys["admin"])
@@ -133,9 +138,9 @@ def test_every_panel_shows_what_the_api_answers(site, browser):
         assert cells == [
             row["assistant_name"],
             str(row["total_calls"]),
-            str(row["total_duration_minutes"]),
-            str(row["total_duration_hours"]),
-            str(row["avg_duration_minutes"]),
+            _as_js(row["total_duration_minutes"]),
+            _as_js(row["total_duration_hours"]),
+            _as_js(row["avg_duration_minutes"]),
         ]
 
     org = f"/api/ai-analytics/orgs/{me['org']}/users/me"
