@@ -336,14 +336,31 @@ def test_cost_hand_worked(client, ingest, admin, caplog):
     assert nobody == {"total_cost": 0.0}
 
 
+# Ranges for the cost reference: whole days, and date-times that cut days (and hours) in two.
+COST_RANGES = [
+    ("2024-05-03", "2024-05-07"),
+    ("2024-05-02T13:30:00Z", "2024-05-08T05:15:30Z"),
+    ("2024-05-04T06:00:00Z", "2024-05-04T18:00:00Z"),
+    ("2024-05-03T10:00:00+05:30", "2024-05-05T23:59:59Z"),
+    ("2024-05-01T00:00:00Z", "2024-05-11T00:00:00Z"),
+]
+
+
+def _instant(bound: str, *, is_end: bool) -> datetime:
+    if "T" in bound:
+        return datetime.fromisoformat(bound.replace("Z", "+00:00"))
+    day = datetime.fromisoformat(bound).replace(tzinfo=UTC)
+    return day + timedelta(days=1) - timedelta(microseconds=1) if is_end else day
+
+
 def test_cost_matches_a_plain_python_reference(client, ingest, admin):
     rng = random.Random(77)
     prices = _shipped_prices()
     models = [*prices, "gpt-4o-2024-08-06", "CLAUDE-3-HAIKU-20240307", "unknown-model", None]
-    events, traces, expected = [], {}, defaultdict(Decimal)
+    events, traces, costs = [], {}, []  # costs: (owner, trace time, USD)
     events.append(session("s-a", "ann", D))
     for n in range(120):
-        at = D + timedelta(hours=rng.randrange(0, 24 * 10))
+        at = D + timedelta(seconds=rng.randrange(0, 86_400 * 10))
         owner = rng.choice(["ann", "ben", None])
         traces[f"t{n}"] = (owner or "ann", at)
         events.append(trace(f"t{n}", at, user_id=owner, session_id="s-a" if owner is None else None))
@@ -354,21 +371,22 @@ def test_cost_matches_a_plain_python_reference(client, ingest, admin):
         tin, tout = rng.randrange(0, 5000), rng.randrange(0, 2000)
         cost = round(rng.uniform(0, 0.1), 6) if rng.random() < 0.4 else None
         events.append(observation(f"o{n}", tid, at, cost=cost, model=model, tokens_in=tin, tokens_out=tout))
-        if not (D + timedelta(days=2) <= at <= D + timedelta(days=7) - timedelta(microseconds=1)):
-            continue
         if cost is not None:
-            expected[owner] += Decimal(str(cost))
+            costs.append((owner, at, Decimal(str(cost))))
         elif model is not None:
             matches = [p for p in prices if model.lower().startswith(p)]
             if matches:
                 pin, pout = prices[max(matches, key=len)]
-                expected[owner] += (pin * tin + pout * tout) / 10**6
+                costs.append((owner, at, (pin * tin + pout * tout) / 10**6))
     random.Random(9).shuffle(events)  # sessions after their traces, traces after their observations
     for i in range(0, len(events), 50):
         ingest(*events[i : i + 50])
-    for who in ("ann", "ben"):
-        got = get(client, admin, "user-cost", start_date="2024-05-03", end_date="2024-05-07", username=who)
-        assert got == {"total_cost": float(round(expected[who], 6))}, who
+    for start, end in COST_RANGES:
+        lo, hi = _instant(start, is_end=False), _instant(end, is_end=True)
+        for who in ("ann", "ben"):
+            expected = sum((usd for owner, at, usd in costs if owner == who and lo <= at <= hi), Decimal(0))
+            got = get(client, admin, "user-cost", start_date=start, end_date=end, username=who)
+            assert got == {"total_cost": float(round(expected, 6))}, (who, start, end)
 
 
 def test_cost_counts_only_the_users_own_traces_of_this_org(client, ingest, admin, store):
@@ -511,3 +529,110 @@ def test_a_duckdb_store_made_before_user_activity_and_state_fills_them_when_open
         store.close()
     assert new == {}
     assert sorted(veterans.values()) == [1, 1, 1]  # vet with m1 on each day: s1, t1 through s1, f1 through s1
+
+
+def test_a_duckdb_store_made_before_user_cost_days_fills_them_when_opened(tmp_path):
+    import duckdb
+
+    from parley.ingest.service import ingest_batch
+    from parley.store.duckdb import DuckDBStore
+
+    path = tmp_path / "parley.duckdb"
+    day = {"org": "acme", "user_id": "ann", "prices": [("gpt-4o", 2_500_000, 10_000_000)]}
+    whole = {"start": D.replace(tzinfo=None), "end": (D + timedelta(days=1)).replace(tzinfo=None)}
+    store = DuckDBStore(path)
+    stored = [
+        session("s1", "ann", D),
+        trace("t1", D + timedelta(hours=1), session_id="s1"),  # ann's through her session
+        observation("o1", "t1", D, cost=1.5),
+        observation("o2", "t1", D, model="gpt-4o", tokens_in=1000, tokens_out=100),  # 2,500,000,000 + 1,000,000,000
+        observation("o3", "t2", D, cost=4),  # its trace comes after the store is opened again
+        trace("t3", D + timedelta(hours=2), session_id="s2"),  # its session too
+        observation("o4", "t3", D, cost=8),
+    ]
+    assert ingest_batch(store, org="acme", batch=stored).errors == []
+    store.close()
+    with duckdb.connect(str(path)) as con:  # as a store written by a Parley without these tables
+        con.execute("DROP TABLE user_cost_days")
+        con.execute("DROP TABLE cost_pending")
+    store = DuckDBStore(path)
+    try:
+        assert store.user_cost(**day, **whole) == (1_500_000_000_000 + 3_500_000_000, 0)
+        later = [trace("t2", D + timedelta(hours=3), user_id="ann"), session("s2", "ann", D)]
+        assert ingest_batch(store, org="acme", batch=later).errors == []
+        assert store.user_cost(**day, **whole) == (13_500_000_000_000 + 3_500_000_000, 0)
+    finally:
+        store.close()
+
+
+def test_whole_utc_days_and_the_windows_around_them():
+    from parley.store.series_sql import whole_utc_days
+
+    def at(day: int, hour: int = 0, minute: int = 0, micro: int = 0) -> datetime:
+        return datetime(2024, 5, day, hour, minute, 0, micro)
+
+    last = 999_999
+    assert whole_utc_days(at(1), at(3, 23, 59, last).replace(second=59)) == (
+        [at(1).date(), at(2).date(), at(3).date()],
+        [],
+    )
+    assert whole_utc_days(at(1, 13, 30), at(4, 5, 15)) == (
+        [at(2).date(), at(3).date()],
+        [(at(1, 13, 30), at(1, 23, 59, last).replace(second=59)), (at(4), at(4, 5, 15))],
+    )
+    assert whole_utc_days(at(4, 6), at(4, 18)) == ([], [(at(4, 6), at(4, 18))])
+    assert whole_utc_days(at(1), at(2)) == ([at(1).date()], [(at(2), at(2))])  # the end's midnight is an instant
+
+
+def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
+    from parley.ingest.service import ingest_batch
+    from parley.store.duckdb import DuckDBStore
+    from parley.store.duckdb_state import FOLD_ROWS
+
+    store = DuckDBStore(tmp_path / "parley.duckdb")
+    store.fold_every_observations = 10**9  # no fold until this test asks for one
+    prices = [("gpt-4o", 2_500_000, 10_000_000)]  # pico-dollars per input and output token
+    span = {"org": "acme", "user_id": "ann", "start": D.replace(tzinfo=None), "prices": prices}
+    span["end"] = span["start"] + timedelta(days=1) - timedelta(microseconds=1)
+    try:
+        assert ingest_batch(store, org="acme", batch=[trace("t", D + timedelta(hours=5), user_id="ann")]).errors == []
+        expected = 0
+        for i in range(1, 31):  # one batch each: 30 rows for ann's day before the fold
+            if i % 2 == 0:
+                obs = observation(f"o{i}", "t", D, cost=i / 100)
+                expected += i * 10**10
+            else:
+                obs = observation(f"o{i}", "t", D, model="gpt-4o", tokens_in=1000 * i, tokens_out=10 * i)
+                expected += 1000 * i * 2_500_000 + 10 * i * 10_000_000
+            assert ingest_batch(store, org="acme", batch=[obs]).errors == []
+        for i in range(3):
+            unknown = observation(f"u{i}", "t", D, model="house-model", tokens_in=7)
+            assert ingest_batch(store, org="acme", batch=[unknown]).errors == []
+        rows = "SELECT count(*) FROM user_cost_days"
+        assert store._reader().execute(rows).fetchone()[0] == 33
+        assert store.user_cost(**span) == (expected, 3)
+        with store._write_lock:
+            store._fold_cost_days()
+        assert store._reader().execute(rows).fetchone()[0] == 1
+        assert store.user_cost(**span) == (expected, 3)
+        # Folding happens by itself once enough observations are stored.
+        store.fold_every_observations = FOLD_ROWS + 2
+        for i in range(FOLD_ROWS + 2):
+            more = observation(f"m{i}", "t", D, cost=1)
+            assert ingest_batch(store, org="acme", batch=[more]).errors == []
+        assert store._reader().execute(rows).fetchone()[0] == 1
+        assert store.user_cost(**span) == (expected + (FOLD_ROWS + 2) * 10**12, 3)
+    finally:
+        store.close()
+
+
+def test_cost_days_of_an_org_whose_name_is_not_ascii(store):
+    from parley.ingest.service import ingest_batch
+
+    # The day's key counts the org's length in bytes, in Python and in SQL alike.
+    batch = [trace("t", D, user_id="ann"), observation("o", "t", D, cost=2)]
+    assert ingest_batch(store, org="zürich-ö", batch=batch).errors == []
+    start = D.replace(tzinfo=None)
+    whole_day = {"start": start, "end": start + timedelta(days=1) - timedelta(microseconds=1)}
+    for org, expected in (("zürich-ö", 2 * 10**12), ("zürich", 0)):
+        assert store.user_cost(org=org, user_id="ann", prices=[], **whole_day) == (expected, 0), org

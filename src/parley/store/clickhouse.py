@@ -183,7 +183,7 @@ class ClickHouseChatSql(ChatSql):
 
 
 class ClickHouseSeriesSql(SeriesSql):
-    """Activity resolved through sessions at query time (nothing is updated in place)."""
+    """Activity and user cost resolved through sessions at query time (nothing is updated in place)."""
 
     def _activity(self, mentor_id: str | None) -> str:
         mentor = "" if mentor_id is None else f"WHERE mentor_id = {self.p.add(mentor_id, 'str')}"
@@ -202,6 +202,9 @@ class ClickHouseSeriesSql(SeriesSql):
             WHERE f.org = {self.org} AND {self.in_range("f.created_at")}
         ),
         activity AS (SELECT * FROM all_activity {mentor})"""
+
+    def _costs(self, user_id: str) -> str:
+        return f"costs AS (SELECT * FROM {self._observation_costs(user_id, self.in_range('traced_at'))})"
 
     def _registered(self) -> str:
         registered = self.d.latest("registered_at", "true")

@@ -9,9 +9,11 @@ survives a crash of the process.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,13 +27,21 @@ from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.dialect import DuckDBDialect
-from parley.store.duckdb_state import CHAT_STATE_DDL, DERIVED_TABLES, backfill_tool_names_sql, state_sql
+from parley.store.duckdb_state import (
+    CHAT_STATE_DDL,
+    DERIVED_TABLES,
+    backfill_tool_names_sql,
+    fold_cost_days_sql,
+    state_sql,
+)
 from parley.store.port import (
     ApiKeyRecord,
     StoreLocked,
     StoreOutcome,
 )
 from parley.store.sql_store import SqlStore
+
+log = logging.getLogger("parley.store")
 
 DUCKDB_TYPES = {
     schema.STR: "VARCHAR",
@@ -92,8 +102,22 @@ def _table_ddl(table: schema.Table) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {cols}\n);"
 
 
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Commit what the block does, or roll all of it back if it raises."""
+    con.begin()
+    try:
+        yield con
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
 class DuckDBStore(SqlStore):
     dialect = DIALECT
+    # How many stored observations between two folds of user_cost_days.
+    fold_every_observations = 500_000
 
     def __init__(self, path: Path, *, threads: int | None = None, memory_limit: str | None = None) -> None:
         self.path = Path(path)
@@ -126,21 +150,15 @@ class DuckDBStore(SqlStore):
         self._pending: list[_Ticket] = []
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._observations_since_fold = 0
         self._migrate()
 
     # -- plumbing -----------------------------------------------------------------
 
     def _migrate(self) -> None:
         """Create what is missing, in one transaction: a crash part-way leaves the store as it was."""
-        with self._write_lock:
-            con = self._con
-            con.begin()
-            try:
-                self._migrate_in(con)
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
+        with self._write_lock, _transaction(self._con) as con:
+            self._migrate_in(con)
 
     def _migrate_in(self, con: duckdb.DuckDBPyConnection) -> None:
         had = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
@@ -161,10 +179,11 @@ class DuckDBStore(SqlStore):
         if state_columns and "tool_names" not in state_columns:
             con.execute("ALTER TABLE chat_state ADD COLUMN tool_names VARCHAR[]")
             con.execute(backfill_tool_names_sql())
-        for name, ddl, fill in DERIVED_TABLES:
+        for name, ddl, fills in DERIVED_TABLES:
             con.execute(ddl)
             if name not in had:
-                con.execute(fill)
+                for fill in fills:
+                    con.execute(fill)
         con.execute("INSERT OR REPLACE INTO parley_meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)])
 
     def _reader(self) -> duckdb.DuckDBPyConnection:
@@ -213,10 +232,30 @@ class DuckDBStore(SqlStore):
                     for waiting in group:
                         waiting.error = exc
                     raise
+                if self._observations_since_fold >= self.fold_every_observations:
+                    self._fold_cost_days()
         if ticket.error is not None:
             raise RuntimeError("the transaction that held these events failed") from ticket.error
         assert ticket.outcome is not None
         return ticket.outcome
+
+    def _fold_cost_days(self) -> None:
+        """Fold crowded days of ``user_cost_days`` (see ``fold_cost_days_sql``) in a transaction
+        of their own, after the events are committed; the caller holds the write lock.
+
+        Scale M, every 500,000 observations: 1.6 s a fold, and a heavy user's 365-day cost
+        54 to 58 ms p50 under 4 clients against 298 to 346 with one row per day per batch.
+        A fold that fails changes nothing (the sums are the same either way): it is logged
+        and tried again after the next batch, and the events stay acknowledged.
+        """
+        try:
+            with _transaction(self._con) as con:
+                for statement in fold_cost_days_sql():
+                    con.execute(statement)
+        except duckdb.Error:
+            log.exception("folding user_cost_days failed; the store is unchanged and will try again")
+            return
+        self._observations_since_fold = 0
 
     def _store_group(self, group: list[_Ticket]) -> None:
         """Store the tickets' events together; an id stored once is new for its first ticket only."""
@@ -266,9 +305,7 @@ class DuckDBStore(SqlStore):
                 "type": pa.array([e.type for e in events], pa.string()),
             }
         )
-        con = self._con
-        con.begin()
-        try:
+        with _transaction(self._con) as con:
             con.register("ledger_batch", ledger)
             new_ids = set(
                 con.execute(
@@ -283,16 +320,16 @@ class DuckDBStore(SqlStore):
             by_table: dict[str, list[Event]] = defaultdict(list)
             for event in stored:
                 by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
-            for name, rows in by_table.items():
+            self._observations_since_fold += len(by_table.get("observations", ()))
+            # In the order of TABLES: a batch's sessions before its traces before their
+            # observations, so that the state kept from each finds what it refers to.
+            for name in (table.name for table in schema.TABLES if table.name in by_table):
+                rows = by_table[name]
                 con.register("event_rows", schema.TABLE_BY_NAME[name].to_arrow(rows))
                 con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM event_rows")
                 for statement in state_sql(name, "event_rows"):
                     con.execute(statement)
                 con.unregister("event_rows")
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
         return [(e.org, e.id) for e in stored]
 
     @staticmethod

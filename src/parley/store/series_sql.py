@@ -9,18 +9,34 @@ registration in ``user_state``), or at query time (``ClickHouseSeriesSql``).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
+from functools import cached_property
 
 from parley.store.dialect import Dialect, Params
+from parley.store.duckdb_state import cost_day_key
+from parley.timeseries import ONE_MICROSECOND
+
+ONE_DAY = timedelta(days=1)
 
 
 class SeriesSql:
     def __init__(self, dialect: Dialect, params: Params, *, org: str, start: datetime, end: datetime) -> None:
         self.d = dialect
         self.p = params
-        self.org = params.add(org, "str")
-        self.start = params.add(start, "time")
-        self.end = params.add(end, "time")
+        self.org_id, self.start_at, self.end_at = org, start, end
+
+    # Bound when a statement first uses them: DuckDB refuses parameters a statement leaves unused.
+    @cached_property
+    def org(self) -> str:
+        return self.p.add(self.org_id, "str")
+
+    @cached_property
+    def start(self) -> str:
+        return self.p.add(self.start_at, "time")
+
+    @cached_property
+    def end(self) -> str:
+        return self.p.add(self.end_at, "time")
 
     def in_range(self, column: str) -> str:
         return f"{column} BETWEEN {self.start} AND {self.end}"
@@ -109,33 +125,17 @@ class SeriesSql:
         ``gpt-4o-2024-08-06`` takes the ``gpt-4o`` price).
         """
         d, p = self.d, self.p
-        subject = p.add(user_id, "str")
         prefixes = p.add([m for m, _, _ in prices], "str_list")
         inputs = p.add([i for _, i, _ in prices], "int_list")
         outputs = p.add([o for _, _, o in prices], "int_list")
         priced = (
-            f"{d.wide_int('coalesce(o.input_tokens, 0)')} * mp.in_pusd"
-            f" + {d.wide_int('coalesce(o.output_tokens, 0)')} * mp.out_pusd"
+            f"{d.wide_int('coalesce(c.input_tokens, 0)')} * mp.in_pusd"
+            f" + {d.wide_int('coalesce(c.output_tokens, 0)')} * mp.out_pusd"
         )
         # The sum leaves the engine as text: a 128-bit integer has no portable wire type.
-        total = f"coalesce(sum(coalesce({d.wide_int('o.cost_pusd')}, {priced}, 0)), 0)"
+        total = f"coalesce(sum(coalesce({d.wide_int('c.cost_pusd')}, {priced}, 0)), 0)"
         return f"""
-        WITH subject_sessions AS (
-            SELECT session_id FROM sessions WHERE org = {self.org} AND user_id = {subject}
-        ),
-        subject_traces AS (
-            -- A trace is the user's by its own user_id, else by its session's: no join with
-            -- every session of the org, only a look-up in the user's few sessions.
-            SELECT trace_id FROM traces
-            WHERE org = {self.org} AND {self.in_range("traced_at")}
-              AND (user_id = {subject}
-                   OR (user_id IS NULL AND session_id IN (SELECT session_id FROM subject_sessions)))
-        ),
-        obs AS (
-            SELECT model, input_tokens, output_tokens, cost_pusd
-            FROM observations
-            WHERE org = {self.org} AND trace_id IN (SELECT trace_id FROM subject_traces)
-        ),
+        WITH {self._costs(user_id)},
         prices AS (
             SELECT {d.zip_rows({"prefix": prefixes, "in_pusd": inputs, "out_pusd": outputs})}
         ),
@@ -143,12 +143,76 @@ class SeriesSql:
             SELECT m.model,
                    {d.arg_max_if("p.in_pusd", "length(p.prefix)", "true")} AS in_pusd,
                    {d.arg_max_if("p.out_pusd", "length(p.prefix)", "true")} AS out_pusd
-            FROM (SELECT DISTINCT model FROM obs WHERE cost_pusd IS NULL AND model IS NOT NULL) m
+            FROM (SELECT DISTINCT model FROM costs WHERE cost_pusd IS NULL AND model IS NOT NULL) m
             CROSS JOIN prices p
             WHERE {d.starts_with_ci("m.model", "p.prefix")}
             GROUP BY m.model
         )
         SELECT {d.text(total)} AS total_pusd,
-               coalesce(sum(CASE WHEN o.cost_pusd IS NULL AND mp.model IS NULL THEN 1 ELSE 0 END), 0) AS unpriced
-        FROM obs o LEFT JOIN model_price mp ON mp.model = o.model
+               coalesce(sum(CASE WHEN c.cost_pusd IS NULL AND mp.model IS NULL THEN c.n ELSE 0 END), 0) AS unpriced
+        FROM costs c LEFT JOIN model_price mp ON mp.model = c.model
         """
+
+    def _costs(self, user_id: str) -> str:
+        """CTEs ending in ``costs``: rows (model, input_tokens, output_tokens, cost_pusd, n)
+        whose priced sum is the user's cost in range; ``n`` observations a row stands for.
+
+        Whole UTC days come from ``user_cost_days`` (kept at ingestion), found by key; the
+        parts of the range outside them (a range given in date-times) from the raw events.
+        """
+        days, windows = whole_utc_days(self.start_at, self.end_at)
+        ctes, parts = [], []
+        if days:
+            keys = self.p.add([cost_day_key(self.org_id, user_id, day.isoformat()) for day in days], "str_list")
+            ctes.append(
+                f"cost_days AS (SELECT cost_pusd, uncosted FROM user_cost_days WHERE list_contains({keys}, day_key))"
+            )
+            parts.append(
+                "SELECT NULL AS model, 0 AS input_tokens, 0 AS output_tokens, cost_pusd, 0 AS n FROM cost_days"
+            )
+            parts.append(
+                "SELECT u.model, u.input_tokens, u.output_tokens, NULL, u.n"
+                " FROM (SELECT unnest(uncosted) AS u FROM cost_days)"
+            )
+        if windows:
+            bounds = " OR ".join(
+                f"traced_at BETWEEN {self.p.add(lo, 'time')} AND {self.p.add(hi, 'time')}" for lo, hi in windows
+            )
+            parts.append(f"SELECT * FROM {self._observation_costs(user_id, bounds)}")
+        ctes.append(f"costs AS ({' UNION ALL '.join(parts)})")
+        return ", ".join(ctes)
+
+    def _observation_costs(self, user_id: str, in_range: str) -> str:
+        """A subquery of rows (model, input_tokens, output_tokens, cost_pusd, n) for every
+        observation of the user's traces meeting ``in_range``, read from the raw events."""
+        subject = self.p.add(user_id, "str")
+        return f"""(
+            SELECT model, input_tokens, output_tokens, cost_pusd, 1 AS n
+            FROM observations
+            WHERE org = {self.org} AND trace_id IN (
+                -- A trace is the user's by its own user_id, else by its session's: no join with
+                -- every session of the org, only a look-up in the user's few sessions.
+                SELECT trace_id FROM traces
+                WHERE org = {self.org} AND ({in_range})
+                  AND (user_id = {subject}
+                       OR (user_id IS NULL AND session_id IN (
+                           SELECT session_id FROM sessions WHERE org = {self.org} AND user_id = {subject}
+                       )))
+            )
+        )"""
+
+
+def whole_utc_days(start: datetime, end: datetime) -> tuple[list[date], list[tuple[datetime, datetime]]]:
+    """The UTC days wholly inside ``[start, end]`` (naive UTC, both inclusive), and the
+    inclusive windows of the range outside them (none when both ends fall on midnight)."""
+    first = start.date() if start.time() == time.min else start.date() + ONE_DAY
+    last = end.date() if end.time() == time.max else end.date() - ONE_DAY
+    if first > last:
+        return [], [(start, end)]
+    days = [first + ONE_DAY * i for i in range((last - first).days + 1)]
+    windows = []
+    if start < (first_midnight := datetime.combine(first, time.min)):
+        windows.append((start, first_midnight - ONE_MICROSECOND))
+    if end >= (after := datetime.combine(last + ONE_DAY, time.min)):
+        windows.append((after, end))
+    return days, windows
