@@ -501,12 +501,23 @@ def test_unknown_org_keys_and_parameters(client, admin, ingest_key, path):
         assert long.status_code == 400 and "31 days" in long.json()["detail"]
 
 
-def test_a_duckdb_store_made_before_user_activity_and_state_fills_them_when_opened(tmp_path):
+def _reopened_without(path, events, *tables):
+    """A DuckDB store holding ``events``, as a Parley without ``tables`` wrote it, opened again."""
     import duckdb
 
     from parley.ingest.service import ingest_batch
     from parley.store.duckdb import DuckDBStore
 
+    store = DuckDBStore(path)
+    assert ingest_batch(store, org="acme", batch=events).errors == []
+    store.close()
+    with duckdb.connect(str(path)) as con:
+        for table in tables:
+            con.execute(f"DROP TABLE {table}")
+    return DuckDBStore(path)
+
+
+def test_a_duckdb_store_made_before_user_activity_and_state_fills_them_when_opened(tmp_path):
     path = tmp_path / "parley.duckdb"
     events = [
         user("vet", D + timedelta(days=1), ts=D - timedelta(days=20)),
@@ -516,13 +527,7 @@ def test_a_duckdb_store_made_before_user_activity_and_state_fills_them_when_open
         feedback("f1", "vet", D + timedelta(days=2), session_id="s1"),
     ]
     span = {"org": "acme", "start": D.replace(tzinfo=None), "end": (D + timedelta(days=3)).replace(tzinfo=None)}
-    store = DuckDBStore(path)
-    assert ingest_batch(store, org="acme", batch=events).errors == []
-    store.close()
-    with duckdb.connect(str(path)) as con:  # as a store written by a Parley without these tables
-        con.execute("DROP TABLE user_activity")
-        con.execute("DROP TABLE user_state")
-    store = DuckDBStore(path)
+    store = _reopened_without(path, events, "user_activity", "user_state")
     try:
         new, veterans = store.user_cohorts(**span, granularity="daily", tz="UTC", mentor_id="m1")
     finally:
@@ -532,15 +537,11 @@ def test_a_duckdb_store_made_before_user_activity_and_state_fills_them_when_open
 
 
 def test_a_duckdb_store_made_before_user_cost_days_fills_them_when_opened(tmp_path):
-    import duckdb
-
     from parley.ingest.service import ingest_batch
-    from parley.store.duckdb import DuckDBStore
 
     path = tmp_path / "parley.duckdb"
     day = {"org": "acme", "user_id": "ann", "prices": [("gpt-4o", 2_500_000, 10_000_000)]}
     whole = {"start": D.replace(tzinfo=None), "end": (D + timedelta(days=1)).replace(tzinfo=None)}
-    store = DuckDBStore(path)
     stored = [
         session("s1", "ann", D),
         trace("t1", D + timedelta(hours=1), session_id="s1"),  # ann's through her session
@@ -550,12 +551,7 @@ def test_a_duckdb_store_made_before_user_cost_days_fills_them_when_opened(tmp_pa
         trace("t3", D + timedelta(hours=2), session_id="s2"),  # its session too
         observation("o4", "t3", D, cost=8),
     ]
-    assert ingest_batch(store, org="acme", batch=stored).errors == []
-    store.close()
-    with duckdb.connect(str(path)) as con:  # as a store written by a Parley without these tables
-        con.execute("DROP TABLE user_cost_days")
-        con.execute("DROP TABLE cost_pending")
-    store = DuckDBStore(path)
+    store = _reopened_without(path, stored, "user_cost_days", "cost_pending")
     try:
         assert store.user_cost(**day, **whole) == (1_500_000_000_000 + 3_500_000_000, 0)
         later = [trace("t2", D + timedelta(hours=3), user_id="ann"), session("s2", "ann", D)]
@@ -568,17 +564,14 @@ def test_a_duckdb_store_made_before_user_cost_days_fills_them_when_opened(tmp_pa
 def test_whole_utc_days_and_the_windows_around_them():
     from parley.store.series_sql import whole_utc_days
 
-    def at(day: int, hour: int = 0, minute: int = 0, micro: int = 0) -> datetime:
-        return datetime(2024, 5, day, hour, minute, 0, micro)
+    def at(day: int, *clock: int) -> datetime:
+        return datetime(2024, 5, day, *clock)
 
-    last = 999_999
-    assert whole_utc_days(at(1), at(3, 23, 59, last).replace(second=59)) == (
-        [at(1).date(), at(2).date(), at(3).date()],
-        [],
-    )
+    end_of = (23, 59, 59, 999_999)
+    assert whole_utc_days(at(1), at(3, *end_of)) == ([at(1).date(), at(2).date(), at(3).date()], [])
     assert whole_utc_days(at(1, 13, 30), at(4, 5, 15)) == (
         [at(2).date(), at(3).date()],
-        [(at(1, 13, 30), at(1, 23, 59, last).replace(second=59)), (at(4), at(4, 5, 15))],
+        [(at(1, 13, 30), at(1, *end_of)), (at(4), at(4, 5, 15))],
     )
     assert whole_utc_days(at(4, 6), at(4, 18)) == ([], [(at(4, 6), at(4, 18))])
     assert whole_utc_days(at(1), at(2)) == ([at(1).date()], [(at(2), at(2))])  # the end's midnight is an instant
