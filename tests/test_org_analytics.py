@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from zoneinfo import ZoneInfo
@@ -561,20 +561,20 @@ def test_a_duckdb_store_made_before_user_cost_days_fills_them_when_opened(tmp_pa
         store.close()
 
 
-def test_whole_utc_days_and_the_windows_around_them():
-    from parley.store.series_sql import whole_utc_days
+def test_utc_days_whole_and_cut():
+    from parley.store.series_sql import utc_days
 
-    def at(day: int, *clock: int) -> datetime:
-        return datetime(2024, 5, day, *clock)
+    def day(n: int) -> date:
+        return date(2024, 5, n)
+
+    def at(n: int, *clock: int) -> datetime:
+        return datetime(2024, 5, n, *clock)
 
     end_of = (23, 59, 59, 999_999)
-    assert whole_utc_days(at(1), at(3, *end_of)) == ([at(1).date(), at(2).date(), at(3).date()], [])
-    assert whole_utc_days(at(1, 13, 30), at(4, 5, 15)) == (
-        [at(2).date(), at(3).date()],
-        [(at(1, 13, 30), at(1, *end_of)), (at(4), at(4, 5, 15))],
-    )
-    assert whole_utc_days(at(4, 6), at(4, 18)) == ([], [(at(4, 6), at(4, 18))])
-    assert whole_utc_days(at(1), at(2)) == ([at(1).date()], [(at(2), at(2))])  # the end's midnight is an instant
+    assert utc_days(at(1), at(3, *end_of)) == ([day(1), day(2), day(3)], [])
+    assert utc_days(at(1, 13, 30), at(4, 5, 15)) == ([day(2), day(3)], [day(1), day(4)])
+    assert utc_days(at(4, 6), at(4, 18)) == ([], [day(4)])
+    assert utc_days(at(1), at(2)) == ([day(1)], [day(2)])  # the end's midnight is an instant of day 2
 
 
 def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
@@ -608,6 +608,10 @@ def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
             store._fold_cost_days()
         assert store._reader().execute(rows).fetchone()[0] == 1
         assert store.user_cost(**span) == (expected, 3)
+        # A range that cuts the day reads the folded day's observations (the trace is at 05:00).
+        morning = span["start"] + timedelta(hours=4), span["start"] + timedelta(hours=6)
+        assert store.user_cost(**{**span, "start": morning[0], "end": morning[1]}) == (expected, 3)
+        assert store.user_cost(**{**span, "start": morning[1]}) == (0, 0)
         # Folding happens by itself once enough observations are stored.
         store.fold_every_observations = FOLD_ROWS + 2
         for i in range(FOLD_ROWS + 2):
@@ -629,3 +633,25 @@ def test_cost_days_of_an_org_whose_name_is_not_ascii(store):
     whole_day = {"start": start, "end": start + timedelta(days=1) - timedelta(microseconds=1)}
     for org, expected in (("zürich-ö", 2 * 10**12), ("zürich", 0)):
         assert store.user_cost(org=org, user_id="ann", prices=[], **whole_day) == (expected, 0), org
+
+
+def test_cost_days_written_without_their_observations_are_made_again(tmp_path):
+    stored = [trace("t", D + timedelta(hours=5), user_id="ann"), observation("o", "t", D, cost=3)]
+    store = _reopened_without(tmp_path / "parley.duckdb", stored, "user_cost_days", "cost_pending")
+    path = store.path
+    with store._write_lock:  # the table as this session's first version wrote it
+        store._con.execute("DROP TABLE user_cost_days")
+        store._con.execute(
+            "CREATE TABLE user_cost_days (day_key VARCHAR NOT NULL, cost_pusd HUGEINT NOT NULL,"
+            " uncosted STRUCT(model VARCHAR, input_tokens HUGEINT, output_tokens HUGEINT, n BIGINT)[] NOT NULL)"
+        )
+    store.close()
+    from parley.store.duckdb import DuckDBStore
+
+    store = DuckDBStore(path)
+    try:
+        start = D.replace(tzinfo=None)
+        cut = {"start": start + timedelta(hours=4), "end": start + timedelta(hours=6)}
+        assert store.user_cost(org="acme", user_id="ann", prices=[], **cut) == (3 * 10**12, 0)
+    finally:
+        store.close()

@@ -204,7 +204,21 @@ class ClickHouseSeriesSql(SeriesSql):
         activity AS (SELECT * FROM all_activity {mentor})"""
 
     def _costs(self, user_id: str) -> str:
-        return f"costs AS (SELECT * FROM {self._observation_costs(user_id, self.in_range('traced_at'))})"
+        # A trace is the user's by its own user_id, else by its session's: no join with
+        # every session of the org, only a look-up in the user's few sessions.
+        subject = self.p.add(user_id, "str")
+        return f"""costs AS (
+            SELECT model, input_tokens, output_tokens, cost_pusd, 1 AS n
+            FROM observations
+            WHERE org = {self.org} AND trace_id IN (
+                SELECT trace_id FROM traces
+                WHERE org = {self.org} AND {self.in_range("traced_at")}
+                  AND (user_id = {subject}
+                       OR (user_id IS NULL AND session_id IN (
+                           SELECT session_id FROM sessions WHERE org = {self.org} AND user_id = {subject}
+                       )))
+            )
+        )"""
 
     def _registered(self) -> str:
         registered = self.d.latest("registered_at", "true")

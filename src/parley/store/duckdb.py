@@ -179,6 +179,12 @@ class DuckDBStore(SqlStore):
         if state_columns and "tool_names" not in state_columns:
             con.execute("ALTER TABLE chat_state ADD COLUMN tool_names VARCHAR[]")
             con.execute(backfill_tool_names_sql())
+        cost_columns = "SELECT column_name FROM duckdb_columns() WHERE table_name = 'user_cost_days'"
+        if "user_cost_days" in had and "observations" not in {row[0] for row in con.execute(cost_columns).fetchall()}:
+            # Written before the days kept their observations: made again from the events.
+            con.execute("DROP TABLE user_cost_days")
+            con.execute("DROP TABLE cost_pending")
+            had -= {"user_cost_days", "cost_pending"}
         for name, ddl, fills in DERIVED_TABLES:
             con.execute(ddl)
             if name not in had:

@@ -266,7 +266,11 @@ USER_COST_DDL = """
 CREATE TABLE IF NOT EXISTS user_cost_days (
     day_key VARCHAR NOT NULL,  -- see cost_day_key
     cost_pusd HUGEINT NOT NULL,
-    uncosted STRUCT(model VARCHAR, input_tokens HUGEINT, output_tokens HUGEINT, n BIGINT)[] NOT NULL
+    uncosted STRUCT(model VARCHAR, input_tokens HUGEINT, output_tokens HUGEINT, n BIGINT)[] NOT NULL,
+    -- each observation, for a range given in date-times that cuts the day
+    observations STRUCT(
+        traced_at TIMESTAMP, model VARCHAR, input_tokens BIGINT, output_tokens BIGINT, cost_pusd BIGINT
+    )[] NOT NULL
 );
 CREATE INDEX IF NOT EXISTS user_cost_days_key ON user_cost_days (day_key);
 """
@@ -318,19 +322,32 @@ def _add_cost_days(source: str) -> str:
     """Add the resolved observations of ``source`` to their users' days."""
     return f"""
     INSERT INTO user_cost_days
-    SELECT day_key, coalesce(sum(cost_pusd), 0),
-           coalesce(list({{'model': model, 'input_tokens': input_tokens, 'output_tokens': output_tokens, 'n': n}})
-                    FILTER (WHERE n > 0), [])
-    FROM (
-        SELECT {_COST_DAY_KEY} AS day_key, model, sum(cost_pusd) AS cost_pusd,
+    WITH counted AS (
+        SELECT {_COST_DAY_KEY} AS day_key, traced_at, model, input_tokens, output_tokens, cost_pusd
+        FROM {source} WHERE user_id IS NOT NULL AND traced_at IS NOT NULL
+    ),
+    by_model AS (
+        SELECT day_key, model, sum(cost_pusd) AS cost_pusd,
                sum(coalesce(input_tokens, 0)) FILTER (WHERE cost_pusd IS NULL) AS input_tokens,
                sum(coalesce(output_tokens, 0)) FILTER (WHERE cost_pusd IS NULL) AS output_tokens,
                count(*) FILTER (WHERE cost_pusd IS NULL) AS n
-        FROM {source} WHERE user_id IS NOT NULL AND traced_at IS NOT NULL
-        GROUP BY ALL
+        FROM counted GROUP BY day_key, model
     )
-    GROUP BY day_key
+    SELECT s.day_key, s.cost_pusd, s.uncosted, o.observations
+    FROM (
+        SELECT day_key, coalesce(sum(cost_pusd), 0) AS cost_pusd,
+               coalesce(list({_UNCOSTED}) FILTER (WHERE n > 0), []) AS uncosted
+        FROM by_model GROUP BY day_key
+    ) s
+    JOIN (SELECT day_key, list({_OBSERVED}) AS observations FROM counted GROUP BY day_key) o ON o.day_key = s.day_key
     """
+
+
+_UNCOSTED = "{'model': model, 'input_tokens': input_tokens, 'output_tokens': output_tokens, 'n': n}"
+_OBSERVED = (
+    "{'traced_at': traced_at, 'model': model, 'input_tokens': input_tokens,"
+    " 'output_tokens': output_tokens, 'cost_pusd': cost_pusd}"
+)
 
 
 def _keep_waiting(source: str) -> str:
@@ -394,7 +411,6 @@ FOLD_ROWS = 4
 def fold_cost_days_sql() -> list[str]:
     """Statements that fold the days of ``user_cost_days`` with more than ``FOLD_ROWS`` rows
     into one row each (the same sums), so that a heavy user's year stays a few hundred rows."""
-    struct = "{'model': model, 'input_tokens': input_tokens, 'output_tokens': output_tokens, 'n': n}"
     return [
         f"""
         CREATE TEMP TABLE cost_fold AS
@@ -404,7 +420,7 @@ def fold_cost_days_sql() -> list[str]:
                 ON c.day_key = d.day_key
         ),
         tokens AS (
-            SELECT day_key, list({struct}) AS uncosted
+            SELECT day_key, list({_UNCOSTED}) AS uncosted
             FROM (
                 SELECT day_key, u.model AS model, sum(u.input_tokens) AS input_tokens,
                        sum(u.output_tokens) AS output_tokens, sum(u.n) AS n
@@ -413,8 +429,11 @@ def fold_cost_days_sql() -> list[str]:
             )
             GROUP BY day_key
         )
-        SELECT c.day_key, c.cost_pusd, coalesce(t.uncosted, []) AS uncosted
-        FROM (SELECT day_key, sum(cost_pusd) AS cost_pusd FROM crowded GROUP BY day_key) c
+        SELECT c.day_key, c.cost_pusd, coalesce(t.uncosted, []) AS uncosted, c.observations
+        FROM (
+            SELECT day_key, sum(cost_pusd) AS cost_pusd, flatten(list(observations)) AS observations
+            FROM crowded GROUP BY day_key
+        ) c
         LEFT JOIN tokens t ON t.day_key = c.day_key
         """,
         "DELETE FROM user_cost_days d USING cost_fold f WHERE d.day_key = f.day_key",

@@ -14,7 +14,6 @@ from functools import cached_property
 
 from parley.store.dialect import Dialect, Params
 from parley.store.duckdb_state import cost_day_key
-from parley.timeseries import ONE_MICROSECOND
 
 ONE_DAY = timedelta(days=1)
 
@@ -157,62 +156,48 @@ class SeriesSql:
         """CTEs ending in ``costs``: rows (model, input_tokens, output_tokens, cost_pusd, n)
         whose priced sum is the user's cost in range; ``n`` observations a row stands for.
 
-        Whole UTC days come from ``user_cost_days`` (kept at ingestion), found by key; the
-        parts of the range outside them (a range given in date-times) from the raw events.
+        Read from ``user_cost_days`` (kept at ingestion), found by key: the sums of the
+        UTC days wholly in range, and the observations of a day the range cuts (a range
+        given in date-times), each checked against the range.
         """
-        days, windows = whole_utc_days(self.start_at, self.end_at)
+        whole, cut = utc_days(self.start_at, self.end_at)
         ctes, parts = [], []
-        if days:
-            keys = self.p.add([cost_day_key(self.org_id, user_id, day.isoformat()) for day in days], "str_list")
+        if whole:
             ctes.append(
-                f"cost_days AS (SELECT cost_pusd, uncosted FROM user_cost_days WHERE list_contains({keys}, day_key))"
+                "whole_days AS (SELECT cost_pusd, uncosted FROM user_cost_days"
+                f" WHERE list_contains({self._day_keys(user_id, whole)}, day_key))"
             )
             parts.append(
-                "SELECT NULL AS model, 0 AS input_tokens, 0 AS output_tokens, cost_pusd, 0 AS n FROM cost_days"
+                "SELECT NULL AS model, 0 AS input_tokens, 0 AS output_tokens, cost_pusd, 0 AS n FROM whole_days"
             )
             parts.append(
                 "SELECT u.model, u.input_tokens, u.output_tokens, NULL, u.n"
-                " FROM (SELECT unnest(uncosted) AS u FROM cost_days)"
+                " FROM (SELECT unnest(uncosted) AS u FROM whole_days)"
             )
-        if windows:
-            bounds = " OR ".join(
-                f"traced_at BETWEEN {self.p.add(lo, 'time')} AND {self.p.add(hi, 'time')}" for lo, hi in windows
+        if cut:
+            parts.append(
+                "SELECT o.model, o.input_tokens, o.output_tokens, o.cost_pusd, 1"
+                " FROM (SELECT unnest(observations) AS o FROM user_cost_days"
+                f" WHERE list_contains({self._day_keys(user_id, cut)}, day_key))"
+                f" WHERE {self.in_range('o.traced_at')}"
             )
-            parts.append(f"SELECT * FROM {self._observation_costs(user_id, bounds)}")
+        # The first part names the columns; a range inside one day has only the cut part.
+        parts[0] = f"SELECT * FROM ({parts[0]}) AS c(model, input_tokens, output_tokens, cost_pusd, n)"
         ctes.append(f"costs AS ({' UNION ALL '.join(parts)})")
         return ", ".join(ctes)
 
-    def _observation_costs(self, user_id: str, in_range: str) -> str:
-        """A subquery of rows (model, input_tokens, output_tokens, cost_pusd, n) for every
-        observation of the user's traces meeting ``in_range``, read from the raw events."""
-        subject = self.p.add(user_id, "str")
-        return f"""(
-            SELECT model, input_tokens, output_tokens, cost_pusd, 1 AS n
-            FROM observations
-            WHERE org = {self.org} AND trace_id IN (
-                -- A trace is the user's by its own user_id, else by its session's: no join with
-                -- every session of the org, only a look-up in the user's few sessions.
-                SELECT trace_id FROM traces
-                WHERE org = {self.org} AND ({in_range})
-                  AND (user_id = {subject}
-                       OR (user_id IS NULL AND session_id IN (
-                           SELECT session_id FROM sessions WHERE org = {self.org} AND user_id = {subject}
-                       )))
-            )
-        )"""
+    def _day_keys(self, user_id: str, days: list[date]) -> str:
+        return self.p.add([cost_day_key(self.org_id, user_id, day.isoformat()) for day in days], "str_list")
 
 
-def whole_utc_days(start: datetime, end: datetime) -> tuple[list[date], list[tuple[datetime, datetime]]]:
-    """The UTC days wholly inside ``[start, end]`` (naive UTC, both inclusive), and the
-    inclusive windows of the range outside them (none when both ends fall on midnight)."""
-    first = start.date() if start.time() == time.min else start.date() + ONE_DAY
-    last = end.date() if end.time() == time.max else end.date() - ONE_DAY
-    if first > last:
-        return [], [(start, end)]
+def utc_days(start: datetime, end: datetime) -> tuple[list[date], list[date]]:
+    """The UTC days of ``[start, end]`` (naive UTC, both inclusive): those wholly inside
+    it, and those it cuts (at most two, the first and the last)."""
+    first, last = start.date(), end.date()
     days = [first + ONE_DAY * i for i in range((last - first).days + 1)]
-    windows = []
-    if start < (first_midnight := datetime.combine(first, time.min)):
-        windows.append((start, first_midnight - ONE_MICROSECOND))
-    if end >= (after := datetime.combine(last + ONE_DAY, time.min)):
-        windows.append((after, end))
-    return days, windows
+    cut = set()
+    if start.time() != time.min:
+        cut.add(first)
+    if end.time() != time.max:
+        cut.add(last)
+    return [d for d in days if d not in cut], sorted(cut)
