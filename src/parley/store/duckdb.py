@@ -249,8 +249,8 @@ class DuckDBStore(SqlStore):
         """Fold crowded days of ``user_cost_days`` (see ``fold_cost_days_sql``) in a transaction
         of their own, after the events are committed; the caller holds the write lock.
 
-        Scale M, every 500,000 observations: 1.6 s a fold, and a heavy user's 365-day cost
-        54 to 58 ms p50 under 4 clients against 298 to 346 with one row per day per batch.
+        Scale M, every 500,000 observations: 1.6 to 2.6 s a fold, and a heavy user's 365-day
+        cost 47 to 58 ms p50 under 4 clients against 298 to 346 with a row per day per batch.
         A fold that fails changes nothing (the sums are the same either way): it is logged
         and tried again after the next batch, and the events stay acknowledged.
         """
