@@ -181,9 +181,7 @@ class SeriesSql:
                 f" WHERE list_contains({self._day_keys(user_id, cut)}, day_key))"
                 f" WHERE {self.in_range('o.traced_at')}"
             )
-        # The first part names the columns; a range inside one day has only the cut part.
-        parts[0] = f"SELECT * FROM ({parts[0]}) AS c(model, input_tokens, output_tokens, cost_pusd, n)"
-        ctes.append(f"costs AS ({' UNION ALL '.join(parts)})")
+        ctes.append(f"costs(model, input_tokens, output_tokens, cost_pusd, n) AS ({' UNION ALL '.join(parts)})")
         return ", ".join(ctes)
 
     def _day_keys(self, user_id: str, days: list[date]) -> str:
