@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from parley.auth.keys import create_key, verify_key
+from parley.store.duckdb import _AuthCache
 from parley.store.port import Store
 from tests.conftest import bearer
 from tests.factories import T0, WS, WS_OTHER, call, member
@@ -77,6 +80,28 @@ def test_a_member_not_known_in_its_workspace_is_403(client, member_key):
     assert response.status_code == 403
 
 
+def test_a_change_of_member_takes_effect_on_the_next_request(client, ingest, member_key):
+    # The embedded store remembers keys and members between requests: each change must
+    # reach the very next request, whichever way it goes.
+    key = member_key(6)
+    steps = [
+        (None, 403, "member 6 is not known in workspace"),
+        (member(6, "basic", ts=T0), 403, "this key lacks the calls:read scope"),
+        (member(6, "admin", ts=T0 + timedelta(minutes=1)), 200, None),
+        (member(6, "basic", ts=T0 + timedelta(seconds=30)), 200, None),  # older than the admin: no change
+        (member(6, "basic", ts=T0 + timedelta(minutes=2)), 403, "this key lacks the calls:read scope"),
+        (member(6, "basic", ts=T0 + timedelta(minutes=3), scopes=["calls:read"]), 200, None),
+    ]
+    for event, status, message in steps:
+        if event is not None:
+            ingest(event)
+        for _ in range(2):  # the second answer may come from what the store remembered
+            response = client.get(URL, params=RANGE, headers=bearer(key))
+            assert response.status_code == status, (event, response.text)
+            if message is not None:
+                assert message in response.json()["message"]
+
+
 def test_a_member_of_another_workspace_has_no_rights_here(client, ingest, member_key):
     # Member 4 is an admin in the other workspace only: a key for this workspace is not.
     ingest(member(4, "admin", workspace=WS_OTHER))
@@ -125,3 +150,15 @@ def test_keys_are_random_hashed_and_checked(store: Store):
 def test_a_key_is_either_for_ingestion_or_for_a_member(store: Store, kwargs):
     with pytest.raises(ValueError):
         create_key(store, org="acme", **kwargs)
+
+
+def test_an_answer_read_across_a_change_is_not_remembered():
+    cache = _AuthCache()
+
+    def read_while_a_member_changes() -> str:
+        cache.forget()  # a transaction that stored members commits during the read
+        return "before the change"
+
+    assert cache.get(("member", 1), read_while_a_member_changes) == "before the change"
+    assert cache.get(("member", 1), lambda: "after the change") == "after the change"
+    assert cache.get(("member", 1), lambda: "not read again") == "after the change"
