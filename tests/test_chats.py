@@ -526,6 +526,26 @@ def test_export_in_many_small_batches_keeps_the_order(world, params):
     assert ids == want
 
 
+def test_exports_interleaved_keep_to_themselves(world):
+    """Two exports read at once (two clients downloading) each get their own chats, in order."""
+    client, _, model = world
+    store = client.app.state.store
+    by_title = ChatQuery(sort_by="title", descending=False, archived=False, is_test=False)
+    by_creation = ChatQuery(archived=False, is_test=False)
+    first = store.export_chats(org="acme", workspace_id=WS, query=by_title, batch_rows=7)
+    head = next(first)
+    second = [
+        int(i)
+        for batch in store.export_chats(org="acme", workspace_id=WS, query=by_creation, batch_rows=5)
+        for i in batch.column(0).to_pylist()
+    ]
+    rest = [int(i) for batch in first for i in batch.column(0).to_pylist()]
+    assert [int(i) for i in head.column(0).to_pylist()] + rest == [
+        row["id"] for row in expected(model, {"sortBy": "title", "sortOrder": "asc"})
+    ]
+    assert second == [row["id"] for row in expected(model, {})]
+
+
 def test_export_guards_formulas_and_quotes_what_needs_it(world):
     client, keys, _ = world
     rows = []

@@ -437,28 +437,36 @@ class DuckDBStore(SqlStore):
     ) -> Iterator[pa.RecordBatch]:
         """Every matching chat, in order, without ever sorting whole rows.
 
-        First the matching ids alone are sorted (8 bytes a chat); then the rows are
-        formatted a batch of ids at a time. Memory stays flat however many chats match.
+        First the matching ids alone are numbered in order (16 bytes a chat, in a
+        temporary table of the export's own cursor); then the rows are formatted a range
+        of numbers at a time. Memory stays flat however many chats match.
         """
         sql, params = self._chat_sql(org, workspace_id)
-        ordered = f"WITH {sql.relation()} SELECT id FROM chats WHERE {sql.where(query)} ORDER BY {sql.order(query)}"
-        # A cursor of its own: the stream is consumed from whichever thread serves it.
+        # A cursor of its own: the stream is consumed from whichever thread serves it, and
+        # its temporary table is seen by no other connection and dropped when it closes.
         cursor = self._con.cursor()
         try:
-            ids = cursor.sql(ordered, params=params.values).to_arrow_table()["id"].combine_chunks()
-            for start in range(0, len(ids), batch_rows):
+            cursor.execute(
+                f"""
+                CREATE TEMPORARY TABLE export_order AS
+                WITH {sql.relation()}
+                SELECT id, row_number() OVER (ORDER BY {sql.order(query)}) AS position
+                FROM chats WHERE {sql.where(query)}
+                """,
+                params.values,
+            )
+            total = cursor.execute("SELECT count(*) FROM export_order").fetchall()[0][0]
+            for start in range(0, total, batch_rows):
                 rows_sql, row_params = self._chat_sql(org, workspace_id)
-                # The batch's ids travel as a bound list: registering an Arrow table would
-                # make DuckDB load pyarrow.dataset (about 60 MB of libraries) on first use.
-                batch_ids = row_params.add(ids.slice(start, batch_rows).to_pylist(), "int_list")
+                first, last = row_params.add(start + 1, "int"), row_params.add(start + batch_rows, "int")
                 # The rows come back in join order and are put in place by Arrow: an
                 # ORDER BY here made DuckDB hold a sort's memory on top (about 12 MB more
                 # peak RSS over an export of 1M chats).
                 statement = f"""
-                WITH {rows_sql.relation()},
-                export_ids AS (SELECT unnest({batch_ids}) AS id, generate_subscripts({batch_ids}, 1) AS position)
-                SELECT export_ids.position AS position, {rows_sql.export_columns()}
-                FROM export_ids JOIN chats USING (id)
+                WITH {rows_sql.relation()}
+                SELECT o.position AS position, {rows_sql.export_columns()}
+                FROM export_order o JOIN chats USING (id)
+                WHERE o.position BETWEEN {first} AND {last}
                 """
                 rows = cursor.sql(statement, params=row_params.values).to_arrow_table()
                 in_order = rows.take(pc.sort_indices(rows["position"])).drop_columns(["position"])
