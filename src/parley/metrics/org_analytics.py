@@ -16,6 +16,7 @@ from parley.auth.principal import ORG_ROLES, CurrentPrincipal, Principal, StoreD
 from parley.clock import Now
 from parley.errors import Forbidden, NotFound
 from parley.pricing import PICO_PER_USD
+from parley.responses import JsonResponse
 from parley.schemas import ERROR_RESPONSES
 from parley.timeseries import (
     Bucket,
@@ -177,7 +178,7 @@ def user_feedback(
     store: StoreDep,
     series: Series,
     mentor_id: MentorId = None,
-) -> list[list[UserChatFeedbackCount]]:
+) -> JsonResponse:
     """Feedback per period, positive and negative, every period present (nested as the seed)."""
     counts = store.feedback_counts(
         org=principal.org,
@@ -190,7 +191,7 @@ def user_feedback(
     out = []
     for bucket in series.buckets:
         n, positive, negative = counts.get(bucket.key, (0, 0, 0))
-        out.append(
-            UserChatFeedbackCount(period=render_start(bucket), feedback_count=n, positive=positive, negative=negative)
-        )
-    return [out]
+        out.append({"period": render_start(bucket), "feedback_count": n, "positive": positive, "negative": negative})
+    # Plain dicts straight to JSON, as assistants usage: a model a period, validated again
+    # as the response, costs more than the query for a year of days.
+    return JsonResponse([out])
