@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from typer.testing import CliRunner
 
+from parley.cli import app
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, member
 from tests.processes import run_cli, running_server
@@ -92,6 +95,21 @@ def test_bad_key_requests_fail_clearly(tmp_path: Path):
     result = run_cli(url, "keys", "create", "--org", "acme", check=False)
     assert result.returncode == 1
     assert "member key needs both a workspace and a member" in result.stderr
+
+
+def test_every_command_collects_young_objects_every_20000_not_700(tmp_path: Path):
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)  # the interpreter's defaults
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["keys", "create", "--org", "acme", "--ingest"],
+            env={"PARLEY_DATABASE_URL": f"duckdb:///{tmp_path}/parley.duckdb"},
+        )
+        assert result.exit_code == 0, result.output
+        assert gc.get_threshold() == (20_000, 10, 10)
+    finally:
+        gc.set_threshold(*before)
 
 
 def test_the_admin_socket_is_the_owner_s_alone(tmp_path: Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -27,6 +28,21 @@ err = Console(stderr=True)
 
 CHUNK_LINES = 20_000
 MAX_REPORTED_LINES = 50
+
+# Python's cycle collector looks at the youngest objects every 700 new ones (its
+# default), so the objects of a chunk being ingested (events, their bodies, the Arrow
+# inputs) outlive two young collections and pile into the oldest generation, which then
+# triggers full collections that walk every live object. Loading the largest org of
+# scale M (4.14M events): 415 full collections, 43 to 48 s of 188 to 211. With young
+# collections every 20,000 new objects a chunk mostly dies by reference counting first:
+# 11 to 12 s of collecting in all, 150 to 169 s. Set for every command, the server too.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+@app.callback()
+def _every_command() -> None:
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
 def _settings() -> Settings:
