@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -12,7 +14,7 @@ from typer.testing import CliRunner
 
 from parley.cli import app
 from tests.conftest import STORE_KINDS, store_url_for
-from tests.factories import T0, WS, call, member
+from tests.factories import T0, WS, call, event, iso, member
 from tests.processes import run_cli, running_server
 
 pytestmark = pytest.mark.slow
@@ -88,6 +90,24 @@ def test_the_cli_opens_the_store_itself_when_no_server_runs(tmp_path: Path, kind
             headers={"X-API-Key": key},
         )
         assert response.json()["data"]["assistants"][0]["total_calls"] == 1
+
+
+@pytest.mark.parametrize("through_server", [False, True])
+def test_a_bulk_load_leaves_user_activity_in_time_order(tmp_path: Path, through_server: bool):
+    import duckdb
+
+    url = f"duckdb:///{tmp_path}/parley.duckdb"
+    hours = [5, 1, 7, 3, 2, 6, 4]
+    sessions = [
+        event("session.create", {"session_id": f"s{h}", "user_id": "u1", "started_at": iso(T0 + timedelta(hours=h))})
+        for h in hours
+    ]
+    events = _jsonl(tmp_path / "e.jsonl", sessions)
+    with running_server(url) if through_server else contextlib.nullcontext():
+        assert "accepted 7" in run_cli(url, "ingest", str(events), "--org", "acme").stdout
+    with duckdb.connect(str(tmp_path / "parley.duckdb"), read_only=True) as con:
+        stored = con.execute("SELECT active_at FROM user_activity ORDER BY rowid").fetchall()
+    assert [at for (at,) in stored] == [(T0 + timedelta(hours=h)).replace(tzinfo=None) for h in sorted(hours)]
 
 
 def test_bad_key_requests_fail_clearly(tmp_path: Path):

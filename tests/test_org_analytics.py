@@ -200,7 +200,7 @@ def _activity(events):
 @pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Kolkata"])
 @pytest.mark.parametrize("aggregation", ["hourly", "daily", "weekly"])
 @pytest.mark.parametrize("mentor", [None, "m2"])
-def test_cohorts_and_feedback_match_a_plain_python_reference(client, ingest, admin, tz, aggregation, mentor):
+def test_cohorts_and_feedback_match_a_plain_python_reference(client, ingest, admin, store, tz, aggregation, mentor):
     rng = random.Random(31)
     start = datetime(2024, 3, 6, tzinfo=UTC)  # the window holds the US DST change of 2024-03-10
     events = _generate_org(rng, start, 8)
@@ -208,6 +208,8 @@ def test_cohorts_and_feedback_match_a_plain_python_reference(client, ingest, adm
     random.Random(5).shuffle(arrival)  # traces and feedback often arrive before their sessions
     for i in range(0, len(arrival), 100):
         ingest(*arrival[i : i + 100])
+        if i == 300:  # as a bulk load ends: the sessions of traces stored so far come later
+            store.reorder()
     zone = ZoneInfo(tz)
     first, last = ("2024-03-09", "2024-03-11") if aggregation == "hourly" else ("2024-03-07", "2024-03-12")
     lo, hi = day_bounds(first, last, zone)
@@ -534,6 +536,53 @@ def test_a_duckdb_store_made_before_user_activity_and_state_fills_them_when_open
         store.close()
     assert new == {}
     assert sorted(veterans.values()) == [1, 1, 1]  # vet with m1 on each day: s1, t1 through s1, f1 through s1
+
+
+def test_reorder_rewrites_in_time_order_the_activity_of_orgs_that_grew_by_an_eighth(tmp_path):
+    from parley.ingest.service import ingest_batch
+    from parley.store.duckdb import DuckDBStore
+
+    store = DuckDBStore(tmp_path / "parley.duckdb")
+
+    def sessions(org, hours):
+        return [session(f"{org}-{h}", "u1", D + timedelta(hours=h)) for h in hours]
+
+    def stored_hours(org):
+        sql = "SELECT active_at FROM user_activity WHERE org = ? ORDER BY rowid"
+        rows = store._con.execute(sql, [org]).fetchall()
+        return [int((at.replace(tzinfo=UTC) - D) / timedelta(hours=1)) for (at,) in rows]
+
+    def store_in(org, events):
+        assert ingest_batch(store, org=org, batch=events).errors == []
+
+    try:
+        store_in("acme", [user("u1", D - timedelta(days=10)), *sessions("acme", [16, 1, 4, 2])])
+        store_in("globex", sessions("globex", [3, 1, 2]))
+        store_in("acme", sessions("acme", [5, 9, 3, 7, 6, 10, 8, 12, 11, 13, 15, 14]))
+        assert stored_hours("acme") == [16, 1, 4, 2, 5, 9, 3, 7, 6, 10, 8, 12, 11, 13, 15, 14]  # as they came
+        store.reorder()
+        assert stored_hours("acme") == list(range(1, 17))
+        assert stored_hours("globex") == [1, 2, 3]
+        store_in("acme", sessions("acme", [18]))
+        store.reorder()
+        assert stored_hours("acme")[-2:] == [16, 18]  # one new row of 17: not worth a rewrite yet
+        store_in("acme", sessions("acme", [17]))
+        store_in("globex", sessions("globex", [0]))
+        store.reorder()
+        assert stored_hours("acme")[-3:] == [16, 18, 17]  # two new of 18
+        assert stored_hours("globex") == [0, 1, 2, 3]  # one new of 4
+        store_in("acme", sessions("acme", [0]))
+        store_in("acme", [trace("t1", D + timedelta(hours=19), session_id="late")])  # its session comes later
+        store.reorder()
+        assert stored_hours("acme") == list(range(20))  # four new of 20: the rows since the last rewrite count
+        store_in("acme", [session("late", "u2", D + timedelta(hours=20))])
+        cohorts = store._con.execute(
+            "SELECT user_id, active_at FROM user_activity WHERE org = 'acme' AND active_at > ?",
+            [(D + timedelta(hours=18)).replace(tzinfo=None)],
+        ).fetchall()
+        assert sorted((u, at.hour) for u, at in cohorts) == [("u2", 19), ("u2", 20)]  # the trace's user came
+    finally:
+        store.close()
 
 
 def test_a_duckdb_store_made_before_user_cost_days_fills_them_when_opened(tmp_path):

@@ -113,6 +113,11 @@ def create_admin_app(store: Store) -> FastAPI:
         report = await run_in_threadpool(ingest_lines, store, body.splitlines(), first_line=first_line, org=org)
         return report.as_json()
 
+    @app.post("/reorder")
+    async def reorder() -> dict[str, bool]:
+        await run_in_threadpool(store.reorder)
+        return {"reordered": True}
+
     return app
 
 
@@ -124,6 +129,8 @@ class Operator(Protocol):
     def create_key(self, *, org: str, workspace: str | None, member: int | None, ingest: bool) -> str: ...
 
     def ingest_lines(self, lines: Sequence[bytes], *, first_line: int, org: str | None) -> LinesReport: ...
+
+    def reorder(self) -> None: ...
 
 
 class DirectOperator:
@@ -137,6 +144,9 @@ class DirectOperator:
 
     def ingest_lines(self, lines: Sequence[bytes], *, first_line: int, org: str | None) -> LinesReport:
         return ingest_lines(self.store, lines, first_line=first_line, org=org)
+
+    def reorder(self) -> None:
+        self.store.reorder()
 
 
 class ServerOperator:
@@ -165,6 +175,9 @@ class ServerOperator:
             params["org"] = org
         data = self._post("/ingest-lines", params=params, content=b"\n".join(line.rstrip(b"\r\n") for line in lines))
         return LinesReport.from_json(data)
+
+    def reorder(self) -> None:
+        self._post("/reorder")
 
 
 @contextlib.contextmanager

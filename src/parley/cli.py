@@ -117,7 +117,8 @@ def _event_lines(events: Iterable[dict]) -> Iterator[bytes]:
 
 
 def load_chunks(op: Operator, chunks: Iterable[Chunk], *, org: str | None, total_bytes: int | None) -> LinesReport:
-    """Send chunks of lines to the store (directly or through the server), with progress."""
+    """Send chunks of lines to the store (directly or through the server), with progress,
+    then have it lay out in time order what came out of it."""
     total = LinesReport()
     progress = Progress(
         TextColumn("[bold]ingest[/bold]"),
@@ -132,6 +133,7 @@ def load_chunks(op: Operator, chunks: Iterable[Chunk], *, org: str | None, total
         for first, lines, nbytes in chunks:
             total.merge(op.ingest_lines(lines, first_line=first, org=org))
             progress.update(task, advance=nbytes, events=total.accepted + total.duplicates)
+    op.reorder()
     return total
 
 

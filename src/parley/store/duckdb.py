@@ -29,10 +29,12 @@ from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.dialect import DuckDBDialect
 from parley.store.duckdb_state import (
+    ACTIVITY_SOURCES,
     CHAT_STATE_DDL,
     DERIVED_TABLES,
     backfill_tool_names_sql,
     fold_cost_days_sql,
+    reorder_activity_sql,
     state_sql,
 )
 from parley.store.port import (
@@ -160,6 +162,8 @@ class DuckDBStore(SqlStore):
     dialect = DIALECT
     # How many stored observations between two folds of user_cost_days.
     fold_every_observations = 500_000
+    # ``reorder`` rewrites an org's activity once it has one new row for this many stored.
+    reorder_share = 8
 
     def __init__(self, path: Path, *, threads: int | None = None, memory_limit: str | None = None) -> None:
         self.path = Path(path)
@@ -193,6 +197,8 @@ class DuckDBStore(SqlStore):
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._observations_since_fold = 0
+        # Per org, the rows this process added to user_activity since ``reorder`` last rewrote them.
+        self._activity_added: dict[str, int] = defaultdict(int)
         self._auth = _AuthCache()
         self._migrate()
 
@@ -306,6 +312,34 @@ class DuckDBStore(SqlStore):
             return
         self._observations_since_fold = 0
 
+    def reorder(self) -> None:
+        """Rewrite in time order the ``user_activity`` rows of each org that took at least
+        one new row for every ``reorder_share`` it holds since they were last rewritten,
+        each org in a transaction of its own (see ``reorder_activity_sql``).
+
+        Not done as events arrive: sorting each org as its rows doubled made loading the
+        largest org of scale M 12 to 13% slower, more than the sorts themselves took. Once
+        at the end of a bulk load it costs a sort of each org's rows (0.76 s for 1.8M).
+        A rewrite that fails changes nothing and is logged: the rows stay as they arrived.
+        """
+        with self._write_lock:
+            for org, added in sorted(self._activity_added.items()):
+                held = self._con.execute("SELECT count(*) FROM user_activity WHERE org = ?", [org]).fetchall()[0][0]
+                if added * self.reorder_share < held:
+                    continue
+                try:
+                    with _transaction(self._con) as con:
+                        last = con.execute("SELECT max(rowid) FROM user_activity").fetchall()[0][0]
+                        copy, delete = reorder_activity_sql()
+                        written = con.execute(copy, {"org": org}).fetchall()[0][0]
+                        removed = con.execute(delete, {"org": org, "last": last}).fetchall()[0][0]
+                        if removed != written:  # never seen; the transaction then changes nothing
+                            raise duckdb.InvalidInputException(f"wrote {written} rows of {org!r}, removed {removed}")
+                except duckdb.Error:
+                    log.exception("rewriting the user_activity rows of org %r failed; the store is unchanged", org)
+                else:
+                    del self._activity_added[org]
+
     def _store_group(self, group: list[_Ticket]) -> None:
         """Store the tickets' events together; an id stored once is new for its first ticket only."""
         stored, failed = self._store_isolating([event for ticket in group for event in ticket.events])
@@ -370,6 +404,9 @@ class DuckDBStore(SqlStore):
             for event in stored:
                 by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
             self._observations_since_fold += len(by_table.get("observations", ()))
+            for name in ACTIVITY_SOURCES:
+                for event in by_table.get(name, ()):
+                    self._activity_added[event.org] += 1
             members_changed = "members" in by_table
             # In the order of TABLES: a batch's sessions before its traces before their
             # observations, so that the state kept from each finds what it refers to.

@@ -219,6 +219,27 @@ def record_activity_sql(table: str, source: str) -> list[str]:
     return []
 
 
+# The tables whose every stored row adds one row to ``user_activity``.
+ACTIVITY_SOURCES = ("sessions", "traces", "feedback")
+
+
+def reorder_activity_sql() -> list[str]:
+    """Statements that rewrite the rows of org ``$org`` in ``user_activity`` in time order,
+    in one transaction; the first returns how many rows it wrote, the second how many it
+    removed.
+
+    A bulk load (an export from another system, a platform catching up) brings an org's
+    events out of time order: their rows then give each row group a year of times, and a
+    30-day cohort reads them all. Rewritten in order, each row group holds a few weeks.
+    The copy and the delete name disjoint rows: rowids do not move inside a transaction,
+    and the copies are appended after ``$last``, the largest rowid before the copy.
+    """
+    return [
+        "INSERT INTO user_activity SELECT * FROM user_activity WHERE org = $org ORDER BY active_at",
+        "DELETE FROM user_activity WHERE org = $org AND rowid <= $last",
+    ]
+
+
 def backfill_activity_sql() -> str:
     """``user_activity`` from every stored session, trace and feedback (a store made before it)."""
     return f"""

@@ -118,6 +118,10 @@ class Store(Protocol):
 
     def count_events(self, *, org: str) -> int: ...
 
+    def reorder(self) -> None:
+        """Lay out in time order what a bulk load stored out of it, so that range filters
+        skip the rest; called when a bulk load (``parley ingest``, ``parley demo``) ends."""
+
     def close(self) -> None: ...
 
 
