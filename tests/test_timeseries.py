@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from parley.errors import BadRequest
-from parley.timeseries import make_buckets, render_start, series_range
+from parley.timeseries import make_buckets, render_start, series_range, zone_span
 from tests.series_reference import day_bounds, periods
 
 NOW = datetime(2024, 6, 15, 12, 0)
@@ -118,3 +118,39 @@ def test_required_and_bad_bounds(start, end, reason):
         series_range(
             start, end, start_name="s", end_name="e", granularity="daily", tz=ZoneInfo("UTC"), now=NOW, required=True
         )
+
+
+def test_a_zone_span_over_a_year_in_new_york_holds_its_two_changes():
+    span = zone_span("America/New_York", datetime(2025, 11, 21, 5), datetime(2026, 11, 21, 4, 59, 59))
+    assert span.offsets == (
+        (None, -5 * 3600),
+        (datetime(2026, 3, 8, 7), -4 * 3600),  # 02:00 EST
+        (datetime(2026, 11, 1, 6), -5 * 3600),  # 02:00 EDT
+    )
+    assert zone_span("UTC", datetime(2026, 1, 1), datetime(2026, 12, 31)) is None
+
+
+@pytest.mark.parametrize(
+    ("tz", "start", "end"),
+    [
+        ("Australia/Lord_Howe", datetime(2025, 12, 1), datetime(2026, 11, 30)),  # half-hour changes
+        ("Africa/Freetown", datetime(1939, 5, 1), datetime(1939, 12, 31)),  # two changes 95 hours apart
+        ("Asia/Kathmandu", datetime(1985, 6, 1), datetime(1986, 6, 1)),  # +05:30 to +05:45
+        ("Asia/Kolkata", datetime(2025, 12, 1), datetime(2026, 11, 30)),  # none
+    ],
+)
+def test_a_zone_span_gives_the_offset_in_force_at_every_instant(tz, start, end):
+    span = zone_span(tz, start, end)
+    zone = ZoneInfo(tz)
+
+    def in_force(moment):
+        return int(moment.replace(tzinfo=UTC).astimezone(zone).utcoffset().total_seconds())
+
+    def from_span(moment):
+        return [offset for at, offset in span.offsets if at is None or at <= moment][-1]
+
+    moments = [start + timedelta(minutes=7 * i) for i in range((end - start) // timedelta(minutes=7) + 1)]
+    for at, _ in span.offsets[1:]:
+        moments += [at - timedelta(microseconds=1), at]
+    assert [from_span(m) for m in moments] == [in_force(m) for m in moments]
+    assert len({in_force(m) for m in moments}) == len({offset for _, offset in span.offsets})

@@ -32,9 +32,11 @@ from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.chat_sql import MEMBER_COLUMNS, MEMBER_JOINS, UPDATABLE, UPSERT_ONLY, ChatSql
+from parley.store.dialect import Params
 from parley.store.port import ApiKeyRecord, StoreLocked, StoreOutcome
 from parley.store.series_sql import SeriesSql
 from parley.store.sql_store import SqlStore
+from parley.timeseries import ZoneSpan
 
 CH_TYPES = {
     "str": "String",
@@ -123,8 +125,8 @@ class ClickHouseDialect:
     def csv_guard(self, expr: str) -> str:
         return f"if(substring({expr}, 1, 1) IN ('=', '+', '-', '@', '\\t', '\\r'), concat('''', {expr}), {expr})"
 
-    def bucket_key(self, expr: str, granularity: str, tz_sql: str | None) -> str:
-        tz_sql = tz_sql or "'UTC'"
+    def bucket_key(self, expr: str, granularity: str, zone: ZoneSpan | None, params: Params) -> str:
+        tz_sql = "'UTC'" if zone is None else params.add(zone.name, "str")
         if granularity == "hourly":
             return f"toDateTime64(toTimeZone(toStartOfHour({expr}, {tz_sql}), 'UTC'), 6, 'UTC')"
         if granularity == "weekly":

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from parley.timeseries import ZoneSpan
+
 
 class Params:
     """Collects bound parameters and hands back the dialect's placeholder for each."""
@@ -21,14 +23,6 @@ class Params:
         name = f"p{len(self.values)}"
         self.values[name] = value
         return self.dialect.placeholder(name, type_)
-
-    def zone(self, tz: str) -> str | None:
-        """The bound time zone for ``Dialect.bucket_key``, or None for UTC.
-
-        Stored times are UTC already, so UTC buckets need no conversion per row (a
-        365-day usage query at scale M: 37 ms with the conversion, 11 ms without).
-        """
-        return None if tz == "UTC" else self.add(tz, "str")
 
 
 class Dialect(Protocol):
@@ -84,10 +78,11 @@ class Dialect(Protocol):
     def csv_guard(self, expr: str) -> str:
         """Text prefixed with ' when a spreadsheet would read it as a formula."""
 
-    def bucket_key(self, expr: str, granularity: str, tz_sql: str | None) -> str:
+    def bucket_key(self, expr: str, granularity: str, zone: ZoneSpan | None, params: Params) -> str:
         """The key of the bucket holding a naive-UTC timestamp (see ``timeseries.Bucket``).
 
-        ``tz_sql`` is the bound zone from ``Params.zone``, None for UTC.
+        ``zone`` is the request's zone over its range (``timeseries.zone_span``), None
+        for UTC; what the expression needs of it is bound into ``params``.
         """
 
 
@@ -164,17 +159,29 @@ class DuckDBDialect:
             f"CASE WHEN regexp_matches({expr}, '^[=+\\-@\\t\\r]') THEN '''' || {expr} ELSE {expr} END"
         )
 
-    def local_time(self, expr: str, tz_sql: str) -> str:
-        return f"timezone({tz_sql}, {expr} AT TIME ZONE 'UTC')"
+    def local_time(self, expr: str, zone: ZoneSpan, params: Params) -> str:
+        """``expr`` (naive UTC) as wall-clock time in ``zone``: shifted by the offset in
+        force, chosen by comparing with the instants it changes at. ICU's conversion
+        (``timezone()``) took ten times as long: 338 against 32 ms for a year of 1.8M
+        rows (UTC, no conversion: 13 ms).
+        """
+        (_, first), *changes = zone.offsets
+        if not changes:
+            return f"({expr} + to_seconds({params.add(first, 'int')}))"
+        whens = " ".join(
+            f"WHEN {expr} < {params.add(at, 'time')} THEN {params.add(before, 'int')}"
+            for (at, _), (_, before) in zip(changes, zone.offsets, strict=False)
+        )
+        return f"({expr} + to_seconds(CASE {whens} ELSE {params.add(changes[-1][1], 'int')} END))"
 
-    def bucket_key(self, expr: str, granularity: str, tz_sql: str | None) -> str:
-        if tz_sql is None:  # UTC: the stored time is the local time
+    def bucket_key(self, expr: str, granularity: str, zone: ZoneSpan | None, params: Params) -> str:
+        if zone is None:  # UTC: the stored time is the local time
             if granularity == "hourly":
                 return f"date_trunc('hour', {expr})"
             if granularity == "weekly":
                 return f"CAST(date_trunc('week', {expr}) AS DATE)"
             return f"CAST({expr} AS DATE)"
-        local = self.local_time(expr, tz_sql)
+        local = self.local_time(expr, zone, params)
         if granularity == "hourly":
             return f"({expr} - ({local} - date_trunc('hour', {local})))"
         if granularity == "weekly":

@@ -14,6 +14,7 @@ from functools import cached_property
 
 from parley.store.dialect import Dialect, Params
 from parley.store.duckdb_state import cost_day_key
+from parley.timeseries import zone_span
 
 ONE_DAY = timedelta(days=1)
 
@@ -41,7 +42,7 @@ class SeriesSql:
         return f"{column} BETWEEN {self.start} AND {self.end}"
 
     def bucket(self, column: str, granularity: str, tz: str) -> str:
-        return self.d.bucket_key(column, granularity, self.p.zone(tz))
+        return self.d.bucket_key(column, granularity, zone_span(tz, self.start_at, self.end_at), self.p)
 
     def assistants_usage(self, workspace_id: str, tz: str) -> str:
         day = self.bucket("created_at", "daily", tz)

@@ -15,6 +15,7 @@ from parley.store.chat_sql import CHAT_LIST_COLUMNS, ChatSql
 from parley.store.dialect import Dialect, Params
 from parley.store.port import ApiKeyRecord, CallsByAssistantRow, MemberState
 from parley.store.series_sql import SeriesSql
+from parley.timeseries import zone_span
 
 API_KEY_COLUMNS = "key_id, secret_hash, org, workspace_id, member_id, ingest, created_at"
 
@@ -131,7 +132,7 @@ class SqlStore:
         self, *, org: str, workspace_id: str, query: ChatQuery, tz: str, start: datetime, end: datetime
     ) -> list[tuple[date, str, int]]:
         sql, params = self._chat_sql(org, workspace_id)
-        day = self.dialect.bucket_key("created_at", "daily", params.zone(tz))
+        day = self.dialect.bucket_key("created_at", "daily", zone_span(tz, start, end), params)
         statement = f"""
         WITH {sql.relation(members=sql.reads_members(query))}
         SELECT {day} AS day, chat_type, count(*) FROM chats
