@@ -320,7 +320,9 @@ class DuckDBStore(SqlStore):
         Not done as events arrive: sorting each org as its rows doubled made loading the
         largest org of scale M 12 to 13% slower, more than the sorts themselves took. Once
         at the end of a bulk load it costs a sort of each org's rows (0.76 s for 1.8M).
-        A rewrite that fails changes nothing and is logged: the rows stay as they arrived.
+        Rows that came over HTTP since count too: a live stream interleaves orgs, and the
+        rewrite gathers each org's rows. Ingestion waits while it runs. A rewrite that
+        fails changes nothing and is logged: the rows stay as they arrived.
         """
         with self._write_lock:
             for org, added in sorted(self._activity_added.items()):
