@@ -64,6 +64,33 @@ def test_retrying_a_whole_batch_is_a_no_op_that_succeeds(client, ingest_key, sto
     assert [(a["total_calls"], a["total_duration_minutes"]) for a in calls] == [(1, 2.0)]
 
 
+def test_a_batch_mixing_stored_and_new_events_stores_only_the_new(client, ingest_key, member_key):
+    stored = [member(1, "admin", id="m-1"), call("c1", "a1", T0, duration=60, id="c-1")]
+    client.post("/api/v2/ingest", json={"batch": stored}, headers=bearer(ingest_key))
+    batch = [
+        call("c2", "a1", T0, duration=120, id="c-2"),
+        call("c1", "a1", T0, duration=60, id="c-1"),  # stored already
+        call("c1", "a1", T0, duration=600, id="c-1-resent"),  # the stored call under a new event id
+        call("c3", "a1", T0, duration=30, id="c-3"),
+    ]
+    body = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key)).json()
+    assert body == {
+        "successes": [
+            {"id": "c-2", "status": 201},
+            {"id": "c-1", "status": 200},
+            {"id": "c-1-resent", "status": 200},
+            {"id": "c-3", "status": 201},
+        ],
+        "errors": [],
+    }
+    calls = client.get(
+        "/analytics/calls/by-assistant",
+        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
+        headers=bearer(member_key(1)),
+    ).json()["data"]["assistants"]
+    assert [(a["total_calls"], a["total_duration_minutes"]) for a in calls] == [(3, (60 + 120 + 30) / 60)]
+
+
 def test_an_id_repeated_inside_one_batch_is_stored_once(client, ingest_key, store: Store):
     batch = [call("c1", "a1", T0, duration=1, id="same"), call("c9", "a1", T0, duration=9, id="same")]
     body = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key)).json()

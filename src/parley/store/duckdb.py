@@ -381,7 +381,22 @@ class DuckDBStore(SqlStore):
             return stored, failed
 
     def _store_batch(self, events: list[Event]) -> list[Key]:
-        """Store distinct events in one transaction; the caller holds the write lock."""
+        """Store distinct events in one transaction; the caller holds the write lock.
+
+        The ledgers' keys are first claimed by plain inserts, which the primary keys check
+        through their indexes. If one is stored already the insert fails, and the batch is
+        stored again skipping the keys stored: ``ON CONFLICT DO NOTHING``, which DuckDB plans
+        as a join with a scan of the org's ledger rows, whatever the batch's size (about
+        160 ms a statement for the entities of the largest org of scale M, against 1.5 ms
+        for a plain insert of 1,000 keys). Only a batch that repeats an event or an entity
+        pays that scan.
+        """
+        try:
+            return self._store_batch_once(events, skip_stored=False)
+        except duckdb.ConstraintException:
+            return self._store_batch_once(events, skip_stored=True)
+
+    def _store_batch_once(self, events: list[Event], *, skip_stored: bool) -> list[Key]:
         now = datetime.now(UTC).replace(tzinfo=None)
         ledger = pa.table(
             {
@@ -392,16 +407,16 @@ class DuckDBStore(SqlStore):
         )
         with _transaction(self._con) as con:
             con.register("ledger_batch", ledger)
-            new_ids = set(
-                con.execute(
-                    "INSERT INTO event_ledger SELECT org, event_id, type, ? FROM ledger_batch "
-                    "ON CONFLICT DO NOTHING RETURNING org, event_id",
-                    [now],
-                ).fetchall()
-            )
+            claim = "INSERT INTO event_ledger SELECT org, event_id, type, ? FROM ledger_batch"
+            if skip_stored:
+                claimed = con.execute(f"{claim} ON CONFLICT DO NOTHING RETURNING org, event_id", [now]).fetchall()
+                new_ids = set(claimed)
+                fresh = [e for e in events if (e.org, e.id) in new_ids]
+            else:
+                con.execute(claim, [now])
+                fresh = events
             con.unregister("ledger_batch")
-            fresh = [e for e in events if (e.org, e.id) in new_ids]
-            stored = self._new_entities(con, fresh)
+            stored = self._new_entities(con, fresh, skip_stored=skip_stored)
             by_table: dict[str, list[Event]] = defaultdict(list)
             for event in stored:
                 by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
@@ -424,8 +439,11 @@ class DuckDBStore(SqlStore):
         return [(e.org, e.id) for e in stored]
 
     @staticmethod
-    def _new_entities(con: duckdb.DuckDBPyConnection, events: list[Event]) -> list[Event]:
-        """The events whose entity (for creates) is not stored yet; upserts always pass."""
+    def _new_entities(con: duckdb.DuckDBPyConnection, events: list[Event], *, skip_stored: bool) -> list[Event]:
+        """The events whose entity (for creates) is not stored yet; upserts always pass.
+
+        Unless ``skip_stored``, an entity stored already fails the insert (see ``_store_batch``).
+        """
         keyed = [(event, schema.entity_key(event)) for event in events]
         first: dict[tuple[str, str], Event] = {}
         for event, key in keyed:
@@ -434,10 +452,12 @@ class DuckDBStore(SqlStore):
         if not first:
             return events
         con.register("entity_batch", schema.entity_ledger_rows(first))
-        new = con.execute(
-            "INSERT INTO entity_ledger SELECT org, entity_key FROM entity_batch "
-            "ON CONFLICT DO NOTHING RETURNING org, entity_key"
-        ).fetchall()
+        claim = "INSERT INTO entity_ledger SELECT org, entity_key FROM entity_batch"
+        if skip_stored:
+            new = con.execute(f"{claim} ON CONFLICT DO NOTHING RETURNING org, entity_key").fetchall()
+        else:
+            con.execute(claim)
+            new = list(first)
         con.unregister("entity_batch")
         winners = {id(first[key]) for key in new}
         return [event for event, key in keyed if key is None or id(event) in winners]
