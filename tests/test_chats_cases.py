@@ -274,7 +274,7 @@ def test_tool_names_gather_across_batches_and_arrival_orders(client, ingest, adm
     assert client.get(f"{BASE}/tool-call-names", headers=admin).json() == ["escalate", "lookup", "refund"]
 
 
-def test_a_duckdb_store_made_before_tool_names_and_message_text_fills_them_when_opened(tmp_path):
+def test_a_duckdb_store_made_before_chat_tools_and_message_text_fills_them_when_opened(tmp_path):
     import duckdb
 
     from parley.ingest.service import ingest_batch
@@ -293,8 +293,9 @@ def test_a_duckdb_store_made_before_tool_names_and_message_text_fills_them_when_
     assert ingest_batch(store, org="acme", batch=events).errors == []
     store.close()
     with duckdb.connect(str(path)) as con:  # as a store written by a Parley without them
-        con.execute("ALTER TABLE chat_state DROP COLUMN tool_names")
+        con.execute("DROP TABLE chat_tools")
         con.execute("DROP TABLE message_text")
+        con.execute("ALTER TABLE chat_state ADD COLUMN tool_names VARCHAR[]")  # where tool names were kept
     store = DuckDBStore(path)
     try:
         assert store.tool_call_names(org="acme", workspace_id=WS, owner_member_id=None) == ["a", "b"]
@@ -304,3 +305,6 @@ def test_a_duckdb_store_made_before_tool_names_and_message_text_fills_them_when_
         assert ([row["id"] for row in found], total) == ([1], 1)
     finally:
         store.close()
+    with duckdb.connect(str(path)) as con:  # the list column is dropped once chat_tools holds the names
+        columns = con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 'chat_state'").fetchall()
+    assert "tool_names" not in {name for (name,) in columns}

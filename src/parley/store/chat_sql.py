@@ -67,7 +67,6 @@ STATE_COLUMNS = (
     "updated_at",
     "message_count",
     "last_message_at",
-    "tool_names",
 )
 # The owner's and assistant's names, joined onto chat state ``s`` from ``member_state``.
 MEMBER_COLUMNS = "o.name AS owner_name, o.is_anonymous AS is_anonymous, a.name AS assistant_name"
@@ -111,10 +110,12 @@ class ChatSql:
         )"""
 
     def tool_names(self, q: ChatQuery) -> str:
-        """The distinct names of the tools called in the chats ``q`` selects, unordered."""
+        """The distinct names of the tools called in the chats ``q`` selects, unordered
+        (from ``chat_tools``, kept by the adapter as messages arrive)."""
         return f"""
         WITH {self.relation(members=self.reads_members(q))}
-        SELECT DISTINCT {self.d.unnest("tool_names")} AS name FROM chats WHERE {self.where(q)}
+        SELECT DISTINCT name FROM chat_tools
+        WHERE {self.tenant()} AND chat_id IN (SELECT id FROM chats WHERE {self.where(q)})
         """
 
     @staticmethod

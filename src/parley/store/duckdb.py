@@ -32,7 +32,6 @@ from parley.store.duckdb_state import (
     ACTIVITY_SOURCES,
     CHAT_STATE_DDL,
     DERIVED_TABLES,
-    backfill_tool_names_sql,
     fold_cost_days_sql,
     reorder_activity_sql,
     state_sql,
@@ -225,9 +224,8 @@ class DuckDBStore(SqlStore):
         for table in schema.TABLES:
             con.execute(_table_ddl(table))
         # State a store made by an older Parley lacks is filled from the events it holds.
-        if state_columns and "tool_names" not in state_columns:
-            con.execute("ALTER TABLE chat_state ADD COLUMN tool_names VARCHAR[]")
-            con.execute(backfill_tool_names_sql())
+        if "tool_names" in state_columns:  # kept in chat_tools now (see CHAT_TOOLS_DDL)
+            con.execute("ALTER TABLE chat_state DROP COLUMN tool_names")
         cost_columns = "SELECT column_name FROM duckdb_columns() WHERE table_name = 'user_cost_days'"
         if "user_cost_days" in had and "observations" not in {row[0] for row in con.execute(cost_columns).fetchall()}:
             # Written before the days kept their observations: made again from the events.

@@ -51,7 +51,6 @@ CREATE TABLE IF NOT EXISTS chat_state (
     updated_at TIMESTAMP,
     message_count BIGINT NOT NULL DEFAULT 0,
     last_message_at TIMESTAMP,
-    tool_names VARCHAR[],
     PRIMARY KEY (org, workspace_id, chat_id)
 );
 """
@@ -101,34 +100,40 @@ def merge_chat_events_sql(source: str) -> str:
 
 
 def merge_messages_sql(source: str) -> str:
-    """Count the new messages in ``source`` into their chats' state, with the tools they call."""
+    """Count the new messages in ``source`` into their chats' state."""
     return f"""
     INSERT INTO chat_state BY NAME
-    SELECT org, workspace_id, chat_id, count(*) AS message_count, max(created_at) AS last_message_at,
-           {_TOOL_NAMES} AS tool_names
+    SELECT org, workspace_id, chat_id, count(*) AS message_count, max(created_at) AS last_message_at
     FROM {source}
     GROUP BY org, workspace_id, chat_id
     ON CONFLICT (org, workspace_id, chat_id) DO UPDATE SET
         message_count = chat_state.message_count + excluded.message_count,
-        last_message_at = greatest(chat_state.last_message_at, excluded.last_message_at),
-        tool_names = list_distinct(list_concat(chat_state.tool_names, excluded.tool_names))
+        last_message_at = greatest(chat_state.last_message_at, excluded.last_message_at)
     """
 
 
-# The distinct tool names of a group of messages (an empty list when none calls a tool).
-_TOOL_NAMES = "list_distinct(flatten(list(tool_names)))"
+# -- tool names ---------------------------------------------------------------------------
+
+# The tools each chat's messages call: a row per chat and name for each stored batch that
+# calls it (a name recurs across batches; readers take the distinct names). Not a list in
+# ``chat_state``: DuckDB's ON CONFLICT merge then read every chat's list of the org and
+# rewrote the row, 137 ms for 1,000 messages of an org with 250,000 chats, against 8 ms
+# for the counts alone.
+CHAT_TOOLS_DDL = """
+CREATE TABLE IF NOT EXISTS chat_tools (
+    org VARCHAR NOT NULL,
+    workspace_id VARCHAR NOT NULL,
+    chat_id BIGINT NOT NULL,
+    name VARCHAR NOT NULL
+);
+"""
 
 
-def backfill_tool_names_sql() -> str:
-    """``chat_state.tool_names`` from every stored message (a store made before the column)."""
+def record_chat_tools_sql(source: str) -> str:
+    """Add the tools the messages in ``source`` call (every stored message, to fill the table)."""
     return f"""
-    UPDATE chat_state SET tool_names = m.tool_names
-    FROM (
-        SELECT org, workspace_id, chat_id, {_TOOL_NAMES} AS tool_names
-        FROM messages WHERE tool_names IS NOT NULL
-        GROUP BY org, workspace_id, chat_id
-    ) m
-    WHERE chat_state.org = m.org AND chat_state.workspace_id = m.workspace_id AND chat_state.chat_id = m.chat_id
+    INSERT INTO chat_tools
+    SELECT DISTINCT org, workspace_id, chat_id, unnest(tool_names) FROM {source} WHERE len(tool_names) > 0
     """
 
 
@@ -479,7 +484,7 @@ def state_sql(table: str, source: str) -> list[str]:
     if table == "chat_events":
         return [merge_chat_events_sql(source)]
     if table == "messages":
-        return [merge_messages_sql(source), record_message_text_sql(source)]
+        return [merge_messages_sql(source), record_message_text_sql(source), record_chat_tools_sql(source)]
     if table == "users":
         return [merge_users_sql(source)]
     return record_activity_sql(table, source) + record_cost_sql(table, source)
@@ -489,6 +494,7 @@ def state_sql(table: str, source: str) -> list[str]:
 # when a store made before the table is opened).
 DERIVED_TABLES: tuple[tuple[str, str, list[str]], ...] = (
     ("message_text", MESSAGE_TEXT_DDL, [record_message_text_sql("messages")]),
+    ("chat_tools", CHAT_TOOLS_DDL, [record_chat_tools_sql("messages")]),
     ("user_activity", USER_ACTIVITY_DDL, [backfill_activity_sql()]),
     ("user_state", USER_STATE_DDL, [merge_users_sql("users")]),
     ("user_cost_days", USER_COST_DDL + COST_PENDING_DDL, backfill_cost_sql()),
