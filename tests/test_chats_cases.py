@@ -308,3 +308,17 @@ def test_a_duckdb_store_made_before_chat_tools_and_message_text_fills_them_when_
     with duckdb.connect(str(path)) as con:  # the list column is dropped once chat_tools holds the names
         columns = con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 'chat_state'").fetchall()
     assert "tool_names" not in {name for (name,) in columns}
+
+
+def test_a_duckdb_store_written_by_a_newer_parley_is_refused(tmp_path):
+    import duckdb
+
+    from parley.store.duckdb import DuckDBStore
+    from parley.store.schema import SCHEMA_VERSION
+
+    path = tmp_path / "parley.duckdb"
+    DuckDBStore(path).close()
+    with duckdb.connect(str(path)) as con:
+        con.execute("UPDATE parley_meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
+    with pytest.raises(RuntimeError, match="newer than this Parley"):
+        DuckDBStore(path)
