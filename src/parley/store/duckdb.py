@@ -120,6 +120,26 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
         raise
 
 
+def _claim(
+    con: duckdb.DuckDBPyConnection,
+    insert: str,
+    key: str,
+    params: list,
+    keys: list[tuple[str, str]],
+    *,
+    skip_stored: bool,
+) -> list[tuple[str, str]]:
+    """Run a ledger's ``insert`` and return the ``keys`` it stored (``key`` names their columns).
+
+    A plain insert stores them all or fails on one stored already (see
+    ``DuckDBStore._store_batch``); with ``skip_stored`` the stored ones are left out.
+    """
+    if skip_stored:
+        return con.execute(f"{insert} ON CONFLICT DO NOTHING RETURNING {key}", params).fetchall()
+    con.execute(insert, params)
+    return keys
+
+
 class _AuthCache:
     """The keys and members requests authenticate with, remembered between requests.
 
@@ -405,15 +425,18 @@ class DuckDBStore(SqlStore):
         )
         with _transaction(self._con) as con:
             con.register("ledger_batch", ledger)
-            claim = "INSERT INTO event_ledger SELECT org, event_id, type, ? FROM ledger_batch"
-            if skip_stored:
-                claimed = con.execute(f"{claim} ON CONFLICT DO NOTHING RETURNING org, event_id", [now]).fetchall()
-                new_ids = set(claimed)
-                fresh = [e for e in events if (e.org, e.id) in new_ids]
-            else:
-                con.execute(claim, [now])
-                fresh = events
+            new_ids = set(
+                _claim(
+                    con,
+                    "INSERT INTO event_ledger SELECT org, event_id, type, ? FROM ledger_batch",
+                    "org, event_id",
+                    [now],
+                    [(e.org, e.id) for e in events],
+                    skip_stored=skip_stored,
+                )
+            )
             con.unregister("ledger_batch")
+            fresh = [e for e in events if (e.org, e.id) in new_ids]
             stored = self._new_entities(con, fresh, skip_stored=skip_stored)
             by_table: dict[str, list[Event]] = defaultdict(list)
             for event in stored:
@@ -450,12 +473,14 @@ class DuckDBStore(SqlStore):
         if not first:
             return events
         con.register("entity_batch", schema.entity_ledger_rows(first))
-        claim = "INSERT INTO entity_ledger SELECT org, entity_key FROM entity_batch"
-        if skip_stored:
-            new = con.execute(f"{claim} ON CONFLICT DO NOTHING RETURNING org, entity_key").fetchall()
-        else:
-            con.execute(claim)
-            new = list(first)
+        new = _claim(
+            con,
+            "INSERT INTO entity_ledger SELECT org, entity_key FROM entity_batch",
+            "org, entity_key",
+            [],
+            list(first),
+            skip_stored=skip_stored,
+        )
         con.unregister("entity_batch")
         winners = {id(first[key]) for key in new}
         return [event for event, key in keyed if key is None or id(event) in winners]
