@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from parley.ingest.events import CHAT_UPDATE_FIELDS, ChatUpdate, Event
 
-# Raised when a store this version writes would be misread by an older Parley, which then
-# refuses to open it. 2: DuckDB keeps tool names in chat_tools, no longer in chat_state (an
+# Incremented when a store this version writes would be misread by an older Parley, which
+# then refuses to open it. 2: DuckDB keeps tool names in chat_tools, no longer in chat_state (an
 # older Parley would add the list column back and keep names chat_tools never sees).
 SCHEMA_VERSION = 2
 
