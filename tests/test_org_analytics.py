@@ -538,6 +538,53 @@ def test_a_duckdb_store_made_before_user_activity_and_state_fills_them_when_open
     assert sorted(veterans.values()) == [1, 1, 1]  # vet with m1 on each day: s1, t1 through s1, f1 through s1
 
 
+def test_a_duckdb_store_whose_activity_names_users_by_id_numbers_them_when_opened(tmp_path):
+    import duckdb
+
+    from parley.ingest.service import ingest_batch
+    from parley.store.duckdb import DuckDBStore
+
+    path = tmp_path / "parley.duckdb"
+    events = [
+        user("vet", D - timedelta(days=10)),
+        user("ann", D + timedelta(hours=5)),  # registered in range: new on day 1
+        session("s1", "vet", D + timedelta(hours=1)),
+        session("s2", "ann", D + timedelta(hours=6)),
+        trace("t1", D + timedelta(days=1), session_id="s1"),  # vet through s1
+        trace("t2", D + timedelta(days=1, hours=2), user_id="bob"),  # bob never registered: in no cohort
+        feedback("f1", "vet", D + timedelta(days=2)),
+    ]
+    store = DuckDBStore(path)
+    assert ingest_batch(store, org="acme", batch=events).errors == []
+    store.close()
+    with duckdb.connect(str(path)) as con:  # as Parley 2 left it: users named by id
+        con.execute("DROP TABLE user_numbers")
+        con.execute("DROP TABLE user_activity")
+        con.execute(
+            "CREATE TABLE user_activity (org VARCHAR NOT NULL, session_id VARCHAR, user_id VARCHAR,"
+            " mentor_id VARCHAR, active_at TIMESTAMP NOT NULL)"
+        )
+        con.execute("DROP TABLE user_state")
+        con.execute(
+            "CREATE TABLE user_state (org VARCHAR NOT NULL, user_id VARCHAR NOT NULL, registered_at TIMESTAMP,"
+            " version VARCHAR NOT NULL, PRIMARY KEY (org, user_id))"
+        )
+        con.execute("UPDATE parley_meta SET value = '2' WHERE key = 'schema_version'")
+    store = DuckDBStore(path)
+    span = {"org": "acme", "start": D.replace(tzinfo=None), "end": (D + timedelta(days=3)).replace(tzinfo=None)}
+    try:
+        new, veterans = store.user_cohorts(**span, granularity="daily", tz="UTC", mentor_id=None)
+        numbers = store._con.execute("SELECT user_id, user_no FROM user_numbers ORDER BY user_no").fetchall()
+        assert ingest_batch(store, org="acme", batch=[session("s3", "cat", D + timedelta(days=2))]).errors == []
+        after = store._con.execute("SELECT user_id, user_no FROM user_numbers ORDER BY user_no").fetchall()
+    finally:
+        store.close()
+    assert new == {date(2024, 5, 1): 1}
+    assert veterans == {date(2024, 5, 1): 1, date(2024, 5, 2): 1, date(2024, 5, 3): 1}
+    assert numbers == [("ann", 1), ("bob", 2), ("vet", 3)]
+    assert after == [*numbers, ("cat", 4)]
+
+
 def test_reorder_rewrites_in_time_order_the_activity_of_orgs_that_grew_by_an_eighth(tmp_path):
     from parley.ingest.service import ingest_batch
     from parley.store.duckdb import DuckDBStore
@@ -577,7 +624,8 @@ def test_reorder_rewrites_in_time_order_the_activity_of_orgs_that_grew_by_an_eig
         assert stored_hours("acme") == list(range(20))  # four new of 20: the rows since the last rewrite count
         store_in("acme", [session("late", "u2", D + timedelta(hours=20))])
         cohorts = store._con.execute(
-            "SELECT user_id, active_at FROM user_activity WHERE org = 'acme' AND active_at > ?",
+            "SELECT u.user_id, a.active_at FROM user_activity a LEFT JOIN user_numbers u USING (org, user_no)"
+            " WHERE a.org = 'acme' AND a.active_at > ?",
             [(D + timedelta(hours=18)).replace(tzinfo=None)],
         ).fetchall()
         assert sorted((u, at.hour) for u, at in cohorts) == [("u2", 19), ("u2", 20)]  # the trace's user came

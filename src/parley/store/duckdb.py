@@ -246,6 +246,12 @@ class DuckDBStore(SqlStore):
         # State a store made by an older Parley lacks is filled from the events it holds.
         if "tool_names" in state_columns:  # kept in chat_tools now (see CHAT_TOOLS_DDL)
             con.execute("ALTER TABLE chat_state DROP COLUMN tool_names")
+        activity_columns = "SELECT column_name FROM duckdb_columns() WHERE table_name = 'user_activity'"
+        if "user_activity" in had and "user_no" not in {row[0] for row in con.execute(activity_columns).fetchall()}:
+            # Written before users were numbered: made again from the events, numbers first.
+            con.execute("DROP TABLE user_activity")
+            con.execute("DROP TABLE IF EXISTS user_state")
+            had -= {"user_activity", "user_state"}
         cost_columns = "SELECT column_name FROM duckdb_columns() WHERE table_name = 'user_cost_days'"
         if "user_cost_days" in had and "observations" not in {row[0] for row in con.execute(cost_columns).fetchall()}:
             # Written before the days kept their observations: made again from the events.

@@ -13,6 +13,7 @@ Message text is each message's content lower-cased, for chat search.
 User activity is one row per session, trace and feedback with its user and mentor
 resolved, so that cohorts read one narrow table instead of joining every session;
 user state is each user's latest registration time, by the same versions as chats.
+Both name a user by a number of the store's own (``user_numbers``), not by the id.
 User cost is each user's LLM cost per day, so that a user's cost over a range is a
 few look-ups by key instead of a scan of every trace and observation of the org.
 """
@@ -160,11 +161,57 @@ def record_message_text_sql(source: str) -> str:
 
 # -- user activity ------------------------------------------------------------------------
 
+# -- user numbers -------------------------------------------------------------------------
+
+# Every user id the store has seen, per org, with a number of its own: user activity and
+# state name users by it. Cohorts join a month of activity (200,000 rows at scale M) to
+# the org's users and count distinct users per day; on 32-bit numbers instead of the id
+# strings that query took 10.4 instead of 18.9 ms of CPU (one thread), 45% less.
+USER_NUMBERS_DDL = """
+CREATE TABLE IF NOT EXISTS user_numbers (
+    org VARCHAR NOT NULL,
+    user_id VARCHAR NOT NULL,
+    user_no INTEGER NOT NULL,
+    PRIMARY KEY (org, user_id)
+);
+"""
+
+
+def number_users_sql(source: str) -> str:
+    """Give a number to each user id in ``source`` (rows with ``org`` and ``user_id``; a
+    table or a subquery) that has none yet.
+
+    Numbers follow the largest given so far. The caller holds the store's write lock, so
+    no other transaction numbers users meanwhile, and only ids without a number are
+    inserted: the primary key checks new keys only (see ``DuckDBStore._store_batch``).
+    The ids with a number are found by a left join, which DuckDB builds from the batch's
+    few ids: ``NOT EXISTS`` built a hash table of every numbered user instead (14 against
+    3.2 ms for 1,000 ids among 312,500 at scale M).
+    """
+    return f"""
+    INSERT INTO user_numbers
+    SELECT n.org, n.user_id,
+           (SELECT coalesce(max(user_no), 0) FROM user_numbers) + row_number() OVER (ORDER BY n.org, n.user_id)
+    FROM (SELECT DISTINCT org, user_id FROM {source} WHERE user_id IS NOT NULL) n
+    LEFT JOIN user_numbers x ON x.org = n.org AND x.user_id = n.user_id
+    WHERE x.user_no IS NULL
+    """
+
+
+def _numbered(rows: str) -> str:
+    """``rows`` (org, session_id, user_id, mentor_id, active_at) with the user's number for its id."""
+    return f"""
+    SELECT a.org, a.session_id, u.user_no, a.mentor_id, a.active_at
+    FROM ({rows}) a(org, session_id, user_id, mentor_id, active_at)
+    LEFT JOIN user_numbers u ON u.org = a.org AND u.user_id = a.user_id
+    """
+
+
 USER_ACTIVITY_DDL = """
 CREATE TABLE IF NOT EXISTS user_activity (
     org VARCHAR NOT NULL,
     session_id VARCHAR,  -- the session a trace or feedback names; NULL on a session's own row
-    user_id VARCHAR,
+    user_no INTEGER,  -- see user_numbers
     mentor_id VARCHAR,
     active_at TIMESTAMP NOT NULL
 );
@@ -208,20 +255,27 @@ def record_activity_sql(table: str, source: str) -> list[str]:
     """
     if table == "sessions":
         return [
-            f"INSERT INTO user_activity {_SESSION_ACTIVITY.format(source=source)}",
+            number_users_sql(source),
+            f"INSERT INTO user_activity {_numbered(_SESSION_ACTIVITY.format(source=source))}",
             f"""
             UPDATE user_activity a
-            SET user_id = coalesce(a.user_id, s.user_id), mentor_id = coalesce(a.mentor_id, s.mentor_id)
-            FROM {source} s
-            WHERE a.org = s.org AND a.session_id = s.session_id AND (a.user_id IS NULL OR a.mentor_id IS NULL)
+            SET user_no = coalesce(a.user_no, s.user_no), mentor_id = coalesce(a.mentor_id, s.mentor_id)
+            FROM (
+                SELECT s.org, s.session_id, u.user_no, s.mentor_id
+                FROM {source} s LEFT JOIN user_numbers u ON u.org = s.org AND u.user_id = s.user_id
+            ) s
+            WHERE a.org = s.org AND a.session_id = s.session_id AND (a.user_no IS NULL OR a.mentor_id IS NULL)
             """,
         ]
     people = _sessions_of(source)
     if table == "traces":
-        return [f"INSERT INTO user_activity {_TRACE_ACTIVITY.format(source=source, people=people)}"]
-    if table == "feedback":
-        return [f"INSERT INTO user_activity {_FEEDBACK_ACTIVITY.format(source=source, people=people)}"]
-    return []
+        activity = _TRACE_ACTIVITY.format(source=source, people=people)
+    elif table == "feedback":
+        activity = _FEEDBACK_ACTIVITY.format(source=source, people=people)
+    else:
+        return []
+    # A trace's user, if not its own, is its session's, numbered when the session was stored.
+    return [number_users_sql(source), f"INSERT INTO user_activity {_numbered(activity)}"]
 
 
 # The tables whose every stored row adds one row to ``user_activity``.
@@ -247,13 +301,22 @@ def reorder_activity_sql() -> list[str]:
 
 def backfill_activity_sql() -> str:
     """``user_activity`` from every stored session, trace and feedback (a store made before it)."""
-    return f"""
-    INSERT INTO user_activity
+    everything = f"""
     {_SESSION_ACTIVITY.format(source="sessions")}
     UNION ALL {_TRACE_ACTIVITY.format(source="traces", people="sessions")}
     UNION ALL {_FEEDBACK_ACTIVITY.format(source="feedback", people="sessions")}
+    """
+    return f"""
+    INSERT INTO user_activity {_numbered(everything)}
     ORDER BY 1, 5  -- org by org, in time order: the org and range filters of cohorts skip the rest
     """
+
+
+# Every user id stored events name (a store made before ``user_numbers``).
+STORED_PEOPLE = """(
+    SELECT org, user_id FROM sessions UNION ALL SELECT org, user_id FROM traces
+    UNION ALL SELECT org, user_id FROM feedback UNION ALL SELECT org, user_id FROM users
+) people"""
 
 
 # -- user state ---------------------------------------------------------------------------
@@ -262,6 +325,7 @@ USER_STATE_DDL = """
 CREATE TABLE IF NOT EXISTS user_state (
     org VARCHAR NOT NULL,
     user_id VARCHAR NOT NULL,
+    user_no INTEGER NOT NULL,  -- see user_numbers
     registered_at TIMESTAMP,
     version VARCHAR NOT NULL,
     PRIMARY KEY (org, user_id)
@@ -270,12 +334,15 @@ CREATE TABLE IF NOT EXISTS user_state (
 
 
 def merge_users_sql(source: str) -> str:
-    """Fold the user upserts in ``source`` (every stored one, to fill the table) into ``user_state``."""
+    """Fold the user upserts in ``source`` (every stored one, to fill the table) into
+    ``user_state``; their ids are numbered already (see ``state_sql``)."""
     return f"""
     INSERT INTO user_state BY NAME
-    SELECT org, user_id, arg_max(registered_at, version) AS registered_at, max(version) AS version
-    FROM (SELECT *, {VERSION} AS version FROM {source})
-    GROUP BY org, user_id
+    SELECT v.org, v.user_id, any_value(u.user_no) AS user_no,
+           arg_max(v.registered_at, v.version) AS registered_at, max(v.version) AS version
+    FROM (SELECT *, {VERSION} AS version FROM {source}) v
+    JOIN user_numbers u ON u.org = v.org AND u.user_id = v.user_id
+    GROUP BY v.org, v.user_id
     ON CONFLICT (org, user_id) DO UPDATE SET
         registered_at = CASE WHEN excluded.version > user_state.version
                              THEN excluded.registered_at ELSE user_state.registered_at END,
@@ -486,7 +553,7 @@ def state_sql(table: str, source: str) -> list[str]:
     if table == "messages":
         return [merge_messages_sql(source), record_message_text_sql(source), record_chat_tools_sql(source)]
     if table == "users":
-        return [merge_users_sql(source)]
+        return [number_users_sql(source), merge_users_sql(source)]
     return record_activity_sql(table, source) + record_cost_sql(table, source)
 
 
@@ -495,6 +562,7 @@ def state_sql(table: str, source: str) -> list[str]:
 DERIVED_TABLES: tuple[tuple[str, str, list[str]], ...] = (
     ("message_text", MESSAGE_TEXT_DDL, [record_message_text_sql("messages")]),
     ("chat_tools", CHAT_TOOLS_DDL, [record_chat_tools_sql("messages")]),
+    ("user_numbers", USER_NUMBERS_DDL, [number_users_sql(STORED_PEOPLE)]),
     ("user_activity", USER_ACTIVITY_DDL, [backfill_activity_sql()]),
     ("user_state", USER_STATE_DDL, [merge_users_sql("users")]),
     ("user_cost_days", USER_COST_DDL + COST_PENDING_DDL, backfill_cost_sql()),

@@ -61,18 +61,20 @@ class SeriesSql:
     def _activity(self, mentor_id: str | None) -> str:
         """CTEs ending in ``activity``: (user_id, mentor_id, at) of each session, trace and feedback in range.
 
-        Read from ``user_activity``, where the store keeps each one's people resolved.
+        Read from ``user_activity``, where the store keeps each one's people resolved and
+        names users by number: ``user_id`` here is that number, as in ``registered``.
         """
         mentor = "" if mentor_id is None else f"AND mentor_id = {self.p.add(mentor_id, 'str')}"
         return f"""
         activity AS (
-            SELECT user_id, mentor_id, active_at AS at FROM user_activity
+            SELECT user_no AS user_id, mentor_id, active_at AS at FROM user_activity
             WHERE org = {self.org} AND {self.in_range("active_at")} {mentor}
         )"""
 
     def _registered(self) -> str:
-        """The ``registered`` CTE: each user's latest registration time, from ``user_state``."""
-        return f"registered AS (SELECT user_id, registered_at FROM user_state WHERE org = {self.org})"
+        """The ``registered`` CTE: each user's latest registration time, from ``user_state``
+        (``user_id`` is the user's number, as in ``activity``)."""
+        return f"registered AS (SELECT user_no AS user_id, registered_at FROM user_state WHERE org = {self.org})"
 
     def cohorts(self, granularity: str, tz: str, mentor_id: str | None) -> str:
         """Rows (kind, bucket key, users): kind 'new' or 'veteran'."""
