@@ -159,8 +159,6 @@ def record_message_text_sql(source: str) -> str:
     """
 
 
-# -- user activity ------------------------------------------------------------------------
-
 # -- user numbers -------------------------------------------------------------------------
 
 # Every user id the store has seen, per org, with a number of its own: user activity and
@@ -206,6 +204,8 @@ def _numbered(rows: str) -> str:
     LEFT JOIN user_numbers u ON u.org = a.org AND u.user_id = a.user_id
     """
 
+
+# -- user activity ------------------------------------------------------------------------
 
 USER_ACTIVITY_DDL = """
 CREATE TABLE IF NOT EXISTS user_activity (
