@@ -120,6 +120,12 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
         raise
 
 
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    """The names of ``table``'s columns (none when it does not exist)."""
+    rows = con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]).fetchall()
+    return {name for (name,) in rows}
+
+
 def _claim(
     con: duckdb.DuckDBPyConnection,
     insert: str,
@@ -230,8 +236,7 @@ class DuckDBStore(SqlStore):
 
     def _migrate_in(self, con: duckdb.DuckDBPyConnection) -> None:
         had = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        columns = "SELECT column_name FROM duckdb_columns() WHERE table_name = 'chat_state'"
-        state_columns = {row[0] for row in con.execute(columns).fetchall()}
+        state_columns = _columns(con, "chat_state")
         con.execute(_DDL_FIXED)
         con.execute(CHAT_STATE_DDL)
         row = con.execute("SELECT value FROM parley_meta WHERE key = 'schema_version'").fetchone()
@@ -246,14 +251,12 @@ class DuckDBStore(SqlStore):
         # State a store made by an older Parley lacks is filled from the events it holds.
         if "tool_names" in state_columns:  # kept in chat_tools now (see CHAT_TOOLS_DDL)
             con.execute("ALTER TABLE chat_state DROP COLUMN tool_names")
-        activity_columns = "SELECT column_name FROM duckdb_columns() WHERE table_name = 'user_activity'"
-        if "user_activity" in had and "user_no" not in {row[0] for row in con.execute(activity_columns).fetchall()}:
+        if "user_activity" in had and "user_no" not in _columns(con, "user_activity"):
             # Written before users were numbered: made again from the events, numbers first.
             con.execute("DROP TABLE user_activity")
             con.execute("DROP TABLE IF EXISTS user_state")
             had -= {"user_activity", "user_state"}
-        cost_columns = "SELECT column_name FROM duckdb_columns() WHERE table_name = 'user_cost_days'"
-        if "user_cost_days" in had and "observations" not in {row[0] for row in con.execute(cost_columns).fetchall()}:
+        if "user_cost_days" in had and "observations" not in _columns(con, "user_cost_days"):
             # Written before the days kept their observations: made again from the events.
             con.execute("DROP TABLE user_cost_days")
             con.execute("DROP TABLE cost_pending")

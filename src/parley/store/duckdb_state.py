@@ -260,10 +260,7 @@ def record_activity_sql(table: str, source: str) -> list[str]:
             f"""
             UPDATE user_activity a
             SET user_no = coalesce(a.user_no, s.user_no), mentor_id = coalesce(a.mentor_id, s.mentor_id)
-            FROM (
-                SELECT s.org, s.session_id, u.user_no, s.mentor_id
-                FROM {source} s LEFT JOIN user_numbers u ON u.org = s.org AND u.user_id = s.user_id
-            ) s
+            FROM ({_numbered(f"SELECT org, session_id, user_id, mentor_id, started_at FROM {source}")}) s
             WHERE a.org = s.org AND a.session_id = s.session_id AND (a.user_no IS NULL OR a.mentor_id IS NULL)
             """,
         ]
