@@ -106,6 +106,67 @@ def test_messages_count_once_and_date_the_chat(client, ingest, admin):
     assert (state["messageCount"], state["lastMessageAt"]) == (2, "2024-06-01T14:00:00Z")
 
 
+def said(chat_id: int, message_id: str, at: datetime, content: str, *, workspace: str = WS):
+    body = {"workspace_id": workspace, "chat_id": chat_id, "message_id": message_id, "role": "user"}
+    return event("message.create", {**body, "content": content, "created_at": iso(at)}, ts=at)
+
+
+def test_search_since_a_date_finds_messages_older_than_their_chat(client, store, ingest, admin):
+    june = datetime(2024, 6, 1, tzinfo=UTC)
+    ingest(
+        # Created on June 10 with a message of June 1 (history imported with the chat).
+        chat(1, created=june + timedelta(days=9)),
+        said(1, "m1", june, "Imported: REFUND please"),
+        said(1, "m2", june + timedelta(days=10), "thanks"),
+        chat(2, created=june + timedelta(days=9)),
+        said(2, "m3", june + timedelta(days=11), "a refund?"),
+        # Says it after June 5, but was created before.
+        chat(3, created=june),
+        said(3, "m4", june + timedelta(days=12), "refund"),
+        # An old message too, saying something else.
+        chat(4, created=june + timedelta(days=9)),
+        said(4, "m5", june + timedelta(days=1), "hello"),
+    )
+    store.reorder()  # message text in time order, as after a bulk load
+
+    def found(**params):
+        body = client.get(BASE, params={"search": "refund", **params}, headers=admin).json()
+        return sorted(item["id"] for item in body["items"])
+
+    assert found(createdAfter="2024-06-05T00:00:00Z") == [1, 2]
+    assert found(createdAfter="2024-06-10T00:00:00Z") == [1, 2]
+    assert found(createdAfter="2024-06-10T00:00:01Z") == []
+    assert found() == [1, 2, 3]
+
+
+def test_reorder_rewrites_message_text_by_workspace_and_time(tmp_path):
+    from parley.ingest.service import ingest_batch
+    from parley.store.duckdb import DuckDBStore
+
+    june = datetime(2024, 6, 1, tzinfo=UTC)
+
+    def messages(workspace, hours):
+        return [said(7, f"{workspace}-{h}", june + timedelta(hours=h), "hi", workspace=workspace) for h in hours]
+
+    store = DuckDBStore(tmp_path / "parley.duckdb")
+
+    def stored(org):
+        sql = "SELECT workspace_id, created_at FROM message_text WHERE org = ? ORDER BY rowid"
+        rows = store._con.execute(sql, [org]).fetchall()
+        return [(workspace[-1], int((at.replace(tzinfo=UTC) - june) / timedelta(hours=1))) for workspace, at in rows]
+
+    try:
+        for org, workspace, hours in (("acme", WS, [3, 1]), ("acme", WS_OTHER, [2, 0]), ("acme", WS, [2, 0])):
+            assert ingest_batch(store, org=org, batch=messages(workspace, hours)).errors == []
+        assert ingest_batch(store, org="globex", batch=messages(WS, [5, 4])).errors == []
+        assert stored("acme") == [("1", 3), ("1", 1), ("2", 2), ("2", 0), ("1", 2), ("1", 0)]  # as they came
+        store.reorder()
+        assert stored("acme") == [("1", 0), ("1", 1), ("1", 2), ("1", 3), ("2", 0), ("2", 2)]
+        assert stored("globex") == [("1", 4), ("1", 5)]
+    finally:
+        store.close()
+
+
 def _daily(client, headers, **params):
     response = client.get(f"{BASE}/stats/daily-creation", params=params, headers=headers)
     assert response.status_code == 200, response.text
@@ -308,6 +369,42 @@ def test_a_duckdb_store_made_before_chat_tools_and_message_text_fills_them_when_
     with duckdb.connect(str(path)) as con:  # the list column is dropped once chat_tools holds the names
         columns = con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 'chat_state'").fetchall()
     assert "tool_names" not in {name for (name,) in columns}
+
+
+def test_a_duckdb_store_made_before_message_times_fills_them_when_opened(tmp_path):
+    import duckdb
+
+    from parley.ingest.service import ingest_batch
+    from parley.metrics.chats.query import ChatQuery
+    from parley.store.duckdb import DuckDBStore
+
+    path = tmp_path / "parley.duckdb"
+    june = datetime(2024, 6, 1, tzinfo=UTC)
+    events = [
+        chat(1, created=june + timedelta(days=9)),
+        said(1, "m1", june, "Imported: refund please"),
+        said(1, "m2", june + timedelta(days=3), "no"),
+        chat(2, created=june + timedelta(days=9)),
+        said(2, "m3", june + timedelta(days=10), "no refund"),
+    ]
+    store = DuckDBStore(path)
+    assert ingest_batch(store, org="acme", batch=events).errors == []
+    store.close()
+    with duckdb.connect(str(path)) as con:  # as a store written by a Parley before message times
+        con.execute("ALTER TABLE chat_state DROP COLUMN first_message_at")
+        con.execute("ALTER TABLE message_text DROP COLUMN created_at")
+        con.execute("UPDATE parley_meta SET value = '3' WHERE key = 'schema_version'")
+    store = DuckDBStore(path)
+    try:
+        query = ChatQuery(search="refund", created_after=june + timedelta(days=5))
+        found, total = store.list_chats(org="acme", workspace_id=WS, query=query, limit=10, offset=0)
+        assert (sorted(row["id"] for row in found), total) == ([1, 2], 2)
+        ingest_batch(store, org="acme", batch=[said(2, "m4", june, "older still")])
+    finally:
+        store.close()
+    with duckdb.connect(str(path)) as con:
+        firsts = con.execute("SELECT chat_id, first_message_at FROM chat_state ORDER BY chat_id").fetchall()
+    assert firsts == [(1, june.replace(tzinfo=None)), (2, june.replace(tzinfo=None))]
 
 
 def test_a_duckdb_store_written_by_a_newer_parley_is_refused(tmp_path):

@@ -164,27 +164,42 @@ class ChatSql:
                 f"(owner_member_id = {member} OR id IN "
                 f"(SELECT chat_id FROM messages WHERE {self.tenant()} AND sender_member_id = {member}))"
             )
+        since = None if q.created_after is None else p.add(q.created_after, "time")
         if q.search is not None:
             needle = p.add(q.search, "str")
             conds.append(
                 f"({self.d.icontains('title', needle)} OR {self.d.icontains('metadata_text', needle)} "
-                f"OR id IN ({self.chats_saying(needle)}))"
+                f"OR id IN ({self.chats_saying(needle, since)}))"
             )
-        if q.created_after is not None:
-            conds.append(f"created_at >= {p.add(q.created_after, 'time')}")
+        if since is not None:
+            conds.append(f"created_at >= {since}")
         if q.created_before is not None:
             conds.append(f"created_at <= {p.add(q.created_before, 'time')}")
         if q.rule is not None:
             conds.append(self.node(q.rule))
         return " AND ".join(f"({c})" for c in conds) or "TRUE"
 
-    def chats_saying(self, needle: str) -> str:
-        """A query for the ids of chats with a message containing ``needle`` (any case).
+    def chats_saying(self, needle: str, since: str | None) -> str:
+        """A query for the ids of chats with a message containing ``needle`` (any case),
+        among them every such chat created at or after ``since`` (when not None).
 
-        ``message_text`` holds each message's content lower-cased as it was stored:
-        scanning it takes half the time of lower-casing every message per query.
+        ``message_text`` holds each message's content lower-cased as it was stored
+        (scanning it takes half the time of lower-casing every message per query), and
+        its time, in time order per workspace once ``reorder`` has run. A chat created
+        since ``since`` has its messages written since, but for the few chats whose
+        oldest message is older than the chat: only their messages are read in full.
         """
-        return f"SELECT chat_id FROM message_text WHERE {self.tenant()} AND contains(content_lower, lower({needle}))"
+        says = f"{self.tenant()} AND contains(content_lower, lower({needle}))"
+        if since is None:
+            return f"SELECT chat_id FROM message_text WHERE {says}"
+        older = (
+            f"SELECT chat_id FROM chat_state WHERE {self.tenant()} "
+            f"AND created_at >= {since} AND first_message_at < {since}"
+        )
+        return (
+            f"SELECT chat_id FROM message_text WHERE {says} AND created_at >= {since} "
+            f"UNION ALL SELECT chat_id FROM message_text WHERE {says} AND chat_id IN ({older})"
+        )
 
     def node(self, node: Node) -> str:
         if isinstance(node, Group):

@@ -171,7 +171,8 @@ class ClickHouseChatSql(ChatSql):
             WHERE s.upserts > 0
         )"""
 
-    def chats_saying(self, needle: str) -> str:
+    def chats_saying(self, needle: str, since: str | None) -> str:
+        # Every message of the workspace: no oldest-message time per chat bounds it here.
         return f"SELECT chat_id FROM messages WHERE {self.tenant()} AND {self.d.icontains('content', needle)}"
 
     def tool_names(self, q: ChatQuery) -> str:

@@ -29,11 +29,13 @@ from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.dialect import DuckDBDialect
 from parley.store.duckdb_state import (
-    ACTIVITY_SOURCES,
     CHAT_STATE_DDL,
     DERIVED_TABLES,
+    REORDERED,
+    REORDERED_SOURCES,
+    fill_first_message_sql,
     fold_cost_days_sql,
-    reorder_activity_sql,
+    reorder_sql,
     state_sql,
 )
 from parley.store.port import (
@@ -187,7 +189,7 @@ class DuckDBStore(SqlStore):
     dialect = DIALECT
     # How many stored observations between two folds of user_cost_days.
     fold_every_observations = 500_000
-    # ``reorder`` rewrites an org's activity once it has one new row for this many stored.
+    # ``reorder`` rewrites an org's rows of a table once it has one new row for this many stored.
     reorder_share = 8
 
     def __init__(self, path: Path, *, threads: int | None = None, memory_limit: str | None = None) -> None:
@@ -222,8 +224,9 @@ class DuckDBStore(SqlStore):
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._observations_since_fold = 0
-        # Per org, the rows this process added to user_activity since ``reorder`` last rewrote them.
-        self._activity_added: dict[str, int] = defaultdict(int)
+        # Per table of REORDERED and org, about how many rows this process added since
+        # ``reorder`` last rewrote them (a message without content adds none).
+        self._added: dict[str, dict[str, int]] = {table: defaultdict(int) for table in REORDERED}
         self._auth = _AuthCache()
         self._migrate()
 
@@ -251,6 +254,13 @@ class DuckDBStore(SqlStore):
         # State a store made by an older Parley lacks is filled from the events it holds.
         if "tool_names" in state_columns:  # kept in chat_tools now (see CHAT_TOOLS_DDL)
             con.execute("ALTER TABLE chat_state DROP COLUMN tool_names")
+        if state_columns and "first_message_at" not in state_columns:
+            con.execute("ALTER TABLE chat_state ADD COLUMN first_message_at TIMESTAMP")
+            con.execute(fill_first_message_sql())
+        if "message_text" in had and "created_at" not in _columns(con, "message_text"):
+            # Written before search bounded messages by time: made again from the messages.
+            con.execute("DROP TABLE message_text")
+            had -= {"message_text"}
         if "user_activity" in had and "user_no" not in _columns(con, "user_activity"):
             # Written before users were numbered: made again from the events, numbers first.
             con.execute("DROP TABLE user_activity")
@@ -340,9 +350,9 @@ class DuckDBStore(SqlStore):
         self._observations_since_fold = 0
 
     def reorder(self) -> None:
-        """Rewrite in time order the ``user_activity`` rows of each org that took at least
-        one new row for every ``reorder_share`` it holds since they were last rewritten,
-        each org in a transaction of its own (see ``reorder_activity_sql``).
+        """Rewrite in time order the ``user_activity`` and ``message_text`` rows of each org
+        that took at least one new row for every ``reorder_share`` it holds since they were
+        last rewritten, each table and org in a transaction of its own (see ``reorder_sql``).
 
         Not done as events arrive: sorting each org as its rows doubled made loading the
         largest org of scale M 12 to 13% slower, more than the sorts themselves took. Once
@@ -352,22 +362,28 @@ class DuckDBStore(SqlStore):
         fails changes nothing and is logged: the rows stay as they arrived.
         """
         with self._write_lock:
-            for org, added in sorted(self._activity_added.items()):
-                held = self._con.execute("SELECT count(*) FROM user_activity WHERE org = ?", [org]).fetchall()[0][0]
-                if added * self.reorder_share < held:
-                    continue
-                try:
-                    with _transaction(self._con) as con:
-                        last = con.execute("SELECT max(rowid) FROM user_activity").fetchall()[0][0]
-                        copy, delete = reorder_activity_sql()
-                        written = con.execute(copy, {"org": org}).fetchall()[0][0]
-                        removed = con.execute(delete, {"org": org, "last": last}).fetchall()[0][0]
-                        if removed != written:  # never seen; the transaction then changes nothing
-                            raise duckdb.InvalidInputException(f"wrote {written} rows of {org!r}, removed {removed}")
-                except duckdb.Error:
-                    log.exception("rewriting the user_activity rows of org %r failed; the store is unchanged", org)
-                else:
-                    del self._activity_added[org]
+            for table, added_by_org in self._added.items():
+                for org, added in sorted(added_by_org.items()):
+                    if self._reorder(table, org, added):
+                        del added_by_org[org]
+
+    def _reorder(self, table: str, org: str, added: int) -> bool:
+        """Rewrite ``org``'s rows of ``table`` if it took enough new ones; whether it did."""
+        held = self._con.execute(f"SELECT count(*) FROM {table} WHERE org = ?", [org]).fetchall()[0][0]
+        if added * self.reorder_share < held:
+            return False
+        try:
+            with _transaction(self._con) as con:
+                last = con.execute(f"SELECT max(rowid) FROM {table}").fetchall()[0][0]
+                copy, delete = reorder_sql(table)
+                written = con.execute(copy, {"org": org}).fetchall()[0][0]
+                removed = con.execute(delete, {"org": org, "last": last}).fetchall()[0][0]
+                if removed != written:  # never seen; the transaction then changes nothing
+                    raise duckdb.InvalidInputException(f"wrote {written} rows of {org!r}, removed {removed}")
+        except duckdb.Error:
+            log.exception("rewriting the %s rows of org %r failed; the store is unchanged", table, org)
+            return False
+        return True
 
     def _store_group(self, group: list[_Ticket]) -> None:
         """Store the tickets' events together; an id stored once is new for its first ticket only."""
@@ -451,9 +467,10 @@ class DuckDBStore(SqlStore):
             for event in stored:
                 by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
             self._observations_since_fold += len(by_table.get("observations", ()))
-            for name in ACTIVITY_SOURCES:
-                for event in by_table.get(name, ()):
-                    self._activity_added[event.org] += 1
+            for table, sources in REORDERED_SOURCES.items():
+                for name in sources:
+                    for event in by_table.get(name, ()):
+                        self._added[table][event.org] += 1
             members_changed = "members" in by_table
             # In the order of TABLES: a batch's sessions before its traces before their
             # observations, so that the state kept from each finds what it refers to.

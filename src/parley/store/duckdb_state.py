@@ -4,11 +4,11 @@ Chat lists and exports read one row per chat instead of folding every event at
 query time. Each field carries the version of the event that set it (the event
 timestamp, then its id, as one sortable string), and a merge only lets a newer
 version replace an older one, so the state is the same whatever order events
-arrive in. Message counts, the newest message time and the names of the tools
-called are added as messages arrive (messages are deduplicated on their id before
-they get here).
+arrive in. Message counts, the oldest and newest message times and the names of
+the tools called are added as messages arrive (messages are deduplicated on their id
+before they get here).
 
-Message text is each message's content lower-cased, for chat search.
+Message text is each message's content lower-cased with its time, for chat search.
 
 User activity is one row per session, trace and feedback with its user and mentor
 resolved, so that cohorts read one narrow table instead of joining every session;
@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS chat_state (
     updated_at TIMESTAMP,
     message_count BIGINT NOT NULL DEFAULT 0,
     last_message_at TIMESTAMP,
+    first_message_at TIMESTAMP,
     PRIMARY KEY (org, workspace_id, chat_id)
 );
 """
@@ -101,15 +102,29 @@ def merge_chat_events_sql(source: str) -> str:
 
 
 def merge_messages_sql(source: str) -> str:
-    """Count the new messages in ``source`` into their chats' state."""
+    """Count the new messages in ``source`` into their chats' state, with their times."""
     return f"""
     INSERT INTO chat_state BY NAME
-    SELECT org, workspace_id, chat_id, count(*) AS message_count, max(created_at) AS last_message_at
+    SELECT org, workspace_id, chat_id, count(*) AS message_count,
+           max(created_at) AS last_message_at, min(created_at) AS first_message_at
     FROM {source}
     GROUP BY org, workspace_id, chat_id
     ON CONFLICT (org, workspace_id, chat_id) DO UPDATE SET
         message_count = chat_state.message_count + excluded.message_count,
-        last_message_at = greatest(chat_state.last_message_at, excluded.last_message_at)
+        last_message_at = greatest(chat_state.last_message_at, excluded.last_message_at),
+        first_message_at = least(chat_state.first_message_at, excluded.first_message_at)
+    """
+
+
+def fill_first_message_sql() -> str:
+    """Each chat's oldest message time from the stored messages (a store made before the column)."""
+    return """
+    UPDATE chat_state s SET first_message_at = m.first_message_at
+    FROM (
+        SELECT org, workspace_id, chat_id, min(created_at) AS first_message_at
+        FROM messages GROUP BY org, workspace_id, chat_id
+    ) m
+    WHERE s.org = m.org AND s.workspace_id = m.workspace_id AND s.chat_id = m.chat_id
     """
 
 
@@ -145,18 +160,24 @@ CREATE TABLE IF NOT EXISTS message_text (
     org VARCHAR NOT NULL,
     workspace_id VARCHAR NOT NULL,
     chat_id BIGINT NOT NULL,
+    created_at TIMESTAMP NOT NULL,
     content_lower VARCHAR NOT NULL
 );
 """
 
 
 def record_message_text_sql(source: str) -> str:
-    """Add the content of the messages in ``source`` (every stored one, to fill the table),
-    lower-cased by the engine that will compare it, to ``message_text`` for chat search."""
+    """Add the content of the messages in ``source``, lower-cased by the engine that will
+    compare it, and their times, to ``message_text`` for chat search."""
     return f"""
     INSERT INTO message_text
-    SELECT org, workspace_id, chat_id, lower(content) FROM {source} WHERE content IS NOT NULL
+    SELECT org, workspace_id, chat_id, created_at, lower(content) FROM {source} WHERE content IS NOT NULL
     """
+
+
+def backfill_message_text_sql() -> str:
+    """``message_text`` from every stored message, in the order ``reorder`` keeps (a store made before it)."""
+    return f"{record_message_text_sql('messages')} ORDER BY org, {REORDERED['message_text']}"
 
 
 # -- user numbers -------------------------------------------------------------------------
@@ -278,21 +299,27 @@ def record_activity_sql(table: str, source: str) -> list[str]:
 # The tables whose every stored row adds one row to ``user_activity``.
 ACTIVITY_SOURCES = ("sessions", "traces", "feedback")
 
+# Tables ``reorder`` rewrites org by org in time order, with the order; the queries that
+# read them filter on these times. Each table's rows grow with the stored rows of one
+# table: user activity with sessions, traces and feedback; message text with messages.
+REORDERED = {"user_activity": "active_at", "message_text": "workspace_id, created_at"}
+REORDERED_SOURCES = {"user_activity": ACTIVITY_SOURCES, "message_text": ("messages",)}
 
-def reorder_activity_sql() -> list[str]:
-    """Statements that rewrite the rows of org ``$org`` in ``user_activity`` in time order,
-    in one transaction; the first returns how many rows it wrote, the second how many it
-    removed.
+
+def reorder_sql(table: str) -> list[str]:
+    """Statements that rewrite the rows of org ``$org`` in ``table`` (one of ``REORDERED``) in
+    time order, in one transaction; the first returns how many rows it wrote, the second
+    how many it removed.
 
     A bulk load (an export from another system, a platform catching up) brings an org's
     events out of time order: their rows then give each row group a year of times, and a
-    30-day cohort reads them all. Rewritten in order, each row group holds a few weeks.
-    The copy and the delete name disjoint rows: rowids do not move inside a transaction,
-    and the copies are appended after ``$last``, the largest rowid before the copy.
+    30-day cohort or search reads them all. Rewritten in order, each row group holds a few
+    weeks. The copy and the delete name disjoint rows: rowids do not move inside a
+    transaction, and the copies are appended after ``$last``, the largest rowid before the copy.
     """
     return [
-        "INSERT INTO user_activity SELECT * FROM user_activity WHERE org = $org ORDER BY active_at",
-        "DELETE FROM user_activity WHERE org = $org AND rowid <= $last",
+        f"INSERT INTO {table} SELECT * FROM {table} WHERE org = $org ORDER BY {REORDERED[table]}",
+        f"DELETE FROM {table} WHERE org = $org AND rowid <= $last",
     ]
 
 
@@ -557,7 +584,7 @@ def state_sql(table: str, source: str) -> list[str]:
 # Tables of kept state: (name, DDL, the statements that fill it from the stored events
 # when a store made before the table is opened).
 DERIVED_TABLES: tuple[tuple[str, str, list[str]], ...] = (
-    ("message_text", MESSAGE_TEXT_DDL, [record_message_text_sql("messages")]),
+    ("message_text", MESSAGE_TEXT_DDL, [backfill_message_text_sql()]),
     ("chat_tools", CHAT_TOOLS_DDL, [record_chat_tools_sql("messages")]),
     ("user_numbers", USER_NUMBERS_DDL, [number_users_sql(STORED_PEOPLE)]),
     ("user_activity", USER_ACTIVITY_DDL, [backfill_activity_sql()]),

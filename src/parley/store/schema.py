@@ -21,8 +21,10 @@ from parley.ingest.events import CHAT_UPDATE_FIELDS, ChatUpdate, Event
 # Incremented when a store this version writes would be misread by an older Parley, which
 # then refuses to open it. 2: DuckDB keeps tool names in chat_tools, no longer in chat_state (an
 # older Parley would add the list column back and keep names chat_tools never sees). 3: DuckDB's
-# user activity and state name users by number (an older Parley would fail on every session).
-SCHEMA_VERSION = 3
+# user activity and state name users by number (an older Parley would fail on every session). 4:
+# DuckDB's message text carries each message's time and chat state its oldest message's (an
+# older Parley would fail on every message).
+SCHEMA_VERSION = 4
 
 # Logical column types, mapped to engine types by each adapter.
 STR, INT, BOOL, TIME, JSON, STR_LIST = "str", "int", "bool", "time", "json", "str_list"
