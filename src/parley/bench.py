@@ -318,7 +318,7 @@ def _collector_paused() -> Iterator[None]:
 
     At scale M a collection in the bench process took up to 262 ms (logged in a full run,
     while the four clients read the chats list), and the requests in flight counted it as
-    the server's: the chats list's 30-day p95 measured 222 to 267 ms in five runs, against
+    the server's: the chats list's 30-day p95 measured 222 to 267 ms in six runs, against
     40 to 44 from a process that made no data set. What the clients allocate while timed is
     collected before the next measure.
     """
