@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 
 import httpx
@@ -66,3 +67,23 @@ def test_an_opening_that_fails_part_way_leaves_the_store_as_it_was(tmp_path: Pat
     DuckDBStore(path).close()
     with duckdb.connect(str(path)) as con:
         assert con.execute(tables).fetchall() == [(1,)]
+
+
+def test_duckdb_reads_from_threads_that_come_and_go_share_one_cursor(tmp_path: Path):
+    # The server's worker threads end when idle: a read cursor must not outlive each one.
+    from parley.ingest.service import ingest_batch
+    from parley.store.duckdb import DuckDBStore
+
+    store = DuckDBStore(tmp_path / "parley.duckdb")
+    try:
+        batch = [member(1, "admin"), call("c1", "a1", T0), call("c2", "a1", T0)]
+        assert ingest_batch(store, org="acme", batch=batch).errors == []
+        counts: list[int] = []
+        for _ in range(20):
+            thread = threading.Thread(target=lambda: counts.append(store.count_events(org="acme")))
+            thread.start()
+            thread.join()
+        assert counts == [3] * 20
+        assert len(store._cursors) == 1
+    finally:
+        store.close()

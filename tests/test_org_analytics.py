@@ -699,11 +699,11 @@ def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
             unknown = observation(f"u{i}", "t", D, model="house-model", tokens_in=7)
             assert ingest_batch(store, org="acme", batch=[unknown]).errors == []
         rows = "SELECT count(*) FROM user_cost_days"
-        assert store._reader().execute(rows).fetchone()[0] == 33
+        assert store._fetchall(rows, {})[0][0] == 33
         assert store.user_cost(**span) == (expected, 3)
         with store._write_lock:
             store._fold_cost_days()
-        assert store._reader().execute(rows).fetchone()[0] == 1
+        assert store._fetchall(rows, {})[0][0] == 1
         assert store.user_cost(**span) == (expected, 3)
         # A range that cuts the day reads the folded day's observations (the trace is at 05:00).
         morning = span["start"] + timedelta(hours=4), span["start"] + timedelta(hours=6)
@@ -714,7 +714,7 @@ def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
         for i in range(FOLD_ROWS + 2):
             more = observation(f"m{i}", "t", D, cost=1)
             assert ingest_batch(store, org="acme", batch=[more]).errors == []
-        assert store._reader().execute(rows).fetchone()[0] == 1
+        assert store._fetchall(rows, {})[0][0] == 1
         assert store.user_cost(**span) == (expected + (FOLD_ROWS + 2) * 10**12, 3)
     finally:
         store.close()
