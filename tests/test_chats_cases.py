@@ -399,7 +399,7 @@ def test_a_duckdb_store_made_before_message_times_fills_them_when_opened(tmp_pat
         query = ChatQuery(search="refund", created_after=june + timedelta(days=5))
         found, total = store.list_chats(org="acme", workspace_id=WS, query=query, limit=10, offset=0)
         assert (sorted(row["id"] for row in found), total) == ([1, 2], 2)
-        ingest_batch(store, org="acme", batch=[said(2, "m4", june, "older still")])
+        assert ingest_batch(store, org="acme", batch=[said(2, "m4", june, "older still")]).errors == []
     finally:
         store.close()
     with duckdb.connect(str(path)) as con:
