@@ -35,6 +35,7 @@ from parley.store.duckdb_state import (
     REORDERED_SOURCES,
     fill_first_message_sql,
     fold_cost_days_sql,
+    lookups_sql,
     reorder_sql,
     state_sql,
 )
@@ -482,15 +483,25 @@ class DuckDBStore(SqlStore):
                     for event in by_table.get(name, ()):
                         self._added[table][event.org] += 1
             members_changed = "members" in by_table
-            # In the order of TABLES: a batch's sessions before its traces before their
-            # observations, so that the state kept from each finds what it refers to.
-            for name in (table.name for table in schema.TABLES if table.name in by_table):
-                rows = by_table[name]
-                con.register("event_rows", schema.TABLE_BY_NAME[name].to_arrow(rows))
-                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM event_rows")
-                for statement in state_sql(name, "event_rows"):
+            # Every row is stored before any state is kept, so that the state kept from each
+            # table finds what the batch's other tables bring (an observation its trace, a
+            # trace its session); then the state of each table in the order of TABLES.
+            sources = {table.name: f"new_{table.name}" for table in schema.TABLES if table.name in by_table}
+            try:
+                for name, source in sources.items():
+                    con.register(source, schema.TABLE_BY_NAME[name].to_arrow(by_table[name]))
+                    con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {source}")
+                lookups, drops = lookups_sql(sources)
+                for statement in lookups:
                     con.execute(statement)
-                con.unregister("event_rows")
+                for name, source in sources.items():
+                    for statement in state_sql(name, source):
+                        con.execute(statement)
+                for statement in drops:
+                    con.execute(statement)
+            finally:
+                for source in sources.values():
+                    con.unregister(source)
         if members_changed:  # committed: from now on a reader sees the new members
             self._auth.forget()
         return [(e.org, e.id) for e in stored]
