@@ -568,6 +568,9 @@ def backfill_cost_sql() -> list[str]:
 TRACES_LOOKUP = "batch_traces"
 SESSIONS_LOOKUP = "batch_sessions"
 NUMBERS_LOOKUP = "batch_numbers"
+# The columns of the look-ups, the ones the state statements read: a scan reads no other.
+_TRACE_COLUMNS = "org, trace_id, session_id, user_id, traced_at"
+_SESSION_COLUMNS = "org, session_id, user_id, mentor_id"
 
 
 def _union(selects: list[str]) -> str:
@@ -592,14 +595,14 @@ def lookups_sql(sources: dict[str, str]) -> tuple[list[str], list[str]]:
     statements, drops = [], []
     if "observations" in sources:
         traces = _named_in("traces", "trace_id", sources["observations"])
-        statements.append(f"CREATE TEMP TABLE {TRACES_LOOKUP} AS SELECT * FROM {traces}")
+        statements.append(f"CREATE TEMP TABLE {TRACES_LOOKUP} AS SELECT {_TRACE_COLUMNS} FROM {traces}")
         drops.append(f"DROP TABLE {TRACES_LOOKUP}")
     naming = named("session_id", "traces", "feedback")
     if "observations" in sources:
         naming.append(f"SELECT org, session_id FROM {TRACES_LOOKUP}")
     if naming:
         sessions = _named_in("sessions", "session_id", _union(naming))
-        statements.append(f"CREATE TEMP TABLE {SESSIONS_LOOKUP} AS SELECT * FROM {sessions}")
+        statements.append(f"CREATE TEMP TABLE {SESSIONS_LOOKUP} AS SELECT {_SESSION_COLUMNS} FROM {sessions}")
         drops.append(f"DROP TABLE {SESSIONS_LOOKUP}")
     people = named("user_id", "users", "sessions", "traces", "feedback")
     if naming:  # a trace's or feedback's user may be its session's
