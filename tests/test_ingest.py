@@ -326,6 +326,52 @@ def test_concurrent_batches_share_one_transaction(tmp_path):
         store.close()
 
 
+def test_after_a_shared_transaction_the_next_waits_for_more_batches(tmp_path):
+    """A caller whose last transaction was its own commits at once; after a transaction of
+    several callers' batches, the next waits while batches keep coming and stores them together."""
+    store = open_store(f"duckdb:///{tmp_path}/parley.duckdb")
+    # Generous times, so that a slow machine still sees the same groups.
+    store.group_quiet_s, store.group_wait_s = 1.0, 10.0
+    try:
+
+        def ingest_later(delay: float, *ids: str) -> threading.Thread:
+            events = [validate_event(call(f"call-{i}", "a1", T0, duration=60, id=i), "acme") for i in ids]
+            thread = threading.Thread(target=store.ingest, args=(events,))
+            time.sleep(delay)
+            thread.start()
+            return thread
+
+        def commits(*ids: str) -> int:
+            sql = (
+                f"SELECT count(DISTINCT ingested_at) FROM event_ledger WHERE event_id IN ({', '.join('?' * len(ids))})"
+            )
+            return store._con.execute(sql, list(ids)).fetchall()[0][0]
+
+        # Alone: "solo-1" is committed before "solo-2" comes, half a second later.
+        for thread in [ingest_later(0, "solo-1"), ingest_later(0.5, "solo-2")]:
+            thread.join(timeout=30)
+        assert commits("solo-1", "solo-2") == 2
+
+        # Two batches that waited for the writer share a transaction...
+        with store._write_lock:
+            pair = [ingest_later(0, "pair-1"), ingest_later(0, "pair-2")]
+            deadline = time.monotonic() + 10
+            while len(store._pending) < 2:
+                assert time.monotonic() < deadline, "a batch never queued"
+                time.sleep(0.001)
+        for thread in pair:
+            thread.join(timeout=30)
+        assert commits("pair-1", "pair-2") == 1
+
+        # ... so the next transaction waits for "next-2", which comes 0.3 s after "next-1".
+        for thread in [ingest_later(0, "next-1"), ingest_later(0.3, "next-2")]:
+            thread.join(timeout=30)
+        assert commits("next-1", "next-2") == 1
+        assert store.count_events(org="acme") == 6
+    finally:
+        store.close()
+
+
 def test_times_with_offsets_are_stored_as_the_same_instant_in_utc(ingest, client, admin):
     chat = {
         "workspace_id": WS,
