@@ -288,6 +288,14 @@ def test_values_the_store_cannot_hold_are_a_400_for_that_event_only(client, inge
     assert store.count_events(org="acme") == 2
 
 
+def _wait_until_queued(store, batches: int) -> None:
+    """Until ``batches`` batches wait for the DuckDB store's writer."""
+    deadline = time.monotonic() + 10
+    while len(store._pending) < batches:
+        assert time.monotonic() < deadline, "a batch never queued"
+        time.sleep(0.001)
+
+
 def test_concurrent_batches_share_one_transaction(tmp_path):
     """Group commit: batches that wait for the writer are stored together, each id new once."""
     store = open_store(f"duckdb:///{tmp_path}/parley.duckdb")
@@ -305,10 +313,7 @@ def test_concurrent_batches_share_one_transaction(tmp_path):
         with store._write_lock:  # the writer is busy: every batch has to wait for it, in this order
             for n, thread in enumerate(threads, start=1):
                 thread.start()
-                deadline = time.monotonic() + 10
-                while len(store._pending) < n:
-                    assert time.monotonic() < deadline, "a batch never queued"
-                    time.sleep(0.001)
+                _wait_until_queued(store, n)
         for thread in threads:
             thread.join(timeout=30)
         assert outcomes == {
@@ -355,10 +360,7 @@ def test_after_a_shared_transaction_the_next_waits_for_more_batches(tmp_path):
         # Two batches that waited for the writer share a transaction...
         with store._write_lock:
             pair = [ingest_later(0, "pair-1"), ingest_later(0, "pair-2")]
-            deadline = time.monotonic() + 10
-            while len(store._pending) < 2:
-                assert time.monotonic() < deadline, "a batch never queued"
-                time.sleep(0.001)
+            _wait_until_queued(store, 2)
         for thread in pair:
             thread.join(timeout=30)
         assert commits("pair-1", "pair-2") == 1
