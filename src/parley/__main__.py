@@ -1,3 +1,4 @@
 from parley.cli import app
 
-app(prog_name="parley")
+if __name__ == "__main__":
+    app(prog_name="parley")

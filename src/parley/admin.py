@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from parley.auth.keys import create_key
 from parley.errors import BadRequest, install_error_handlers
-from parley.ingest.service import LinesReport, ingest_lines
+from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines
 from parley.settings import Settings
 from parley.store.port import Store, StoreLocked
 from parley.store.urls import parse_database_url
@@ -128,7 +128,9 @@ class Operator(Protocol):
 
     def create_key(self, *, org: str, workspace: str | None, member: int | None, ingest: bool) -> str: ...
 
-    def ingest_lines(self, lines: Sequence[bytes], *, first_line: int, org: str | None) -> LinesReport: ...
+    def ingest_chunks(self, chunks: Iterable[Chunk], *, org: str | None) -> Iterator[tuple[Chunk, LinesReport]]:
+        """Ingest chunks of JSONL lines in order, yielding each with its report."""
+        ...
 
     def reorder(self) -> None: ...
 
@@ -142,8 +144,8 @@ class DirectOperator:
     def create_key(self, *, org: str, workspace: str | None, member: int | None, ingest: bool) -> str:
         return create_key(self.store, org=org, workspace_id=workspace, member_id=member, ingest=ingest)
 
-    def ingest_lines(self, lines: Sequence[bytes], *, first_line: int, org: str | None) -> LinesReport:
-        return ingest_lines(self.store, lines, first_line=first_line, org=org)
+    def ingest_chunks(self, chunks: Iterable[Chunk], *, org: str | None) -> Iterator[tuple[Chunk, LinesReport]]:
+        return ingest_chunks(self.store, chunks, org=org)
 
     def reorder(self) -> None:
         self.store.reorder()
@@ -169,12 +171,13 @@ class ServerOperator:
         payload = {"org": org, "workspace": workspace, "member": member, "ingest": ingest}
         return self._post("/keys", json=payload)["key"]
 
-    def ingest_lines(self, lines: Sequence[bytes], *, first_line: int, org: str | None) -> LinesReport:
-        params: dict[str, str | int] = {"first_line": first_line}
-        if org is not None:
-            params["org"] = org
-        data = self._post("/ingest-lines", params=params, content=b"\n".join(line.rstrip(b"\r\n") for line in lines))
-        return LinesReport.from_json(data)
+    def ingest_chunks(self, chunks: Iterable[Chunk], *, org: str | None) -> Iterator[tuple[Chunk, LinesReport]]:
+        for chunk in chunks:
+            params: dict[str, str | int] = {"first_line": chunk.first_line}
+            if org is not None:
+                params["org"] = org
+            content = b"\n".join(line.rstrip(b"\r\n") for line in chunk.lines)
+            yield chunk, LinesReport.from_json(self._post("/ingest-lines", params=params, content=content))
 
     def reorder(self) -> None:
         self._post("/reorder")

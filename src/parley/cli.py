@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from parley.admin import ChannelError, Operator, operator
-from parley.ingest.service import LinesReport
+from parley.ingest.service import Chunk, LinesReport, collect_young_less_often
 from parley.settings import Settings
 from parley.store.port import StoreLocked
 
@@ -29,20 +28,10 @@ err = Console(stderr=True)
 CHUNK_LINES = 20_000
 MAX_REPORTED_LINES = 50
 
-# Python's cycle collector looks at the youngest objects every 700 new ones (its
-# default), so the objects of a chunk being ingested (events, their bodies, the Arrow
-# inputs) outlive two young collections and pile into the oldest generation, which then
-# triggers full collections that walk every live object. Loading the largest org of
-# scale M (4.14M events): 415 full collections, 43 to 48 s of 188 to 211. With young
-# collections every 20,000 new objects a chunk mostly dies by reference counting first:
-# 11 to 12 s of collecting in all, 150 to 169 s. Set for every command, the server too.
-GC_YOUNG_THRESHOLD = 20_000
-
 
 @app.callback()
 def _every_command() -> None:
-    _, middle, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+    collect_young_less_often()
 
 
 def _settings() -> Settings:
@@ -97,13 +86,10 @@ def keys_create(
     typer.echo(key)
 
 
-Chunk = tuple[int, list[bytes], int]  # first line number, lines, bytes
-
-
 def _batched(lines: Iterable[bytes], size: int) -> Iterator[Chunk]:
     iterator, first = iter(lines), 1
     while batch := list(itertools.islice(iterator, size)):
-        yield first, batch, sum(map(len, batch))
+        yield Chunk(first, batch, sum(map(len, batch)))
         first += len(batch)
 
 
@@ -130,9 +116,9 @@ def load_chunks(op: Operator, chunks: Iterable[Chunk], *, org: str | None, total
     )
     with progress:
         task = progress.add_task("ingest", total=total_bytes, events=0)
-        for first, lines, nbytes in chunks:
-            total.merge(op.ingest_lines(lines, first_line=first, org=org))
-            progress.update(task, advance=nbytes, events=total.accepted + total.duplicates)
+        for chunk, report in op.ingest_chunks(chunks, org=org):
+            total.merge(report)
+            progress.update(task, advance=chunk.nbytes, events=total.accepted + total.duplicates)
     op.reorder()
     return total
 

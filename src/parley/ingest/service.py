@@ -7,17 +7,38 @@ JSONL loader (``parley ingest``) come through here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from parley.ingest.events import Event, InvalidEvent, validate_event
 from parley.store.port import Store
+from parley.store.schema import ColumnBatch, column_batch
 
 STATUS_CREATED = 201
 STATUS_DUPLICATE = 200  # already stored: a no-op, still a success
+
+# Python's cycle collector looks at the youngest objects every 700 new ones (its
+# default), so the objects of a chunk being ingested (events, their bodies, the Arrow
+# inputs) outlive two young collections and pile into the oldest generation, which then
+# triggers full collections that walk every live object. Loading the largest org of
+# scale M (4.14M events): 415 full collections, 43 to 48 s of 188 to 211. With young
+# collections every 20,000 new objects a chunk mostly dies by reference counting first:
+# 11 to 12 s of collecting in all, 150 to 169 s. Set for every command, the server too,
+# and for the bulk loader's worker processes.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def collect_young_less_often() -> None:
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
 @dataclass
@@ -95,10 +116,19 @@ class LinesReport:
         )
 
 
-def ingest_lines(store: Store, lines: Sequence[bytes], *, first_line: int, org: str | None) -> LinesReport:
-    """Ingest JSONL lines: each line one envelope, with ``org`` from the line or ``org``."""
-    report = LinesReport()
+@dataclass
+class ValidatedLines:
+    """A chunk of JSONL lines checked and not yet stored: its events by line number,
+    and the lines rejected already."""
+
+    events: list[tuple[int, Event]]
+    rejected: list[tuple[int, str]]
+
+
+def validate_lines(lines: Sequence[bytes], *, first_line: int, org: str | None) -> ValidatedLines:
+    """Parse and validate JSONL lines: each line one envelope, with ``org`` from the line or ``org``."""
     events: list[tuple[int, Event]] = []
+    rejected: list[tuple[int, str]] = []
     for offset, line in enumerate(lines):
         line_no = first_line + offset
         if not line.strip():
@@ -106,25 +136,111 @@ def ingest_lines(store: Store, lines: Sequence[bytes], *, first_line: int, org: 
         try:
             raw = orjson.loads(line)
         except orjson.JSONDecodeError:
-            report.rejected.append((line_no, "not a JSON object"))
+            rejected.append((line_no, "not a JSON object"))
             continue
         line_org = raw.get("org") if isinstance(raw, dict) else None
         if line_org is not None and org is not None and line_org != org:
-            report.rejected.append((line_no, f"event is for org {line_org!r}, not --org {org!r}"))
+            rejected.append((line_no, f"event is for org {line_org!r}, not --org {org!r}"))
             continue
         event_org = org or line_org
         if not isinstance(event_org, str) or not event_org:
-            report.rejected.append((line_no, 'no org: pass --org or give each line an "org"'))
+            rejected.append((line_no, 'no org: pass --org or give each line an "org"'))
             continue
         try:
             events.append((line_no, validate_event(raw, event_org)))
         except InvalidEvent as err:
-            report.rejected.append((line_no, err.reason))
-    outcome = store.ingest([event for _, event in events])
-    for line_no, event in events:
+            rejected.append((line_no, err.reason))
+    return ValidatedLines(events, rejected)
+
+
+def store_lines(store: Store, chunk: ValidatedLines) -> LinesReport:
+    """Store a validated chunk's events and report every line's outcome."""
+    outcome = store.ingest([event for _, event in chunk.events])
+    report = LinesReport(rejected=list(chunk.rejected))
+    for line_no, event in chunk.events:
         if event.id in outcome.failed:
             report.rejected.append((line_no, outcome.failed[event.id]))
     report.accepted = len(outcome.stored)
     report.duplicates = len(outcome.duplicates)
     report.rejected.sort()
     return report
+
+
+def ingest_lines(store: Store, lines: Sequence[bytes], *, first_line: int, org: str | None) -> LinesReport:
+    """Ingest JSONL lines: each line one envelope, with ``org`` from the line or ``org``."""
+    return store_lines(store, validate_lines(lines, first_line=first_line, org=org))
+
+
+class Chunk(NamedTuple):
+    """Consecutive lines of a JSONL file; line numbers count from 1."""
+
+    first_line: int
+    lines: list[bytes]
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class PreparedLines:
+    """A chunk validated and turned into the Arrow tables it is stored as."""
+
+    rejected: list[tuple[int, str]]
+    batch: ColumnBatch
+
+
+def prepare_lines(lines: Sequence[bytes], *, first_line: int, org: str | None) -> PreparedLines:
+    """Validate a chunk's lines and build its ``ColumnBatch`` (run in a worker process)."""
+    checked = validate_lines(lines, first_line=first_line, org=org)
+    return PreparedLines(checked.rejected, column_batch(event for _, event in checked.events))
+
+
+def store_prepared(store: Store, chunk: Chunk, prepared: PreparedLines, *, org: str | None) -> LinesReport:
+    """Store a prepared chunk by plain inserts; if the store takes none of it (an event or
+    entity stored already, a row the engine refuses), ingest its lines one event at a
+    time, which finds out which."""
+    keys = store.ingest_columns(prepared.batch)
+    if keys is None:
+        return ingest_lines(store, chunk.lines, first_line=chunk.first_line, org=org)
+    return LinesReport(len(keys), prepared.batch.repeated, sorted(prepared.rejected))
+
+
+def ingest_chunks(
+    store: Store, chunks: Iterable[Chunk], *, org: str | None, workers: int | None = None
+) -> Iterator[tuple[Chunk, LinesReport]]:
+    """Ingest chunks in order, yielding each with its report once it is stored.
+
+    Validating events and building their Arrow tables is Python, held to one core by the
+    GIL, and was about 60% of a bulk load. From the second chunk on, that is done in
+    ``workers`` processes (default: one per core), a few chunks ahead, while this process
+    stores the chunks in file order, so the file's first copy of an event or entity is
+    the one stored, as when loading one chunk at a time. A load of one chunk starts no
+    process.
+    """
+    iterator = iter(chunks)
+    first = next(iterator, None)
+    second = next(iterator, None)
+    if first is None or second is None:
+        if first is not None:
+            yield first, ingest_lines(store, first.lines, first_line=first.first_line, org=org)
+        return
+    workers = workers or os.cpu_count() or 1
+    pending: deque[tuple[Chunk, Future[PreparedLines]]] = deque()
+    with ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=collect_young_less_often
+    ) as pool:
+
+        def submit(chunk: Chunk) -> None:
+            pending.append((chunk, pool.submit(prepare_lines, chunk.lines, first_line=chunk.first_line, org=org)))
+
+        def store_next() -> tuple[Chunk, LinesReport]:
+            chunk, future = pending.popleft()
+            return chunk, store_prepared(store, chunk, future.result(), org=org)
+
+        submit(second)
+        # The first chunk is stored here while the workers start.
+        yield first, ingest_lines(store, first.lines, first_line=first.first_line, org=org)
+        for chunk in iterator:
+            submit(chunk)
+            if len(pending) > workers:
+                yield store_next()
+        while pending:
+            yield store_next()

@@ -423,29 +423,37 @@ class ClickHouseStore(SqlStore):
             winners = {id(e) for key, e in firsts.items() if key not in seen_entities}
             stored = [e for e, key in keyed if key is None or id(e) in winners]
             duplicates += [e.id for e, key in keyed if key is not None and id(e) not in winners]
-            by_table: dict[str, list[Event]] = defaultdict(list)
-            for event in stored:
-                by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
-            # Rows first, ledgers last: a crash in between re-stores on retry rather than losing.
-            for name, rows in by_table.items():
-                self._transport.insert(name, _no_null_lists(schema.TABLE_BY_NAME[name].to_arrow(rows)))
-            now = datetime.now(UTC).replace(tzinfo=None)
-            if fresh:
-                self._transport.insert(
-                    "event_ledger",
-                    pa.table(
-                        {
-                            "org": [e.org for e in fresh],
-                            "event_id": [e.id for e in fresh],
-                            "type": [e.type for e in fresh],
-                            "ingested_at": pa.array([now] * len(fresh), pa.timestamp("us")),
-                        }
-                    ),
-                )
+            ledger = pa.table(
+                {
+                    "org": pa.array([e.org for e in fresh], pa.string()),
+                    "event_id": pa.array([e.id for e in fresh], pa.string()),
+                    "type": pa.array([e.type for e in fresh], pa.string()),
+                }
+            )
             new_entities = [key for key, e in firsts.items() if id(e) in winners]
-            if new_entities:
-                self._transport.insert("entity_ledger", schema.entity_ledger_rows(new_entities))
+            self._insert(schema.column_batch(stored).tables, ledger, schema.entity_ledger_rows(new_entities))
         return StoreOutcome([e.id for e in stored], duplicates, {})
+
+    def ingest_columns(self, batch: schema.ColumnBatch) -> list[tuple[str, str]] | None:
+        ids = dict.fromkeys(zip(batch.ledger["org"].to_pylist(), batch.ledger["event_id"].to_pylist(), strict=True))
+        entities = dict.fromkeys(
+            zip(batch.entities["org"].to_pylist(), batch.entities["entity_key"].to_pylist(), strict=True)
+        )
+        with self._write_lock:
+            if self._known("event_ledger", "event_id", ids) or self._known("entity_ledger", "entity_key", entities):
+                return None
+            self._insert(batch.tables, batch.ledger, batch.entities)
+        return batch.keys
+
+    def _insert(self, tables: dict[str, pa.Table], ledger: pa.Table, entities: pa.Table) -> None:
+        """Insert the rows, then the ledgers: a crash in between re-stores on retry rather than losing."""
+        for name, rows in tables.items():
+            self._transport.insert(name, _no_null_lists(rows))
+        if ledger.num_rows:
+            now = pa.array([datetime.now(UTC).replace(tzinfo=None)] * ledger.num_rows, pa.timestamp("us"))
+            self._transport.insert("event_ledger", ledger.append_column("ingested_at", now))
+        if entities.num_rows:
+            self._transport.insert("entity_ledger", entities)
 
     def _known(self, table: str, column: str, keys: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:
         by_org: dict[str, list[str]] = defaultdict(list)

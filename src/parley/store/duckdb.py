@@ -130,26 +130,6 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     return {name for (name,) in rows}
 
 
-def _claim(
-    con: duckdb.DuckDBPyConnection,
-    insert: str,
-    key: str,
-    params: list,
-    keys: list[tuple[str, str]],
-    *,
-    skip_stored: bool,
-) -> list[tuple[str, str]]:
-    """Run a ledger's ``insert`` and return the ``keys`` it stored (``key`` names their columns).
-
-    A plain insert stores them all or fails on one stored already (see
-    ``DuckDBStore._store_batch``); with ``skip_stored`` the stored ones are left out.
-    """
-    if skip_stored:
-        return con.execute(f"{insert} ON CONFLICT DO NOTHING RETURNING {key}", params).fetchall()
-    con.execute(insert, params)
-    return keys
-
-
 class _AuthCache:
     """The keys and members requests authenticate with, remembered between requests.
 
@@ -479,11 +459,48 @@ class DuckDBStore(SqlStore):
         pays that scan.
         """
         try:
-            return self._store_batch_once(events, skip_stored=False)
+            batch = schema.column_batch(events)
+            with _transaction(self._con) as con:
+                self._store_columns(con, batch)
         except duckdb.ConstraintException:
-            return self._store_batch_once(events, skip_stored=True)
+            return self._store_skipping_stored(events)
+        self._stored(batch)
+        return batch.keys
 
-    def _store_batch_once(self, events: list[Event], *, skip_stored: bool) -> list[Key]:
+    def ingest_columns(self, batch: schema.ColumnBatch) -> list[Key] | None:
+        """Store a batch built by ``schema.column_batch`` in one transaction and return its
+        keys; or store nothing and return None if one of its events or entities is stored
+        already or the engine refuses a row (the caller then stores its events through
+        ``ingest``, which finds which).
+
+        The bulk loader's path: its batches are built in other processes while this one
+        stores (see ``parley.ingest.service.ColumnLoader``).
+        """
+        with self._write_lock:
+            try:
+                with _transaction(self._con) as con:
+                    self._store_columns(con, batch)
+            except (duckdb.Error, pa.ArrowException, OverflowError):
+                return None
+            self._stored(batch)
+            if self._observations_since_fold >= self.fold_every_observations:
+                self._fold_cost_days()
+        return batch.keys
+
+    def _store_columns(self, con: duckdb.DuckDBPyConnection, batch: schema.ColumnBatch) -> None:
+        """Claim the batch's ids and entities by plain inserts, then store its rows."""
+        now = datetime.now(UTC).replace(tzinfo=None)
+        con.register("ledger_batch", batch.ledger)
+        con.execute("INSERT INTO event_ledger SELECT org, event_id, type, ? FROM ledger_batch", [now])
+        con.unregister("ledger_batch")
+        if batch.entities.num_rows:
+            con.register("entity_batch", batch.entities)
+            con.execute("INSERT INTO entity_ledger SELECT org, entity_key FROM entity_batch")
+            con.unregister("entity_batch")
+        self._store_rows(con, batch.tables)
+
+    def _store_skipping_stored(self, events: list[Event]) -> list[Key]:
+        """Store the events whose id and entity are not stored yet, in one transaction."""
         now = datetime.now(UTC).replace(tzinfo=None)
         ledger = pa.table(
             {
@@ -495,56 +512,57 @@ class DuckDBStore(SqlStore):
         with _transaction(self._con) as con:
             con.register("ledger_batch", ledger)
             new_ids = set(
-                _claim(
-                    con,
-                    "INSERT INTO event_ledger SELECT org, event_id, type, ? FROM ledger_batch",
-                    "org, event_id",
+                con.execute(
+                    "INSERT INTO event_ledger SELECT org, event_id, type, ? FROM ledger_batch "
+                    "ON CONFLICT DO NOTHING RETURNING org, event_id",
                     [now],
-                    [(e.org, e.id) for e in events],
-                    skip_stored=skip_stored,
-                )
+                ).fetchall()
             )
             con.unregister("ledger_batch")
-            fresh = [e for e in events if (e.org, e.id) in new_ids]
-            stored = self._new_entities(con, fresh, skip_stored=skip_stored)
-            by_table: dict[str, list[Event]] = defaultdict(list)
-            for event in stored:
-                by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
-            self._observations_since_fold += len(by_table.get("observations", ()))
-            for table, sources in REORDERED_SOURCES.items():
-                for name in sources:
-                    for event in by_table.get(name, ()):
-                        self._added[table][event.org] += 1
-            members_changed = "members" in by_table
-            # Every row is stored before any state is kept, so that the state kept from each
-            # table finds what the batch's other tables bring (an observation its trace, a
-            # trace its session); then the state of each table in the order of TABLES.
-            sources = {table.name: f"new_{table.name}" for table in schema.TABLES if table.name in by_table}
-            try:
-                for name, source in sources.items():
-                    con.register(source, schema.TABLE_BY_NAME[name].to_arrow(by_table[name]))
-                    con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {source}")
-                lookups, drops = lookups_sql(sources)
-                for statement in lookups:
-                    con.execute(statement)
-                for name, source in sources.items():
-                    for statement in state_sql(name, source):
-                        con.execute(statement)
-                for statement in drops:
-                    con.execute(statement)
-            finally:
-                for source in sources.values():
-                    con.unregister(source)
-        if members_changed:  # committed: from now on a reader sees the new members
-            self._auth.forget()
-        return [(e.org, e.id) for e in stored]
+            batch = schema.column_batch(self._new_entities(con, [e for e in events if (e.org, e.id) in new_ids]))
+            self._store_rows(con, batch.tables)
+        self._stored(batch)
+        return batch.keys
 
     @staticmethod
-    def _new_entities(con: duckdb.DuckDBPyConnection, events: list[Event], *, skip_stored: bool) -> list[Event]:
-        """The events whose entity (for creates) is not stored yet; upserts always pass.
+    def _store_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
+        """Insert each table's rows, then keep the state derived from them.
 
-        Unless ``skip_stored``, an entity stored already fails the insert (see ``_store_batch``).
+        Every row is stored before any state is kept, so that the state kept from each
+        table finds what the batch's other tables bring (an observation its trace, a trace
+        its session); then the state of each table in the order of TABLES.
         """
+        sources = {name: f"new_{name}" for name in tables}
+        try:
+            for name, source in sources.items():
+                con.register(source, tables[name])
+                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {source}")
+            lookups, drops = lookups_sql(sources)
+            for statement in lookups:
+                con.execute(statement)
+            for name, source in sources.items():
+                for statement in state_sql(name, source):
+                    con.execute(statement)
+            for statement in drops:
+                con.execute(statement)
+        finally:
+            for source in sources.values():
+                con.unregister(source)
+
+    def _stored(self, batch: schema.ColumnBatch) -> None:
+        """Note what a committed batch added: rows to reorder and fold, members to forget."""
+        self._observations_since_fold += sum(batch.added.get("observations", {}).values())
+        for table, sources in REORDERED_SOURCES.items():
+            for name in sources:
+                for org, rows in batch.added.get(name, {}).items():
+                    self._added[table][org] += rows
+        if "members" in batch.tables:  # committed: from now on a reader sees the new members
+            self._auth.forget()
+
+    @staticmethod
+    def _new_entities(con: duckdb.DuckDBPyConnection, events: list[Event]) -> list[Event]:
+        """The events whose entity (for creates) is not stored yet, claiming those entities;
+        upserts always pass. Of events of one entity, the first is the one stored."""
         keyed = [(event, schema.entity_key(event)) for event in events]
         first: dict[tuple[str, str], Event] = {}
         for event, key in keyed:
@@ -553,14 +571,10 @@ class DuckDBStore(SqlStore):
         if not first:
             return events
         con.register("entity_batch", schema.entity_ledger_rows(first))
-        new = _claim(
-            con,
-            "INSERT INTO entity_ledger SELECT org, entity_key FROM entity_batch",
-            "org, entity_key",
-            [],
-            list(first),
-            skip_stored=skip_stored,
-        )
+        new = con.execute(
+            "INSERT INTO entity_ledger SELECT org, entity_key FROM entity_batch "
+            "ON CONFLICT DO NOTHING RETURNING org, entity_key"
+        ).fetchall()
         con.unregister("entity_batch")
         winners = {id(first[key]) for key in new}
         return [event for event, key in keyed if key is None or id(event) in winners]

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
+from parley.store.schema import ColumnBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,11 @@ class Store(Protocol):
 
     def ingest(self, events: Sequence[Event]) -> StoreOutcome:
         """Store new events durably, skipping ids already stored for their org."""
+
+    def ingest_columns(self, batch: ColumnBatch) -> list[tuple[str, str]] | None:
+        """Store a batch built by ``schema.column_batch`` durably and return the (org, id)
+        of its events stored; or, if one of its ids or entities is stored already (or the
+        engine refuses a row), store none of it and return None."""
 
     def create_api_key(self, record: ApiKeyRecord) -> None: ...
 

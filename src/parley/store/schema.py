@@ -269,3 +269,69 @@ def entity_ledger_rows(keys: Iterable[tuple[str, str]]) -> pa.Table:
 
 TABLE_FOR_TYPE: dict[str, Table] = {t: table for table in TABLES for t in table.event_types}
 TABLE_BY_NAME: dict[str, Table] = {table.name: table for table in TABLES}
+
+
+@dataclass(frozen=True)
+class ColumnBatch:
+    """Events turned into the Arrow tables they are stored as, ready for plain inserts.
+
+    Built from the events of one batch: the first event of each (org, id) is claimed in
+    the event ledger, and kept unless its entity (see ``ENTITY_FIELDS``) came earlier in
+    the batch; the others are ``repeated``. Plain Arrow and Python values, so a batch
+    can be built in another process.
+    """
+
+    keys: list[tuple[str, str]]  # (org, id) of each event kept, in order
+    repeated: int  # events left out: an id or an entity met before in the batch
+    ledger: pa.Table  # event_ledger's org, event_id, type of each event's first copy
+    entities: pa.Table  # entity_ledger's org, entity_key of each create event kept
+    tables: dict[str, pa.Table]  # table name -> its rows, for the tables the batch fills
+    added: dict[str, dict[str, int]]  # table name -> org -> rows
+
+
+def column_batch(events: Iterable[Event]) -> ColumnBatch:
+    """The ``ColumnBatch`` of ``events``, in their order."""
+    seen_ids: set[tuple[str, str]] = set()
+    seen_entities: set[tuple[str, str]] = set()
+    claimed: list[Event] = []
+    kept: list[Event] = []
+    entity_keys: list[tuple[str, str]] = []
+    repeated = 0
+    for event in events:
+        key = (event.org, event.id)
+        if key in seen_ids:
+            repeated += 1
+            continue
+        seen_ids.add(key)
+        claimed.append(event)
+        entity = entity_key(event)
+        if entity is not None:
+            if (event.org, entity) in seen_entities:
+                repeated += 1
+                continue
+            seen_entities.add((event.org, entity))
+            entity_keys.append((event.org, entity))
+        kept.append(event)
+    by_table: dict[str, list[Event]] = {}
+    for event in kept:
+        by_table.setdefault(TABLE_FOR_TYPE[event.type].name, []).append(event)
+    added: dict[str, dict[str, int]] = {}
+    for name, rows in by_table.items():
+        counts = added[name] = {}
+        for event in rows:
+            counts[event.org] = counts.get(event.org, 0) + 1
+    ledger = pa.table(
+        {
+            "org": pa.array([e.org for e in claimed], pa.string()),
+            "event_id": pa.array([e.id for e in claimed], pa.string()),
+            "type": pa.array([e.type for e in claimed], pa.string()),
+        }
+    )
+    return ColumnBatch(
+        keys=[(e.org, e.id) for e in kept],
+        repeated=repeated,
+        ledger=ledger,
+        entities=entity_ledger_rows(entity_keys),
+        tables={table.name: table.to_arrow(by_table[table.name]) for table in TABLES if table.name in by_table},
+        added=added,
+    )

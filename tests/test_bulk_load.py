@@ -1,0 +1,154 @@
+"""The bulk loader's worker processes: a load through them stores what a load of one chunk
+at a time stores, on a real DuckDB file and in the real chdb engine."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from parley.demo import SCALES, generate
+from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines
+from parley.store.port import Store, open_store
+from tests.conftest import STORE_KINDS, store_url_for
+
+pytestmark = pytest.mark.slow
+
+CHUNK = 400
+TABLE_OF_TYPE = {
+    "workspace.upsert": "workspaces",
+    "member.upsert": "members",
+    "assistant.upsert": "assistants",
+    "user.upsert": "users",
+    "chat.upsert": "chat_events",
+    "chat.update": "chat_events",
+    "message.create": "messages",
+    "call.create": "calls",
+    "session.create": "sessions",
+    "trace.create": "traces",
+    "observation.create": "observations",
+    "feedback.create": "feedback",
+}
+# Columns that hold the time of storing, which two loads never share.
+STORING_TIMES = {"ingested_at"}
+TABLES_SQL = {
+    "duckdb": "SELECT table_name FROM duckdb_tables() ORDER BY 1",
+    "chdb": "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY 1",
+}
+COLUMNS_SQL = {
+    "duckdb": "SELECT column_name FROM duckdb_columns() WHERE table_name = '{table}' ORDER BY column_index",
+    "chdb": "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = '{table}' ORDER BY position",
+}
+
+
+def _lines() -> tuple[list[bytes], dict[str, Any]]:
+    """A demo data set's lines (every eighth event, so every type and some references
+    to events left out) with a bad line, an invalid event, and events that repeat an id
+    or an entity in their own chunk and in a later chunk; and what the load must report."""
+    events = list(generate(SCALES["demo"], seed=3, end=datetime(2024, 6, 15, tzinfo=UTC)))[::8]
+    lines = [orjson.dumps(e) for e in events]
+
+    def message_in(chunk: int) -> int:
+        """The index of a message well inside ``chunk``, away from its edges."""
+        start = chunk * CHUNK + 20
+        return next(i for i in range(start, start + CHUNK - 40) if events[i]["type"] == "message.create")
+
+    bad_json = b'{"org": "acme", broken'
+    invalid = orjson.dumps({**events[5], "id": "no-body", "type": "call.create", "body": {}})
+    in_chunk, earlier = message_in(2), message_in(1)
+    inserts = [  # (index in ``events``, line): each lands in that index's chunk
+        (CHUNK + 30, lines[CHUNK + 25]),  # an id twice in one chunk
+        (in_chunk + 1, orjson.dumps({**events[in_chunk], "id": "same-message"})),  # an entity twice
+        (3 * CHUNK + 50, bad_json),
+        (4 * CHUNK + 50, invalid),
+        (5 * CHUNK + 50, lines[1]),  # an id of the first chunk
+        (7 * CHUNK + 50, orjson.dumps({**events[earlier], "id": "same-message-later"})),  # an entity of chunk 1
+    ]
+    for at, line in sorted(inserts, reverse=True):
+        lines.insert(at, line)
+    rejected = [lines.index(bad_json) + 1, lines.index(invalid) + 1]
+    # Every id is claimed by its first copy, a repeated entity's too; every event is stored once.
+    ids = {(e["org"], e["id"]) for e in events}
+    ids |= {(events[in_chunk]["org"], "same-message"), (events[earlier]["org"], "same-message-later")}
+    rows: dict[str, int] = {}
+    for e in events:
+        table = TABLE_OF_TYPE[e["type"]]
+        rows[table] = rows.get(table, 0) + 1
+    return lines, {"accepted": len(events), "duplicates": 4, "rejected": rejected, "ids": ids, "rows": rows}
+
+
+def _chunks(lines: list[bytes]) -> list[Chunk]:
+    return [Chunk(i + 1, lines[i : i + CHUNK], 0) for i in range(0, len(lines), CHUNK)]
+
+
+def _contents(store: Store, kind: str) -> dict[str, list[str]]:
+    """Every table's rows, without the times of storing, in a canonical order."""
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, list):  # lists aggregated in parallel come in any order
+            return sorted((canonical(v) for v in value), key=repr)
+        if isinstance(value, dict):
+            return {k: canonical(v) for k, v in value.items()}
+        return value
+
+    out = {}
+    for (table,) in store._fetchall(TABLES_SQL[kind], {}):
+        names = [name for (name,) in store._fetchall(COLUMNS_SQL[kind].format(table=table), {})]
+        kept = [name for name in names if name not in STORING_TIMES]
+        rows = store._fetchall(f"SELECT {', '.join(kept)} FROM {table}", {})
+        out[table] = sorted(repr(tuple(canonical(v) for v in row)) for row in rows)
+    return out
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_load_through_worker_processes_stores_what_one_chunk_at_a_time_stores(tmp_path: Path, kind: str):
+    lines, expected = _lines()
+    chunks = _chunks(lines)
+
+    # One store open at a time: chdb runs one embedded engine per process.
+    one_at_a_time = open_store(store_url_for(kind, tmp_path / "reference"))
+    try:
+        reference = LinesReport()
+        for chunk in chunks:
+            reference.merge(ingest_lines(one_at_a_time, chunk.lines, first_line=chunk.first_line, org=None))
+        reference_contents = _contents(one_at_a_time, kind)
+    finally:
+        one_at_a_time.close()
+
+    store = open_store(store_url_for(kind, tmp_path / "workers"))
+    try:
+        took_columns = 0  # chunks the store took as columns
+        by_columns = store.ingest_columns
+
+        def noting(batch):  # the real method, its outcome counted
+            nonlocal took_columns
+            keys = by_columns(batch)
+            took_columns += keys is not None
+            return keys
+
+        store.ingest_columns = noting  # type: ignore[method-assign]
+        report, seen = LinesReport(), []
+        for chunk, chunk_report in ingest_chunks(store, chunks, org=None, workers=2):
+            seen.append(chunk.first_line)
+            report.merge(chunk_report)
+        contents = _contents(store, kind)
+        ledger = set(store._fetchall("SELECT org, event_id FROM event_ledger", {}))
+        rows = {table: store._fetchall(f"SELECT count(*) FROM {table}", {})[0][0] for table in expected["rows"]}
+    finally:
+        store.close()
+
+    assert seen == [chunk.first_line for chunk in chunks]  # in file order
+    for loaded in (report, reference):
+        assert loaded.accepted == expected["accepted"]
+        assert loaded.duplicates == expected["duplicates"]
+        assert [line for line, _ in loaded.rejected] == expected["rejected"]
+    assert report.rejected == reference.rejected
+    # The first chunk is stored in this process, and the two chunks that repeat an earlier
+    # chunk's event or entity fall back to events: every other one as columns.
+    assert took_columns == len(chunks) - 3
+    assert ledger == expected["ids"]
+    assert rows == expected["rows"]
+    assert contents == reference_contents
