@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
+import pyarrow as pa
 
 from parley.ingest.events import Event, InvalidEvent, validate_event
 from parley.store.port import Store
@@ -181,26 +182,31 @@ class Chunk(NamedTuple):
 
 @dataclass(frozen=True)
 class PreparedLines:
-    """A chunk validated and turned into the Arrow tables it is stored as."""
+    """A chunk validated and turned into the Arrow tables it is stored as (``batch`` is
+    None when a value would not go into Arrow's types: the chunk then goes event by
+    event, which sets that event apart)."""
 
     rejected: list[tuple[int, str]]
-    batch: ColumnBatch
+    batch: ColumnBatch | None
 
 
 def prepare_lines(lines: Sequence[bytes], *, first_line: int, org: str | None) -> PreparedLines:
     """Validate a chunk's lines and build its ``ColumnBatch`` (run in a worker process)."""
     checked = validate_lines(lines, first_line=first_line, org=org)
-    return PreparedLines(checked.rejected, column_batch(event for _, event in checked.events))
+    try:
+        batch = column_batch(event for _, event in checked.events)
+    except (pa.ArrowException, OverflowError):
+        batch = None
+    return PreparedLines(checked.rejected, batch)
 
 
 def store_prepared(store: Store, chunk: Chunk, prepared: PreparedLines, *, org: str | None) -> LinesReport:
     """Store a prepared chunk by plain inserts; if the store takes none of it (an event or
     entity stored already, a row the engine refuses), ingest its lines one event at a
     time, which finds out which."""
-    keys = store.ingest_columns(prepared.batch)
-    if keys is None:
-        return ingest_lines(store, chunk.lines, first_line=chunk.first_line, org=org)
-    return LinesReport(len(keys), prepared.batch.repeated, sorted(prepared.rejected))
+    if prepared.batch is not None and (keys := store.ingest_columns(prepared.batch)) is not None:
+        return LinesReport(len(keys), prepared.batch.repeated, sorted(prepared.rejected))
+    return ingest_lines(store, chunk.lines, first_line=chunk.first_line, org=org)
 
 
 def ingest_chunks(

@@ -423,15 +423,12 @@ class ClickHouseStore(SqlStore):
             winners = {id(e) for key, e in firsts.items() if key not in seen_entities}
             stored = [e for e, key in keyed if key is None or id(e) in winners]
             duplicates += [e.id for e, key in keyed if key is not None and id(e) not in winners]
-            ledger = pa.table(
-                {
-                    "org": pa.array([e.org for e in fresh], pa.string()),
-                    "event_id": pa.array([e.id for e in fresh], pa.string()),
-                    "type": pa.array([e.type for e in fresh], pa.string()),
-                }
-            )
             new_entities = [key for key, e in firsts.items() if id(e) in winners]
-            self._insert(schema.column_batch(stored).tables, ledger, schema.entity_ledger_rows(new_entities))
+            self._insert(
+                schema.column_batch(stored).tables,
+                schema.event_ledger_rows(fresh),
+                schema.entity_ledger_rows(new_entities),
+            )
         return StoreOutcome([e.id for e in stored], duplicates, {})
 
     def ingest_columns(self, batch: schema.ColumnBatch) -> list[tuple[str, str]] | None:

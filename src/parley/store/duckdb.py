@@ -474,7 +474,7 @@ class DuckDBStore(SqlStore):
         ``ingest``, which finds which).
 
         The bulk loader's path: its batches are built in other processes while this one
-        stores (see ``parley.ingest.service.ColumnLoader``).
+        stores (see ``parley.ingest.service.ingest_chunks``).
         """
         with self._write_lock:
             try:
@@ -502,15 +502,8 @@ class DuckDBStore(SqlStore):
     def _store_skipping_stored(self, events: list[Event]) -> list[Key]:
         """Store the events whose id and entity are not stored yet, in one transaction."""
         now = datetime.now(UTC).replace(tzinfo=None)
-        ledger = pa.table(
-            {
-                "org": pa.array([e.org for e in events], pa.string()),
-                "event_id": pa.array([e.id for e in events], pa.string()),
-                "type": pa.array([e.type for e in events], pa.string()),
-            }
-        )
         with _transaction(self._con) as con:
-            con.register("ledger_batch", ledger)
+            con.register("ledger_batch", schema.event_ledger_rows(events))
             new_ids = set(
                 con.execute(
                     "INSERT INTO event_ledger SELECT org, event_id, type, ? FROM ledger_batch "

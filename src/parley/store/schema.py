@@ -9,7 +9,7 @@ its own DDL (see ``duckdb.py``), so the layout is written once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,6 +252,17 @@ def entity_key(event: Event) -> str | None:
     return KEY_SEPARATOR.join((event.type, *(str(getattr(event.body, f)) for f in fields)))
 
 
+def event_ledger_rows(events: Sequence[Event]) -> pa.Table:
+    """The events' org, id and type as the event ledger's columns (its time of storing apart)."""
+    return pa.table(
+        {
+            "org": pa.array([e.org for e in events], pa.string()),
+            "event_id": pa.array([e.id for e in events], pa.string()),
+            "type": pa.array([e.type for e in events], pa.string()),
+        }
+    )
+
+
 def entity_ledger_rows(keys: Iterable[tuple[str, str]]) -> pa.Table:
     """(org, entity key) pairs as the entity ledger's columns.
 
@@ -320,17 +331,10 @@ def column_batch(events: Iterable[Event]) -> ColumnBatch:
         counts = added[name] = {}
         for event in rows:
             counts[event.org] = counts.get(event.org, 0) + 1
-    ledger = pa.table(
-        {
-            "org": pa.array([e.org for e in claimed], pa.string()),
-            "event_id": pa.array([e.id for e in claimed], pa.string()),
-            "type": pa.array([e.type for e in claimed], pa.string()),
-        }
-    )
     return ColumnBatch(
         keys=[(e.org, e.id) for e in kept],
         repeated=repeated,
-        ledger=ledger,
+        ledger=event_ledger_rows(claimed),
         entities=entity_ledger_rows(entity_keys),
         tables={table.name: table.to_arrow(by_table[table.name]) for table in TABLES if table.name in by_table},
         added=added,
