@@ -219,7 +219,8 @@ def ingest_chunks(
     ``workers`` processes (default: one per core), a few chunks ahead, while this process
     stores the chunks in file order, so the file's first copy of an event or entity is
     the one stored, as when loading one chunk at a time. A load of one chunk starts no
-    process.
+    process. (The workers are spawned, so they import the caller's main module: a script
+    that calls this needs the usual ``if __name__ == "__main__":`` guard.)
     """
     iterator = iter(chunks)
     first = next(iterator, None)
