@@ -327,8 +327,6 @@ class DuckDBStore(SqlStore):
                     for waiting in group:
                         waiting.error = exc
                     raise
-                if self._observations_since_fold >= self.fold_every_observations:
-                    self._fold_cost_days()
         if ticket.error is not None:
             raise RuntimeError("the transaction that held these events failed") from ticket.error
         assert ticket.outcome is not None
@@ -483,8 +481,6 @@ class DuckDBStore(SqlStore):
             except (duckdb.Error, pa.ArrowException, OverflowError):
                 return None
             self._stored(batch)
-            if self._observations_since_fold >= self.fold_every_observations:
-                self._fold_cost_days()
         return batch.keys
 
     def _store_columns(self, con: duckdb.DuckDBPyConnection, batch: schema.ColumnBatch) -> None:
@@ -543,14 +539,21 @@ class DuckDBStore(SqlStore):
                 con.unregister(source)
 
     def _stored(self, batch: schema.ColumnBatch) -> None:
-        """Note what a committed batch added: rows to reorder and fold, members to forget."""
-        self._observations_since_fold += sum(batch.added.get("observations", {}).values())
+        """Note what a committed batch added (rows to reorder, members to forget), and fold
+        the user cost days once enough observations came; the caller holds the write lock."""
         for table, sources in REORDERED_SOURCES.items():
             for name in sources:
-                for org, rows in batch.added.get(name, {}).items():
-                    self._added[table][org] += rows
+                if name in batch.tables:
+                    per_org = pc.value_counts(batch.tables[name]["org"])
+                    orgs, rows = per_org.field("values").to_pylist(), per_org.field("counts").to_pylist()
+                    for org, count in zip(orgs, rows, strict=True):
+                        self._added[table][org] += count
         if "members" in batch.tables:  # committed: from now on a reader sees the new members
             self._auth.forget()
+        if "observations" in batch.tables:
+            self._observations_since_fold += batch.tables["observations"].num_rows
+        if self._observations_since_fold >= self.fold_every_observations:
+            self._fold_cost_days()
 
     @staticmethod
     def _new_entities(con: duckdb.DuckDBPyConnection, events: list[Event]) -> list[Event]:

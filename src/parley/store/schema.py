@@ -297,7 +297,6 @@ class ColumnBatch:
     ledger: pa.Table  # event_ledger's org, event_id, type of each event's first copy
     entities: pa.Table  # entity_ledger's org, entity_key of each create event kept
     tables: dict[str, pa.Table]  # table name -> its rows, for the tables the batch fills
-    added: dict[str, dict[str, int]]  # table name -> org -> rows
 
 
 def column_batch(events: Iterable[Event]) -> ColumnBatch:
@@ -326,16 +325,10 @@ def column_batch(events: Iterable[Event]) -> ColumnBatch:
     by_table: dict[str, list[Event]] = {}
     for event in kept:
         by_table.setdefault(TABLE_FOR_TYPE[event.type].name, []).append(event)
-    added: dict[str, dict[str, int]] = {}
-    for name, rows in by_table.items():
-        counts = added[name] = {}
-        for event in rows:
-            counts[event.org] = counts.get(event.org, 0) + 1
     return ColumnBatch(
         keys=[(e.org, e.id) for e in kept],
         repeated=repeated,
         ledger=event_ledger_rows(claimed),
         entities=entity_ledger_rows(entity_keys),
         tables={table.name: table.to_arrow(by_table[table.name]) for table in TABLES if table.name in by_table},
-        added=added,
     )
