@@ -509,6 +509,25 @@ def test_export_matches_the_list_as_csv(world, params):
     assert rows[1:] == want
 
 
+def _raw_cell(value: Any) -> str:
+    """A cell as the export writes it: text quoted (quotes doubled), numbers and
+    booleans bare, an absent value empty."""
+    if value is None or isinstance(value, bool | int):
+        return _cell(value)
+    return '"' + _cell(value).replace('"', '""') + '"'
+
+
+def test_export_bytes_quote_text_and_leave_numbers_and_booleans_bare(world):
+    client, keys, model = world
+    params = {"archived": "true", "sortBy": "title", "sortOrder": "asc"}
+    response = client.get(f"{BASE}/export", params=params, headers=bearer(keys[1]))
+    rows = expected(model, params)
+    assert len(rows) > 3
+    want = ",".join(EXPORT_HEADER) + "\n"
+    want += "".join(",".join(_raw_cell(row[column]) for column in EXPORT_HEADER) + "\n" for row in rows)
+    assert response.text == want
+
+
 @pytest.mark.parametrize("params", [{}, {"sortBy": "title", "sortOrder": "asc"}, {"sortBy": "lastMessageAt"}])
 def test_export_in_many_small_batches_keeps_the_order(world, params):
     """The store formats an export a batch of ids at a time: order must survive the seams."""

@@ -245,34 +245,37 @@ class ChatSql:
         return "(" + " OR ".join(tests) + ")"
 
     def export_columns(self) -> str:
-        """The export's columns, in the contract's order, formatted as CSV text.
+        """The export's columns, in the contract's order, ready for a CSV writer.
 
-        They are named c0, c1, ... so that ORDER BY still sees the raw columns
-        (the CSV header is written by the caller).
+        Text and times are formatted here. Numbers and booleans stay typed and the
+        writer renders them (unquoted, booleans as ``true``/``false``): as text, they
+        were ten more string columns for DuckDB to build a batch, about a fifth of
+        the export's time. They are named c0, c1, ... so that ORDER BY still sees
+        the raw columns (the CSV header is written by the caller).
         """
         d = self.d
-        text = {
-            "id": d.text("id"),
+        columns = {
+            "id": "id",
             "title": d.csv_guard("title"),
             "chatType": d.csv_guard("chat_type"),
             "channel": d.csv_guard("channel"),
-            "ownerMemberId": d.text("owner_member_id"),
+            "ownerMemberId": "owner_member_id",
             "ownerName": d.csv_guard("owner_name"),
-            "assistantMemberId": d.text("assistant_member_id"),
+            "assistantMemberId": "assistant_member_id",
             "assistantName": d.csv_guard("assistant_name"),
-            "archived": d.bool_text("archived"),
-            "needsResponse": d.bool_text("needs_response"),
-            "paused": d.bool_text("paused"),
-            "muted": d.bool_text("muted"),
-            "isTest": d.bool_text("is_test"),
-            "isAnonymous": d.bool_text("is_anonymous"),
-            "messageCount": d.text("message_count"),
+            "archived": "archived",
+            "needsResponse": "needs_response",
+            "paused": "paused",
+            "muted": "muted",
+            "isTest": "is_test",
+            "isAnonymous": "is_anonymous",
+            "messageCount": "message_count",
             "lastMessageAt": d.iso_utc("last_message_at"),
             "createdAt": d.iso_utc("created_at"),
             "updatedAt": d.iso_utc("updated_at"),
             "metadata": "metadata",
         }
-        return ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(text.values()))
+        return ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(columns.values()))
 
     def order(self, q: ChatQuery) -> str:
         direction = "DESC" if q.descending else "ASC"

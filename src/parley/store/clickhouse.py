@@ -116,9 +116,6 @@ class ClickHouseDialect:
             f"formatDateTime({expr}, '%Y-%m-%dT%H:%i:%S.%fZ', 'UTC'))"
         )
 
-    def bool_text(self, expr: str) -> str:
-        return f"multiIf({expr}, 'true', NOT {expr}, 'false', NULL)"
-
     def text(self, expr: str) -> str:
         return f"toString({expr})"
 

@@ -69,9 +69,6 @@ class Dialect(Protocol):
     def iso_utc(self, expr: str) -> str:
         """A naive-UTC timestamp as ISO-8601 text with Z (microseconds only when non-zero)."""
 
-    def bool_text(self, expr: str) -> str:
-        """``true`` / ``false`` / NULL."""
-
     def text(self, expr: str) -> str:
         """Any value as text."""
 
@@ -146,9 +143,6 @@ class DuckDBDialect:
             f"CASE WHEN microsecond({expr}) % 1000000 = 0 THEN strftime({expr}, '%Y-%m-%dT%H:%M:%SZ') "
             f"ELSE strftime({expr}, '%Y-%m-%dT%H:%M:%S.%fZ') END"
         )
-
-    def bool_text(self, expr: str) -> str:
-        return f"CASE WHEN {expr} THEN 'true' WHEN NOT {expr} THEN 'false' END"
 
     def text(self, expr: str) -> str:
         return f"CAST({expr} AS VARCHAR)"

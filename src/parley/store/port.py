@@ -91,7 +91,8 @@ class Store(Protocol):
         """One page of matching chats (snake_case columns) and the number that match."""
 
     def export_chats(self, *, org: str, workspace_id: str, query: ChatQuery) -> Iterator[pa.RecordBatch]:
-        """Every matching chat, as CSV-ready text columns in export order, batch by batch."""
+        """Every matching chat in export order, batch by batch, as columns a CSV writer
+        takes as they are: text, numbers and booleans."""
 
     def needs_response(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[int]: ...
 
