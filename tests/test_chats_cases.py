@@ -126,6 +126,9 @@ def test_search_since_a_date_finds_messages_older_than_their_chat(client, store,
         # An old message too, saying something else.
         chat(4, created=june + timedelta(days=9)),
         said(4, "m5", june + timedelta(days=1), "hello"),
+        # Created later, none of its messages older than itself.
+        chat(5, created=june + timedelta(days=19)),
+        said(5, "m6", june + timedelta(days=20), "Refund now"),
     )
     store.reorder()  # message text in time order, as after a bulk load
 
@@ -133,10 +136,14 @@ def test_search_since_a_date_finds_messages_older_than_their_chat(client, store,
         body = client.get(BASE, params={"search": "refund", **params}, headers=admin).json()
         return sorted(item["id"] for item in body["items"])
 
-    assert found(createdAfter="2024-06-05T00:00:00Z") == [1, 2]
-    assert found(createdAfter="2024-06-10T00:00:00Z") == [1, 2]
-    assert found(createdAfter="2024-06-10T00:00:01Z") == []
-    assert found() == [1, 2, 3]
+    # Chats 1 and 4 have messages older than themselves: 1 is found by its June 1 message.
+    assert found(createdAfter="2024-06-05T00:00:00Z") == [1, 2, 5]
+    assert found(createdAfter="2024-06-10T00:00:00Z") == [1, 2, 5]
+    # No chat created since has an older message (the DuckDB store then reads recent ones only).
+    assert found(createdAfter="2024-06-10T00:00:01Z") == [5]
+    assert found(createdAfter="2024-06-20T00:00:00Z") == [5]
+    assert found(createdAfter="2024-06-20T00:00:01Z") == []
+    assert found() == [1, 2, 3, 5]
 
 
 def test_reorder_rewrites_message_text_by_workspace_and_time(tmp_path):

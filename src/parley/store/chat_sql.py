@@ -8,6 +8,9 @@ exists once a ``chat.upsert`` for it is stored.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from parley.ingest.events import CHAT_UPDATE_FIELDS
 from parley.metrics.chats.query import METADATA_PREFIX, ChatQuery, Group, Node, Rule
 from parley.store.dialect import Dialect, Params
@@ -77,14 +80,30 @@ MEMBER_JOINS = (
 CMP = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
-class ChatSql:
-    """Builds the chat relation and its filters for one workspace."""
+@dataclass(frozen=True)
+class Backdated:
+    """What a store found before compiling a search since a time (``backdated_probe``):
+    the oldest first message of the chats created since then whose first message is
+    older, None when there is no such chat."""
 
-    def __init__(self, dialect: Dialect, params: Params, *, org: str, workspace_id: str) -> None:
+    oldest: datetime | None
+
+
+class ChatSql:
+    """Builds the chat relation and its filters for one workspace.
+
+    ``backdated`` is what the store looked up for the query's search since a time
+    (None: not looked up, and the search then reads those chats' messages in full).
+    """
+
+    def __init__(
+        self, dialect: Dialect, params: Params, *, org: str, workspace_id: str, backdated: Backdated | None = None
+    ) -> None:
         self.d = dialect
         self.p = params
         self.org = params.add(org, "str")
         self.ws = params.add(workspace_id, "str")
+        self.backdated = backdated
 
     def tenant(self, alias: str = "") -> str:
         prefix = f"{alias}." if alias else ""
@@ -187,18 +206,33 @@ class ChatSql:
         (scanning it takes half the time of lower-casing every message per query), and
         its time, in time order per workspace once ``reorder`` has run. A chat created
         since ``since`` has its messages written since, but for the few chats whose
-        oldest message is older than the chat: only their messages are read in full.
+        oldest message is older than the chat: only their messages are read from
+        further back, from the oldest of them when ``self.backdated`` says it (the
+        time bounds the scan), in full when it was not looked up. When it says there
+        is no such chat, that second scan is left out: a search at 30 days in the
+        largest workspaces of scale M, 4 threads in process, 40 to 47 -> 36 to 38 ms
+        p50, the look-up included.
         """
         says = f"{self.tenant()} AND contains(content_lower, lower({needle}))"
         if since is None:
             return f"SELECT chat_id FROM message_text WHERE {says}"
+        recent = f"SELECT chat_id FROM message_text WHERE {says} AND created_at >= {since}"
+        if self.backdated is not None and self.backdated.oldest is None:
+            return recent
         older = (
             f"SELECT chat_id FROM chat_state WHERE {self.tenant()} "
             f"AND created_at >= {since} AND first_message_at < {since}"
         )
+        bound = "" if self.backdated is None else f" AND created_at >= {self.p.add(self.backdated.oldest, 'time')}"
+        return f"{recent} UNION ALL SELECT chat_id FROM message_text WHERE {says}{bound} AND chat_id IN ({older})"
+
+    def backdated_probe(self, since: datetime) -> str | None:
+        """A query (one row, one value) for ``Backdated.oldest`` of a search since ``since``;
+        None where ``chats_saying`` does not bound the messages by time."""
+        at = self.p.add(since, "time")
         return (
-            f"SELECT chat_id FROM message_text WHERE {says} AND created_at >= {since} "
-            f"UNION ALL SELECT chat_id FROM message_text WHERE {says} AND chat_id IN ({older})"
+            f"SELECT min(first_message_at) FROM chat_state WHERE {self.tenant()} "
+            f"AND created_at >= {at} AND first_message_at < {at}"
         )
 
     def node(self, node: Node) -> str:

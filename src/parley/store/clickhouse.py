@@ -172,6 +172,9 @@ class ClickHouseChatSql(ChatSql):
         # Every message of the workspace: no oldest-message time per chat bounds it here.
         return f"SELECT chat_id FROM messages WHERE {self.tenant()} AND {self.d.icontains('content', needle)}"
 
+    def backdated_probe(self, since: datetime) -> str | None:
+        return None
+
     def tool_names(self, q: ChatQuery) -> str:
         return f"""
         WITH {self.relation(members=self.reads_members(q))}
@@ -490,7 +493,7 @@ class ClickHouseStore(SqlStore):
         self, *, org: str, workspace_id: str, query: ChatQuery, batch_rows: int = EXPORT_BATCH_ROWS
     ) -> Iterator[pa.RecordBatch]:
         """Sorted ids first, then rows a batch of ids at a time (as the DuckDB store does)."""
-        sql, params = self._chat_sql(org, workspace_id)
+        sql, params = self._chat_sql(org, workspace_id, query)
         ordered = f"WITH {sql.relation()} SELECT id FROM chats WHERE {sql.where(query)} ORDER BY {sql.order(query)}"
         ids = [row[0] for row in self._fetchall(ordered, params.values)]
         for start in range(0, len(ids), batch_rows):

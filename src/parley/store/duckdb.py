@@ -616,7 +616,7 @@ class DuckDBStore(SqlStore):
         at scale M); then the rows are formatted a range of numbers at a time. Memory stays
         flat however many chats match.
         """
-        sql, params = self._chat_sql(org, workspace_id)
+        sql, params = self._chat_sql(org, workspace_id, query)
         # A cursor of its own: the stream is consumed from whichever thread serves it, and
         # its temporary table is seen by no other connection and dropped when it closes.
         cursor = self._con.cursor()

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from parley.metrics.chats.query import ChatQuery
-from parley.store.chat_sql import CHAT_LIST_COLUMNS, ChatSql
+from parley.store.chat_sql import CHAT_LIST_COLUMNS, Backdated, ChatSql
 from parley.store.dialect import Dialect, Params
 from parley.store.port import ApiKeyRecord, CallsByAssistantRow, MemberState
 from parley.store.series_sql import SeriesSql
@@ -93,14 +93,28 @@ class SqlStore:
 
     # -- chats --------------------------------------------------------------------
 
-    def _chat_sql(self, org: str, workspace_id: str) -> tuple[ChatSql, Params]:
+    def _chat_sql(self, org: str, workspace_id: str, query: ChatQuery | None = None) -> tuple[ChatSql, Params]:
+        """The chat SQL builder for a workspace; given the ``query`` that its ``where``
+        will compile, with what a search since a time needs looked up first.
+
+        The look-up is a statement of its own, before the query's: a chat arriving in
+        between with messages older than the search's time is found from the next
+        request on, as if it had arrived just after this one.
+        """
+        backdated = None
+        if query is not None and query.search is not None and query.created_after is not None:
+            probe_sql, probe_params = self._chat_sql(org, workspace_id)
+            probe = probe_sql.backdated_probe(query.created_after)
+            if probe is not None:
+                backdated = Backdated(self._fetchall(probe, probe_params.values)[0][0])
         params = self._params()
-        return self.chat_sql_class(self.dialect, params, org=org, workspace_id=workspace_id), params
+        sql = self.chat_sql_class(self.dialect, params, org=org, workspace_id=workspace_id, backdated=backdated)
+        return sql, params
 
     def list_chats(
         self, *, org: str, workspace_id: str, query: ChatQuery, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
-        sql, params = self._chat_sql(org, workspace_id)
+        sql, params = self._chat_sql(org, workspace_id, query)
         where, order = sql.where(query), sql.order(query)
         filter_values = dict(params.values)
         page = f"""
