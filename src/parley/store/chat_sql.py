@@ -219,21 +219,18 @@ class ChatSql:
         recent = f"SELECT chat_id FROM message_text WHERE {says} AND created_at >= {since}"
         if self.backdated is not None and self.backdated.oldest is None:
             return recent
-        older = (
-            f"SELECT chat_id FROM chat_state WHERE {self.tenant()} "
-            f"AND created_at >= {since} AND first_message_at < {since}"
-        )
         bound = "" if self.backdated is None else f" AND created_at >= {self.p.add(self.backdated.oldest, 'time')}"
+        older = f"SELECT chat_id {self._backdated_chats(since)}"
         return f"{recent} UNION ALL SELECT chat_id FROM message_text WHERE {says}{bound} AND chat_id IN ({older})"
 
     def backdated_probe(self, since: datetime) -> str | None:
         """A query (one row, one value) for ``Backdated.oldest`` of a search since ``since``;
         None where ``chats_saying`` does not bound the messages by time."""
-        at = self.p.add(since, "time")
-        return (
-            f"SELECT min(first_message_at) FROM chat_state WHERE {self.tenant()} "
-            f"AND created_at >= {at} AND first_message_at < {at}"
-        )
+        return f"SELECT min(first_message_at) {self._backdated_chats(self.p.add(since, 'time'))}"
+
+    def _backdated_chats(self, since: str) -> str:
+        """FROM and WHERE of the chats created since ``since`` whose oldest message is older."""
+        return f"FROM chat_state WHERE {self.tenant()} AND created_at >= {since} AND first_message_at < {since}"
 
     def node(self, node: Node) -> str:
         if isinstance(node, Group):
