@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
+from collections import Counter
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from parley.ingest.events import validate_event
+from parley.ingest import events as ingest_events
+from parley.ingest.events import EVENT_TYPES, InvalidEvent, validate_event, validate_in_two_steps
 from parley.store.port import Store, StoreOutcome, open_store
 from tests.conftest import bearer
 from tests.factories import T0, WS, call, days, event, member
@@ -207,50 +213,53 @@ def test_ingestion_needs_a_key(client):
     assert response.status_code == 401
 
 
+# A valid body of every event type.
+ONE_OF_EACH: dict[str, dict[str, Any]] = {
+    "workspace.upsert": {"workspace_id": WS, "name": "W"},
+    "member.upsert": member(1, "admin")["body"],
+    "assistant.upsert": {"assistant_id": "a1", "name": "Bot", "workspace_id": WS, "member_id": 9},
+    "user.upsert": {"user_id": "u1", "registered_at": "2024-01-01T00:00:00+02:00", "name": "U"},
+    "chat.upsert": {
+        "workspace_id": WS,
+        "chat_id": 1,
+        "owner_member_id": 1,
+        "chat_type": "dm",
+        "channel": "web",
+        "metadata": {"k": [1, 2]},
+        "created_at": "2024-05-01T10:00:00Z",
+    },
+    "chat.update": {"workspace_id": WS, "chat_id": 1, "archived": True},
+    "message.create": {
+        "workspace_id": WS,
+        "chat_id": 1,
+        "message_id": "m1",
+        "role": "assistant",
+        "tool_calls": [{"name": "search", "arguments": {"q": 1}}, {"name": "noargs"}],
+        "created_at": "2024-05-01T10:00:00Z",
+    },
+    "call.create": call("c1", "a1", T0)["body"],
+    "session.create": {"session_id": "s1", "user_id": "u1", "started_at": "2024-05-01T10:00:00Z"},
+    "trace.create": {"trace_id": "t1", "session_id": "s1", "timestamp": "2024-05-01T10:00:00Z"},
+    "observation.create": {
+        "observation_id": "o1",
+        "trace_id": "t1",
+        "type": "generation",
+        "model": "gpt-4o",
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "start_time": "2024-05-01T10:00:00Z",
+    },
+    "feedback.create": {
+        "feedback_id": "f1",
+        "user_id": "u1",
+        "rating": "positive",
+        "created_at": "2024-05-01T10:00:00Z",
+    },
+}
+
+
 def test_every_event_type_is_accepted(ingest, store: Store):
-    bodies = {
-        "workspace.upsert": {"workspace_id": WS, "name": "W"},
-        "member.upsert": member(1, "admin")["body"],
-        "assistant.upsert": {"assistant_id": "a1", "name": "Bot", "workspace_id": WS, "member_id": 9},
-        "user.upsert": {"user_id": "u1", "registered_at": "2024-01-01T00:00:00+02:00", "name": "U"},
-        "chat.upsert": {
-            "workspace_id": WS,
-            "chat_id": 1,
-            "owner_member_id": 1,
-            "chat_type": "dm",
-            "channel": "web",
-            "metadata": {"k": [1, 2]},
-            "created_at": "2024-05-01T10:00:00Z",
-        },
-        "chat.update": {"workspace_id": WS, "chat_id": 1, "archived": True},
-        "message.create": {
-            "workspace_id": WS,
-            "chat_id": 1,
-            "message_id": "m1",
-            "role": "assistant",
-            "tool_calls": [{"name": "search", "arguments": {"q": 1}}, {"name": "noargs"}],
-            "created_at": "2024-05-01T10:00:00Z",
-        },
-        "call.create": call("c1", "a1", T0)["body"],
-        "session.create": {"session_id": "s1", "user_id": "u1", "started_at": "2024-05-01T10:00:00Z"},
-        "trace.create": {"trace_id": "t1", "session_id": "s1", "timestamp": "2024-05-01T10:00:00Z"},
-        "observation.create": {
-            "observation_id": "o1",
-            "trace_id": "t1",
-            "type": "generation",
-            "model": "gpt-4o",
-            "input_tokens": 10,
-            "output_tokens": 5,
-            "start_time": "2024-05-01T10:00:00Z",
-        },
-        "feedback.create": {
-            "feedback_id": "f1",
-            "user_id": "u1",
-            "rating": "positive",
-            "created_at": "2024-05-01T10:00:00Z",
-        },
-    }
-    body = ingest(*(event(t, b) for t, b in bodies.items()))
+    body = ingest(*(event(t, b) for t, b in ONE_OF_EACH.items()))
     assert len(body["successes"]) == 12
     assert store.count_events(org="acme") == 12
 
@@ -259,6 +268,71 @@ def test_a_chat_update_must_change_something(ingest):
     body = ingest(event("chat.update", {"workspace_id": WS, "chat_id": 1}), expect_ok=False)
     assert body["successes"] == []
     assert "at least one of" in body["errors"][0]["message"]
+
+
+# Values a changed event's fields are given: every JSON kind, some of them valid somewhere.
+FIELD_VALUES = [
+    None, "", "x", "dm", "web", "admin", "human", "generation", "positive", "user", WS,
+    0, -1, 7, 2**62, 2**63, 1.5, -0.5, True, False, [], ["a"], [{"name": "t"}], {}, {"k": "v"},
+    "2024-05-01T10:00:00", "2024-05-01T10:00:00Z", "2024-05-01T12:00:00+02:00", "9999-12-31T23:59:59-05:00",
+    *EVENT_TYPES,
+]  # fmt: skip
+REMOVED = object()
+FIELD_NAMES = sorted({"id", "type", "timestamp", "body"} | {name for body in ONE_OF_EACH.values() for name in body})
+
+
+def _changed(type_: str, changes: list[tuple[bool, str, Any]]) -> dict[str, Any]:
+    """A valid event of ``type_`` with each (in its body?, field, value or REMOVED) applied."""
+    raw = event(type_, copy.deepcopy(ONE_OF_EACH[type_]), id="e-1")
+    for in_body, name, value in changes:
+        into = raw["body"] if in_body and isinstance(raw.get("body"), dict) else raw
+        if value is REMOVED:
+            into.pop(name, None)
+        else:
+            into[name] = copy.deepcopy(value)
+    return raw
+
+
+def _decision(validate, raw: dict[str, Any]) -> tuple:
+    """What a validation made of ``raw``, every value and its kind spelled out (an equal
+    datetime may have another offset; a model's fields set matter to chat updates)."""
+    try:
+        e = validate(copy.deepcopy(raw), "acme")
+    except InvalidEvent as err:
+        return ("refused", err.reason, err.event_id)
+    body = tuple((name, repr(value)) for name, value in e.body)
+    return ("kept", e.org, e.id, e.type, e.timestamp.isoformat(), type(e.body), body, e.body.model_fields_set)
+
+
+def _assert_decided_alike(raw: dict[str, Any]) -> str:
+    decided = _decision(validate_in_two_steps, raw)
+    assert _decision(validate_event, raw) == decided, raw
+    if decided[0] == "kept":  # and the one validation kept it, not the two steps again
+        ingest_events._TYPED_EVENT.validate_python(raw)
+    return decided[0]
+
+
+def test_the_one_validation_decides_as_the_envelope_and_then_its_body_do_for_each_change():
+    """Every valid event with one field (of the envelope or the body, its own or another
+    type's) removed or set to each of FIELD_VALUES: kept or refused alike, the same values."""
+    decisions = Counter()
+    for type_ in ONE_OF_EACH:
+        for in_body, names in ((False, ["id", "type", "timestamp", "body"]), (True, FIELD_NAMES)):
+            for name in names:
+                for value in [REMOVED, *FIELD_VALUES]:
+                    decisions[_assert_decided_alike(_changed(type_, [(in_body, name, value)]))] += 1
+    assert decisions["kept"] > 1000 and decisions["refused"] > 1000
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(ONE_OF_EACH)),
+    st.lists(
+        st.tuples(st.booleans(), st.sampled_from(FIELD_NAMES), st.sampled_from([REMOVED, *FIELD_VALUES])), max_size=4
+    ),
+)
+def test_the_one_validation_decides_as_the_envelope_and_then_its_body_do_for_changes_together(type_, changes):
+    _assert_decided_alike(_changed(type_, changes))
 
 
 def test_values_the_store_cannot_hold_are_a_400_for_that_event_only(client, ingest_key, store: Store):
