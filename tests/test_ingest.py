@@ -405,12 +405,11 @@ def test_concurrent_batches_share_one_transaction(tmp_path):
         store.close()
 
 
-def test_after_a_shared_transaction_the_next_waits_for_more_batches(tmp_path):
-    """A caller whose last transaction was its own commits at once; after a transaction of
-    several callers' batches, the next waits while batches keep coming and stores them together."""
+def test_a_transaction_waits_for_the_callers_the_last_one_answered(tmp_path):
+    """The next transaction waits for as many batches as the last one stored and saw come
+    while it ran, at most ``group_wait_s``; a lone caller never waits."""
     store = open_store(f"duckdb:///{tmp_path}/parley.duckdb")
-    # Generous times, so that a slow machine still sees the same groups.
-    store.group_quiet_s, store.group_wait_s = 1.0, 10.0
+    store.group_wait_s = 10.0  # generous, so that a slow machine still sees the same groups
     try:
 
         def ingest_later(delay: float, *ids: str) -> threading.Thread:
@@ -426,10 +425,13 @@ def test_after_a_shared_transaction_the_next_waits_for_more_batches(tmp_path):
             )
             return store._con.execute(sql, list(ids)).fetchall()[0][0]
 
-        # Alone: "solo-1" is committed before "solo-2" comes, half a second later.
+        # Alone: "solo-1" is committed before "solo-2" comes, half a second later, which
+        # then does not wait.
+        started = time.monotonic()
         for thread in [ingest_later(0, "solo-1"), ingest_later(0.5, "solo-2")]:
             thread.join(timeout=30)
         assert commits("solo-1", "solo-2") == 2
+        assert time.monotonic() - started < 5
 
         # Two batches that waited for the writer share a transaction...
         with store._write_lock:
@@ -443,7 +445,29 @@ def test_after_a_shared_transaction_the_next_waits_for_more_batches(tmp_path):
         for thread in [ingest_later(0, "next-1"), ingest_later(0.3, "next-2")]:
             thread.join(timeout=30)
         assert commits("next-1", "next-2") == 1
-        assert store.count_events(org="acme") == 6
+
+        # A batch that comes while a transaction runs is expected back too: "early" is
+        # stored alone while "late-1" comes, and "late-1" then waits for "late-2".
+        store.group_wait_s = 0.01
+        ingest_later(0, "expected-back").join(timeout=30)  # the next expects one batch
+        store.group_wait_s = 10.0
+        store_group = store._store_group
+
+        def store_group_while_one_comes(group):
+            if any(e.id == "early" for ticket in group for e in ticket.events):
+                late.append(ingest_later(0, "late-1"))
+                _wait_until_queued(store, 1)
+            store_group(group)
+
+        late: list[threading.Thread] = []
+        store._store_group = store_group_while_one_comes
+        ingest_later(0, "early").join(timeout=30)
+        late.append(ingest_later(0.3, "late-2"))
+        for thread in late:
+            thread.join(timeout=30)
+        assert commits("early", "late-1") == 2
+        assert commits("late-1", "late-2") == 1
+        assert store.count_events(org="acme") == 10
     finally:
         store.close()
 
