@@ -331,21 +331,26 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _http_ingest(base: str, keys: dict[str, str], held: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    # The bodies are encoded before the clock starts and the answers decoded with orjson:
+    # the clients share the machine's two cores with the server, and what they spend of
+    # them is not the server's throughput.
     batches = [
-        (org, events[i : i + HTTP_BATCH]) for org, events in held.items() for i in range(0, len(events), HTTP_BATCH)
+        (org, orjson.dumps({"batch": events[i : i + HTTP_BATCH]}))
+        for org, events in held.items()
+        for i in range(0, len(events), HTTP_BATCH)
     ]
 
-    def send(chunk: list[tuple[str, list[dict[str, Any]]]]) -> int:
+    def send(chunk: list[tuple[str, bytes]]) -> int:
         stored = 0
         with httpx.Client(base_url=base, timeout=300) as client:
-            for org, batch in chunk:
+            for org, body in chunk:
                 response = client.post(
                     "/api/v2/ingest",
-                    content=orjson.dumps({"batch": batch}),
+                    content=body,
                     headers={"Authorization": f"Bearer {keys[org]}", "Content-Type": "application/json"},
                 )
                 response.raise_for_status()
-                stored += len(response.json()["successes"])
+                stored += len(orjson.loads(response.content)["successes"])
         return stored
 
     with _collector_paused():
