@@ -309,12 +309,12 @@ class DuckDBStore(SqlStore):
     def ingest(self, events: Sequence[Event]) -> StoreOutcome:
         """Store new events durably, skipping ids already stored for their org.
 
-        Concurrent callers commit together (group commit): whoever holds the write lock
-        stores every batch waiting for it in one transaction, so the fixed cost of a
-        transaction (ledger look-ups, the chat-state merge, the commit) is paid once for
-        all of them; a transaction waits a little for the callers the last one answered
-        (see ``_await_callers``). Each caller returns only once the
-        transaction holding its events has committed.
+        Concurrent callers commit together (group commit): one caller at a time stores
+        every batch waiting in one transaction, so the fixed cost of a transaction (ledger
+        look-ups, the chat-state merge, the commit) is paid once for all of them; it first
+        waits a little for the callers the last transaction answered (see
+        ``_await_callers``). Each caller returns only once the transaction holding its
+        events has committed.
         """
         ticket = _Ticket(events)
         with self._arrived:
