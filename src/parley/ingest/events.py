@@ -257,16 +257,9 @@ def _describe(err: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
-def _typed_envelope(event_type: str, body: type[Body]) -> type[BaseModel]:
-    """The envelope of one event type, its body validated by that type's schema."""
-    return create_model(
-        f"{body.__name__}Event",
-        __config__=ConfigDict(extra="ignore"),
-        id=(Id, ...),
-        type=(Literal[event_type], ...),
-        timestamp=(Instant, ...),
-        body=(body, ...),
-    )
+def _typed_envelope(event_type: str, body: type[Body]) -> type[Envelope]:
+    """``Envelope`` for one event type, its body validated by that type's schema."""
+    return create_model(f"{body.__name__}Event", __base__=Envelope, type=(Literal[event_type], ...), body=(body, ...))
 
 
 # One validation for a whole event, the envelope's type choosing the body's schema (a
