@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from parley import __version__
 from parley.clock import Clock, utcnow
@@ -31,6 +32,10 @@ def open_configured_store(settings: Settings) -> Store:
     )
 
 
+def _start_threadpool() -> None:
+    """Nothing: run once in the threadpool, to start it (see ``create_app``)."""
+
+
 def create_app(settings: Settings | None = None, *, store: Store | None = None, clock: Clock = utcnow) -> FastAPI:
     """The public API. A store passed in stays the caller's to close."""
     settings = settings or Settings()
@@ -39,6 +44,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None
         app.state.store = store or open_configured_store(settings)
+        # The threadpool's first use costs about 15 ms (anyio loads and starts its worker
+        # machinery): paid here rather than by the first request that reads the store.
+        await run_in_threadpool(_start_threadpool)
         try:
             yield
         finally:
@@ -66,7 +74,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/healthz", tags=["meta"], include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     return app

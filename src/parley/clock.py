@@ -15,7 +15,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def request_now(request: Request) -> datetime:
+async def request_now(request: Request) -> datetime:
     return request.app.state.clock().astimezone(UTC).replace(tzinfo=None)
 
 

@@ -89,7 +89,7 @@ def resolve_principal(store: Store, plain: str | None) -> Principal:
     )
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 

@@ -30,7 +30,7 @@ class Me(BaseModel):
 
 
 @router.get("/api/v2/me", response_model=Me, tags=["meta"], responses=error_responses(ErrorBody, 401))
-def me(principal: CurrentPrincipal) -> Me:
+async def me(principal: CurrentPrincipal) -> Me:
     """Who the key acts as: its org, workspace, member, role and effective scopes."""
     return Me(
         org=principal.org,

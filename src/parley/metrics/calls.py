@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import CurrentPrincipal, StoreDep
 from parley.clock import Now
@@ -69,7 +70,7 @@ def summarize(row: CallsByAssistantRow) -> AssistantCalls:
     response_model=CallsByAssistant,
     responses=error_responses(CallsError, 400, 401, 403),
 )
-def calls_by_assistant(
+async def calls_by_assistant(
     now: Now,
     principal: CurrentPrincipal,
     store: StoreDep,
@@ -94,7 +95,7 @@ def calls_by_assistant(
         tz=parse_tz(None),
     )
     assert principal.workspace_id is not None
-    rows = store.calls_by_assistant(
-        org=principal.org, workspace_id=principal.workspace_id, start=span.start, end=span.end
+    rows = await run_in_threadpool(
+        store.calls_by_assistant, org=principal.org, workspace_id=principal.workspace_id, start=span.start, end=span.end
     )
     return CallsByAssistant(data=CallsData(assistants=[summarize(r) for r in rows]))

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import ORG_ROLES, CurrentPrincipal, Principal, StoreDep
 from parley.clock import Now
@@ -42,7 +43,7 @@ MentorId = Annotated[str | None, Query(max_length=256, description="Only activit
 Tz = Annotated[str | None, Query(description="IANA time zone of the periods; default UTC.")]
 
 
-def org_reader(org: str, principal: CurrentPrincipal) -> Principal:
+async def org_reader(org: str, principal: CurrentPrincipal) -> Principal:
     """A member allowed org-level analytics, of this org (any other org: 404)."""
     if principal.ingest:
         raise Forbidden("an ingestion key may only call the ingestion endpoint")
@@ -67,7 +68,7 @@ class SeriesRequest:
     buckets: list[Bucket]
 
 
-def series_request(
+async def series_request(
     now: Now,
     start_date: DateParam = None,
     end_date: DateParam = None,
@@ -110,7 +111,7 @@ class UserChatFeedbackCount(BaseModel):
 
 
 @router.get("/user-cohorts-over-time/", response_model=Cohorts)
-def user_cohorts_over_time(
+async def user_cohorts_over_time(
     user_id: Annotated[str, Path(description="The caller's own user id; not a filter.")],
     principal: OrgReader,
     store: StoreDep,
@@ -118,7 +119,8 @@ def user_cohorts_over_time(
     mentor_id: MentorId = None,
 ) -> Cohorts:
     """New users (registered in the period) and veterans (registered before the range, active in the period)."""
-    new, veteran = store.user_cohorts(
+    new, veteran = await run_in_threadpool(
+        store.user_cohorts,
         org=principal.org,
         start=series.span.start,
         end=series.span.end,
@@ -134,7 +136,7 @@ def user_cohorts_over_time(
 
 
 @router.get("/user-cost/", response_model=UserCost)
-def user_cost(
+async def user_cost(
     request: Request,
     now: Now,
     user_id: Annotated[str, Path(description="The user to cost, unless username is given.")],
@@ -157,8 +159,13 @@ def user_cost(
         required=True,
     )
     subject = username if username is not None else user_id
-    total_pusd, unpriced = store.user_cost(
-        org=principal.org, user_id=subject, start=span.start, end=span.end, prices=request.app.state.price_rows
+    total_pusd, unpriced = await run_in_threadpool(
+        store.user_cost,
+        org=principal.org,
+        user_id=subject,
+        start=span.start,
+        end=span.end,
+        prices=request.app.state.price_rows,
     )
     if unpriced:
         log.warning(
@@ -172,7 +179,7 @@ def user_cost(
 
 
 @router.get("/user-feedback/", response_model=list[list[UserChatFeedbackCount]])
-def user_feedback(
+async def user_feedback(
     user_id: Annotated[str, Path(description="The caller's own user id; not a filter.")],
     principal: OrgReader,
     store: StoreDep,
@@ -180,7 +187,8 @@ def user_feedback(
     mentor_id: MentorId = None,
 ) -> JsonResponse:
     """Feedback per period, positive and negative, every period present (nested as the seed)."""
-    counts = store.feedback_counts(
+    counts = await run_in_threadpool(
+        store.feedback_counts,
         org=principal.org,
         start=series.span.start,
         end=series.span.end,

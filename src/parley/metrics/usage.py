@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import CurrentPrincipal, StoreDep
 from parley.clock import Now
@@ -30,7 +31,7 @@ class AssistantsUsage(BaseModel):
 
 
 @router.get("/api/v2/org/{org_id}/workspace/{workspace_id}/metrics/assistants_usage", response_model=AssistantsUsage)
-def assistants_usage(
+async def assistants_usage(
     now: Now,
     org_id: str,
     workspace_id: str,
@@ -56,9 +57,15 @@ def assistants_usage(
     )
     buckets = make_buckets(span, "daily", zone)
     counts: dict[str, dict] = {}
-    for name, day, n in store.assistants_usage(
-        org=principal.org, workspace_id=workspace_id, start=span.start, end=span.end, tz=zone.key
-    ):
+    rows = await run_in_threadpool(
+        store.assistants_usage,
+        org=principal.org,
+        workspace_id=workspace_id,
+        start=span.start,
+        end=span.end,
+        tz=zone.key,
+    )
+    for name, day, n in rows:
         counts.setdefault(name, {})[day] = n
     days = [b.key for b in reversed(buckets)]  # newest first
     labels = [day.isoformat() for day in days]

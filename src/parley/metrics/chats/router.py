@@ -14,6 +14,7 @@ import pyarrow.csv as pacsv
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import CurrentPrincipal, Principal, StoreDep
 from parley.clock import Now
@@ -98,7 +99,7 @@ def iso_utc(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat() + "Z"
 
 
-def workspace_member(workspace_uuid: str, principal: CurrentPrincipal) -> Principal:
+async def workspace_member(workspace_uuid: str, principal: CurrentPrincipal) -> Principal:
     """The caller, checked against the path's workspace: 404 when it is not theirs."""
     if principal.ingest:
         raise Forbidden("an ingestion key may only call the ingestion endpoint")
@@ -115,7 +116,7 @@ def own_chats_only(principal: Principal) -> int | None:
     return None if "chats:read" in principal.scopes else principal.member_id
 
 
-def chat_query(
+async def chat_query(
     principal: Member,
     sort_by: Annotated[
         Literal["createdAt", "updatedAt", "lastMessageAt", "id", "title"], Query(alias="sortBy")
@@ -194,7 +195,7 @@ def _chat(row: dict[str, Any]) -> Chat:
 
 
 @router.get("", response_model=ChatPage)
-def list_chats(
+async def list_chats(
     workspace_uuid: str,
     principal: Member,
     query: Filters,
@@ -203,7 +204,8 @@ def list_chats(
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
 ) -> ChatPage:
     """Chats of the workspace, filtered, sorted and paginated."""
-    rows, total = store.list_chats(
+    rows, total = await run_in_threadpool(
+        store.list_chats,
         org=principal.org,
         workspace_id=workspace_uuid,
         query=query,
@@ -228,11 +230,12 @@ def _csv_stream(batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}, "description": "Every matching chat, as CSV"}},
 )
-def export_chats(
+async def export_chats(
     now: Now, workspace_uuid: str, principal: Member, query: Filters, store: StoreDep
 ) -> StreamingResponse:
     """Every matching chat as CSV, streamed as the database produces the rows."""
     principal.require_scope("chats:read")
+    # A generator: the store reads nothing until the response is streamed, from the threadpool.
     batches = store.export_chats(org=principal.org, workspace_id=workspace_uuid, query=query)
     day = now.date().isoformat()
     filename = f"chats-{workspace_uuid}-{day}.csv"
@@ -244,15 +247,15 @@ def export_chats(
 
 
 @router.get("/needs-response", response_model=list[int])
-def needs_response(workspace_uuid: str, principal: Member, store: StoreDep) -> list[int]:
+async def needs_response(workspace_uuid: str, principal: Member, store: StoreDep) -> list[int]:
     """Ids of chats waiting for a reply: flagged, not archived, not muted (ascending)."""
-    return store.needs_response(
-        org=principal.org, workspace_id=workspace_uuid, owner_member_id=own_chats_only(principal)
+    return await run_in_threadpool(
+        store.needs_response, org=principal.org, workspace_id=workspace_uuid, owner_member_id=own_chats_only(principal)
     )
 
 
 @router.get("/stats/daily-creation", response_model=DailyCreationStats)
-def daily_creation(
+async def daily_creation(
     now: Now,
     workspace_uuid: str,
     principal: Member,
@@ -278,8 +281,14 @@ def daily_creation(
         archived=False if archived is None else archived,
         is_test=False if is_test is None else is_test,
     )
-    counts = store.daily_chat_creation(
-        org=principal.org, workspace_id=workspace_uuid, query=query, tz=zone.key, start=span.start, end=span.end
+    counts = await run_in_threadpool(
+        store.daily_chat_creation,
+        org=principal.org,
+        workspace_id=workspace_uuid,
+        query=query,
+        tz=zone.key,
+        start=span.start,
+        end=span.end,
     )
     per_day: dict[Any, dict[str, int]] = {}
     for day, chat_type, count in counts:
@@ -292,8 +301,8 @@ def daily_creation(
 
 
 @router.get("/tool-call-names", response_model=list[str])
-def tool_call_names(workspace_uuid: str, principal: Member, store: StoreDep) -> list[str]:
+async def tool_call_names(workspace_uuid: str, principal: Member, store: StoreDep) -> list[str]:
     """Distinct tool names called in the visible chats, in code-point order."""
-    return store.tool_call_names(
-        org=principal.org, workspace_id=workspace_uuid, owner_member_id=own_chats_only(principal)
+    return await run_in_threadpool(
+        store.tool_call_names, org=principal.org, workspace_id=workspace_uuid, owner_member_id=own_chats_only(principal)
     )

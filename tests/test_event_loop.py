@@ -1,0 +1,201 @@
+"""Requests leave the event loop only for store work, and only once they must.
+
+Every sync dependency or endpoint is a crossing to the threadpool, and at scale M each
+crossing cost a request 1.5 to 2 ms of p50 under 4 clients (docs/benchmarks.md,
+"Requests crossing to the thread pool"). So the dependencies that only read the request
+are async, and the async endpoints hand their store calls to the threadpool: a store
+call made on the event loop would hold up every other request while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from types import GeneratorType
+from typing import Any
+
+import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from parley.app import create_app
+from parley.settings import Settings
+from parley.store.port import Store, open_store
+from tests.conftest import NOW
+from tests.factories import WS, call, event, iso
+
+DAY = NOW - timedelta(days=2)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class WatchedStore:
+    """A real store that notes, for each of its methods called, whether it ran on an event
+    loop; a generator (the export) is noted as it is read, which is when it works."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.calls: list[tuple[str, bool]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._store, name)
+        if name.startswith("_") or not callable(value):
+            return value
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            result = value(*args, **kwargs)
+            if isinstance(result, GeneratorType):
+                return self._read(name, result)
+            self.calls.append((name, _on_event_loop()))
+            return result
+
+        return watched
+
+    def _read(self, name: str, generator: Iterator[Any]) -> Iterator[Any]:
+        while True:
+            on_loop = _on_event_loop()
+            try:
+                item = next(generator)
+            except StopIteration:
+                self.calls.append((name, on_loop))
+                return
+            self.calls.append((name, on_loop))
+            yield item
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[WatchedStore]:
+    opened = open_store(store_url)
+    yield WatchedStore(opened)
+    opened.close()
+
+
+def _events() -> list[dict[str, Any]]:
+    chat = {
+        "workspace_id": WS,
+        "chat_id": 7,
+        "owner_member_id": 1,
+        "chat_type": "dm",
+        "channel": "web",
+        "title": "Refund please",
+        "created_at": iso(DAY),
+    }
+    message = {
+        "workspace_id": WS,
+        "chat_id": 7,
+        "message_id": "m1",
+        "role": "assistant",
+        "assistant_name": "Helper",
+        "content": "a refund is on its way",
+        "tool_calls": [{"name": "refund", "arguments": {}}],
+        "created_at": iso(DAY),
+    }
+    return [
+        event("chat.upsert", chat, ts=DAY),
+        event("message.create", message, ts=DAY),
+        call("c1", "a1", DAY, duration=60),
+        event("user.upsert", {"user_id": "u1", "registered_at": iso(DAY)}, ts=DAY),
+        event("session.create", {"session_id": "s1", "user_id": "u1", "started_at": iso(DAY)}, ts=DAY),
+        event("trace.create", {"trace_id": "t1", "session_id": "s1", "timestamp": iso(DAY)}, ts=DAY),
+        event(
+            "observation.create",
+            {"observation_id": "o1", "trace_id": "t1", "type": "generation", "start_time": iso(DAY), "cost_usd": 0.25},
+            ts=DAY,
+        ),
+        event(
+            "feedback.create",
+            {"feedback_id": "f1", "user_id": "u1", "rating": "positive", "created_at": iso(DAY), "session_id": "s1"},
+            ts=DAY,
+        ),
+    ]
+
+
+def test_no_store_work_runs_on_the_event_loop(
+    client: Any, ingest: Callable[..., dict[str, Any]], admin: dict[str, str], store: WatchedStore
+) -> None:
+    store.calls.clear()
+    ingest(*_events())
+    span = f"start_date={(NOW - timedelta(days=6)).date()}&end_date={NOW.date()}"
+    org = "/api/ai-analytics/orgs/acme/users/u1"
+    chats = f"/api/v2/w/{WS}/chats"
+    answers = {
+        url: client.get(url, headers=admin)
+        for url in (
+            f"{chats}?search=refund&createdAfter={iso(NOW - timedelta(days=30))}",
+            f"{chats}/export",
+            f"{chats}/needs-response",
+            f"{chats}/stats/daily-creation",
+            f"{chats}/tool-call-names",
+            f"/api/v2/org/acme/workspace/{WS}/metrics/assistants_usage",
+            "/analytics/calls/by-assistant",
+            f"{org}/user-cohorts-over-time/?{span}",
+            f"{org}/user-cost/?{span}",
+            f"{org}/user-feedback/?{span}&aggregation=weekly",
+            "/api/v2/me",
+        )
+    }
+    assert {url: response.status_code for url, response in answers.items()} == dict.fromkeys(answers, 200)
+    # What the store answered, worked out by hand from the events above.
+    assert [
+        item["id"]
+        for item in answers[f"{chats}?search=refund&createdAfter={iso(NOW - timedelta(days=30))}"].json()["items"]
+    ] == [7]
+    assert answers[f"{chats}/export"].text.count("\n") == 2  # the header and chat 7
+    assert answers[f"{chats}/tool-call-names"].json() == ["refund"]
+    assert answers["/analytics/calls/by-assistant"].json()["data"]["assistants"][0]["total_calls"] == 1
+    assert answers[f"{org}/user-cost/?{span}"].json() == {"total_cost": 0.25}
+    assert sum(p["positive"] for p in answers[f"{org}/user-feedback/?{span}&aggregation=weekly"].json()[0]) == 1
+
+    called = {name for name, _ in store.calls}
+    assert called >= {
+        "ingest",
+        "list_chats",
+        "export_chats",
+        "needs_response",
+        "daily_chat_creation",
+        "tool_call_names",
+        "assistants_usage",
+        "calls_by_assistant",
+        "user_cohorts",
+        "user_cost",
+        "feedback_counts",
+    }
+    assert sorted({name for name, on_loop in store.calls if on_loop}) == []
+
+
+def _sync_dependencies(dependant: Dependant) -> set[str]:
+    names = set()
+    for dependency in dependant.dependencies:
+        if dependency.call is not None and not inspect.iscoroutinefunction(dependency.call):
+            names.add(dependency.call.__name__)
+        names |= _sync_dependencies(dependency)
+    return names
+
+
+def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        # An included router keeps its routes (FastAPI 0.165 no longer copies them).
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _api_routes(included.routes)
+
+
+def test_only_the_principal_and_store_work_cross_to_the_threadpool(tmp_path: Any) -> None:
+    app = create_app(Settings(database_url=f"duckdb:///{tmp_path}/parley.duckdb"))
+    routes = list(_api_routes(app.router.routes))
+    assert len(routes) >= 12
+    # The principal may read the store (a key or member not remembered yet).
+    assert set().union(*(_sync_dependencies(route.dependant) for route in routes)) == {"get_principal"}
+    # A sync endpoint with a response model crosses twice: to run, and to have its answer
+    # validated. The dashboard page reads a file and answers HTML.
+    assert [route.path for route in routes if not inspect.iscoroutinefunction(route.endpoint)] == ["/"]
