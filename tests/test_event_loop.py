@@ -1,7 +1,7 @@
 """Requests leave the event loop only for store work, and only once they must.
 
 Every sync dependency or endpoint is a crossing to the threadpool, and at scale M each
-crossing cost a request 1.5 to 2 ms of p50 under 4 clients (docs/benchmarks.md,
+crossing cost a request about 2 ms of p50 under 4 clients (docs/benchmarks.md,
 "Requests crossing to the thread pool"). So the dependencies that only read the request
 are async, and the async endpoints hand their store calls to the threadpool: a store
 call made on the event loop would hold up every other request while it runs.
