@@ -207,11 +207,11 @@ class DuckDBStore(SqlStore):
         # opened) would otherwise draw one into the server's output.
         self._con.execute("SET enable_progress_bar = false")
         self._write_lock = threading.Lock()
-        self._pending_lock = threading.Lock()
+        # Guards the waiting batches, ``_storing`` and ``_expected``; notified as each batch
+        # comes and as each transaction of batches ends.
+        self._arrived = threading.Condition()
         self._pending: list[_Ticket] = []
         self._storing = False  # a caller is storing the waiting batches
-        # Notified as each batch comes and as each transaction of batches ends.
-        self._arrived = threading.Condition(self._pending_lock)
         # How many batches the next transaction waits for: those the last one stored (their
         # callers are on their way back) and those that came while it ran.
         self._expected = 1
@@ -340,7 +340,7 @@ class DuckDBStore(SqlStore):
         try:
             with self._write_lock:
                 self._await_callers()
-                with self._pending_lock:
+                with self._arrived:
                     group, self._pending = self._pending, []
                 try:
                     self._store_group(group)
