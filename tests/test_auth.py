@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from parley.auth.keys import create_key, verify_key
-from parley.store.duckdb import _AuthCache
-from parley.store.port import Store
+from parley.store.duckdb import DuckDBStore, _AuthCache
+from parley.store.port import NotRemembered, Store
 from tests.conftest import bearer
 from tests.factories import T0, WS, WS_OTHER, call, member
 
@@ -150,6 +150,32 @@ def test_keys_are_random_hashed_and_checked(store: Store):
 def test_a_key_is_either_for_ingestion_or_for_a_member(store: Store, kwargs):
     with pytest.raises(ValueError):
         create_key(store, org="acme", **kwargs)
+
+
+def test_a_look_up_from_memory_never_reads_the_store(store: Store, ingest):
+    # Asked on the event loop (``remembered_only``), a look-up answers only what the store
+    # remembers from an earlier look-up, and says when it has nothing: a key stored but
+    # not yet looked up is not found there.
+    key_id = create_key(store, org="acme", workspace_id=WS, member_id=6).split("_")[1]
+    member_6 = {"org": "acme", "workspace_id": WS, "member_id": 6}
+    with pytest.raises(NotRemembered):
+        store.find_api_key(key_id, remembered_only=True)
+    with pytest.raises(NotRemembered):
+        store.get_member(**member_6, remembered_only=True)
+    record = store.find_api_key(key_id)
+    assert record is not None and record.member_id == 6
+    assert store.get_member(**member_6) is None  # not known yet
+    if not isinstance(store, DuckDBStore):  # a store that remembers nothing
+        with pytest.raises(NotRemembered):
+            store.find_api_key(key_id, remembered_only=True)
+        return
+    assert store.find_api_key(key_id, remembered_only=True) == record
+    assert store.get_member(**member_6, remembered_only=True) is None  # remembered as unknown
+    ingest(member(6, "curator"))  # members changed: what was remembered is forgotten
+    with pytest.raises(NotRemembered):
+        store.get_member(**member_6, remembered_only=True)
+    assert store.get_member(**member_6).role == "curator"
+    assert store.get_member(**member_6, remembered_only=True).role == "curator"
 
 
 def test_an_answer_read_across_a_change_is_not_remembered():

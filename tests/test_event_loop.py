@@ -1,20 +1,23 @@
 """Requests leave the event loop only for store work, and only once they must.
 
 Every sync dependency or endpoint is a crossing to the threadpool, and at scale M each
-crossing cost a request about 2 ms of p50 under 4 clients (docs/benchmarks.md,
-"Requests crossing to the thread pool"). So the dependencies that only read the request
-are async, and the async endpoints hand their store calls to the threadpool: a store
-call made on the event loop would hold up every other request while it runs.
+crossing cost a request 1 to 2 ms of p50 under 4 clients (docs/benchmarks.md, "Requests
+crossing to the thread pool", "The principal found on the event loop"). So the
+dependencies are async, and hand their store calls to the threadpool: a store call that
+reads the store on the event loop would hold up every other request while it runs. The
+one store call allowed on the loop is a look-up of the caller's key and member from what
+the store remembers (``remembered_only``), which never reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from types import GeneratorType
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from fastapi.dependencies.models import Dependant
@@ -22,6 +25,7 @@ from fastapi.routing import APIRoute
 
 from parley.app import create_app
 from parley.settings import Settings
+from parley.store.duckdb import DuckDBStore
 from parley.store.port import Store, open_store
 from tests.conftest import NOW
 from tests.factories import WS, call, event, iso
@@ -37,13 +41,21 @@ def _on_event_loop() -> bool:
     return True
 
 
+class Call(NamedTuple):
+    name: str
+    on_loop: bool
+    remembered_only: bool
+    answered: bool  # False: it raised
+
+
 class WatchedStore:
-    """A real store that notes, for each of its methods called, whether it ran on an event
-    loop; a generator (the export) is noted as it is read, which is when it works."""
+    """A real store that notes each of its methods called: whether on an event loop, told
+    to answer from memory only, and whether it answered; a generator (the export) is noted
+    as it is read, which is when it works."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self.calls: list[tuple[str, bool]] = []
+        self.calls: list[Call] = []
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._store, name)
@@ -51,10 +63,15 @@ class WatchedStore:
             return value
 
         def watched(*args: Any, **kwargs: Any) -> Any:
-            result = value(*args, **kwargs)
+            on_loop, remembered_only = _on_event_loop(), kwargs.get("remembered_only", False)
+            try:
+                result = value(*args, **kwargs)
+            except Exception:
+                self.calls.append(Call(name, on_loop, remembered_only, False))
+                raise
             if isinstance(result, GeneratorType):
                 return self._read(name, result)
-            self.calls.append((name, _on_event_loop()))
+            self.calls.append(Call(name, on_loop, remembered_only, True))
             return result
 
         return watched
@@ -65,9 +82,9 @@ class WatchedStore:
             try:
                 item = next(generator)
             except StopIteration:
-                self.calls.append((name, on_loop))
+                self.calls.append(Call(name, on_loop, False, True))
                 return
-            self.calls.append((name, on_loop))
+            self.calls.append(Call(name, on_loop, False, True))
             yield item
 
 
@@ -154,7 +171,7 @@ def test_no_store_work_runs_on_the_event_loop(
     assert answers[f"{org}/user-cost/?{span}"].json() == {"total_cost": 0.25}
     assert sum(p["positive"] for p in answers[f"{org}/user-feedback/?{span}&aggregation=weekly"].json()[0]) == 1
 
-    called = {name for name, _ in store.calls}
+    called = {c.name for c in store.calls}
     assert called >= {
         "ingest",
         "list_chats",
@@ -168,7 +185,19 @@ def test_no_store_work_runs_on_the_event_loop(
         "user_cost",
         "feedback_counts",
     }
-    assert sorted({name for name, on_loop in store.calls if on_loop}) == []
+    assert sorted({c.name for c in store.calls if c.on_loop and not c.remembered_only}) == []
+    # Told to answer from memory, on the loop: only the look-ups of a caller's key and member.
+    remembered = [c for c in store.calls if c.remembered_only]
+    assert all(c.on_loop for c in remembered)
+    assert {c.name for c in remembered} <= {"find_api_key", "get_member"}
+    answered = Counter(c.name for c in remembered if c.answered)
+    if isinstance(store._store, DuckDBStore):
+        # It remembers them from a key's first request on, until members change: the two
+        # ingestions each read the ingestion key (the first stored members), the admin's
+        # first read its key and member, and its 10 other requests were answered on the loop.
+        assert answered == {"find_api_key": 10, "get_member": 10}
+    else:  # it remembers nothing: each request asks the pool
+        assert answered == {}
 
 
 def _sync_dependencies(dependant: Dependant) -> set[str]:
@@ -190,12 +219,11 @@ def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:
             yield from _api_routes(included.routes)
 
 
-def test_only_the_principal_and_store_work_cross_to_the_threadpool(tmp_path: Any) -> None:
+def test_only_store_work_crosses_to_the_threadpool(tmp_path: Any) -> None:
     app = create_app(Settings(database_url=f"duckdb:///{tmp_path}/parley.duckdb"))
     routes = list(_api_routes(app.router.routes))
     assert len(routes) >= 12
-    # The principal may read the store (a key or member not remembered yet).
-    assert set().union(*(_sync_dependencies(route.dependant) for route in routes)) == {"get_principal"}
+    assert set().union(*(_sync_dependencies(route.dependant) for route in routes)) == set()
     # A sync endpoint with a response model crosses twice: to run, and to have its answer
     # validated. The dashboard page reads a file and answers HTML.
     assert [route.path for route in routes if not inspect.iscoroutinefunction(route.endpoint)] == ["/"]

@@ -50,13 +50,14 @@ def create_key(
     return f"{PREFIX}_{key_id}_{secret}"
 
 
-def verify_key(store: Store, plain: str) -> ApiKeyRecord | None:
-    """The key's record, or None when the key is malformed, unknown or wrong."""
+def verify_key(store: Store, plain: str, *, remembered_only: bool = False) -> ApiKeyRecord | None:
+    """The key's record, or None when the key is malformed, unknown or wrong
+    (``remembered_only``: see ``Store.find_api_key``)."""
     prefix, _, rest = plain.partition("_")
     key_id, _, secret = rest.partition("_")
     if prefix != PREFIX or not key_id or not secret or len(plain) > 200:
         return None
-    record = store.find_api_key(key_id)
+    record = store.find_api_key(key_id, remembered_only=remembered_only)
     if record is None:
         # Compare anyway so that unknown ids and wrong secrets take the same time.
         hmac.compare_digest(_hash(secret), _hash(""))

@@ -6,10 +6,11 @@ from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from parley.auth.keys import verify_key
 from parley.errors import Forbidden, NotFound, Unauthorized
-from parley.store.port import Store
+from parley.store.port import NotRemembered, Store
 
 ALL_SCOPES = frozenset({"workspace_metrics:read", "chats:read", "chats:admin", "calls:read", "org_analytics:read"})
 READER_SCOPES = frozenset({"workspace_metrics:read", "chats:read", "calls:read"})
@@ -62,10 +63,12 @@ def _presented_key(request: Request) -> str | None:
     return key.strip() if key else None
 
 
-def resolve_principal(store: Store, plain: str | None) -> Principal:
+def resolve_principal(store: Store, plain: str | None, *, remembered_only: bool = False) -> Principal:
+    """The caller of key ``plain``; ``remembered_only``: from what the store remembers
+    alone, without reading it, or raise ``NotRemembered``."""
     if not plain:
         raise Unauthorized("missing API key: send Authorization: Bearer <key>")
-    record = verify_key(store, plain)
+    record = verify_key(store, plain, remembered_only=remembered_only)
     if record is None:
         raise Unauthorized("unknown API key")
     if record.ingest:
@@ -78,7 +81,9 @@ def resolve_principal(store: Store, plain: str | None) -> Principal:
         workspace_id=record.workspace_id,
         member_id=record.member_id,
     )
-    member = store.get_member(org=record.org, workspace_id=record.workspace_id, member_id=record.member_id)
+    member = store.get_member(
+        org=record.org, workspace_id=record.workspace_id, member_id=record.member_id, remembered_only=remembered_only
+    )
     if member is None:
         return principal
     return replace(
@@ -96,8 +101,17 @@ async def get_store(request: Request) -> Store:
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-def get_principal(request: Request, store: StoreDep) -> Principal:
-    return resolve_principal(store, _presented_key(request))
+async def get_principal(request: Request, store: StoreDep) -> Principal:
+    """The caller, found on the event loop when the store remembers its key and member
+    (every request after a key's first, until a member or key changes); else in the
+    thread pool, since reading the store would hold up every other request. A crossing
+    to the pool and back cost a request 1 to 2 ms of p50 under 4 clients at scale M
+    (docs/benchmarks.md, "The principal found on the event loop")."""
+    plain = _presented_key(request)
+    try:
+        return resolve_principal(store, plain, remembered_only=True)
+    except NotRemembered:
+        return await run_in_threadpool(resolve_principal, store, plain)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -43,6 +43,7 @@ from parley.store.duckdb_state import (
 from parley.store.port import (
     ApiKeyRecord,
     MemberState,
+    NotRemembered,
     StoreLocked,
     StoreOutcome,
 )
@@ -164,6 +165,13 @@ class _AuthCache:
                         self._entries.clear()
                     self._entries[key] = value
         return value
+
+    def remembered(self, key: tuple[Any, ...]) -> Any:
+        """The value remembered for ``key``, never loading it: raises ``NotRemembered``."""
+        with self._lock:
+            if key in self._entries:
+                return self._entries[key]
+        raise NotRemembered(key)
 
     def forget(self) -> None:
         with self._lock:
@@ -598,15 +606,19 @@ class DuckDBStore(SqlStore):
 
     # -- keys -------------------------------------------------------------------
 
-    def find_api_key(self, key_id: str) -> ApiKeyRecord | None:
+    def find_api_key(self, key_id: str, *, remembered_only: bool = False) -> ApiKeyRecord | None:
+        if remembered_only:
+            return self._auth.remembered(("key", key_id))
         # An unknown id is not remembered: anyone can present one.
         return self._auth.get(("key", key_id), partial(super().find_api_key, key_id), keep_none=False)
 
-    def get_member(self, *, org: str, workspace_id: str, member_id: int) -> MemberState | None:
-        return self._auth.get(
-            ("member", org, workspace_id, member_id),
-            partial(super().get_member, org=org, workspace_id=workspace_id, member_id=member_id),
-        )
+    def get_member(
+        self, *, org: str, workspace_id: str, member_id: int, remembered_only: bool = False
+    ) -> MemberState | None:
+        key = ("member", org, workspace_id, member_id)
+        if remembered_only:
+            return self._auth.remembered(key)
+        return self._auth.get(key, partial(super().get_member, org=org, workspace_id=workspace_id, member_id=member_id))
 
     def create_api_key(self, record: ApiKeyRecord) -> None:
         with self._write_lock:

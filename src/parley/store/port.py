@@ -63,6 +63,11 @@ class StoreLocked(RuntimeError):
     """The embedded store is held by another process."""
 
 
+class NotRemembered(LookupError):
+    """A look-up told to answer from memory alone (``remembered_only``) has nothing
+    remembered to answer with: ask again, letting it read the store."""
+
+
 class Store(Protocol):
     url: str
 
@@ -76,9 +81,16 @@ class Store(Protocol):
 
     def create_api_key(self, record: ApiKeyRecord) -> None: ...
 
-    def find_api_key(self, key_id: str) -> ApiKeyRecord | None: ...
+    def find_api_key(self, key_id: str, *, remembered_only: bool = False) -> ApiKeyRecord | None:
+        """The key's record, None for an unknown id. ``remembered_only``: answer from what
+        the store remembers between requests and never read it (so that the event loop
+        may ask), or raise ``NotRemembered``."""
 
-    def get_member(self, *, org: str, workspace_id: str, member_id: int) -> MemberState | None: ...
+    def get_member(
+        self, *, org: str, workspace_id: str, member_id: int, remembered_only: bool = False
+    ) -> MemberState | None:
+        """The member as its latest upsert left it, None when not known; ``remembered_only``
+        as for ``find_api_key``."""
 
     def calls_by_assistant(
         self, *, org: str, workspace_id: str, start: datetime, end: datetime

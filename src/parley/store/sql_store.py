@@ -13,7 +13,7 @@ from typing import Any
 from parley.metrics.chats.query import ChatQuery
 from parley.store.chat_sql import CHAT_LIST_COLUMNS, Backdated, ChatSql
 from parley.store.dialect import Dialect, Params
-from parley.store.port import ApiKeyRecord, CallsByAssistantRow, MemberState
+from parley.store.port import ApiKeyRecord, CallsByAssistantRow, MemberState, NotRemembered
 from parley.store.series_sql import SeriesSql
 from parley.timeseries import zone_span
 
@@ -33,12 +33,18 @@ class SqlStore:
 
     # -- keys and members ---------------------------------------------------------
 
-    def find_api_key(self, key_id: str) -> ApiKeyRecord | None:
+    def find_api_key(self, key_id: str, *, remembered_only: bool = False) -> ApiKeyRecord | None:
+        if remembered_only:  # this store remembers nothing between requests
+            raise NotRemembered(key_id)
         p = self._params()
         rows = self._fetchall(f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_id = {p.add(key_id, 'str')}", p.values)
         return ApiKeyRecord(*rows[0]) if rows else None
 
-    def get_member(self, *, org: str, workspace_id: str, member_id: int) -> MemberState | None:
+    def get_member(
+        self, *, org: str, workspace_id: str, member_id: int, remembered_only: bool = False
+    ) -> MemberState | None:
+        if remembered_only:
+            raise NotRemembered((org, workspace_id, member_id))
         p = self._params()
         rows = self._fetchall(
             "SELECT workspace_id, member_id, name, kind, role, scopes, is_anonymous FROM members "
