@@ -192,9 +192,10 @@ def test_no_store_work_runs_on_the_event_loop(
     assert {c.name for c in remembered} <= {"find_api_key", "get_member"}
     answered = Counter(c.name for c in remembered if c.answered)
     if isinstance(store._store, DuckDBStore):
-        # It remembers them from a key's first request on, until members change: the two
-        # ingestions each read the ingestion key (the first stored members), the admin's
-        # first read its key and member, and its 10 other requests were answered on the loop.
+        # It remembers them from a key's first request on, until members change. The admin
+        # fixture's ingestion stored members, so the memory was empty: the ingestion above
+        # read its key in the pool, the admin's first request its key and member, and the
+        # admin's 10 other requests were answered on the loop.
         assert answered == {"find_api_key": 10, "get_member": 10}
     else:  # it remembers nothing: each request asks the pool
         assert answered == {}
