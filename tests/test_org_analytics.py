@@ -674,6 +674,31 @@ def test_utc_days_whole_and_cut():
     assert utc_days(at(1), at(2)) == ([day(1)], [day(2)])  # the end's midnight is an instant of day 2
 
 
+def test_a_cost_steps_changes_run_only_when_the_step_has_rows(tmp_path):
+    # A trace or session that completes no waiting observation leaves its step empty; the
+    # statements that would change nothing then are not run (DuckDB would plan each one).
+    import duckdb
+
+    from parley.store.duckdb import _run
+    from parley.store.duckdb_state import IfRows, record_cost_sql
+
+    con = duckdb.connect(str(tmp_path / "steps.duckdb"))
+    con.execute("CREATE TABLE log (n INTEGER)")
+    con.execute("CREATE TEMP TABLE step (n INTEGER)")
+    guarded = IfRows("step", ("INSERT INTO log SELECT n FROM step", "INSERT INTO log VALUES (-1)"))
+    _run(con, ["INSERT INTO log VALUES (0)", guarded])
+    assert con.execute("SELECT n FROM log ORDER BY n").fetchall() == [(0,)]  # no -1: not run
+    con.execute("INSERT INTO step VALUES (7)")
+    _run(con, [guarded])
+    assert con.execute("SELECT n FROM log ORDER BY n").fetchall() == [(-1,), (0,), (7,)]
+    # Every cost step guards what it changes, and always drops its table.
+    for table in ("observations", "traces", "sessions"):
+        create, changes, drop = record_cost_sql(table, f"new_{table}")
+        assert create.startswith("CREATE TEMP TABLE cost_step") and drop == "DROP TABLE cost_step"
+        assert isinstance(changes, IfRows) and changes.table == "cost_step"
+        assert any("INSERT INTO user_cost_days" in statement for statement in changes.statements)
+
+
 def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
     from parley.ingest.service import ingest_batch
     from parley.store.duckdb import DuckDBStore

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +34,8 @@ from parley.store.duckdb_state import (
     DERIVED_TABLES,
     REORDERED,
     REORDERED_SOURCES,
+    IfRows,
+    Statement,
     fill_first_message_sql,
     fold_cost_days_sql,
     lookups_sql,
@@ -127,6 +129,16 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
     except BaseException:
         con.rollback()
         raise
+
+
+def _run(con: duckdb.DuckDBPyConnection, statements: Iterable[Statement]) -> None:
+    """Execute ``statements`` in order, those of an ``IfRows`` only if its table has a row."""
+    for statement in statements:
+        if isinstance(statement, IfRows):
+            if con.execute(f"SELECT EXISTS (FROM {statement.table})").fetchall()[0][0]:
+                _run(con, statement.statements)
+        else:
+            con.execute(statement)
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -278,8 +290,7 @@ class DuckDBStore(SqlStore):
         for name, ddl, fills in DERIVED_TABLES:
             con.execute(ddl)
             if name not in had:
-                for fill in fills:
-                    con.execute(fill)
+                _run(con, fills)
         con.execute("INSERT OR REPLACE INTO parley_meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)])
 
     def _fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple]:
@@ -559,8 +570,7 @@ class DuckDBStore(SqlStore):
             for statement in lookups:
                 con.execute(statement)
             for name, source in sources.items():
-                for statement in state_sql(name, source):
-                    con.execute(statement)
+                _run(con, state_sql(name, source))
             for statement in drops:
                 con.execute(statement)
         finally:
