@@ -675,12 +675,13 @@ def test_utc_days_whole_and_cut():
 
 
 def test_a_cost_steps_changes_run_only_when_the_step_has_rows(tmp_path):
-    # A trace or session that completes no waiting observation leaves its step empty; the
-    # statements that would change nothing then are not run (DuckDB would plan each one).
+    # A trace or session that completes no waiting observation leaves its step empty, a
+    # batch of known users needs no numbering; the statements that would change nothing
+    # then are not run (DuckDB would plan each one).
     import duckdb
 
     from parley.store.duckdb import _run
-    from parley.store.duckdb_state import IfRows, record_cost_sql
+    from parley.store.duckdb_state import IfRows, lookups_sql, record_cost_sql
 
     con = duckdb.connect(str(tmp_path / "steps.duckdb"))
     con.execute("CREATE TABLE log (n INTEGER)")
@@ -695,8 +696,12 @@ def test_a_cost_steps_changes_run_only_when_the_step_has_rows(tmp_path):
     for table in ("observations", "traces", "sessions"):
         create, changes, drop = record_cost_sql(table, f"new_{table}")
         assert create.startswith("CREATE TEMP TABLE cost_step") and drop == "DROP TABLE cost_step"
-        assert isinstance(changes, IfRows) and changes.table == "cost_step"
+        assert isinstance(changes, IfRows) and changes.relation == "cost_step"
         assert any("INSERT INTO user_cost_days" in statement for statement in changes.statements)
+    # Numbering a batch's users is guarded too (their numbers are looked up first).
+    lookups, _ = lookups_sql({"sessions": "new_sessions"})
+    numbering = [s for s in lookups if isinstance(s, IfRows)]
+    assert len(numbering) == 1 and any("INSERT INTO user_numbers" in s for s in numbering[0].statements)
 
 
 def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):

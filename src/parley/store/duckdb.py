@@ -132,10 +132,10 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
 
 
 def _run(con: duckdb.DuckDBPyConnection, statements: Iterable[Statement]) -> None:
-    """Execute ``statements`` in order, those of an ``IfRows`` only if its table has a row."""
+    """Execute ``statements`` in order, those of an ``IfRows`` only if its relation has a row."""
     for statement in statements:
         if isinstance(statement, IfRows):
-            if con.execute(f"SELECT EXISTS (FROM {statement.table})").fetchall()[0][0]:
+            if con.execute(f"SELECT EXISTS (FROM {statement.relation})").fetchall()[0][0]:
                 _run(con, statement.statements)
         else:
             con.execute(statement)
@@ -567,8 +567,7 @@ class DuckDBStore(SqlStore):
                 con.register(source, tables[name])
                 con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {source}")
             lookups, drops = lookups_sql(sources)
-            for statement in lookups:
-                con.execute(statement)
+            _run(con, lookups)
             for name, source in sources.items():
                 _run(con, state_sql(name, source))
             for statement in drops:
