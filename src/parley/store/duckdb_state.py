@@ -501,8 +501,9 @@ def _settle(step: str, settled: str | None) -> list[Statement]:
     ``settled`` names the same pending rows as ``step`` (the same join), so when the step
     is empty the statements after it would change nothing; they are then not run. In a
     live stream a trace or a session seldom completes an observation that waits for it
-    (none of the bench's 200,000 held events did), and DuckDB plans each statement however
-    few rows it reads: the cost days' insert alone took 4 to 8 ms an empty step.
+    (none of the first 120,000 of the bench's held events did), and DuckDB plans each
+    statement however few rows it reads: the cost days' insert alone took 4 to 8 ms an
+    empty step.
     """
     changes = [_add_cost_days(_STEP)]
     if settled is not None:
@@ -634,8 +635,8 @@ def lookups_sql(sources: dict[str, str]) -> tuple[list[Statement], list[str]]:
         # The numbers the batch's users have, then numbers for those that have none, added
         # to the look-up first and from there to ``user_numbers``: one read of it in all.
         # Numbering runs only when one of them has no number: in a live stream users are
-        # mostly known (none of the bench's 200,000 held events named a new one in 30
-        # transactions), and the numbering cost about 12 ms to plan and run for nothing.
+        # mostly known (the first 120,000 of the bench's held events, in 30 transactions,
+        # named no new one), and the numbering took about 15 ms to plan and run for nothing.
         numbers = _named_in("user_numbers", "user_id", _union(people))
         unnumbered = (
             f"(SELECT 1 FROM {_union(people)} p ANTI JOIN {NUMBERS_LOOKUP} x "
