@@ -404,8 +404,7 @@ class DuckDBStore(SqlStore):
         """
         try:
             with _transaction(self._con) as con:
-                for statement in fold_cost_days_sql():
-                    con.execute(statement)
+                _run(con, fold_cost_days_sql())
         except duckdb.Error:
             log.exception("folding user_cost_days failed; the store is unchanged and will try again")
             return
@@ -570,8 +569,7 @@ class DuckDBStore(SqlStore):
             _run(con, lookups)
             for name, source in sources.items():
                 _run(con, state_sql(name, source))
-            for statement in drops:
-                con.execute(statement)
+            _run(con, drops)
         finally:
             for source in sources.values():
                 con.unregister(source)

@@ -637,13 +637,14 @@ def lookups_sql(sources: dict[str, str]) -> tuple[list[Statement], list[str]]:
         # Numbering runs only when one of them has no number: in a live stream users are
         # mostly known (the first 120,000 of the bench's held events, in 30 transactions,
         # named no new one), and the numbering took about 15 ms to plan and run for nothing.
-        numbers = _named_in("user_numbers", "user_id", _union(people))
+        everyone = _union(people)
+        numbers = _named_in("user_numbers", "user_id", everyone)
         unnumbered = (
-            f"(SELECT 1 FROM {_union(people)} p ANTI JOIN {NUMBERS_LOOKUP} x "
+            f"(SELECT 1 FROM {everyone} p ANTI JOIN {NUMBERS_LOOKUP} x "
             "ON x.org = p.org AND x.user_id = p.user_id WHERE p.user_id IS NOT NULL) unnumbered"
         )
         numbering = (
-            number_users_sql(f"{_union(people)} people", into=NUMBERS_LOOKUP),
+            number_users_sql(f"{everyone} people", into=NUMBERS_LOOKUP),
             f"""INSERT INTO user_numbers SELECT * FROM {NUMBERS_LOOKUP}
                 WHERE user_no > (SELECT coalesce(max(user_no), 0) FROM user_numbers)""",
         )
