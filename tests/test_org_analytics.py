@@ -338,6 +338,33 @@ def test_cost_hand_worked(client, ingest, admin, caplog):
     assert nobody == {"total_cost": 0.0}
 
 
+def test_a_batch_finds_traces_and_sessions_both_in_itself_and_stored_before(client, ingest, admin):
+    # The DuckDB store looks for the traces and sessions a batch names among the batch's
+    # own first, and reads the stored ones only for the rest: each observation below
+    # needs a different mix, and each one missed leaves a distinct total.
+    ingest(session("s1", "ann", D, mentor="m1"), trace("t1", D, session_id="s1"), observation("o1", "t1", D, cost=1))
+    ingest(
+        trace("t2", D, user_id="ben"),
+        observation("o2", "t2", D, cost=2),  # its trace in this batch
+        observation("o3", "t1", D, cost=4),  # its trace stored before, the user its session's
+        trace("t3", D, session_id="s1"),
+        observation("o4", "t3", D, cost=8),  # its trace in this batch, its session stored before
+        session("s2", "cat", D),
+        trace("t4", D, session_id="s2"),
+        observation("o5", "t4", D, cost=16),  # trace and session in this batch
+        feedback("f1", "ann", D + timedelta(days=1), session_id="s1"),  # mentor from s1, stored before
+        feedback("f2", "cat", D + timedelta(days=1), session_id="s2", mentor="m1"),
+        feedback("f3", "ann", D + timedelta(days=1)),  # no session
+    )
+    totals = {
+        who: get(client, admin, "user-cost", start_date="2024-05-01", end_date="2024-05-01", username=who)
+        for who in ("ann", "ben", "cat")
+    }
+    assert totals == {"ann": {"total_cost": 13.0}, "ben": {"total_cost": 2.0}, "cat": {"total_cost": 16.0}}
+    params = {"start_date": "2024-05-02", "end_date": "2024-05-02", "mentor_id": "m1"}
+    assert [p["feedback_count"] for p in get(client, admin, "user-feedback", **params)[0]] == [2]  # f1, f2
+
+
 # Ranges for the cost reference: whole days, and date-times that cut days (and hours) in two.
 COST_RANGES = [
     ("2024-05-03", "2024-05-07"),
