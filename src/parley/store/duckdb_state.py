@@ -613,17 +613,20 @@ def _look_up(lookup: str, table: str, columns: str, key: str, wanted: str, sourc
     stored table scans the org's rows: about 18 ms for the traces, 10 for the sessions
     of the largest org of scale M.
     """
+    create = f"CREATE TEMP TABLE {lookup} AS SELECT {columns} FROM {_named_in(sources.get(table, table), key, wanted)}"
     if table not in sources:
-        return [f"CREATE TEMP TABLE {lookup} AS SELECT {columns} FROM {_named_in(table, key, wanted)}"]
-    missing = (
-        f"(SELECT w.org, w.{key} FROM {wanted} w ANTI JOIN {lookup} b ON b.org = w.org AND b.{key} = w.{key}"
+        return [create]
+    missing = _unmatched(wanted, lookup, key)
+    stored = f"INSERT INTO {lookup} SELECT {columns} FROM {_named_in(table, key, missing)}"
+    return [create, IfRows(f"{missing} missing", (stored,))]
+
+
+def _unmatched(wanted: str, found: str, key: str) -> str:
+    """The (org, ``key``) of the rows of ``wanted`` with a ``key`` that ``found`` lacks, as a subquery."""
+    return (
+        f"(SELECT w.org, w.{key} FROM {wanted} w ANTI JOIN {found} f ON f.org = w.org AND f.{key} = w.{key}"
         f" WHERE w.{key} IS NOT NULL)"
     )
-    stored = f"INSERT INTO {lookup} SELECT {columns} FROM {_named_in(table, key, missing)}"
-    return [
-        f"CREATE TEMP TABLE {lookup} AS SELECT {columns} FROM {_named_in(sources[table], key, wanted)}",
-        IfRows(f"{missing} missing", (stored,)),
-    ]
 
 
 def lookups_sql(sources: dict[str, str]) -> tuple[list[Statement], list[str]]:
@@ -663,10 +666,7 @@ def lookups_sql(sources: dict[str, str]) -> tuple[list[Statement], list[str]]:
         # named no new one), and the numbering took about 15 ms to plan and run for nothing.
         everyone = _union(people)
         numbers = _named_in("user_numbers", "user_id", everyone)
-        unnumbered = (
-            f"(SELECT 1 FROM {everyone} p ANTI JOIN {NUMBERS_LOOKUP} x "
-            "ON x.org = p.org AND x.user_id = p.user_id WHERE p.user_id IS NOT NULL) unnumbered"
-        )
+        unnumbered = f"{_unmatched(everyone, NUMBERS_LOOKUP, 'user_id')} unnumbered"
         numbering = (
             number_users_sql(f"{everyone} people", into=NUMBERS_LOOKUP),
             f"""INSERT INTO user_numbers SELECT * FROM {NUMBERS_LOOKUP}
