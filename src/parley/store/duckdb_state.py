@@ -455,27 +455,22 @@ def _resolve(observations: str, traces: str, sessions: str) -> str:
 
 
 def _add_cost_days(source: str) -> str:
-    """Add the resolved observations of ``source`` to their users' days."""
+    """Add the resolved observations of ``source`` to their users' days, in one pass: the
+    sums and observations of each day's models, then each day's row from its models."""
     return f"""
     INSERT INTO user_cost_days
-    WITH counted AS (
-        SELECT {_COST_DAY_KEY} AS day_key, traced_at, model, input_tokens, output_tokens, cost_pusd
-        FROM {source} WHERE user_id IS NOT NULL AND traced_at IS NOT NULL
-    ),
-    by_model AS (
-        SELECT day_key, model, sum(cost_pusd) AS cost_pusd,
+    SELECT day_key, coalesce(sum(cost_pusd), 0), coalesce(list({_UNCOSTED}) FILTER (WHERE n > 0), []),
+           flatten(list(observations))
+    FROM (
+        SELECT {_COST_DAY_KEY} AS day_key, model, sum(cost_pusd) AS cost_pusd,
                sum(coalesce(input_tokens, 0)) FILTER (WHERE cost_pusd IS NULL) AS input_tokens,
                sum(coalesce(output_tokens, 0)) FILTER (WHERE cost_pusd IS NULL) AS output_tokens,
-               count(*) FILTER (WHERE cost_pusd IS NULL) AS n
-        FROM counted GROUP BY day_key, model
+               count(*) FILTER (WHERE cost_pusd IS NULL) AS n,
+               list({_OBSERVED}) AS observations
+        FROM {source} WHERE user_id IS NOT NULL AND traced_at IS NOT NULL
+        GROUP BY day_key, model
     )
-    SELECT s.day_key, s.cost_pusd, s.uncosted, o.observations
-    FROM (
-        SELECT day_key, coalesce(sum(cost_pusd), 0) AS cost_pusd,
-               coalesce(list({_UNCOSTED}) FILTER (WHERE n > 0), []) AS uncosted
-        FROM by_model GROUP BY day_key
-    ) s
-    JOIN (SELECT day_key, list({_OBSERVED}) AS observations FROM counted GROUP BY day_key) o ON o.day_key = s.day_key
+    GROUP BY day_key
     """
 
 
