@@ -278,7 +278,8 @@ class ChatSql:
     def export_columns(self) -> str:
         """The export's columns, in the contract's order, ready for a CSV writer.
 
-        Text and times are formatted here. Numbers and booleans stay typed and the
+        Times are formatted here; text leaves as stored (the CSV writer guards what a
+        spreadsheet would read as a formula). Numbers and booleans stay typed and the
         writer renders them (unquoted, booleans as ``true``/``false``): as text, they
         were ten more string columns for DuckDB to build a batch, about a fifth of
         the export's time. They are named c0, c1, ... so that ORDER BY still sees
@@ -287,13 +288,13 @@ class ChatSql:
         d = self.d
         columns = {
             "id": "id",
-            "title": d.csv_guard("title"),
-            "chatType": d.csv_guard("chat_type"),
-            "channel": d.csv_guard("channel"),
+            "title": "title",
+            "chatType": "chat_type",
+            "channel": "channel",
             "ownerMemberId": "owner_member_id",
-            "ownerName": d.csv_guard("owner_name"),
+            "ownerName": "owner_name",
             "assistantMemberId": "assistant_member_id",
-            "assistantName": d.csv_guard("assistant_name"),
+            "assistantName": "assistant_name",
             "archived": "archived",
             "needsResponse": "needs_response",
             "paused": "paused",

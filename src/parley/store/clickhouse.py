@@ -119,9 +119,6 @@ class ClickHouseDialect:
     def text(self, expr: str) -> str:
         return f"toString({expr})"
 
-    def csv_guard(self, expr: str) -> str:
-        return f"if(substring({expr}, 1, 1) IN ('=', '+', '-', '@', '\\t', '\\r'), concat('''', {expr}), {expr})"
-
     def bucket_key(self, expr: str, granularity: str, zone: ZoneSpan | None, params: Params) -> str:
         tz_sql = "'UTC'" if zone is None else params.add(zone.name, "str")
         if granularity == "hourly":

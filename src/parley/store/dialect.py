@@ -72,9 +72,6 @@ class Dialect(Protocol):
     def text(self, expr: str) -> str:
         """Any value as text."""
 
-    def csv_guard(self, expr: str) -> str:
-        """Text prefixed with ' when a spreadsheet would read it as a formula."""
-
     def bucket_key(self, expr: str, granularity: str, zone: ZoneSpan | None, params: Params) -> str:
         """The key of the bucket holding a naive-UTC timestamp (see ``timeseries.Bucket``).
 
@@ -146,12 +143,6 @@ class DuckDBDialect:
 
     def text(self, expr: str) -> str:
         return f"CAST({expr} AS VARCHAR)"
-
-    def csv_guard(self, expr: str) -> str:
-        return (
-            # A regular expression, not IN (...), which DuckDB plans as a hash join per column.
-            f"CASE WHEN regexp_matches({expr}, '^[=+\\-@\\t\\r]') THEN '''' || {expr} ELSE {expr} END"
-        )
 
     def local_time(self, expr: str, zone: ZoneSpan, params: Params) -> str:
         """``expr`` (naive UTC) as wall-clock time in ``zone``: shifted by the offset in
