@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -85,6 +87,33 @@ def test_a_newer_upsert_replaces_every_field(client, ingest, admin):
         None,
         "slack",
     )
+
+
+def named(member_id: int, name: str, *, ts: datetime, id: str, anonymous: bool = False):
+    renamed = member(member_id, "basic", ts=ts, id=id, anonymous=anonymous)
+    return renamed | {"body": {**renamed["body"], "name": name}}
+
+
+def test_member_names_latest_wins_whatever_the_arrival_order(client, ingest, admin):
+    ingest(named(7, "Seven newest", ts=T + timedelta(hours=2), id="m7-b"))
+    ingest(named(7, "Seven older", ts=T + timedelta(hours=1), id="m7-c"))
+    ingest(named(7, "Seven same time, smaller id", ts=T + timedelta(hours=2), id="m7-a"))
+    # Two events of one member in one batch, the newer first.
+    ingest(
+        named(8, "Eight newer", ts=T + timedelta(hours=3), id="m8-a", anonymous=True),
+        named(8, "Eight older", ts=T + timedelta(hours=1), id="m8-b"),
+    )
+    ingest(chat(30, owner=7, assistant_member_id=8), chat(31, owner=8, assistant_member_id=7))
+    first, second = only(client, admin, 30), only(client, admin, 31)
+    assert (first["ownerName"], first["assistantName"], first["isAnonymous"]) == ("Seven newest", "Eight newer", False)
+    assert (second["ownerName"], second["assistantName"], second["isAnonymous"]) == (
+        "Eight newer",
+        "Seven newest",
+        True,
+    )
+    exported = csv.DictReader(io.StringIO(client.get(f"{BASE}/export", headers=admin).text, newline=""))
+    names = {int(row["id"]): (row["ownerName"], row["assistantName"]) for row in exported}
+    assert names == {30: ("Seven newest", "Eight newer"), 31: ("Eight newer", "Seven newest")}
 
 
 def test_updates_alone_make_no_chat(client, ingest, admin):
@@ -376,6 +405,33 @@ def test_a_duckdb_store_made_before_chat_tools_and_message_text_fills_them_when_
     with duckdb.connect(str(path)) as con:  # the list column is dropped once chat_tools holds the names
         columns = con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 'chat_state'").fetchall()
     assert "tool_names" not in {name for (name,) in columns}
+
+
+def test_a_duckdb_store_made_before_member_names_fills_it_when_opened(tmp_path):
+    import duckdb
+
+    from parley.ingest.service import ingest_batch
+    from parley.metrics.chats.query import ChatQuery
+    from parley.store.duckdb import DuckDBStore
+
+    path = tmp_path / "parley.duckdb"
+    events = [
+        named(7, "Seven newest", ts=T + timedelta(hours=2), id="m7-b"),
+        named(7, "Seven older", ts=T + timedelta(hours=1), id="m7-a"),
+        chat(1, owner=7),
+    ]
+    store = DuckDBStore(path)
+    assert ingest_batch(store, org="acme", batch=events).errors == []
+    store.close()
+    with duckdb.connect(str(path)) as con:  # as a store written by a Parley without the table
+        con.execute("DROP TABLE member_names")
+        con.execute("UPDATE parley_meta SET value = '4' WHERE key = 'schema_version'")
+    store = DuckDBStore(path)
+    try:
+        found, _ = store.list_chats(org="acme", workspace_id=WS, query=ChatQuery(), limit=10, offset=0)
+        assert [(row["id"], row["owner_name"]) for row in found] == [(1, "Seven newest")]
+    finally:
+        store.close()
 
 
 def test_a_duckdb_store_made_before_message_times_fills_them_when_opened(tmp_path):

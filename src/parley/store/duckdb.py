@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
+from parley.store.chat_sql import ChatSql
 from parley.store.dialect import DuckDBDialect
 from parley.store.duckdb_state import (
     CHAT_STATE_DDL,
@@ -191,8 +192,17 @@ class _AuthCache:
             self._entries.clear()
 
 
+class DuckDBChatSql(ChatSql):
+    """The chat relation with the members' names from ``member_names``, kept as member
+    events arrive (the base class groups the member events per query)."""
+
+    def member_state(self) -> str:
+        return f"member_state AS (SELECT member_id, name, is_anonymous FROM member_names WHERE {self.tenant()})"
+
+
 class DuckDBStore(SqlStore):
     dialect = DIALECT
+    chat_sql_class = DuckDBChatSql
     # How many stored observations between two folds of user_cost_days.
     fold_every_observations = 500_000
     # ``reorder`` rewrites an org's rows of a table once it has one new row for this many stored.

@@ -357,6 +357,41 @@ STORED_PEOPLE = """(
 ) people"""
 
 
+# -- member names -------------------------------------------------------------------------
+
+# Each member's newest name and anonymity, for the chat list and export (the owner's and
+# assistant's names). Read from the ``members`` events at query time, grouping them cost
+# the chats list 1 to 1.5 ms of 10 (planning included) at scale M.
+MEMBER_NAMES_DDL = """
+CREATE TABLE IF NOT EXISTS member_names (
+    org VARCHAR NOT NULL,
+    workspace_id VARCHAR NOT NULL,
+    member_id BIGINT NOT NULL,
+    name VARCHAR,
+    is_anonymous BOOLEAN,
+    version VARCHAR NOT NULL,
+    PRIMARY KEY (org, workspace_id, member_id)
+);
+"""
+
+
+def merge_member_names_sql(source: str) -> str:
+    """Fold the member upserts in ``source`` (every stored one, to fill the table) into
+    ``member_names``: the newest event of a member wins, whatever the order of arrival."""
+    return f"""
+    INSERT INTO member_names BY NAME
+    SELECT org, workspace_id, member_id, {_latest("name", "true")} AS name,
+           {_latest("is_anonymous", "true")} AS is_anonymous, max(version) AS version
+    FROM (SELECT *, {VERSION} AS version FROM {source})
+    GROUP BY org, workspace_id, member_id
+    ON CONFLICT (org, workspace_id, member_id) DO UPDATE SET
+        name = CASE WHEN excluded.version > member_names.version THEN excluded.name ELSE member_names.name END,
+        is_anonymous = CASE WHEN excluded.version > member_names.version
+                            THEN excluded.is_anonymous ELSE member_names.is_anonymous END,
+        version = greatest(member_names.version, excluded.version)
+    """
+
+
 # -- user state ---------------------------------------------------------------------------
 
 USER_STATE_DDL = """
@@ -685,6 +720,8 @@ def state_sql(table: str, source: str) -> list[Statement]:
         return [merge_messages_sql(source), record_message_text_sql(source), record_chat_tools_sql(source)]
     if table == "users":
         return [merge_users_sql(source, NUMBERS_LOOKUP)]
+    if table == "members":
+        return [merge_member_names_sql(source)]
     return record_activity_sql(table, source) + record_cost_sql(table, source)
 
 
@@ -696,5 +733,6 @@ DERIVED_TABLES: tuple[tuple[str, str, list[Statement]], ...] = (
     ("user_numbers", USER_NUMBERS_DDL, [number_users_sql(STORED_PEOPLE)]),
     ("user_activity", USER_ACTIVITY_DDL, [backfill_activity_sql()]),
     ("user_state", USER_STATE_DDL, [merge_users_sql("users")]),
+    ("member_names", MEMBER_NAMES_DDL, [merge_member_names_sql("members")]),
     ("user_cost_days", USER_COST_DDL + COST_PENDING_DDL, backfill_cost_sql()),
 )

@@ -23,8 +23,10 @@ from parley.ingest.events import CHAT_UPDATE_FIELDS, ChatUpdate, Event
 # older Parley would add the list column back and keep names chat_tools never sees). 3: DuckDB's
 # user activity and state name users by number (an older Parley would fail on every session). 4:
 # DuckDB's message text carries each message's time and chat state its oldest message's (an
-# older Parley would fail on every message).
-SCHEMA_VERSION = 4
+# older Parley would fail on every message). 5: DuckDB keeps each member's newest name in
+# member_names (an older Parley would store member events without it, whose names would then
+# stay old).
+SCHEMA_VERSION = 5
 
 # Logical column types, mapped to engine types by each adapter.
 STR, INT, BOOL, TIME, JSON, STR_LIST = "str", "int", "bool", "time", "json", "str_list"
