@@ -371,12 +371,27 @@ def test_tool_names_gather_across_batches_and_arrival_orders(client, ingest, adm
     assert client.get(f"{BASE}/tool-call-names", headers=admin).json() == ["escalate", "lookup", "refund"]
 
 
-def test_a_duckdb_store_made_before_chat_tools_and_message_text_fills_them_when_opened(tmp_path):
+def reopened_as_older(path, events, *changes: str):
+    """A DuckDB store holding ``events``, closed, changed by ``changes`` into what an older
+    Parley left, and opened again."""
     import duckdb
 
     from parley.ingest.service import ingest_batch
-    from parley.metrics.chats.query import ChatQuery
     from parley.store.duckdb import DuckDBStore
+
+    store = DuckDBStore(path)
+    assert ingest_batch(store, org="acme", batch=events).errors == []
+    store.close()
+    with duckdb.connect(str(path)) as con:
+        for change in changes:
+            con.execute(change)
+    return DuckDBStore(path)
+
+
+def test_a_duckdb_store_made_before_chat_tools_and_message_text_fills_them_when_opened(tmp_path):
+    import duckdb
+
+    from parley.metrics.chats.query import ChatQuery
 
     path = tmp_path / "parley.duckdb"
     calls = {"workspace_id": WS, "chat_id": 1, "role": "tool", "created_at": iso(T)}
@@ -386,14 +401,13 @@ def test_a_duckdb_store_made_before_chat_tools_and_message_text_fills_them_when_
         event("message.create", {**calls, "message_id": "m2", "tool_calls": [{"name": "b"}]}),
         event("message.create", {**calls, "message_id": "m3", "content": "Please REFUND me"}),
     ]
-    store = DuckDBStore(path)
-    assert ingest_batch(store, org="acme", batch=events).errors == []
-    store.close()
-    with duckdb.connect(str(path)) as con:  # as a store written by a Parley without them
-        con.execute("DROP TABLE chat_tools")
-        con.execute("DROP TABLE message_text")
-        con.execute("ALTER TABLE chat_state ADD COLUMN tool_names VARCHAR[]")  # where tool names were kept
-    store = DuckDBStore(path)
+    store = reopened_as_older(  # a Parley without them, which kept tool names in a list
+        path,
+        events,
+        "DROP TABLE chat_tools",
+        "DROP TABLE message_text",
+        "ALTER TABLE chat_state ADD COLUMN tool_names VARCHAR[]",
+    )
     try:
         assert store.tool_call_names(org="acme", workspace_id=WS, owner_member_id=None) == ["a", "b"]
         found, total = store.list_chats(
@@ -408,11 +422,8 @@ def test_a_duckdb_store_made_before_chat_tools_and_message_text_fills_them_when_
 
 
 def test_a_duckdb_store_made_before_member_names_fills_it_when_opened(tmp_path):
-    import duckdb
 
-    from parley.ingest.service import ingest_batch
     from parley.metrics.chats.query import ChatQuery
-    from parley.store.duckdb import DuckDBStore
 
     path = tmp_path / "parley.duckdb"
     events = [
@@ -420,13 +431,9 @@ def test_a_duckdb_store_made_before_member_names_fills_it_when_opened(tmp_path):
         named(7, "Seven older", ts=T + timedelta(hours=1), id="m7-a"),
         chat(1, owner=7),
     ]
-    store = DuckDBStore(path)
-    assert ingest_batch(store, org="acme", batch=events).errors == []
-    store.close()
-    with duckdb.connect(str(path)) as con:  # as a store written by a Parley without the table
-        con.execute("DROP TABLE member_names")
-        con.execute("UPDATE parley_meta SET value = '4' WHERE key = 'schema_version'")
-    store = DuckDBStore(path)
+    store = reopened_as_older(  # a Parley without the table
+        path, events, "DROP TABLE member_names", "UPDATE parley_meta SET value = '4' WHERE key = 'schema_version'"
+    )
     try:
         found, _ = store.list_chats(org="acme", workspace_id=WS, query=ChatQuery(), limit=10, offset=0)
         assert [(row["id"], row["owner_name"]) for row in found] == [(1, "Seven newest")]
@@ -439,7 +446,6 @@ def test_a_duckdb_store_made_before_message_times_fills_them_when_opened(tmp_pat
 
     from parley.ingest.service import ingest_batch
     from parley.metrics.chats.query import ChatQuery
-    from parley.store.duckdb import DuckDBStore
 
     path = tmp_path / "parley.duckdb"
     june = datetime(2024, 6, 1, tzinfo=UTC)
@@ -450,14 +456,13 @@ def test_a_duckdb_store_made_before_message_times_fills_them_when_opened(tmp_pat
         chat(2, created=june + timedelta(days=9)),
         said(2, "m3", june + timedelta(days=10), "no refund"),
     ]
-    store = DuckDBStore(path)
-    assert ingest_batch(store, org="acme", batch=events).errors == []
-    store.close()
-    with duckdb.connect(str(path)) as con:  # as a store written by a Parley before message times
-        con.execute("ALTER TABLE chat_state DROP COLUMN first_message_at")
-        con.execute("ALTER TABLE message_text DROP COLUMN created_at")
-        con.execute("UPDATE parley_meta SET value = '3' WHERE key = 'schema_version'")
-    store = DuckDBStore(path)
+    store = reopened_as_older(  # a Parley before message times
+        path,
+        events,
+        "ALTER TABLE chat_state DROP COLUMN first_message_at",
+        "ALTER TABLE message_text DROP COLUMN created_at",
+        "UPDATE parley_meta SET value = '3' WHERE key = 'schema_version'",
+    )
     try:
         query = ChatQuery(search="refund", created_after=june + timedelta(days=5))
         found, total = store.list_chats(org="acme", workspace_id=WS, query=query, limit=10, offset=0)
