@@ -80,15 +80,14 @@ def _latest(expr: str, where: str) -> str:
     return f"(arg_max({{'v': {expr}}}, version) FILTER (WHERE {where})).v"
 
 
-def _newer(column: str) -> str:
-    new, old = f"excluded.{column}", f"chat_state.{column}"
-    return f"({new} IS NOT NULL AND ({old} IS NULL OR {new} > {old}))"
-
-
-def _take_if_newer(version: str, *columns: str) -> list[str]:
+def _take_if_newer(table: str, version: str, *columns: str) -> list[str]:
+    """SET expressions of an ``ON CONFLICT`` merge into ``table``: ``columns`` and ``version``
+    take the incoming row's values when its ``version`` is newer (a NULL version is never
+    newer), and keep the stored ones otherwise."""
     # Every SET expression reads the row as it was, so the version column can be among them.
-    newer = _newer(version)
-    return [f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE chat_state.{c} END" for c in (*columns, version)]
+    new, old = f"excluded.{version}", f"{table}.{version}"
+    newer = f"({new} IS NOT NULL AND ({old} IS NULL OR {new} > {old}))"
+    return [f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE {table}.{c} END" for c in (*columns, version)]
 
 
 def merge_chat_events_sql(source: str) -> str:
@@ -102,10 +101,10 @@ def merge_chat_events_sql(source: str) -> str:
         select.append(f"max(version) FILTER (WHERE {is_set}) AS v_{column}")
     metadata_set = "list_contains(fields_set, 'metadata')"
     select.append(f"{_latest('metadata_text', metadata_set)} AS metadata_text")
-    updates = _take_if_newer("v_upsert", *UPSERT_ONLY)
+    updates = _take_if_newer("chat_state", "v_upsert", *UPSERT_ONLY)
     for column in UPDATABLE:
         extra = ("metadata_text",) if column == "metadata" else ()
-        updates += _take_if_newer(f"v_{column}", column, *extra)
+        updates += _take_if_newer("chat_state", f"v_{column}", column, *extra)
     updates.append("updated_at = greatest(chat_state.updated_at, excluded.updated_at)")
     return f"""
     INSERT INTO chat_state BY NAME
@@ -385,10 +384,7 @@ def merge_member_names_sql(source: str) -> str:
     FROM (SELECT *, {VERSION} AS version FROM {source})
     GROUP BY org, workspace_id, member_id
     ON CONFLICT (org, workspace_id, member_id) DO UPDATE SET
-        name = CASE WHEN excluded.version > member_names.version THEN excluded.name ELSE member_names.name END,
-        is_anonymous = CASE WHEN excluded.version > member_names.version
-                            THEN excluded.is_anonymous ELSE member_names.is_anonymous END,
-        version = greatest(member_names.version, excluded.version)
+        {", ".join(_take_if_newer("member_names", "version", "name", "is_anonymous"))}
     """
 
 
@@ -417,10 +413,7 @@ def merge_users_sql(source: str, numbers: str = "user_numbers") -> str:
     FROM (SELECT *, {VERSION} AS version FROM {source}) v
     JOIN {numbers} u ON u.org = v.org AND u.user_id = v.user_id
     GROUP BY v.org, v.user_id
-    ON CONFLICT (org, user_id) DO UPDATE SET
-        registered_at = CASE WHEN excluded.version > user_state.version
-                             THEN excluded.registered_at ELSE user_state.registered_at END,
-        version = greatest(user_state.version, excluded.version)
+    ON CONFLICT (org, user_id) DO UPDATE SET {", ".join(_take_if_newer("user_state", "version", "registered_at"))}
     """
 
 
