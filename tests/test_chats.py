@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from parley.app import create_app
 from parley.auth.keys import create_key
 from parley.metrics.chats.query import ChatQuery
+from parley.metrics.chats.router import csv_stream
 from parley.settings import Settings
+from parley.store.duckdb import DuckDBStore
 from parley.store.port import open_store
 from tests.chat_reference import World, iso, sort_rows
 from tests.conftest import NOW, STORE_KINDS, bearer, store_url_for
@@ -528,41 +530,85 @@ def test_export_bytes_quote_text_and_leave_numbers_and_booleans_bare(world):
     assert response.text == want
 
 
+def export_ways(store) -> dict[str, dict[str, int]]:
+    """The ways ``store`` can take to export (keyword arguments of ``export_chats``).
+
+    The DuckDB store sorts an export of up to ``whole_up_to`` chats whole, and numbers a
+    larger one and formats it a range at a time; the ClickHouse store has one way.
+    """
+    if isinstance(store, DuckDBStore):
+        return {"whole": {}, "ranges": {"whole_up_to": 0}}
+    return {"batches": {}}
+
+
 @pytest.mark.parametrize("params", [{}, {"sortBy": "title", "sortOrder": "asc"}, {"sortBy": "lastMessageAt"}])
 def test_export_in_many_small_batches_keeps_the_order(world, params):
-    """The store formats an export a batch of ids at a time: order must survive the seams."""
+    """The store hands an export out a batch at a time: order must survive the seams."""
     client, _, model = world
+    store = client.app.state.store
     query = ChatQuery(
         sort_by=params.get("sortBy", "createdAt"),
         descending=params.get("sortOrder", "desc") == "desc",
         archived=False,
         is_test=False,
     )
-    batches = client.app.state.store.export_chats(org="acme", workspace_id=WS, query=query, batch_rows=7)
-    ids = [int(chat_id) for batch in batches for chat_id in batch.column(0).to_pylist()]
     want = [row["id"] for row in expected(model, params)]
     assert len(want) > 7 * 5
-    assert ids == want
+    for way, options in export_ways(store).items():
+        batches = list(store.export_chats(org="acme", workspace_id=WS, query=query, batch_rows=7, **options))
+        assert max(batch.num_rows for batch in batches) <= 7, way
+        assert [int(chat_id) for batch in batches for chat_id in batch.column(0).to_pylist()] == want, way
+
+
+@pytest.mark.parametrize(
+    ("params", "query"),
+    [
+        (
+            {"archived": "true", "sortBy": "title", "sortOrder": "asc"},
+            ChatQuery(archived=True, sort_by="title", descending=False),
+        ),
+        ({"sortBy": "lastMessageAt", "sortOrder": "asc"}, ChatQuery(sort_by="lastMessageAt", descending=False)),
+        ({"isAnonymous": "false"}, ChatQuery(is_anonymous=False)),  # a filter on the members' columns
+        ({"search": "refund", "sortBy": "updatedAt"}, ChatQuery(search="refund", sort_by="updatedAt")),
+        ({"assistantMemberId": "999999"}, ChatQuery(assistant_member_id=999_999)),  # nothing matches
+    ],
+)
+def test_every_way_of_export_writes_the_reference_csv(world, params, query):
+    """Each way the store can take (sorted whole, or numbered and in ranges) writes the
+    bytes the reference gives, in batches of 5 whose seams fall mid-export."""
+    client, _, model = world
+    store = client.app.state.store
+    rows = expected(model, params)
+    want = ",".join(EXPORT_HEADER) + "\n"
+    want += "".join(",".join(_raw_cell(row[column]) for column in EXPORT_HEADER) + "\n" for row in rows)
+    for way, options in export_ways(store).items():
+        batches = store.export_chats(org="acme", workspace_id=WS, query=query, batch_rows=5, **options)
+        assert b"".join(csv_stream(batches)).decode() == want, way
 
 
 def test_exports_interleaved_keep_to_themselves(world):
-    """Two exports read at once (two clients downloading) each get their own chats, in order."""
+    """Two exports read at once (two clients downloading) each get their own chats, in
+    order, whichever way each takes."""
     client, _, model = world
     store = client.app.state.store
     by_title = ChatQuery(sort_by="title", descending=False, archived=False, is_test=False)
     by_creation = ChatQuery(archived=False, is_test=False)
-    first = store.export_chats(org="acme", workspace_id=WS, query=by_title, batch_rows=7)
-    head = next(first)
-    second = [
-        int(i)
-        for batch in store.export_chats(org="acme", workspace_id=WS, query=by_creation, batch_rows=5)
-        for i in batch.column(0).to_pylist()
-    ]
-    rest = [int(i) for batch in first for i in batch.column(0).to_pylist()]
-    assert [int(i) for i in head.column(0).to_pylist()] + rest == [
-        row["id"] for row in expected(model, {"sortBy": "title", "sortOrder": "asc"})
-    ]
-    assert second == [row["id"] for row in expected(model, {})]
+    ways = export_ways(store)
+    for first_way, second_way in [(a, b) for a in ways for b in ways]:
+        first = store.export_chats(org="acme", workspace_id=WS, query=by_title, batch_rows=7, **ways[first_way])
+        head = next(first)
+        second = [
+            int(i)
+            for batch in store.export_chats(
+                org="acme", workspace_id=WS, query=by_creation, batch_rows=5, **ways[second_way]
+            )
+            for i in batch.column(0).to_pylist()
+        ]
+        rest = [int(i) for batch in first for i in batch.column(0).to_pylist()]
+        assert [int(i) for i in head.column(0).to_pylist()] + rest == [
+            row["id"] for row in expected(model, {"sortBy": "title", "sortOrder": "asc"})
+        ], (first_way, second_way)
+        assert second == [row["id"] for row in expected(model, {})], (first_way, second_way)
 
 
 def test_export_guards_formulas_and_quotes_what_needs_it(world):

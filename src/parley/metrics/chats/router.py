@@ -222,7 +222,7 @@ async def list_chats(
     return ChatPage(items=[_chat(row) for row in rows], total=total, page=page, pageSize=page_size)
 
 
-def _csv_stream(batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
+def csv_stream(batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
     yield (",".join(EXPORT_COLUMNS) + "\n").encode()
     options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
     for batch in batches:
@@ -265,7 +265,7 @@ async def export_chats(
     day = now.date().isoformat()
     filename = f"chats-{workspace_uuid}-{day}.csv"
     return StreamingResponse(
-        _csv_stream(batches),
+        csv_stream(batches),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
