@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from parley.admin import ChannelError, Operator, operator
 from parley.ingest.service import Chunk, LinesReport, collect_young_less_often
 from parley.settings import Settings
 from parley.store.port import StoreLocked
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 app = typer.Typer(help="Parley: analytics for AI-assistant platforms.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-err = Console(stderr=True)
 
 CHUNK_LINES = 20_000
 MAX_REPORTED_LINES = 50
@@ -38,8 +39,17 @@ def _settings() -> Settings:
     return Settings()
 
 
+@functools.cache
+def _stderr() -> Console:
+    """Where errors and progress go. rich is imported on first use: the server imports this
+    module and never writes here (about 50 ms of CPU at each start)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}")
+    _stderr().print(f"[red]error:[/red] {message}")
     raise typer.Exit(1)
 
 
@@ -105,6 +115,8 @@ def _event_lines(events: Iterable[dict]) -> Iterator[bytes]:
 def load_chunks(op: Operator, chunks: Iterable[Chunk], *, org: str | None, total_bytes: int | None) -> LinesReport:
     """Send chunks of lines to the store (directly or through the server), with progress,
     then have it lay out in time order what came out of it."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     total = LinesReport()
     progress = Progress(
         TextColumn("[bold]ingest[/bold]"),
@@ -112,7 +124,7 @@ def load_chunks(op: Operator, chunks: Iterable[Chunk], *, org: str | None, total
         TextColumn("{task.fields[events]} events"),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=err,
+        console=_stderr(),
     )
     with progress:
         task = progress.add_task("ingest", total=total_bytes, events=0)
@@ -125,9 +137,9 @@ def load_chunks(op: Operator, chunks: Iterable[Chunk], *, org: str | None, total
 
 def _print_report(report: LinesReport) -> None:
     for line_no, message in report.rejected[:MAX_REPORTED_LINES]:
-        err.print(f"line {line_no}: {message}", markup=False, highlight=False, soft_wrap=True)
+        _stderr().print(f"line {line_no}: {message}", markup=False, highlight=False, soft_wrap=True)
     if len(report.rejected) > MAX_REPORTED_LINES:
-        err.print(f"... and {len(report.rejected) - MAX_REPORTED_LINES} more rejected lines")
+        _stderr().print(f"... and {len(report.rejected) - MAX_REPORTED_LINES} more rejected lines")
     typer.echo(f"accepted {report.accepted}, duplicates {report.duplicates}, rejected {len(report.rejected)}")
 
 
@@ -216,6 +228,8 @@ def bench(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
 ) -> None:
     """Generate a data set, load it, and measure ingest, every read endpoint, export and start-up."""
+    from rich.console import Console
+
     from parley.bench import run_bench
     from parley.bench_report import print_report
 
