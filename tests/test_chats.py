@@ -570,6 +570,10 @@ def test_export_in_many_small_batches_keeps_the_order(world, params):
         ({"sortBy": "lastMessageAt", "sortOrder": "asc"}, ChatQuery(sort_by="lastMessageAt", descending=False)),
         ({"isAnonymous": "false"}, ChatQuery(is_anonymous=False)),  # a filter on the members' columns
         ({"search": "refund", "sortBy": "updatedAt"}, ChatQuery(search="refund", sort_by="updatedAt")),
+        (  # a search since a time: the store looks up older messages' chats first
+            {"search": "refund", "createdAfter": "2024-04-10T00:00:00Z"},
+            ChatQuery(search="refund", created_after=datetime(2024, 4, 10)),
+        ),
         ({"assistantMemberId": "999999"}, ChatQuery(assistant_member_id=999_999)),  # nothing matches
     ],
 )

@@ -99,16 +99,22 @@ class SqlStore:
 
     # -- chats --------------------------------------------------------------------
 
-    def _chat_sql(self, org: str, workspace_id: str, query: ChatQuery | None = None) -> tuple[ChatSql, Params]:
+    def _chat_sql(
+        self, org: str, workspace_id: str, query: ChatQuery | None = None, *, like: ChatSql | None = None
+    ) -> tuple[ChatSql, Params]:
         """The chat SQL builder for a workspace; given the ``query`` that its ``where``
         will compile, with what a search since a time needs looked up first.
 
         The look-up is a statement of its own, before the query's: a chat arriving in
         between with messages older than the search's time is found from the next
-        request on, as if it had arrived just after this one.
+        request on, as if it had arrived just after this one. ``like`` is a builder made
+        for another statement of the same request, whose look-up this one takes instead
+        (each statement needs parameters of its own: DuckDB refuses unused ones).
         """
         backdated = None
-        if query is not None and query.search is not None and query.created_after is not None:
+        if like is not None:
+            backdated = like.backdated
+        elif query is not None and query.search is not None and query.created_after is not None:
             probe_sql, probe_params = self._chat_sql(org, workspace_id)
             probe = probe_sql.backdated_probe(query.created_after)
             if probe is not None:
