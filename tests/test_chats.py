@@ -76,7 +76,7 @@ def generate_events(seed: int = 11) -> list[dict[str, Any]]:
         events.append(event("member.upsert", body))
     chat_ids = rng.sample(range(1, 100_000), 140)
     for n, chat_id in enumerate(chat_ids):
-        created = START + timedelta(seconds=rng.randrange(60 * 86_400), microseconds=rng.choice([0, 0, 123456]))
+        created = START + timedelta(seconds=rng.randrange(60 * 86_400), microseconds=rng.choice([0, 0, 123456, 120000]))
         body: dict[str, Any] = {
             "workspace_id": WS,
             "chat_id": chat_id,

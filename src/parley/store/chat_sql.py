@@ -61,6 +61,31 @@ CHAT_LIST_COLUMNS = (
     "updated_at",
     "metadata",
 )
+# The export's columns, in the contract's order, and the stored column each shows.
+EXPORT_SOURCES = {
+    "id": "id",
+    "title": "title",
+    "chatType": "chat_type",
+    "channel": "channel",
+    "ownerMemberId": "owner_member_id",
+    "ownerName": "owner_name",
+    "assistantMemberId": "assistant_member_id",
+    "assistantName": "assistant_name",
+    "archived": "archived",
+    "needsResponse": "needs_response",
+    "paused": "paused",
+    "muted": "muted",
+    "isTest": "is_test",
+    "isAnonymous": "is_anonymous",
+    "messageCount": "message_count",
+    "lastMessageAt": "last_message_at",
+    "createdAt": "created_at",
+    "updatedAt": "updated_at",
+    "metadata": "metadata",
+}
+EXPORT_TIMES = ("lastMessageAt", "createdAt", "updatedAt")
+EXPORT_TIME_COLUMNS = tuple(list(EXPORT_SOURCES).index(name) for name in EXPORT_TIMES)
+EXPORT_COLUMN_OF = {column: i for i, column in enumerate(EXPORT_SOURCES.values())}  # by stored column
 UPSERT_ONLY = ("owner_member_id", "chat_type", "channel", "created_at")
 UPDATABLE = CHAT_UPDATE_FIELDS  # the fields a chat.update may set
 STATE_COLUMNS = (
@@ -275,38 +300,21 @@ class ChatSql:
             tests.append(f"coalesce({expr} {CMP['eq' if op == 'in' else op]} {typed}, false)")
         return "(" + " OR ".join(tests) + ")"
 
-    def export_columns(self) -> str:
+    def export_columns(self, *, times_as_text: bool = True) -> str:
         """The export's columns, in the contract's order, ready for a CSV writer.
 
-        Times are formatted here; text leaves as stored (the CSV writer guards what a
-        spreadsheet would read as a formula). Numbers and booleans stay typed and the
-        writer renders them (unquoted, booleans as ``true``/``false``): as text, they
-        were ten more string columns for DuckDB to build a batch, about a fifth of
-        the export's time. They are named c0, c1, ... so that ORDER BY still sees
-        the raw columns (the CSV header is written by the caller).
+        Times are formatted here (``times_as_text``), or left as timestamps for the
+        caller to format (``EXPORT_TIME_COLUMNS`` are their positions); text leaves as
+        stored (the CSV writer guards what a spreadsheet would read as a formula).
+        Numbers and booleans stay typed and the writer renders them (unquoted, booleans
+        as ``true``/``false``): as text, they were ten more string columns for DuckDB to
+        build a batch, about a fifth of the export's time. They are named c0, c1, ... so
+        that ORDER BY still sees the raw columns (the CSV header is written by the caller).
         """
-        d = self.d
-        columns = {
-            "id": "id",
-            "title": "title",
-            "chatType": "chat_type",
-            "channel": "channel",
-            "ownerMemberId": "owner_member_id",
-            "ownerName": "owner_name",
-            "assistantMemberId": "assistant_member_id",
-            "assistantName": "assistant_name",
-            "archived": "archived",
-            "needsResponse": "needs_response",
-            "paused": "paused",
-            "muted": "muted",
-            "isTest": "is_test",
-            "isAnonymous": "is_anonymous",
-            "messageCount": "message_count",
-            "lastMessageAt": d.iso_utc("last_message_at"),
-            "createdAt": d.iso_utc("created_at"),
-            "updatedAt": d.iso_utc("updated_at"),
-            "metadata": "metadata",
-        }
+        columns = dict(EXPORT_SOURCES)
+        if times_as_text:
+            for name in EXPORT_TIMES:
+                columns[name] = self.d.iso_utc(columns[name])
         return ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(columns.values()))
 
     def order(self, q: ChatQuery) -> str:
@@ -315,3 +323,15 @@ class ChatSql:
         if column == "id":
             return f"id {direction}"
         return f"{column} {direction} NULLS LAST, id {direction}"
+
+    @staticmethod
+    def export_sort_keys(q: ChatQuery) -> list[tuple[str, str]]:
+        """``order`` as Arrow's sort keys over the columns of ``export_columns`` (times
+        left as timestamps): Arrow puts nulls last in either direction by default, and
+        compares text by its UTF-8 bytes, that is by code point, as DuckDB does."""
+        direction = "descending" if q.descending else "ascending"
+        column = SORT_COLUMNS[q.sort_by]
+        keys = [(f"c{EXPORT_COLUMN_OF[column]}", direction)]
+        if column != "id":
+            keys.append((f"c{EXPORT_COLUMN_OF['id']}", direction))
+        return keys

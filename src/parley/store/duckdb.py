@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
-from parley.store.chat_sql import ChatSql
+from parley.store.chat_sql import EXPORT_TIME_COLUMNS, ChatSql
 from parley.store.dialect import DuckDBDialect
 from parley.store.duckdb_state import (
     CHAT_STATE_DDL,
@@ -69,11 +69,10 @@ DIALECT = DuckDBDialect()
 # 24 MB more peak RSS (234 MB). 50,000 measured no clearly faster (231k and 257k rows/s
 # against 217k and 180k for a first export of 39,956 chats) for 25 MB more.
 EXPORT_BATCH_ROWS = 20_000
-# Exports of up to this many chats are sorted whole by one statement (``DuckDBStore.export_chats``).
-# The largest workspace of scale M (39,966 chats) over HTTP, 16 fresh servers each way: the
-# second and third exports of a server 172 -> 156 ms (medians), the first 232.5 -> 228 (no
-# change through the noise); peak RSS 220-235 -> 225-249 MB. The sort holds every row: a
-# whole sort of 200,029 chats took 120 MB, so a million would take about 600.
+# Exports of up to this many chats are read whole and sorted by Arrow (``DuckDBStore.export_chats``),
+# which holds every row twice for a moment (the rows and their sorted copy): 34 to 38 MB for
+# the 39,966 chats of scale M's largest workspace (DuckDB's own sort of the formatted rows
+# took 42 to 44), so about 95 MB at this limit.
 EXPORT_WHOLE_ROWS = 100_000
 CHECKPOINT_THRESHOLD = "256MB"
 # Most keys (and as many members) remembered for authentication; past it, forget all and start over.
@@ -152,6 +151,26 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     """The names of ``table``'s columns (none when it does not exist)."""
     rows = con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]).fetchall()
     return {name for (name,) in rows}
+
+
+def _times_as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """An export batch with its times (naive UTC) as the text ``DuckDBDialect.iso_utc``
+    writes: ISO 8601 with T and Z, microseconds only when not zero.
+
+    Arrow's cast writes ``2024-05-01 12:30:00.000000`` (26 characters: four-digit
+    years, six fractional digits). Done on the sorted rows rather than by DuckDB's
+    ``strftime`` in the statement, whose text the sort or the take then carried: the
+    largest workspace of scale M, in process, DuckDB's sorted statement 108.6 -> 61.5 ms
+    with times left as timestamps, and 16.3 here. (Options only, no Arrow scalars: making
+    one from a Python value imports pandas where it is installed, about 0.4 s on a
+    server's first export.)
+    """
+    columns = batch.columns
+    for i in EXPORT_TIME_COLUMNS:
+        text = pc.binary_replace_slice(pc.cast(columns[i], pa.string()), 10, 11, "T")
+        text = pc.binary_replace_slice(text, 26, 26, "Z")
+        columns[i] = pc.replace_substring(text, ".000000Z", "Z")
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 class _AuthCache:
@@ -672,11 +691,18 @@ class DuckDBStore(SqlStore):
     ) -> Iterator[pa.RecordBatch]:
         """Every matching chat, in order, in batches of ``batch_rows``.
 
-        Up to ``whole_up_to`` chats are formatted and sorted by one statement, streamed as
-        DuckDB hands the sorted rows out; more are numbered first and formatted a range at
-        a time (``_export_in_ranges``), so that memory stays flat however many match. The
-        count that chooses is one more statement (2.6 ms for the largest workspace of scale
-        M, warm).
+        Up to ``whole_up_to`` chats are read by one statement, times left as timestamps,
+        put in order by Arrow's sort, and their times formatted batch by batch
+        (``_times_as_text``); more are numbered first and formatted a range at a time
+        (``_export_in_ranges``), so that memory stays flat however many match. The count
+        that chooses is one more statement (2.6 ms for the largest workspace of scale M,
+        warm).
+
+        Arrow rather than an ORDER BY: DuckDB's sort moved every row's text through it,
+        times formatted included. The largest workspace of scale M in process, with the
+        server's allocator, in a slow hour: the sorted statement 145 to 174 ms, against
+        61 to 70 for reading the rows unsorted, 6 to 7 for Arrow's sort, 20 to 22 for
+        taking the rows in order and 33 to 36 for formatting the times.
         """
         # A cursor of its own: the stream is consumed from whichever thread serves it, and
         # what it leaves (a result, a temporary table) is seen by no other connection.
@@ -689,10 +715,12 @@ class DuckDBStore(SqlStore):
                 sql, params = self._chat_sql(org, workspace_id, query, like=counted)
                 statement = f"""
                 WITH {sql.relation()}
-                SELECT {sql.export_columns()} FROM chats WHERE {sql.where(query)}
-                ORDER BY {sql.order(query)}
+                SELECT {sql.export_columns(times_as_text=False)} FROM chats WHERE {sql.where(query)}
                 """
-                yield from cursor.sql(statement, params=params.values).to_arrow_reader(batch_rows)
+                rows = cursor.sql(statement, params=params.values).to_arrow_table()
+                rows = rows.take(pc.sort_indices(rows, sort_keys=sql.export_sort_keys(query)))
+                for batch in rows.to_batches(max_chunksize=batch_rows):
+                    yield _times_as_text(batch)
             else:
                 yield from self._export_in_ranges(cursor, org, workspace_id, query, batch_rows, like=counted)
         finally:
@@ -735,10 +763,11 @@ class DuckDBStore(SqlStore):
             # peak RSS over an export of 1M chats).
             statement = f"""
             WITH {rows_sql.relation()}
-            SELECT o.position AS position, {rows_sql.export_columns()}
+            SELECT o.position AS position, {rows_sql.export_columns(times_as_text=False)}
             FROM export_order o JOIN chats USING (id)
             WHERE o.position BETWEEN {first} AND {last}
             """
             rows = cursor.sql(statement, params=row_params.values).to_arrow_table()
             in_order = rows.take(pc.sort_indices(rows["position"])).drop_columns(["position"])
-            yield from in_order.to_batches()
+            for batch in in_order.to_batches():
+                yield _times_as_text(batch)
