@@ -4,7 +4,9 @@ tool-call names (seed 001, contract 5.2)."""
 from __future__ import annotations
 
 import io
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -56,6 +58,9 @@ GUARDED_COLUMNS = tuple(
     EXPORT_COLUMNS.index(name) for name in ("title", "chatType", "channel", "ownerName", "assistantName")
 )
 FORMULA_START = r"^[=+\-@\t\r]"
+CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+# Export batches written to CSV at once (see ``csv_stream``): the reference machine's two cores.
+CSV_WRITERS = 2
 ChatType = Literal["assignment", "manager", "dm", "testing"]
 
 
@@ -222,14 +227,30 @@ async def list_chats(
     return ChatPage(items=[_chat(row) for row in rows], total=total, page=page, pageSize=page_size)
 
 
-def csv_stream(batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
+def csv_stream(batches: Iterator[pa.RecordBatch], *, writers: int = CSV_WRITERS) -> Iterator[bytes]:
+    """An export's CSV: the header, then each batch's rows, in order.
+
+    Up to ``writers`` batches are written at once, each by a thread of its own (Arrow's
+    guard and writer run without the GIL), while the next batch is read from the store;
+    at most ``writers`` batches' text is held. The largest workspace of scale M in
+    process, ten pairs in a slow hour: the export with its CSV 257 -> 211 ms median.
+    """
     yield (",".join(EXPORT_COLUMNS) + "\n").encode()
-    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
-    for batch in batches:
-        if batch.num_rows:
-            buffer = io.BytesIO()
-            pacsv.write_csv(_guard_formulas(batch), buffer, options)
-            yield buffer.getvalue()
+    with ThreadPoolExecutor(writers, thread_name_prefix="parley-csv") as pool:
+        written: deque[Future[bytes]] = deque()
+        for batch in batches:
+            if batch.num_rows:
+                written.append(pool.submit(_csv_rows, batch))
+            if len(written) >= writers:
+                yield written.popleft().result()
+        while written:
+            yield written.popleft().result()
+
+
+def _csv_rows(batch: pa.RecordBatch) -> bytes:
+    buffer = io.BytesIO()
+    pacsv.write_csv(_guard_formulas(batch), buffer, CSV_OPTIONS)
+    return buffer.getvalue()
 
 
 def _guard_formulas(batch: pa.RecordBatch) -> pa.RecordBatch:
