@@ -80,7 +80,7 @@ def generate_events(seed: int = 11) -> list[dict[str, Any]]:
         body: dict[str, Any] = {
             "workspace_id": WS,
             "chat_id": chat_id,
-            "owner_member_id": rng.choice(list(HUMANS)),
+            "owner_member_id": rng.choice([*HUMANS, 77]),  # 77: never upserted
             "chat_type": rng.choice(TYPES),
             "channel": rng.choice(CHANNELS),
             "created_at": iso(created.replace(tzinfo=None)),
