@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -632,6 +633,24 @@ def test_export_guards_formulas_and_quotes_what_needs_it(world):
     stamps = [row["createdAt"] for row in rows]
     assert all(s.endswith("Z") and datetime.fromisoformat(s) for s in stamps)
     assert any("." in s for s in stamps) and any("." not in s for s in stamps)
+
+
+def test_an_abandoned_export_lets_go_of_the_store(world):
+    """A client that goes away mid-export: closing the CSV stream, with batches still
+    being written, finishes the store's batches (and so closes their cursor) at once."""
+    client, _, model = world
+    store = client.app.state.store
+    batches = store.export_chats(org="acme", workspace_id=WS, query=ChatQuery(), batch_rows=3)
+    alive = weakref.ref(batches)
+    stream = csv_stream(batches, writers=4)
+    del batches
+    header, first = next(stream), next(stream)
+    assert header.decode() == ",".join(EXPORT_HEADER) + "\n"
+    assert [int(row[0]) for row in csv.reader(io.StringIO(first.decode(), newline=""))] == [
+        row["id"] for row in expected(model, {})[:3]
+    ]
+    stream.close()
+    assert alive() is None
 
 
 def test_export_of_no_chats_is_just_the_header(world):
