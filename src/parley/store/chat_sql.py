@@ -61,31 +61,9 @@ CHAT_LIST_COLUMNS = (
     "updated_at",
     "metadata",
 )
-# The export's columns, in the contract's order, and the stored column each shows.
-EXPORT_SOURCES = {
-    "id": "id",
-    "title": "title",
-    "chatType": "chat_type",
-    "channel": "channel",
-    "ownerMemberId": "owner_member_id",
-    "ownerName": "owner_name",
-    "assistantMemberId": "assistant_member_id",
-    "assistantName": "assistant_name",
-    "archived": "archived",
-    "needsResponse": "needs_response",
-    "paused": "paused",
-    "muted": "muted",
-    "isTest": "is_test",
-    "isAnonymous": "is_anonymous",
-    "messageCount": "message_count",
-    "lastMessageAt": "last_message_at",
-    "createdAt": "created_at",
-    "updatedAt": "updated_at",
-    "metadata": "metadata",
-}
-EXPORT_TIMES = ("lastMessageAt", "createdAt", "updatedAt")
-EXPORT_TIME_COLUMNS = tuple(list(EXPORT_SOURCES).index(name) for name in EXPORT_TIMES)
-EXPORT_COLUMN_OF = {column: i for i, column in enumerate(EXPORT_SOURCES.values())}  # by stored column
+# The export shows the list's columns, in the same (the contract's) order; these are its times.
+EXPORT_TIMES = ("last_message_at", "created_at", "updated_at")
+EXPORT_TIME_COLUMNS = tuple(CHAT_LIST_COLUMNS.index(column) for column in EXPORT_TIMES)
 UPSERT_ONLY = ("owner_member_id", "chat_type", "channel", "created_at")
 UPDATABLE = CHAT_UPDATE_FIELDS  # the fields a chat.update may set
 STATE_COLUMNS = (
@@ -311,11 +289,9 @@ class ChatSql:
         build a batch, about a fifth of the export's time. They are named c0, c1, ... so
         that ORDER BY still sees the raw columns (the CSV header is written by the caller).
         """
-        columns = dict(EXPORT_SOURCES)
-        if times_as_text:
-            for name in EXPORT_TIMES:
-                columns[name] = self.d.iso_utc(columns[name])
-        return ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(columns.values()))
+        formatted = EXPORT_TIMES if times_as_text else ()
+        columns = (self.d.iso_utc(c) if c in formatted else c for c in CHAT_LIST_COLUMNS)
+        return ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(columns))
 
     def order(self, q: ChatQuery) -> str:
         direction = "DESC" if q.descending else "ASC"
@@ -331,7 +307,7 @@ class ChatSql:
         compares text by its UTF-8 bytes, that is by code point, as DuckDB does."""
         direction = "descending" if q.descending else "ascending"
         column = SORT_COLUMNS[q.sort_by]
-        keys = [(f"c{EXPORT_COLUMN_OF[column]}", direction)]
+        keys = [(f"c{CHAT_LIST_COLUMNS.index(column)}", direction)]
         if column != "id":
-            keys.append((f"c{EXPORT_COLUMN_OF['id']}", direction))
+            keys.append((f"c{CHAT_LIST_COLUMNS.index('id')}", direction))
         return keys
