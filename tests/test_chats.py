@@ -646,9 +646,9 @@ def test_an_abandoned_export_lets_go_of_the_store(world):
     del batches
     header, first = next(stream), next(stream)
     assert header.decode() == ",".join(EXPORT_HEADER) + "\n"
-    assert [int(row[0]) for row in csv.reader(io.StringIO(first.decode(), newline=""))] == [
-        row["id"] for row in expected(model, {})[:3]
-    ]
+    # The first batch's chats, the first in order (a store may hand out fewer than asked).
+    ids = [int(row[0]) for row in csv.reader(io.StringIO(first.decode(), newline=""))]
+    assert 1 <= len(ids) <= 3 and ids == [row["id"] for row in expected(model, {})[: len(ids)]]
     stream.close()
     assert alive() is None
 
