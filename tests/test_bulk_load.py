@@ -3,6 +3,7 @@ at a time stores, on a real DuckDB file and in the real chdb engine."""
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import orjson
 import pytest
 
 from parley.demo import SCALES, generate
-from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines
+from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines, prepare_lines, validate_lines
 from parley.store.port import Store, open_store
 from tests.conftest import STORE_KINDS, store_url_for
 
@@ -152,3 +153,37 @@ def test_a_load_through_worker_processes_stores_what_one_chunk_at_a_time_stores(
     assert ledger == expected["ids"]
     assert rows == expected["rows"]
     assert contents == reference_contents
+
+
+def test_a_workers_chunk_is_prepared_with_the_cycle_collector_paused_and_left_as_it_was():
+    lines, expected = _lines()
+    chunk = _chunks(lines)[3]  # holds the line that is not JSON
+    collections: list[int] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(50, *threshold[1:])  # a young collection every 50 new objects
+    gc.callbacks.append(note)
+    try:
+        prepared = prepare_lines(chunk.lines, first_line=chunk.first_line, org=None)
+        during, enabled_after = len(collections), gc.isenabled()
+        validate_lines(chunk.lines, first_line=chunk.first_line, org=None)  # the same work, collected
+        collected_without = len(collections) - during
+        gc.disable()
+        prepare_lines(chunk.lines, first_line=chunk.first_line, org=None)
+        disabled_after = not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.callbacks.remove(note)
+        gc.set_threshold(*threshold)
+
+    # At most the one collection that the block's first new object after it starts; the
+    # same lines validated with the collector on start dozens.
+    assert during <= 1 and collected_without > 10
+    assert (enabled_after, disabled_after) == (True, True)
+    assert prepared.rejected == [(expected["rejected"][0], "not a JSON object")]
+    assert prepared.batch is not None and prepared.batch.repeated == 0
+    assert sum(table.num_rows for table in prepared.batch.tables.values()) == CHUNK - 1

@@ -31,6 +31,7 @@ import httpx
 import orjson
 
 from parley.demo import SCALES, generate, workspaces
+from parley.ingest.service import collector_paused
 from parley.store.urls import parse_database_url
 
 CLIENTS = 4
@@ -326,11 +327,8 @@ def _collector_paused() -> Iterator[None]:
     collected before the next measure.
     """
     gc.collect()
-    gc.disable()
-    try:
+    with collector_paused():
         yield
-    finally:
-        gc.enable()
 
 
 def _http_ingest(base: str, keys: dict[str, str], held: dict[str, list[dict[str, Any]]]) -> dict[str, float]:

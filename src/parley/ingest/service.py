@@ -13,6 +13,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -40,6 +41,26 @@ GC_YOUNG_THRESHOLD = 20_000
 def collect_young_less_often() -> None:
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cycle collector paused for a block whose objects die by reference counting.
+
+    A bulk loader's worker builds a chunk's events, keeps them to the chunk's end and
+    lets them all go: even every 20,000 new objects, its collections walked live events
+    for nothing, about 3 us of the 14 to 15 that a worker spends on an event (the whole
+    load gained 2%: the storing process is its critical path). A chunk leaves little for
+    the collector: no object for 20,000 good lines, 317 for 20,000 refused ones,
+    collected after the block.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass
@@ -192,12 +213,13 @@ class PreparedLines:
 
 def prepare_lines(lines: Sequence[bytes], *, first_line: int, org: str | None) -> PreparedLines:
     """Validate a chunk's lines and build its ``ColumnBatch`` (run in a worker process)."""
-    checked = validate_lines(lines, first_line=first_line, org=org)
-    try:
-        batch = column_batch(event for _, event in checked.events)
-    except (pa.ArrowException, OverflowError):
-        batch = None
-    return PreparedLines(checked.rejected, batch)
+    with collector_paused():
+        checked = validate_lines(lines, first_line=first_line, org=org)
+        try:
+            batch = column_batch(event for _, event in checked.events)
+        except (pa.ArrowException, OverflowError):
+            batch = None
+        return PreparedLines(checked.rejected, batch)
 
 
 def store_prepared(store: Store, chunk: Chunk, prepared: PreparedLines, *, org: str | None) -> LinesReport:
