@@ -32,32 +32,7 @@ router = APIRouter(prefix="/api/v2/w/{workspace_uuid}/chats", tags=["chats"], re
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 DAILY_CREATION_DAYS = 30
-EXPORT_COLUMNS = (
-    "id",
-    "title",
-    "chatType",
-    "channel",
-    "ownerMemberId",
-    "ownerName",
-    "assistantMemberId",
-    "assistantName",
-    "archived",
-    "needsResponse",
-    "paused",
-    "muted",
-    "isTest",
-    "isAnonymous",
-    "messageCount",
-    "lastMessageAt",
-    "createdAt",
-    "updatedAt",
-    "metadata",
-)
-# The export's free text, and what makes a spreadsheet read it as a formula: such a value
-# is written with ' before it.
-GUARDED_COLUMNS = tuple(
-    EXPORT_COLUMNS.index(name) for name in ("title", "chatType", "channel", "ownerName", "assistantName")
-)
+# What makes a spreadsheet read a value as a formula (see ``GUARDED_COLUMNS``).
 FORMULA_START = r"^[=+\-@\t\r]"
 CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 # Export batches written to CSV at once (see ``csv_stream``): the reference machine's two cores.
@@ -85,6 +60,15 @@ class Chat(BaseModel):
     createdAt: str
     updatedAt: str
     metadata: dict[str, Any] | None
+
+
+# The export's header: a chat's fields, in the contract's order (the store's columns follow it).
+EXPORT_COLUMNS = tuple(Chat.model_fields)
+# The export's free text, and what makes a spreadsheet read it as a formula: such a value
+# is written with ' before it.
+GUARDED_COLUMNS = tuple(
+    EXPORT_COLUMNS.index(name) for name in ("title", "chatType", "channel", "ownerName", "assistantName")
+)
 
 
 class ChatPage(BaseModel):
