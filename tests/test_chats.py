@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +21,7 @@ from parley.auth.keys import create_key
 from parley.metrics.chats.query import ChatQuery
 from parley.metrics.chats.router import csv_stream
 from parley.settings import Settings
+from parley.store.chat_sql import CHAT_LIST_COLUMNS, EXPORT_TIME_COLUMNS, times_as_text
 from parley.store.duckdb import DuckDBStore
 from parley.store.port import open_store
 from tests.chat_reference import World, iso, sort_rows
@@ -657,6 +659,22 @@ def test_export_of_no_chats_is_just_the_header(world):
     client, keys, _ = world
     response = client.get(f"{BASE}/export", params={"search": "no chat says this"}, headers=bearer(keys[1]))
     assert response.text == ",".join(EXPORT_HEADER) + "\n"
+
+
+@pytest.mark.parametrize("zone", [None, "UTC"])
+def test_export_times_are_written_alike_from_either_engines_timestamps(zone):
+    """DuckDB hands the export naive UTC times, ClickHouse (chdb and its HTTP server
+    alike, through ClickHouse's Arrow format) ``timestamp[us, tz=UTC]``: the same text."""
+    moments = [datetime(2024, 5, 1, 12, 30), datetime(2024, 5, 1, 12, 30, 0, 500), None, datetime(1900, 1, 1, 0, 0, 7)]
+    times = pa.array([m.replace(tzinfo=UTC) if m and zone else m for m in moments], pa.timestamp("us", tz=zone))
+    columns = [pa.array([i] * len(moments)) for i in range(len(CHAT_LIST_COLUMNS))]
+    for position in EXPORT_TIME_COLUMNS:
+        columns[position] = times
+    batch = times_as_text(pa.RecordBatch.from_arrays(columns, names=[f"c{i}" for i in range(len(columns))]))
+    want = ["2024-05-01T12:30:00Z", "2024-05-01T12:30:00.000500Z", None, "1900-01-01T00:00:07Z"]
+    for position in range(len(CHAT_LIST_COLUMNS)):
+        got = batch.column(position).to_pylist()
+        assert got == (want if position in EXPORT_TIME_COLUMNS else [position] * len(moments))
 
 
 # -- needs-response, daily creation, tool names ---------------------------------------

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
-from parley.store.chat_sql import MEMBER_COLUMNS, MEMBER_JOINS, UPDATABLE, UPSERT_ONLY, ChatSql
+from parley.store.chat_sql import MEMBER_COLUMNS, MEMBER_JOINS, UPDATABLE, UPSERT_ONLY, ChatSql, times_as_text
 from parley.store.dialect import Params
 from parley.store.port import ApiKeyRecord, StoreLocked, StoreOutcome
 from parley.store.series_sql import SeriesSql
@@ -109,12 +109,6 @@ class ClickHouseDialect:
 
     def meta_key(self, key: str) -> str:
         return key
-
-    def iso_utc(self, expr: str) -> str:
-        return (
-            f"if(toUnixTimestamp64Micro({expr}) % 1000000 = 0, formatDateTime({expr}, '%Y-%m-%dT%H:%i:%SZ', 'UTC'), "
-            f"formatDateTime({expr}, '%Y-%m-%dT%H:%i:%S.%fZ', 'UTC'))"
-        )
 
     def text(self, expr: str) -> str:
         return f"toString({expr})"
@@ -503,7 +497,8 @@ class ClickHouseStore(SqlStore):
             WHERE id IN {ids_param}
             ORDER BY indexOf({ids_param}, id)
             """
-            yield from self._transport.query(statement, row_params.values).to_batches()
+            for batch in self._transport.query(statement, row_params.values).to_batches():
+                yield times_as_text(batch)
 
 
 def _no_null_lists(table: pa.Table) -> pa.Table:

@@ -66,9 +66,6 @@ class Dialect(Protocol):
     def meta_key(self, key: str) -> Any:
         """The bound value that names a top-level metadata key."""
 
-    def iso_utc(self, expr: str) -> str:
-        """A naive-UTC timestamp as ISO-8601 text with Z (microseconds only when non-zero)."""
-
     def text(self, expr: str) -> str:
         """Any value as text."""
 
@@ -134,12 +131,6 @@ class DuckDBDialect:
     def meta_key(self, key: str) -> str:
         # A JSON pointer (RFC 6901): any key, slashes and tildes included, names itself.
         return "/" + key.replace("~", "~0").replace("/", "~1")
-
-    def iso_utc(self, expr: str) -> str:
-        return (
-            f"CASE WHEN microsecond({expr}) % 1000000 = 0 THEN strftime({expr}, '%Y-%m-%dT%H:%M:%SZ') "
-            f"ELSE strftime({expr}, '%Y-%m-%dT%H:%M:%S.%fZ') END"
-        )
 
     def text(self, expr: str) -> str:
         return f"CAST({expr} AS VARCHAR)"

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
-from parley.store.chat_sql import EXPORT_TIME_COLUMNS, ChatSql
+from parley.store.chat_sql import ChatSql, times_as_text
 from parley.store.dialect import DuckDBDialect
 from parley.store.duckdb_state import (
     CHAT_STATE_DDL,
@@ -151,26 +151,6 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     """The names of ``table``'s columns (none when it does not exist)."""
     rows = con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]).fetchall()
     return {name for (name,) in rows}
-
-
-def _times_as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """An export batch with its times (naive UTC) as the text ``DuckDBDialect.iso_utc``
-    writes: ISO 8601 with T and Z, microseconds only when not zero.
-
-    Arrow's cast writes ``2024-05-01 12:30:00.000000`` (26 characters: four-digit
-    years, six fractional digits). Done on the sorted rows rather than by DuckDB's
-    ``strftime`` in the statement, whose text the sort or the take then carried: the
-    largest workspace of scale M, in process, DuckDB's sorted statement 108.6 -> 61.5 ms
-    with times left as timestamps, and 16.3 here. (Options only, no Arrow scalars: making
-    one from a Python value imports pandas where it is installed, about 0.4 s on a
-    server's first export.)
-    """
-    columns = batch.columns
-    for i in EXPORT_TIME_COLUMNS:
-        text = pc.binary_replace_slice(pc.cast(columns[i], pa.string()), 10, 11, "T")
-        text = pc.binary_replace_slice(text, 26, 26, "Z")
-        columns[i] = pc.replace_substring(text, ".000000Z", "Z")
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 class _AuthCache:
@@ -693,7 +673,7 @@ class DuckDBStore(SqlStore):
 
         Up to ``whole_up_to`` chats are read by one statement, times left as timestamps,
         put in order by Arrow's sort, and their times formatted batch by batch
-        (``_times_as_text``); more are numbered first and formatted a range at a time
+        (``times_as_text``); more are numbered first and formatted a range at a time
         (``_export_in_ranges``), so that memory stays flat however many match. The count
         that chooses is one more statement (2.6 ms for the largest workspace of scale M,
         warm).
@@ -715,12 +695,12 @@ class DuckDBStore(SqlStore):
                 sql, params = self._chat_sql(org, workspace_id, query, like=counted)
                 statement = f"""
                 WITH {sql.relation()}
-                SELECT {sql.export_columns(times_as_text=False)} FROM chats WHERE {sql.where(query)}
+                SELECT {sql.export_columns()} FROM chats WHERE {sql.where(query)}
                 """
                 rows = cursor.sql(statement, params=params.values).to_arrow_table()
                 rows = rows.take(pc.sort_indices(rows, sort_keys=sql.export_sort_keys(query)))
                 for batch in rows.to_batches(max_chunksize=batch_rows):
-                    yield _times_as_text(batch)
+                    yield times_as_text(batch)
             else:
                 yield from self._export_in_ranges(cursor, org, workspace_id, query, batch_rows, like=counted)
         finally:
@@ -763,11 +743,11 @@ class DuckDBStore(SqlStore):
             # peak RSS over an export of 1M chats).
             statement = f"""
             WITH {rows_sql.relation()}
-            SELECT o.position AS position, {rows_sql.export_columns(times_as_text=False)}
+            SELECT o.position AS position, {rows_sql.export_columns()}
             FROM export_order o JOIN chats USING (id)
             WHERE o.position BETWEEN {first} AND {last}
             """
             rows = cursor.sql(statement, params=row_params.values).to_arrow_table()
             in_order = rows.take(pc.sort_indices(rows["position"])).drop_columns(["position"])
             for batch in in_order.to_batches():
-                yield _times_as_text(batch)
+                yield times_as_text(batch)
