@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
+import duckdb
 import orjson
+import pyarrow
 import pytest
 
 from parley.demo import SCALES
@@ -38,6 +41,10 @@ def test_bench_at_scale_s(tmp_path: Path, kind: str):
     scale = SCALES["S"]
     assert data["scale"] == "S" and data["store"] == kind
     assert data["machine"]["cpus"] >= 1 and data["machine"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert data["machine"]["libraries"]["duckdb"] == duckdb.__version__
+    assert data["machine"]["libraries"]["pyarrow"] == pyarrow.__version__
+    assert f"duckdb {duckdb.__version__}, chdb " in " ".join(result.stdout.split())  # however rich wraps it
+    assert data["machine"]["cache"] is None or re.fullmatch(r"[0-9]+[KMG]", data["machine"]["cache"])
     assert data["bulk_ingest"]["events"] + data["http_ingest"]["events"] == data["events"]
     assert data["events"] > scale.chats_per_workspace * scale.orgs * scale.workspaces_per_org * scale.messages_per_chat
     for path in ("bulk_ingest", "http_ingest"):

@@ -8,6 +8,7 @@ medians and 95th percentiles; no number here is asserted, only reported.
 from __future__ import annotations
 
 import gc
+import importlib.metadata
 import os
 import platform
 import shutil
@@ -69,16 +70,43 @@ def _proc_field(path: str, name: str) -> str | None:
     return None
 
 
+def _largest_cache() -> str | None:
+    """The size of the first CPU's largest cache as sysfs gives it (``32768K``), or None.
+
+    The same code measured about twice apart on two machines of "2 cores" whose model
+    names alone were a cloud's "AMD EPYC" and "Intel Xeon Processor" (32 MiB and 480 MiB
+    of L3; docs/benchmarks.md, "The machine"): a run's figures need its machine.
+    """
+    caches = Path("/sys/devices/system/cpu/cpu0/cache")
+    sizes: dict[int, str] = {}
+    for index in caches.glob("index*"):
+        try:
+            sizes[int((index / "level").read_text())] = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+    return sizes[max(sizes)] if sizes else None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine() -> dict[str, Any]:
+    """What a run's figures depend on besides the code: the machine and the engines."""
     memory = _proc_field("/proc/meminfo", "MemTotal")
     memory_kb = int(memory.split()[0]) if memory else 0
     cpu = _proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine()
     return {
         "cpus": os.cpu_count(),
         "cpu": cpu,
+        "cache": _largest_cache(),
         "memory_gib": round(memory_kb / 1024 / 1024, 1),
         "python": platform.python_version(),
         "system": platform.platform(),
+        "libraries": {package: _version(package) for package in ("duckdb", "chdb", "pyarrow")},
     }
 
 

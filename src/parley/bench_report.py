@@ -10,9 +10,11 @@ from parley.bench import BenchResult
 
 def print_report(result: BenchResult, console: Console) -> None:
     m = result.machine
+    libraries = ", ".join(f"{name} {version}" for name, version in m["libraries"].items() if version)
     console.print(
         f"[bold]parley bench[/bold] scale {result.scale}, store {result.store}, {result.events:,} events; "
-        f"{m['cpus']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}"
+        f"{m['cpus']} cores ({m['cpu']}, cache {m['cache']}), {m['memory_gib']} GiB, Python {m['python']}, "
+        f"{libraries}"
     )
     ingest = Table("path", "events", "seconds", "events/s", title="Ingest")
     for name, row in (("bulk (parley ingest)", result.bulk_ingest), ("HTTP, 4 clients x 1,000", result.http_ingest)):
