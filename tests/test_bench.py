@@ -58,5 +58,13 @@ def test_bench_at_scale_s(tmp_path: Path, kind: str):
     export = data["export"]
     assert 0 < export["rows"] <= scale.chats_per_workspace
     assert export["peak_rss_mb"] >= export["idle_rss_mb"] > 0
+    assert export["warm_rows"] == [export["rows"]]  # every export read every chat
+    median_s = export["warm_median_s"]  # rounded to the millisecond
+    assert (
+        export["rows"] / (median_s + 0.0005) - 1
+        <= export["warm_rows_per_s"]
+        <= export["rows"] / (median_s - 0.0005) + 1
+    )
+    assert export["warm_peak_rss_mb"] >= export["peak_rss_mb"]
     assert data["store_bytes"] > 1_000_000
     assert 0 < data["startup_s"] < 60

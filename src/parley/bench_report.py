@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from parley.bench import BenchResult
+from parley.bench import WARM_EXPORTS, BenchResult
 
 
 def print_report(result: BenchResult, console: Console) -> None:
@@ -34,7 +34,9 @@ def print_report(result: BenchResult, console: Console) -> None:
     e = result.export
     console.print(
         f"Export: {e['rows']:,} rows in {e['seconds']} s = {e['rows_per_s']:,} rows/s; server RSS "
-        f"{e['idle_rss_mb']} MB idle, {e['peak_rss_mb']} MB peak (+{e['rss_growth_mb']} MB)"
+        f"{e['idle_rss_mb']} MB idle, {e['peak_rss_mb']} MB peak (+{e['rss_growth_mb']} MB); "
+        f"then the median of {WARM_EXPORTS} more: {e['warm_median_s']} s = "
+        f"{e['warm_rows_per_s']:,} rows/s, peak RSS {e['warm_peak_rss_mb']} MB"
     )
     console.print(
         f"Store on disk: {result.store_bytes / 2**20:,.1f} MiB; start-up to first answer: {result.startup_s} s"
