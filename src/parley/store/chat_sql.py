@@ -67,31 +67,6 @@ CHAT_LIST_COLUMNS = (
 # The export shows the list's columns, in the same (the contract's) order; these are its times.
 EXPORT_TIMES = ("last_message_at", "created_at", "updated_at")
 EXPORT_TIME_COLUMNS = tuple(CHAT_LIST_COLUMNS.index(column) for column in EXPORT_TIMES)
-
-
-def times_as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """A batch of ``ChatSql.export_columns`` with its times as the export writes them:
-    ISO 8601 in UTC with T and Z, microseconds only when not zero.
-
-    Both engines' times come in as instants: DuckDB's naive UTC, ClickHouse's
-    ``timestamp[us, tz=UTC]``, cast to naive UTC first (the same instants; cast to text
-    as they are, those would end in a Z already). Arrow's cast writes
-    ``2024-05-01 12:30:00.000000`` (26 characters: four-digit years, six fractional
-    digits). Done on the rows in order rather than by the engine in the statement,
-    whose text DuckDB's sort or Arrow's take then carried: the largest workspace of
-    scale M, in process, DuckDB's sorted statement 108.6 -> 61.5 ms with times left as
-    timestamps, and 16.3 here. (Options only, no Arrow scalars: making one from a Python
-    value imports pandas where it is installed, about 0.4 s on a server's first export.)
-    """
-    columns = batch.columns
-    for i in EXPORT_TIME_COLUMNS:
-        naive = pc.cast(columns[i], pa.timestamp("us"))
-        text = pc.binary_replace_slice(pc.cast(naive, pa.string()), 10, 11, "T")
-        text = pc.binary_replace_slice(text, 26, 26, "Z")
-        columns[i] = pc.replace_substring(text, ".000000Z", "Z")
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
-
-
 UPSERT_ONLY = ("owner_member_id", "chat_type", "channel", "created_at")
 UPDATABLE = CHAT_UPDATE_FIELDS  # the fields a chat.update may set
 STATE_COLUMNS = (
@@ -337,3 +312,26 @@ class ChatSql:
         if column != "id":
             keys.append((f"c{CHAT_LIST_COLUMNS.index('id')}", direction))
         return keys
+
+
+def times_as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch of ``ChatSql.export_columns`` with its times as the export writes them:
+    ISO 8601 in UTC with T and Z, microseconds only when not zero.
+
+    Both engines' times come in as instants: DuckDB's naive UTC, ClickHouse's
+    ``timestamp[us, tz=UTC]``, cast to naive UTC first (the same instants; cast to text
+    as they are, those would end in a Z already). Arrow's cast writes
+    ``2024-05-01 12:30:00.000000`` (26 characters: four-digit years, six fractional
+    digits). Done on the rows in order rather than by the engine in the statement,
+    whose text DuckDB's sort or Arrow's take then carried: the largest workspace of
+    scale M, in process, DuckDB's sorted statement 108.6 -> 61.5 ms with times left as
+    timestamps, and 16.3 here. (Options only, no Arrow scalars: making one from a Python
+    value imports pandas where it is installed, about 0.4 s on a server's first export.)
+    """
+    columns = batch.columns
+    for i in EXPORT_TIME_COLUMNS:
+        naive = pc.cast(columns[i], pa.timestamp("us"))
+        text = pc.binary_replace_slice(pc.cast(naive, pa.string()), 10, 11, "T")
+        text = pc.binary_replace_slice(text, 26, 26, "Z")
+        columns[i] = pc.replace_substring(text, ".000000Z", "Z")
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
