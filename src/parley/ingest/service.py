@@ -50,7 +50,8 @@ def collector_paused() -> Iterator[None]:
     A bulk loader's worker builds a chunk's events, keeps them to the chunk's end and
     lets them all go: even every 20,000 new objects, its collections walked live events
     for nothing, about 3 us of the 14 to 15 that a worker spends on an event (the whole
-    load gained 2%: the storing process is its critical path). A chunk leaves little for
+    load gained 2%: the workers share the two cores with the storing process, and both
+    stay busy). A chunk leaves little for
     the collector: no object for 20,000 good lines, 317 for 20,000 refused ones,
     collected after the block.
     """
