@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from parley.demo import SCALES, generate
+from parley.ingest.events import Event
 from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines, prepare_lines, validate_lines
 from parley.store.port import Store, open_store
 from tests.conftest import STORE_KINDS, store_url_for
@@ -159,10 +160,12 @@ def test_a_workers_chunk_is_prepared_with_the_cycle_collector_paused_and_left_as
     lines, expected = _lines()
     chunk = _chunks(lines)[3]  # holds the line that is not JSON
     collections: list[int] = []
+    events_met: list[int] = []  # the events alive in the young generation at each collection
 
     def note(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             collections.append(info["generation"])
+            events_met.append(sum(isinstance(o, Event) for o in gc.get_objects(generation=0)))
 
     threshold = gc.get_threshold()
     gc.set_threshold(50, *threshold[1:])  # a young collection every 50 new objects
@@ -180,9 +183,12 @@ def test_a_workers_chunk_is_prepared_with_the_cycle_collector_paused_and_left_as
         gc.callbacks.remove(note)
         gc.set_threshold(*threshold)
 
-    # At most the one collection that the block's first new object after it starts; the
-    # same lines validated with the collector on start dozens.
+    # At most the one collection that the block's first new object after it starts, which
+    # meets none of the chunk's events (they die in the block); the same lines validated
+    # with the collector on start dozens, which meet them.
     assert during <= 1 and collected_without > 10
+    assert events_met[:during] == [0] * during
+    assert max(events_met[during : during + collected_without]) > 0
     assert (enabled_after, disabled_after) == (True, True)
     assert prepared.rejected == [(expected["rejected"][0], "not a JSON object")]
     assert prepared.batch is not None and prepared.batch.repeated == 0
