@@ -6,6 +6,7 @@ import copy
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from parley.ingest import events as ingest_events
 from parley.ingest.events import EVENT_TYPES, InvalidEvent, validate_event, validate_in_two_steps
 from parley.store.port import Store, StoreOutcome, open_store
+from parley.store.schema import column_batch
 from tests.conftest import bearer
 from tests.factories import T0, WS, call, days, event, member
 
@@ -505,3 +507,69 @@ def test_times_with_offsets_are_stored_as_the_same_instant_in_utc(ingest, client
         "/analytics/calls/by-assistant", params={"start_date": "2024-04-30", "end_date": "2024-04-30"}, headers=admin
     ).json()["data"]["assistants"]
     assert [(a["assistant_id"], a["total_calls"]) for a in calls] == [("a1", 1)]
+
+
+def test_a_batchs_rows_hold_each_body_field_as_validated_and_null_where_the_body_has_none():
+    upsert = event(
+        "chat.upsert",
+        {
+            "workspace_id": WS,
+            "chat_id": 7,
+            "owner_member_id": 3,
+            "chat_type": "dm",
+            "channel": "web",
+            "title": "Refunds",
+            "unknown_field": "ignored",
+            "created_at": "2024-05-01T12:30:00+02:00",
+        },
+    )
+    update = event("chat.update", {"workspace_id": WS, "chat_id": 7, "paused": True, "assistant_member_id": 9})
+    trace = event("trace.create", {"trace_id": "t-1", "user_id": "u-1", "timestamp": "2024-05-01T08:00:00.25-01:00"})
+    observation = event(
+        "observation.create",
+        {"observation_id": "o-1", "trace_id": "t-1", "type": "generation", "start_time": "2024-05-01T09:00:00Z"},
+    )
+    batch = column_batch(validate_event(raw, "acme") for raw in (upsert, update, trace, observation))
+
+    chat_columns = "op chat_id owner_member_id assistant_member_id chat_type channel title paused archived created_at"
+    chats = batch.tables["chat_events"].select(chat_columns.split())
+    assert chats.to_pylist() == [
+        {
+            "op": "upsert",
+            "chat_id": 7,
+            "owner_member_id": 3,
+            "assistant_member_id": None,
+            "chat_type": "dm",
+            "channel": "web",
+            "title": "Refunds",
+            "paused": False,
+            "archived": False,
+            "created_at": datetime(2024, 5, 1, 10, 30),
+        },
+        {
+            "op": "update",
+            "chat_id": 7,
+            "owner_member_id": None,
+            "assistant_member_id": 9,
+            "chat_type": None,
+            "channel": None,
+            "title": None,
+            "paused": True,
+            "archived": None,
+            "created_at": None,
+        },
+    ]
+    traces = batch.tables["traces"].select(["trace_id", "session_id", "user_id", "traced_at"])
+    assert traces.to_pylist() == [
+        {"trace_id": "t-1", "session_id": None, "user_id": "u-1", "traced_at": datetime(2024, 5, 1, 9, 0, 0, 250000)}
+    ]
+    observations = batch.tables["observations"].select(["obs_type", "model", "input_tokens", "cost_pusd", "start_time"])
+    assert observations.to_pylist() == [
+        {
+            "obs_type": "generation",
+            "model": None,
+            "input_tokens": None,
+            "cost_pusd": None,
+            "start_time": datetime(2024, 5, 1, 9),
+        }
+    ]
