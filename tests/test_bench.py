@@ -68,3 +68,10 @@ def test_bench_at_scale_s(tmp_path: Path, kind: str):
     assert export["warm_peak_rss_mb"] >= export["peak_rss_mb"]
     assert data["store_bytes"] > 1_000_000
     assert 0 < data["startup_s"] < 60
+
+    # The store now holds the data set: a second bench on it is refused before it starts.
+    again = run_cli("duckdb:///unused", "bench", "--scale", "S", "--store", store, cwd=tmp_path, check=False)
+    assert again.returncode == 1
+    said = "".join(again.stderr.split())  # without blanks: rich wraps the message, its URL too, anywhere
+    assert f"thestoreat{store}holdseventsalready:thebenchloadsitsdatasetintoafreshstore" in said
+    assert "Ingest" not in again.stdout

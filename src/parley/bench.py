@@ -33,6 +33,7 @@ import orjson
 
 from parley.demo import SCALES, generate, workspaces
 from parley.ingest.service import collector_paused
+from parley.store.port import open_store
 from parley.store.urls import parse_database_url
 
 CLIENTS = 4
@@ -213,6 +214,8 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 def run_bench(scale: str, store_url: str | None = None, workdir: Path | None = None) -> BenchResult:
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
+    if store_url is not None:
+        _require_fresh(store_url)
     own_dir = workdir is None
     workdir = Path(workdir or tempfile.mkdtemp(prefix="parley-bench-"))
     database_url = store_url or f"duckdb:///{workdir}/bench.duckdb"
@@ -224,6 +227,21 @@ def run_bench(scale: str, store_url: str | None = None, workdir: Path | None = N
         if own_dir:
             shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def _require_fresh(database_url: str) -> None:
+    """Refuse a store that holds events already: the data set loaded into it again would be
+    duplicates, and the bench would time their refusal as its ingest, saying nothing."""
+    store = open_store(database_url)
+    try:
+        holds_events = store.holds_events()
+    finally:
+        store.close()
+    if holds_events:
+        raise ValueError(
+            f"the store at {database_url} holds events already: the bench loads its data set into a "
+            "fresh store (name a new file, or an empty database)"
+        )
 
 
 def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path) -> None:

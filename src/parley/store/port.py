@@ -137,6 +137,9 @@ class Store(Protocol):
 
     def count_events(self, *, org: str) -> int: ...
 
+    def holds_events(self) -> bool:
+        """Whether any event of any org is stored."""
+
     def reorder(self) -> None:
         """Lay out in time order what a bulk load stored out of it, so that range filters
         skip the rest; called when a bulk load (``parley ingest``, ``parley demo``) ends."""

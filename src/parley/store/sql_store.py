@@ -61,6 +61,9 @@ class SqlStore:
         p = self._params()
         return int(self._fetchall(f"SELECT count(*) FROM event_ledger WHERE org = {p.add(org, 'str')}", p.values)[0][0])
 
+    def holds_events(self) -> bool:
+        return int(self._fetchall("SELECT count(*) FROM (SELECT 1 FROM event_ledger LIMIT 1) AS one", {})[0][0]) > 0
+
     # -- calls --------------------------------------------------------------------
 
     def calls_by_assistant(
