@@ -51,10 +51,10 @@ def collector_paused() -> Iterator[None]:
     lets them all go: even every 20,000 new objects, its collections walked live events
     for nothing. The block's objects must die in it: the young generation's count grows
     while the collector is paused, so the first new object after the block starts a
-    collection that walks every object still alive from it (a chunk's 20,000 events, 27
-    to 43 ms, until ``prepare_lines`` let them go before its end). A chunk leaves little
-    for the collector: no object for 20,000 good lines, 317 for 20,000 refused ones,
-    collected after the block.
+    collection that walks every object still alive from it (a chunk's 20,000 events,
+    31 to 48 ms in a worker, until ``prepare_lines`` let them go before its end). A chunk
+    leaves little for the collector: no object for 20,000 good lines, 317 for 20,000
+    refused ones, collected after the block.
     """
     enabled = gc.isenabled()
     gc.disable()
