@@ -49,10 +49,13 @@ PICO_USD = 10**12
 
 @dataclass(frozen=True)
 class Column:
+    """A stored column: either a body field held as it is (``field``), or a value that
+    ``get`` computes from each event."""
+
     name: str
     type: str
-    get: Callable[[Event], Any]
-    field: str | None = None  # the body field the column holds as it is, if any
+    get: Callable[[Event], Any] | None = None
+    field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,9 @@ class Table:
         return pa.struct({c.field: ARROW_TYPES[c.type] for c in self.columns if c.field is not None})
 
     def to_arrow(self, events: Iterable[Event]) -> pa.Table:
-        """The events as this table's rows. The columns that hold a body field as it is
-        are read in one pass of Arrow over the bodies' dicts (a field a body lacks is
-        null); the others call their ``get`` an event each."""
+        """The events as this table's rows. The body fields are read in one pass of Arrow
+        over the bodies' dicts (a field a body lacks is null); each other column calls its
+        ``get`` an event at a time."""
         rows = list(events)
         bodies = pa.array([e.body.__dict__ for e in rows], self._body_fields)
         return pa.table(
@@ -88,14 +91,9 @@ class Table:
         )
 
 
-def _body(field: str) -> Callable[[Event], Any]:
-    return lambda e: getattr(e.body, field, None)
-
-
 def _field(name: str, type_: str, field: str | None = None) -> Column:
     """A column that holds body field ``field`` (by default ``name``) as it is."""
-    field = field or name
-    return Column(name, type_, _body(field), field)
+    return Column(name, type_, field=field or name)
 
 
 def _json(field: str) -> Callable[[Event], Any]:
