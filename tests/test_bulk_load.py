@@ -65,6 +65,7 @@ def _lines() -> tuple[list[bytes], dict[str, Any]]:
         (CHUNK + 30, lines[CHUNK + 25]),  # an id twice in one chunk
         (in_chunk + 1, orjson.dumps({**events[in_chunk], "id": "same-message"})),  # an entity twice
         (3 * CHUNK + 50, bad_json),
+        (3 * CHUNK + 100, lines[2 * CHUNK + 10]),  # an id of chunk 2, stored with it in one group
         (4 * CHUNK + 50, invalid),
         (5 * CHUNK + 50, lines[1]),  # an id of the first chunk
         (7 * CHUNK + 50, orjson.dumps({**events[earlier], "id": "same-message-later"})),  # an entity of chunk 1
@@ -79,7 +80,7 @@ def _lines() -> tuple[list[bytes], dict[str, Any]]:
     for e in events:
         table = TABLE_OF_TYPE[e["type"]]
         rows[table] = rows.get(table, 0) + 1
-    return lines, {"accepted": len(events), "duplicates": 4, "rejected": rejected, "ids": ids, "rows": rows}
+    return lines, {"accepted": len(events), "duplicates": 5, "rejected": rejected, "ids": ids, "rows": rows}
 
 
 def _chunks(lines: list[bytes]) -> list[Chunk]:
@@ -87,7 +88,9 @@ def _chunks(lines: list[bytes]) -> list[Chunk]:
 
 
 def _contents(store: Store, kind: str) -> dict[str, list[str]]:
-    """Every table's rows, without the times of storing, in a canonical order."""
+    """Every table's rows, without the times of storing, in a canonical order; a user's
+    number (DuckDB's, handed out a batch at a time, so differently by batches of other
+    sizes) shown as the user id it stands for."""
 
     def canonical(value: Any) -> Any:
         if isinstance(value, list):  # lists aggregated in parallel come in any order
@@ -96,11 +99,21 @@ def _contents(store: Store, kind: str) -> dict[str, list[str]]:
             return {k: canonical(v) for k, v in value.items()}
         return value
 
+    tables = [table for (table,) in store._fetchall(TABLES_SQL[kind], {})]
+    numbered = {}
+    if "user_numbers" in tables:
+        numbered = {
+            (org, no): user for org, user, no in store._fetchall("SELECT org, user_id, user_no FROM user_numbers", {})
+        }
     out = {}
-    for (table,) in store._fetchall(TABLES_SQL[kind], {}):
+    for table in tables:
         names = [name for (name,) in store._fetchall(COLUMNS_SQL[kind].format(table=table), {})]
         kept = [name for name in names if name not in STORING_TIMES]
-        rows = store._fetchall(f"SELECT {', '.join(kept)} FROM {table}", {})
+        rows = [list(row) for row in store._fetchall(f"SELECT {', '.join(kept)} FROM {table}", {})]
+        if "user_no" in kept:
+            org, no = kept.index("org"), kept.index("user_no")
+            for row in rows:
+                row[no] = numbered.get((row[org], row[no]), row[no])
         out[table] = sorted(repr(tuple(canonical(v) for v in row)) for row in rows)
     return out
 
@@ -113,27 +126,28 @@ def test_a_load_through_worker_processes_stores_what_one_chunk_at_a_time_stores(
     # One store open at a time: chdb runs one embedded engine per process.
     one_at_a_time = open_store(store_url_for(kind, tmp_path / "reference"))
     try:
-        reference = LinesReport()
+        reference, per_chunk = LinesReport(), []
         for chunk in chunks:
-            reference.merge(ingest_lines(one_at_a_time, chunk.lines, first_line=chunk.first_line, org=None))
+            per_chunk.append(ingest_lines(one_at_a_time, chunk.lines, first_line=chunk.first_line, org=None))
+            reference.merge(per_chunk[-1])
         reference_contents = _contents(one_at_a_time, kind)
     finally:
         one_at_a_time.close()
 
     store = open_store(store_url_for(kind, tmp_path / "workers"))
     try:
-        took_columns = 0  # chunks the store took as columns
+        batches: list[int] = []  # the events of each batch the store took as columns
         by_columns = store.ingest_columns
 
-        def noting(batch):  # the real method, its outcome counted
-            nonlocal took_columns
+        def noting(batch):  # the real method, its outcome noted
             keys = by_columns(batch)
-            took_columns += keys is not None
+            if keys is not None:
+                batches.append(len(keys))
             return keys
 
         store.ingest_columns = noting  # type: ignore[method-assign]
         report, seen = LinesReport(), []
-        for chunk, chunk_report in ingest_chunks(store, chunks, org=None, workers=2):
+        for chunk, chunk_report in ingest_chunks(store, chunks, org=None, workers=2, together=4):
             seen.append(chunk.first_line)
             report.merge(chunk_report)
         contents = _contents(store, kind)
@@ -148,9 +162,13 @@ def test_a_load_through_worker_processes_stores_what_one_chunk_at_a_time_stores(
         assert loaded.duplicates == expected["duplicates"]
         assert [line for line, _ in loaded.rejected] == expected["rejected"]
     assert report.rejected == reference.rejected
-    # The first chunk is stored in this process, and the two chunks that repeat an earlier
-    # chunk's event or entity fall back to events: every other one as columns.
-    assert took_columns == len(chunks) - 3
+    # The first chunk is stored in this process, and the chunks after it 4 at a time: the
+    # groups of chunks 1-4 (3 repeats an id of 2) and 5-8 (5 and 7 repeat an event or entity
+    # stored before them) chunk by chunk, 3, 5 and 7 by events, every other group whole.
+    assert len(chunks) == 13
+    expected_batches = [per_chunk[i].accepted for i in (1, 2, 4, 6, 8)]
+    expected_batches.append(sum(per_chunk[i].accepted for i in (9, 10, 11, 12)))
+    assert batches == expected_batches
     assert ledger == expected["ids"]
     assert rows == expected["rows"]
     assert contents == reference_contents

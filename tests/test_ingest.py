@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from parley.ingest import events as ingest_events
 from parley.ingest.events import EVENT_TYPES, InvalidEvent, validate_event, validate_in_two_steps
 from parley.store.port import Store, StoreOutcome, open_store
-from parley.store.schema import column_batch
+from parley.store.schema import ColumnBatch, column_batch, joined_batches
 from tests.conftest import bearer
-from tests.factories import T0, WS, call, days, event, member
+from tests.factories import T0, WS, call, days, event, iso, member
 
 
 def test_one_bad_event_never_drops_its_neighbours(client, ingest_key, store: Store):
@@ -573,3 +573,27 @@ def test_a_batchs_rows_hold_each_body_field_as_validated_and_null_where_the_body
             "start_time": datetime(2024, 5, 1, 9),
         }
     ]
+
+
+def test_batches_are_joined_in_order_unless_two_claim_one_event_or_entity():
+    def batch(*raws: dict) -> ColumnBatch:
+        return column_batch(validate_event(raw, "acme") for raw in raws)
+
+    def message(id: str, message_id: str) -> dict:
+        body = {"workspace_id": WS, "chat_id": 7, "message_id": message_id, "role": "user", "created_at": iso(T0)}
+        return event("message.create", body, id=id)
+
+    first = batch(message("e-1", "m-1"), message("e-1", "m-9"))  # the second copy of e-1 is repeated
+    second = batch(call("c-1", "bot", T0, id="e-2"), message("e-3", "m-2"))
+    joined = joined_batches([first, second])
+    assert joined is not None
+    assert joined.keys == [("acme", "e-1"), ("acme", "e-2"), ("acme", "e-3")]
+    assert joined.repeated == 1
+    assert joined.ledger.column("event_id").to_pylist() == ["e-1", "e-2", "e-3"]
+    assert joined.tables["messages"].column("message_id").to_pylist() == ["m-1", "m-2"]
+    assert joined.tables["calls"].column("call_id").to_pylist() == ["c-1"]
+
+    assert joined_batches([first, batch(message("e-1", "m-3"))]) is None  # an event id again
+    assert joined_batches([first, batch(message("e-4", "m-1"))]) is None  # a message again
+    other_org = column_batch([validate_event(message("e-1", "m-1"), "globex")])  # ids and entities are per org
+    assert joined_batches([first, other_org]) is not None

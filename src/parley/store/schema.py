@@ -352,3 +352,26 @@ def column_batch(events: Iterable[Event]) -> ColumnBatch:
         entities=entity_ledger_rows(entity_keys),
         tables={table.name: table.to_arrow(by_table[table.name]) for table in TABLES if table.name in by_table},
     )
+
+
+def joined_batches(batches: Sequence[ColumnBatch]) -> ColumnBatch | None:
+    """``batches`` as one batch, in their order; or None if two of them claim the same
+    event id or entity, which one batch never does (stored one after the other, the later
+    one's copy is a duplicate)."""
+    ledger = pa.concat_tables([b.ledger for b in batches])
+    entities = pa.concat_tables([b.entities for b in batches])
+    if not (_distinct(ledger, "org", "event_id") and _distinct(entities, "org", "entity_key")):
+        return None
+    names = dict.fromkeys(name for b in batches for name in b.tables)  # in order, once each
+    return ColumnBatch(
+        keys=[key for b in batches for key in b.keys],
+        repeated=sum(b.repeated for b in batches),
+        ledger=ledger,
+        entities=entities,
+        tables={name: pa.concat_tables([b.tables[name] for b in batches if name in b.tables]) for name in names},
+    )
+
+
+def _distinct(table: pa.Table, *columns: str) -> bool:
+    """Whether no two rows of ``table`` share their values of ``columns``."""
+    return table.group_by(list(columns)).aggregate([]).num_rows == table.num_rows
