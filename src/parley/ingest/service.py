@@ -195,10 +195,12 @@ def ingest_lines(store: Store, lines: Sequence[bytes], *, first_line: int, org: 
     return store_lines(store, validate_lines(lines, first_line=first_line, org=org))
 
 
-# Prepared chunks stored in one transaction by a bulk load (see ``ingest_chunks``): 1.5M-line
-# loads 2.4 to 5.5% quicker than a chunk at a time, with 5% less CPU, and the bench's scale M
-# load 76,112 -> 85,513 and 87,122 events/s (docs/benchmarks.md, runs 39 to 41).
-CHUNKS_STORED_TOGETHER = 4
+# Prepared chunks stored in one transaction by a bulk load (see ``ingest_chunks``). 4 made
+# 1.5M-line loads 2.4 to 5.5% quicker than a chunk at a time, and the bench's scale M load
+# 76,112 -> 85,513 and 87,122 events/s; 8 about 3% quicker again, and scale M 83,561 -> 90,849
+# in the same hour, for a loader about 0.3 GB larger and a store 3% larger (docs/benchmarks.md,
+# runs 39 to 43). 16 gained nothing more on 1.5M lines.
+CHUNKS_STORED_TOGETHER = 8
 
 
 class Chunk(NamedTuple):
