@@ -197,10 +197,10 @@ def ingest_lines(store: Store, lines: Sequence[bytes], *, first_line: int, org: 
 
 # Prepared chunks stored in one transaction by a bulk load (see ``ingest_chunks``). 4 made
 # 1.5M-line loads 2.4 to 5.5% quicker than a chunk at a time, and the bench's scale M load
-# 76,112 -> 85,513 and 87,122 events/s; 8 about 3% quicker again (scale M 90,849 and 86,391
-# against 83,561 and 83,256 in the same session), for a loader up to 0.3 GB larger (0.07 at
-# scale M) and a store file 3% larger in free blocks (docs/benchmarks.md, runs 39 to 45). 16
-# gained nothing more.
+# 76,112 -> 85,513 and 87,122 events/s; 8 about 3% quicker again on those loads and 5 to 6%
+# at scale M (90,849 and 86,391 against 83,561 and 83,256 in one session), for a loader up to
+# 0.3 GB larger (0.07 at scale M) and a store file 3% larger in free blocks
+# (docs/benchmarks.md, runs 39 to 45). 16 gained nothing more.
 CHUNKS_STORED_TOGETHER = 8
 
 
