@@ -140,6 +140,47 @@ def said(chat_id: int, message_id: str, at: datetime, content: str, *, workspace
     return event("message.create", {**body, "content": content, "created_at": iso(at)}, ts=at)
 
 
+def test_a_batch_of_chat_events_and_messages_brings_each_chat_up_to_date(client, store, ingest, admin):
+    hour = timedelta(hours=1)
+    ingest(
+        chat(40, title="Forty"),
+        said(40, "a1", T + hour, "first"),
+        chat(41, title="Forty-one"),
+        chat(45),
+        said(45, "e1", T + 8 * hour, "newest"),
+    )
+    # One batch: events and messages of stored chats, of new ones, of either alone.
+    ingest(
+        update(40, ts=T + 2 * hour, title="Forty renamed"),
+        said(40, "a2", T + 3 * hour, "later"),
+        said(40, "a0", T - 24 * hour, "a refund, from the day before the chat"),
+        said(41, "b1", T + 4 * hour, "hello"),
+        chat(42, ts=T + hour, created=T + hour),
+        said(42, "c1", T + 5 * hour, "hi"),
+        chat(43, ts=T + hour, title="Forty-three"),
+        said(44, "d1", T + 6 * hour, "before its chat"),
+        update(45, ts=T + hour, archived=False, title="Forty-five"),
+        said(45, "e0", T + 2 * hour, "older than the stored one"),
+    )
+
+    def state(chat_id):
+        found = only(client, admin, chat_id)
+        return found["title"], found["messageCount"], found["lastMessageAt"], found["updatedAt"]
+
+    assert state(40) == ("Forty renamed", 3, "2024-06-01T15:00:00Z", "2024-06-01T14:00:00Z")
+    assert state(41) == ("Forty-one", 1, "2024-06-01T16:00:00Z", "2024-06-01T12:00:00Z")
+    assert state(42) == (None, 1, "2024-06-01T17:00:00Z", "2024-06-01T13:00:00Z")
+    assert state(43) == ("Forty-three", 0, None, "2024-06-01T13:00:00Z")
+    assert state(45) == ("Forty-five", 2, "2024-06-01T20:00:00Z", "2024-06-01T13:00:00Z")
+    assert client.get(BASE, headers=admin).json()["total"] == 5  # 44 has no chat yet
+    ingest(chat(44, ts=T + 7 * hour, created=T + 7 * hour))
+    assert state(44) == (None, 1, "2024-06-01T18:00:00Z", "2024-06-01T19:00:00Z")
+    # Chat 40's oldest message is now older than the chat: a search since its creation reads it.
+    store.reorder()
+    searched = client.get(BASE, params={"search": "refund", "createdAfter": iso(T)}, headers=admin).json()
+    assert [item["id"] for item in searched["items"]] == [40]
+
+
 def test_search_since_a_date_finds_messages_older_than_their_chat(client, store, ingest, admin):
     june = datetime(2024, 6, 1, tzinfo=UTC)
     ingest(

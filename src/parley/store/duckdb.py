@@ -573,7 +573,7 @@ class DuckDBStore(SqlStore):
 
         Every row is stored before any state is kept, so that the state kept from each
         table finds what the batch's other tables bring (an observation its trace, a trace
-        its session); then the state of each table in the order of TABLES.
+        its session); then the state (``state_sql``).
         """
         sources = {name: f"new_{name}" for name in tables}
         try:
@@ -582,8 +582,7 @@ class DuckDBStore(SqlStore):
                 con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {source}")
             lookups, drops = lookups_sql(sources)
             _run(con, lookups)
-            for name, source in sources.items():
-                _run(con, state_sql(name, source))
+            _run(con, state_sql(sources))
             _run(con, drops)
         finally:
             for source in sources.values():

@@ -90,8 +90,45 @@ def _take_if_newer(table: str, version: str, *columns: str) -> list[str]:
     return [f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE {table}.{c} END" for c in (*columns, version)]
 
 
-def merge_chat_events_sql(source: str) -> str:
-    """Fold the chat events in ``source`` into ``chat_state``."""
+def merge_chat_state_sql(chat_events: str | None, messages: str | None) -> str:
+    """Fold the chat events in ``chat_events`` and count the new messages in ``messages``
+    (either may be None) into ``chat_state``, in one merge.
+
+    One merge for both: a batch's chats with events and with messages are mostly the
+    same chats, and each merge joins the batch's chats to ``chat_state`` and writes their
+    rows (160,000 lines of the bench's, onto a store of 800,000: 84 ms for the one merge,
+    180 for two).
+    """
+    grouped, updates = [], []
+    if chat_events is not None:
+        grouped.append(_chat_events_by_chat(chat_events))
+        updates += _chat_event_updates()
+    if messages is not None:
+        grouped.append(_messages_by_chat(messages))
+        # greatest and least pass over a NULL: a chat with events and no messages keeps its times
+        updates += [
+            "message_count = chat_state.message_count + excluded.message_count",
+            "last_message_at = greatest(chat_state.last_message_at, excluded.last_message_at)",
+            "first_message_at = least(chat_state.first_message_at, excluded.first_message_at)",
+        ]
+    # Both: a chat with events and no messages in the batch adds 0 to its count; one with
+    # messages and no events brings NULL versions, never newer than the stored ones.
+    if len(grouped) == 2:
+        rows = f"""
+        SELECT * EXCLUDE (message_count), coalesce(message_count, 0) AS message_count
+        FROM ({grouped[0]}) e FULL OUTER JOIN ({grouped[1]}) m USING (org, workspace_id, chat_id)
+        """
+    else:
+        (rows,) = grouped
+    return f"""
+    INSERT INTO chat_state BY NAME {rows}
+    ON CONFLICT (org, workspace_id, chat_id) DO UPDATE SET {", ".join(updates)}
+    """
+
+
+def _chat_events_by_chat(source: str) -> str:
+    """Each chat's fields as its newest event in ``source`` that sets each one left them,
+    with those events' versions."""
     upserted = "op = 'upsert'"
     select = [f"{_latest(c, upserted)} AS {c}" for c in UPSERT_ONLY]
     select.append(f"max(version) FILTER (WHERE {upserted}) AS v_upsert")
@@ -101,32 +138,32 @@ def merge_chat_events_sql(source: str) -> str:
         select.append(f"max(version) FILTER (WHERE {is_set}) AS v_{column}")
     metadata_set = "list_contains(fields_set, 'metadata')"
     select.append(f"{_latest('metadata_text', metadata_set)} AS metadata_text")
+    return f"""
+    SELECT org, workspace_id, chat_id, {", ".join(select)}, max(ts) AS updated_at
+    FROM (SELECT *, {VERSION} AS version FROM {source})
+    GROUP BY org, workspace_id, chat_id
+    """
+
+
+def _chat_event_updates() -> list[str]:
+    """SET expressions that keep, of each field, the stored value or the batch's, whichever
+    is newer (a chat with messages and no events in the batch brings no versions)."""
     updates = _take_if_newer("chat_state", "v_upsert", *UPSERT_ONLY)
     for column in UPDATABLE:
         extra = ("metadata_text",) if column == "metadata" else ()
         updates += _take_if_newer("chat_state", f"v_{column}", column, *extra)
+    # greatest passes over a NULL: a chat with messages and no events keeps its time
     updates.append("updated_at = greatest(chat_state.updated_at, excluded.updated_at)")
-    return f"""
-    INSERT INTO chat_state BY NAME
-    SELECT org, workspace_id, chat_id, {", ".join(select)}, max(ts) AS updated_at
-    FROM (SELECT *, {VERSION} AS version FROM {source})
-    GROUP BY org, workspace_id, chat_id
-    ON CONFLICT (org, workspace_id, chat_id) DO UPDATE SET {", ".join(updates)}
-    """
+    return updates
 
 
-def merge_messages_sql(source: str) -> str:
-    """Count the new messages in ``source`` into their chats' state, with their times."""
+def _messages_by_chat(source: str) -> str:
+    """Each chat's count of the new messages in ``source``, and their newest and oldest times."""
     return f"""
-    INSERT INTO chat_state BY NAME
     SELECT org, workspace_id, chat_id, count(*) AS message_count,
            max(created_at) AS last_message_at, min(created_at) AS first_message_at
     FROM {source}
     GROUP BY org, workspace_id, chat_id
-    ON CONFLICT (org, workspace_id, chat_id) DO UPDATE SET
-        message_count = chat_state.message_count + excluded.message_count,
-        last_message_at = greatest(chat_state.last_message_at, excluded.last_message_at),
-        first_message_at = least(chat_state.first_message_at, excluded.first_message_at)
     """
 
 
@@ -703,14 +740,25 @@ def lookups_sql(sources: dict[str, str]) -> tuple[list[Statement], list[str]]:
     return statements, drops
 
 
-def state_sql(table: str, source: str) -> list[Statement]:
-    """The statements that bring the kept state up to date with rows just stored into
-    ``table``, registered as ``source``, in the transaction that stores them, after the
-    batch's look-ups (``lookups_sql``)."""
+def state_sql(sources: dict[str, str]) -> list[Statement]:
+    """The statements that bring the kept state up to date with the rows just stored, in
+    the transaction that stores them, after the batch's look-ups (``lookups_sql``):
+    ``sources`` names the registered rows of each table the batch stored into, in the
+    order of TABLES."""
+    statements: list[Statement] = []
+    if "chat_events" in sources or "messages" in sources:
+        statements.append(merge_chat_state_sql(sources.get("chat_events"), sources.get("messages")))
+    for table, source in sources.items():
+        statements += _table_state_sql(table, source)
+    return statements
+
+
+def _table_state_sql(table: str, source: str) -> list[Statement]:
+    """The state kept from one table's rows, besides ``chat_state``."""
     if table == "chat_events":
-        return [merge_chat_events_sql(source)]
+        return []
     if table == "messages":
-        return [merge_messages_sql(source), record_message_text_sql(source), record_chat_tools_sql(source)]
+        return [record_message_text_sql(source), record_chat_tools_sql(source)]
     if table == "users":
         return [merge_users_sql(source, NUMBERS_LOOKUP)]
     if table == "members":
