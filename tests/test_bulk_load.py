@@ -174,6 +174,30 @@ def test_a_load_through_worker_processes_stores_what_one_chunk_at_a_time_stores(
     assert contents == reference_contents
 
 
+def test_a_duckdb_bulk_load_checkpoints_less_often_until_it_ends(tmp_path: Path):
+    lines, _ = _lines()
+    store = open_store(f"duckdb:///{tmp_path}/bulk.duckdb")
+
+    def threshold() -> str:
+        return store._fetchall("SELECT current_setting('checkpoint_threshold')", {})[0][0]
+
+    load = ingest_chunks(store, _chunks(lines)[:3], org=None, workers=1)
+    abandoned = ingest_chunks(store, _chunks(lines)[3:6], org=None, workers=1)
+    try:
+        assert threshold() == "244.1 MiB"  # 256 MB
+        next(load)
+        assert threshold() == "953.6 MiB"  # 1 GB, while the load runs
+        assert len(list(load)) == 2
+        assert threshold() == "244.1 MiB"
+        next(abandoned)
+        abandoned.close()  # a load given up halfway sets it back too
+        assert threshold() == "244.1 MiB"
+    finally:
+        load.close()
+        abandoned.close()
+        store.close()
+
+
 def test_a_workers_chunk_is_prepared_with_the_cycle_collector_paused_and_left_as_it_was():
     lines, expected = _lines()
     chunk = _chunks(lines)[3]  # holds the line that is not JSON

@@ -283,8 +283,16 @@ def ingest_chunks(
     ``store_prepared_together``), so the file's first copy of an event or entity is the
     one stored, as when loading one chunk at a time. A load of one chunk starts no
     process. (The workers are spawned, so they import the caller's main module: a script
-    that calls this needs the usual ``if __name__ == "__main__":`` guard.)
+    that calls this needs the usual ``if __name__ == "__main__":`` guard.) The store runs
+    the whole load in its ``bulk_load`` context.
     """
+    with store.bulk_load():
+        yield from _ingest_chunks(store, chunks, org=org, workers=workers, together=together)
+
+
+def _ingest_chunks(
+    store: Store, chunks: Iterable[Chunk], *, org: str | None, workers: int | None, together: int
+) -> Iterator[tuple[Chunk, LinesReport]]:
     iterator = iter(chunks)
     first = next(iterator, None)
     second = next(iterator, None)

@@ -7,6 +7,7 @@ required keyword, so no query can be written without it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -139,6 +140,10 @@ class Store(Protocol):
 
     def holds_events(self) -> bool:
         """Whether any event of any org is stored."""
+
+    def bulk_load(self) -> AbstractContextManager[None]:
+        """A context that a bulk load in this process (``ingest_chunks``) runs in: the store
+        may trade memory, and the time to recover from a crash, for speed while it lasts."""
 
     def reorder(self) -> None:
         """Lay out in time order what a bulk load stored out of it, so that range filters

@@ -7,6 +7,7 @@ engine: storing events, the chat relation, and the chat export stream.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from datetime import date, datetime
 from typing import Any
 
@@ -60,6 +61,10 @@ class SqlStore:
     def count_events(self, *, org: str) -> int:
         p = self._params()
         return int(self._fetchall(f"SELECT count(*) FROM event_ledger WHERE org = {p.add(org, 'str')}", p.values)[0][0])
+
+    def bulk_load(self) -> AbstractContextManager[None]:
+        """Nothing changes for a bulk load unless the adapter says otherwise."""
+        return nullcontext()
 
     def holds_events(self) -> bool:
         return int(self._fetchall("SELECT count(*) FROM (SELECT 1 FROM event_ledger LIMIT 1) AS one", {})[0][0]) > 0
