@@ -127,7 +127,7 @@ def merge_chat_state_sql(chat_events: str | None, messages: str | None) -> str:
 
 
 def _chat_events_by_chat(source: str) -> str:
-    """Each chat's fields as its newest event in ``source`` that sets each one left them,
+    """Each chat's fields as the newest of its events in ``source`` that set each one,
     with those events' versions."""
     upserted = "op = 'upsert'"
     select = [f"{_latest(c, upserted)} AS {c}" for c in UPSERT_ONLY]
