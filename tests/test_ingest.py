@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from parley.ingest import events as ingest_events
 from parley.ingest.events import EVENT_TYPES, InvalidEvent, validate_event, validate_in_two_steps
 from parley.store.port import Store, StoreOutcome, open_store
-from parley.store.schema import ColumnBatch, column_batch, joined_batches
+from parley.store.schema import STR, Column, ColumnBatch, column_batch, joined_batches
 from tests.conftest import bearer
 from tests.factories import T0, WS, call, days, event, iso, member
 
@@ -507,6 +507,12 @@ def test_times_with_offsets_are_stored_as_the_same_instant_in_utc(ingest, client
         "/analytics/calls/by-assistant", params={"start_date": "2024-04-30", "end_date": "2024-04-30"}, headers=admin
     ).json()["data"]["assistants"]
     assert [(a["assistant_id"], a["total_calls"]) for a in calls] == [("a1", 1)]
+
+
+@pytest.mark.parametrize("spec", [{}, {"get": lambda e: e.id, "field": "event_id"}], ids=["neither", "both"])
+def test_a_column_is_a_body_field_or_a_getter(spec):
+    with pytest.raises(ValueError, match="'event_id' needs a body field or a getter"):
+        Column("event_id", STR, **spec)
 
 
 def test_a_batchs_rows_hold_each_body_field_as_validated_and_null_where_the_body_has_none():

@@ -57,6 +57,10 @@ class Column:
     get: Callable[[Event], Any] | None = None
     field: str | None = None
 
+    def __post_init__(self) -> None:
+        if (self.get is None) == (self.field is None):
+            raise ValueError(f"column {self.name!r} needs a body field or a getter, not both or neither")
+
 
 @dataclass(frozen=True)
 class Table:
