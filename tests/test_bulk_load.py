@@ -177,21 +177,17 @@ def test_a_load_through_worker_processes_stores_what_one_chunk_at_a_time_stores(
 def test_a_duckdb_bulk_load_checkpoints_less_often_until_it_ends(tmp_path: Path):
     lines, _ = _lines()
     store = open_store(f"duckdb:///{tmp_path}/bulk.duckdb")
-
-    def threshold() -> str:
-        return store._fetchall("SELECT current_setting('checkpoint_threshold')", {})[0][0]
-
     load = ingest_chunks(store, _chunks(lines)[:3], org=None, workers=1)
     abandoned = ingest_chunks(store, _chunks(lines)[3:6], org=None, workers=1)
     try:
-        assert threshold() == "244.1 MiB"  # 256 MB
+        assert store.checkpoint_bytes == 256_000_000
         next(load)
-        assert threshold() == "953.6 MiB"  # 1 GB, while the load runs
+        assert store.checkpoint_bytes == 1_000_000_000  # while the load runs
         assert len(list(load)) == 2
-        assert threshold() == "244.1 MiB"
+        assert store.checkpoint_bytes == 256_000_000
         next(abandoned)
         abandoned.close()  # a load given up halfway sets it back too
-        assert threshold() == "244.1 MiB"
+        assert store.checkpoint_bytes == 256_000_000
     finally:
         load.close()
         abandoned.close()

@@ -87,3 +87,34 @@ def test_duckdb_reads_from_threads_that_come_and_go_share_one_cursor(tmp_path: P
         assert len(store._cursors) == 1
     finally:
         store.close()
+
+
+def test_the_duckdb_store_checkpoints_once_its_log_holds_checkpoint_bytes(tmp_path: Path):
+    # The store checkpoints, not DuckDB at a commit, so that its reads know when one runs.
+    from parley.ingest.service import ingest_batch
+    from parley.store.duckdb import DuckDBStore
+
+    path = tmp_path / "parley.duckdb"
+    log = Path(f"{path}.wal")
+    store = DuckDBStore(path)
+    try:
+        # DuckDB's own threshold is out of reach (1,000 TB).
+        assert store._fetchall("SELECT current_setting('checkpoint_threshold')", {})[0][0] == "909.4 TiB"
+        assert store.checkpoint_bytes == 256_000_000
+        batch = [member(1, "admin")] + [call(f"c{i}", "a1", T0, duration=60) for i in range(200)]
+        assert ingest_batch(store, org="acme", batch=batch).errors == []
+        logged = log.stat().st_size
+        assert logged > 0  # under 256 MB: the log holds the batch
+        store.checkpoint_bytes = logged + 1
+        more = [call(f"d{i}", "a1", T0, duration=60) for i in range(200)]
+        assert ingest_batch(store, org="acme", batch=more).errors == []
+        assert not log.exists() or log.stat().st_size == 0  # past it: checkpointed after the commit
+        assert store.checkpointing is False
+        assert store.count_events(org="acme") == 401
+    finally:
+        store.close()
+    reopened = DuckDBStore(path)
+    try:
+        assert reopened.count_events(org="acme") == 401
+    finally:
+        reopened.close()

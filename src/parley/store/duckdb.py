@@ -10,6 +10,7 @@ survives a crash of the process.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -29,7 +30,7 @@ from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.chat_sql import ChatSql, times_as_text
-from parley.store.dialect import DuckDBDialect
+from parley.store.dialect import DuckDBDialect, Params
 from parley.store.duckdb_state import (
     CHAT_STATE_DDL,
     DERIVED_TABLES,
@@ -50,6 +51,7 @@ from parley.store.port import (
     StoreLocked,
     StoreOutcome,
 )
+from parley.store.series_sql import SeriesSql
 from parley.store.sql_store import SqlStore
 
 log = logging.getLogger("parley.store")
@@ -74,9 +76,12 @@ EXPORT_BATCH_ROWS = 20_000
 # the 39,966 chats of scale M's largest workspace (DuckDB's own sort of the formatted rows
 # took 42 to 44), so about 95 MB at this limit.
 EXPORT_WHOLE_ROWS = 100_000
-CHECKPOINT_THRESHOLD = "256MB"
-# The threshold while a bulk load runs (``DuckDBStore.bulk_load``).
-BULK_CHECKPOINT_THRESHOLD = "1GB"
+# The store checkpoints once its write-ahead log holds this many bytes (``_checkpoint_if_due``),
+CHECKPOINT_BYTES = 256_000_000
+# and this many while a bulk load runs (``DuckDBStore.bulk_load``).
+BULK_CHECKPOINT_BYTES = 1_000_000_000
+# DuckDB's own threshold, set beyond reach: DuckDB never checkpoints by itself.
+NO_AUTOMATIC_CHECKPOINT = "1000TB"
 # Most keys (and as many members) remembered for authentication; past it, forget all and start over.
 AUTH_CACHE_ENTRIES = 4096
 
@@ -221,12 +226,13 @@ class DuckDBStore(SqlStore):
         self.path = Path(path)
         self.url = f"duckdb:///{self.path}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # DuckDB checkpoints whenever its write-ahead log passes a threshold, and each
-        # checkpoint rewrites the ledgers' indexes: at scale M (28.5M events) the default
-        # 16 MiB made ingestion pay 557 ms a 20,000-event batch in commits, 130 ms with
-        # 256 MB (15,500 -> 20,900 events/s). The cost: up to 256 MB of log to replay
-        # after a crash, and as much committed data held in memory until the checkpoint.
-        config: dict[str, str | int] = {"checkpoint_threshold": CHECKPOINT_THRESHOLD}
+        # The store checkpoints when its write-ahead log passes ``checkpoint_bytes``, not
+        # DuckDB at a commit (see ``_checkpoint_if_due``). Each checkpoint rewrites the
+        # ledgers' indexes: at scale M (28.5M events) DuckDB's default 16 MiB made ingestion
+        # pay 557 ms a 20,000-event batch in commits, 130 ms with 256 MB (15,500 -> 20,900
+        # events/s). The cost: up to 256 MB of log to replay after a crash, and as much
+        # committed data held in memory until the checkpoint.
+        config: dict[str, str | int] = {"checkpoint_threshold": NO_AUTOMATIC_CHECKPOINT}
         if threads:
             config["threads"] = threads
         if memory_limit:
@@ -244,6 +250,9 @@ class DuckDBStore(SqlStore):
         # opened) would otherwise draw one into the server's output.
         self._con.execute("SET enable_progress_bar = false")
         self._write_lock = threading.Lock()
+        self.checkpoint_bytes = CHECKPOINT_BYTES
+        # Set while a checkpoint runs: reads then find a user's cost days without the index.
+        self.checkpointing = False
         # Guards the waiting batches, ``_storing`` and ``_expected``; notified as each batch
         # comes and as each transaction of batches ends.
         self._arrived = threading.Condition()
@@ -267,7 +276,7 @@ class DuckDBStore(SqlStore):
 
     def _migrate(self) -> None:
         """Create what is missing, in one transaction: a crash part-way leaves the store as it was."""
-        with self._write_lock, _transaction(self._con) as con:
+        with self._write_lock, self._writing() as con:
             self._migrate_in(con)
 
     def _migrate_in(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -420,12 +429,53 @@ class DuckDBStore(SqlStore):
         and tried again after the next batch, and the events stay acknowledged.
         """
         try:
-            with _transaction(self._con) as con:
+            with self._writing() as con:
                 _run(con, fold_cost_days_sql())
         except duckdb.Error:
             log.exception("folding user_cost_days failed; the store is unchanged and will try again")
             return
         self._observations_since_fold = 0
+
+    @contextmanager
+    def _writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write transaction (``_transaction``), then a checkpoint if one is due; the
+        caller holds the write lock."""
+        with _transaction(self._con) as con:
+            yield con
+        self._checkpoint_if_due()
+
+    def _checkpoint_if_due(self) -> None:
+        """Checkpoint once the write-ahead log holds ``checkpoint_bytes``; the caller holds
+        the write lock, and the events the log holds are committed already.
+
+        The store checkpoints, not DuckDB at a commit, so that the reads know when one runs
+        (``checkpointing``). DuckDB holds up a scan of a table with an index (a primary key
+        included) for the whole of a checkpoint when the scan has exactly one condition,
+        which is the only kind it reads an index for. On a server at scale M taking about
+        30,000 events/s over HTTP, checkpoints came every 15 to 20 s and took 0.5 to 2.7 s,
+        and a user's cost and cohorts waited for them, up to 2.3 s. A user's cost finds its
+        days through the index except while a checkpoint runs (``SeriesSql._days``). A
+        checkpoint that fails is logged, and tried again after the next write; the log
+        keeps the events.
+        """
+        try:
+            logged = os.stat(f"{self.path}.wal").st_size
+        except FileNotFoundError:
+            return
+        if logged < self.checkpoint_bytes:
+            return
+        self.checkpointing = True
+        try:
+            self._con.execute("CHECKPOINT")
+        except duckdb.Error:
+            log.exception("checkpoint failed; the write-ahead log keeps every event, and it is tried again")
+        finally:
+            self.checkpointing = False
+
+    def _series(self, org: str, start: datetime, end: datetime) -> tuple[SeriesSql, Params]:
+        sql, params = super()._series(org, start, end)
+        sql.by_index = not self.checkpointing
+        return sql, params
 
     @contextmanager
     def bulk_load(self) -> Iterator[None]:
@@ -440,15 +490,13 @@ class DuckDBStore(SqlStore):
         923 MB). 2 GB was no quicker (302 s, 5.5 GB). A server keeps 256 MB: a checkpoint
         holds up the writes that wait for it.
         """
-        self._set_checkpoint_threshold(BULK_CHECKPOINT_THRESHOLD)
+        with self._write_lock:
+            self.checkpoint_bytes = BULK_CHECKPOINT_BYTES
         try:
             yield
         finally:
-            self._set_checkpoint_threshold(CHECKPOINT_THRESHOLD)
-
-    def _set_checkpoint_threshold(self, threshold: str) -> None:
-        with self._write_lock:
-            self._con.execute(f"SET checkpoint_threshold = '{threshold}'")
+            with self._write_lock:
+                self.checkpoint_bytes = CHECKPOINT_BYTES
 
     def reorder(self) -> None:
         """Rewrite in time order the ``user_activity`` and ``message_text`` rows of each org
@@ -474,7 +522,7 @@ class DuckDBStore(SqlStore):
         if added * self.reorder_share < held:
             return False
         try:
-            with _transaction(self._con) as con:
+            with self._writing() as con:
                 last = con.execute(f"SELECT max(rowid) FROM {table}").fetchall()[0][0]
                 copy, delete = reorder_sql(table)
                 written = con.execute(copy, {"org": org}).fetchall()[0][0]
@@ -537,7 +585,7 @@ class DuckDBStore(SqlStore):
         """
         try:
             batch = schema.column_batch(events)
-            with _transaction(self._con) as con:
+            with self._writing() as con:
                 self._store_columns(con, batch)
         except duckdb.ConstraintException:
             return self._store_skipping_stored(events)
@@ -555,7 +603,7 @@ class DuckDBStore(SqlStore):
         """
         with self._write_lock:
             try:
-                with _transaction(self._con) as con:
+                with self._writing() as con:
                     self._store_columns(con, batch)
             except (duckdb.Error, pa.ArrowException, OverflowError):
                 return None
@@ -577,7 +625,7 @@ class DuckDBStore(SqlStore):
     def _store_skipping_stored(self, events: list[Event]) -> list[Key]:
         """Store the events whose id and entity are not stored yet, in one transaction."""
         now = datetime.now(UTC).replace(tzinfo=None)
-        with _transaction(self._con) as con:
+        with self._writing() as con:
             con.register("ledger_batch", schema.event_ledger_rows(events))
             new_ids = set(
                 con.execute(
