@@ -214,10 +214,12 @@ class ClickHouseSeriesSql(SeriesSql):
             )
         )"""
 
-    def _registered(self) -> str:
+    def _registered(self, condition: str) -> str:
         registered = self.d.latest("registered_at", "true")
-        return f"""registered AS (
-            SELECT user_id, {registered} AS registered_at FROM users WHERE org = {self.org} GROUP BY user_id
+        return f"""(
+            SELECT user_id, registered_at FROM (
+                SELECT user_id, {registered} AS registered_at FROM users WHERE org = {self.org} GROUP BY user_id
+            ) WHERE {condition}
         )"""
 
 

@@ -454,9 +454,10 @@ class DuckDBStore(SqlStore):
         which is the only kind it reads an index for. On a server at scale M taking about
         30,000 events/s over HTTP, checkpoints came every 15 to 20 s and took 0.5 to 2.7 s,
         and a user's cost and cohorts waited for them, up to 2.3 s. A user's cost finds its
-        days through the index except while a checkpoint runs (``SeriesSql._days``). A
-        checkpoint that fails is logged, and tried again after the next write; the log
-        keeps the events.
+        days through the index except while a checkpoint runs (``SeriesSql._days``); the
+        cohorts give their scans two conditions (``SeriesSql._registered``). A checkpoint
+        that fails is logged, and tried again after the next write; the log keeps the
+        events.
         """
         try:
             logged = os.stat(f"{self.path}.wal").st_size
