@@ -200,9 +200,9 @@ class SeriesSql:
         index on ``day_key``, or while the store checkpoints (``by_index`` false) by a scan.
 
         DuckDB reads an index only for a scan with exactly one condition, and such a scan
-        of a table with an index waits until a running checkpoint ends (1 to 2 s at scale M
-        under ingestion). A second condition, true of every row, makes it a scan that does
-        not wait: 69 ms at scale M, against 1.4 for the index.
+        of a table with an index waits until a running checkpoint ends (up to 2.3 s at
+        scale M under ingestion). A second condition, true of every row, makes it a scan
+        that does not wait: 66 to 69 ms at scale M, against 1.4 for the index.
         """
         keys = self.p.add([cost_day_key(self.org_id, user_id, day.isoformat()) for day in days], "str_list")
         found = f"list_contains({keys}, day_key)"
