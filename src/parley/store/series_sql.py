@@ -82,8 +82,9 @@ class SeriesSql:
         from waiting out a checkpoint: DuckDB holds up a scan of a table with an index for
         the whole of a checkpoint when the scan has exactly one condition (see
         ``DuckDBStore._checkpoint_if_due``), as ``org`` alone was. (DuckDB drops a condition
-        that the table's statistics show every row meets, such as a range holding every
-        registration; such a scan can still wait.)
+        that the table's statistics show every row meets: the new users' when the range
+        holds every registration in the store, the veterans' when it starts after every
+        one. That scan can then still wait.)
         """
         return f"(SELECT user_no AS user_id, registered_at FROM user_state WHERE org = {self.org} AND {condition})"
 
