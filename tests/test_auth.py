@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from parley.auth.keys import create_key, verify_key
-from parley.store.duckdb import DuckDBStore, _AuthCache
+from parley.store.duckdb import KEYS, MEMBER, DuckDBStore, _AuthCache
 from parley.store.port import NotRemembered, Store
 from tests.conftest import bearer
 from tests.factories import T0, WS, WS_OTHER, call, member
@@ -157,6 +157,7 @@ def test_a_look_up_from_memory_never_reads_the_store(store: Store, ingest):
     # remembers from an earlier look-up, and says when it has nothing: a key stored but
     # not yet looked up is not found there.
     key_id = create_key(store, org="acme", workspace_id=WS, member_id=6).split("_")[1]
+    other_id = create_key(store, org="globex", ingest=True).split("_")[1]
     member_6 = {"org": "acme", "workspace_id": WS, "member_id": 6}
     with pytest.raises(NotRemembered):
         store.find_api_key(key_id, remembered_only=True)
@@ -169,22 +170,78 @@ def test_a_look_up_from_memory_never_reads_the_store(store: Store, ingest):
         with pytest.raises(NotRemembered):
             store.find_api_key(key_id, remembered_only=True)
         return
+    # The DuckDB store reads every key at once: another key, and an id no key has, are
+    # answered from memory too.
     assert store.find_api_key(key_id, remembered_only=True) == record
+    assert store.find_api_key(other_id, remembered_only=True).org == "globex"
+    assert store.find_api_key("0123456789abcdef", remembered_only=True) is None
     assert store.get_member(**member_6, remembered_only=True) is None  # remembered as unknown
-    ingest(member(6, "curator"))  # members changed: what was remembered is forgotten
+    ingest(member(6, "curator"))  # members changed: the members remembered are forgotten
     with pytest.raises(NotRemembered):
         store.get_member(**member_6, remembered_only=True)
+    assert store.find_api_key(key_id, remembered_only=True) == record  # the keys are kept
     assert store.get_member(**member_6).role == "curator"
     assert store.get_member(**member_6, remembered_only=True).role == "curator"
+    new_id = create_key(store, org="initech", ingest=True).split("_")[1]  # a new key: the keys are forgotten
+    with pytest.raises(NotRemembered):
+        store.find_api_key(key_id, remembered_only=True)
+    assert store.get_member(**member_6, remembered_only=True).role == "curator"  # the members kept
+    assert store.find_api_key(new_id).org == "initech"
+    assert store.find_api_key(key_id, remembered_only=True) == record
+
+
+def test_the_duckdb_store_reads_its_keys_without_an_index(tmp_path, monkeypatch):
+    # DuckDB holds up a scan with one condition on a table with an index (the look-up of
+    # one key by its primary key) until a running checkpoint ends. The store reads its
+    # keys by a scan without a condition, which never waits for one.
+    store = DuckDBStore(tmp_path / "store.duckdb")
+    try:
+        key_id = create_key(store, org="acme", ingest=True).split("_")[1]
+        create_key(store, org="globex", ingest=True)
+        statements: list[tuple[str, dict]] = []
+        fetchall = store._fetchall
+
+        def recorded(sql: str, params: dict) -> list[tuple]:
+            statements.append((sql, params))
+            return fetchall(sql, params)
+
+        monkeypatch.setattr(store, "_fetchall", recorded)
+        assert store.find_api_key(key_id).org == "acme"
+        assert store.find_api_key("0123456789abcdef") is None
+        monkeypatch.undo()
+        plans = [fetchall("EXPLAIN ANALYZE " + sql, params)[0][1] for sql, params in statements]
+        assert [(plan.count("Index Scan"), plan.count("Sequential Scan")) for plan in plans] == [(0, 1)]
+        # The same look-up of one key by its id does read the index: the plans tell them apart.
+        one = fetchall(f"EXPLAIN ANALYZE {statements[0][0]} WHERE key_id = $k", {"k": key_id})[0][1]
+        assert (one.count("Index Scan"), one.count("Sequential Scan")) == (1, 0)
+    finally:
+        store.close()
 
 
 def test_an_answer_read_across_a_change_is_not_remembered():
     cache = _AuthCache()
 
     def read_while_a_member_changes() -> str:
-        cache.forget()  # a transaction that stored members commits during the read
+        cache.forget(MEMBER)  # a transaction that stored members commits during the read
         return "before the change"
 
-    assert cache.get(("member", 1), read_while_a_member_changes) == "before the change"
-    assert cache.get(("member", 1), lambda: "after the change") == "after the change"
-    assert cache.get(("member", 1), lambda: "not read again") == "after the change"
+    assert cache.get((MEMBER, 1), read_while_a_member_changes) == "before the change"
+    assert cache.get((MEMBER, 1), lambda: "after the change") == "after the change"
+    assert cache.get((MEMBER, 1), lambda: "not read again") == "after the change"
+
+
+def test_forgetting_one_kind_keeps_the_other():
+    cache = _AuthCache()
+    assert cache.get((KEYS,), lambda: {"k1": "acme"}) == {"k1": "acme"}
+    assert cache.get((MEMBER, "acme", 1), lambda: "admin") == "admin"
+    assert cache.get((MEMBER, "acme", 2), lambda: None) is None
+    cache.forget(MEMBER)
+    assert cache.remembered((KEYS,)) == {"k1": "acme"}
+    for member_key in [(MEMBER, "acme", 1), (MEMBER, "acme", 2)]:
+        with pytest.raises(NotRemembered):
+            cache.remembered(member_key)
+    assert cache.get((MEMBER, "acme", 1), lambda: "curator") == "curator"
+    cache.forget(KEYS)
+    with pytest.raises(NotRemembered):
+        cache.remembered((KEYS,))
+    assert cache.remembered((MEMBER, "acme", 1)) == "curator"
