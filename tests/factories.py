@@ -72,3 +72,68 @@ def call(
 
 def days(n: float) -> timedelta:
     return timedelta(days=n)
+
+
+def one_of_each(day: datetime) -> list[dict[str, Any]]:
+    """An event of each kind the read endpoints count, all on ``day``: in workspace WS,
+    chat 7 with an assistant message (Helper) that calls the tool "refund", and call c1 of
+    assistant a1 (60 s); user u1 with session s1, trace t1, a generation costing 0.25 USD
+    and a positive feedback."""
+    chat = {
+        "workspace_id": WS,
+        "chat_id": 7,
+        "owner_member_id": 1,
+        "chat_type": "dm",
+        "channel": "web",
+        "title": "Refund please",
+        "created_at": iso(day),
+    }
+    message = {
+        "workspace_id": WS,
+        "chat_id": 7,
+        "message_id": "m1",
+        "role": "assistant",
+        "assistant_name": "Helper",
+        "content": "a refund is on its way",
+        "tool_calls": [{"name": "refund", "arguments": {}}],
+        "created_at": iso(day),
+    }
+    return [
+        event("chat.upsert", chat, ts=day),
+        event("message.create", message, ts=day),
+        call("c1", "a1", day, duration=60),
+        event("user.upsert", {"user_id": "u1", "registered_at": iso(day)}, ts=day),
+        event("session.create", {"session_id": "s1", "user_id": "u1", "started_at": iso(day)}, ts=day),
+        event("trace.create", {"trace_id": "t1", "session_id": "s1", "timestamp": iso(day)}, ts=day),
+        event(
+            "observation.create",
+            {"observation_id": "o1", "trace_id": "t1", "type": "generation", "start_time": iso(day), "cost_usd": 0.25},
+            ts=day,
+        ),
+        event(
+            "feedback.create",
+            {"feedback_id": "f1", "user_id": "u1", "rating": "positive", "created_at": iso(day), "session_id": "s1"},
+            ts=day,
+        ),
+    ]
+
+
+def read_urls(now: datetime) -> list[str]:
+    """A request to each read endpoint, for org acme, workspace WS and user u1: the week up
+    to ``now`` (weekly feedback), the search over its 30 days."""
+    span = f"start_date={(now - timedelta(days=6)).date()}&end_date={now.date()}"
+    org = "/api/ai-analytics/orgs/acme/users/u1"
+    chats = f"/api/v2/w/{WS}/chats"
+    return [
+        f"{chats}?search=refund&createdAfter={iso(now - timedelta(days=30))}",
+        f"{chats}/export",
+        f"{chats}/needs-response",
+        f"{chats}/stats/daily-creation",
+        f"{chats}/tool-call-names",
+        f"/api/v2/org/acme/workspace/{WS}/metrics/assistants_usage",
+        "/analytics/calls/by-assistant",
+        f"{org}/user-cohorts-over-time/?{span}",
+        f"{org}/user-cost/?{span}",
+        f"{org}/user-feedback/?{span}&aggregation=weekly",
+        "/api/v2/me",
+    ]

@@ -28,9 +28,7 @@ from parley.settings import Settings
 from parley.store.duckdb import DuckDBStore
 from parley.store.port import Store, open_store
 from tests.conftest import NOW
-from tests.factories import WS, call, event, iso
-
-DAY = NOW - timedelta(days=2)
+from tests.factories import WS, iso, one_of_each, read_urls
 
 
 def _on_event_loop() -> bool:
@@ -95,70 +93,15 @@ def store(store_url: str) -> Iterator[WatchedStore]:
     opened.close()
 
 
-def _events() -> list[dict[str, Any]]:
-    chat = {
-        "workspace_id": WS,
-        "chat_id": 7,
-        "owner_member_id": 1,
-        "chat_type": "dm",
-        "channel": "web",
-        "title": "Refund please",
-        "created_at": iso(DAY),
-    }
-    message = {
-        "workspace_id": WS,
-        "chat_id": 7,
-        "message_id": "m1",
-        "role": "assistant",
-        "assistant_name": "Helper",
-        "content": "a refund is on its way",
-        "tool_calls": [{"name": "refund", "arguments": {}}],
-        "created_at": iso(DAY),
-    }
-    return [
-        event("chat.upsert", chat, ts=DAY),
-        event("message.create", message, ts=DAY),
-        call("c1", "a1", DAY, duration=60),
-        event("user.upsert", {"user_id": "u1", "registered_at": iso(DAY)}, ts=DAY),
-        event("session.create", {"session_id": "s1", "user_id": "u1", "started_at": iso(DAY)}, ts=DAY),
-        event("trace.create", {"trace_id": "t1", "session_id": "s1", "timestamp": iso(DAY)}, ts=DAY),
-        event(
-            "observation.create",
-            {"observation_id": "o1", "trace_id": "t1", "type": "generation", "start_time": iso(DAY), "cost_usd": 0.25},
-            ts=DAY,
-        ),
-        event(
-            "feedback.create",
-            {"feedback_id": "f1", "user_id": "u1", "rating": "positive", "created_at": iso(DAY), "session_id": "s1"},
-            ts=DAY,
-        ),
-    ]
-
-
 def test_no_store_work_runs_on_the_event_loop(
     client: Any, ingest: Callable[..., dict[str, Any]], admin: dict[str, str], store: WatchedStore
 ) -> None:
     store.calls.clear()
-    ingest(*_events())
+    ingest(*one_of_each(NOW - timedelta(days=2)))
     span = f"start_date={(NOW - timedelta(days=6)).date()}&end_date={NOW.date()}"
     org = "/api/ai-analytics/orgs/acme/users/u1"
     chats = f"/api/v2/w/{WS}/chats"
-    answers = {
-        url: client.get(url, headers=admin)
-        for url in (
-            f"{chats}?search=refund&createdAfter={iso(NOW - timedelta(days=30))}",
-            f"{chats}/export",
-            f"{chats}/needs-response",
-            f"{chats}/stats/daily-creation",
-            f"{chats}/tool-call-names",
-            f"/api/v2/org/acme/workspace/{WS}/metrics/assistants_usage",
-            "/analytics/calls/by-assistant",
-            f"{org}/user-cohorts-over-time/?{span}",
-            f"{org}/user-cost/?{span}",
-            f"{org}/user-feedback/?{span}&aggregation=weekly",
-            "/api/v2/me",
-        )
-    }
+    answers = {url: client.get(url, headers=admin) for url in read_urls(NOW)}
     assert {url: response.status_code for url, response in answers.items()} == dict.fromkeys(answers, 200)
     # What the store answered, worked out by hand from the events above.
     assert [

@@ -80,11 +80,8 @@ class SeriesSql:
 
         Each branch of the cohorts reads only the users it counts, which also keeps the scan
         from waiting out a checkpoint: DuckDB holds up a scan of a table with an index for
-        the whole of a checkpoint when the scan has exactly one condition (see
-        ``DuckDBStore._checkpoint_if_due``), as ``org`` alone was. (DuckDB drops a condition
-        that the table's statistics show every row meets: the new users' when the range
-        holds every registration in the store, the veterans' when it starts after every
-        one. That scan can then still wait.)
+        the whole of a checkpoint when the scan's conditions are on exactly one column (see
+        ``DuckDBStore._checkpoint_if_due``), as ``org`` alone was.
         """
         return f"(SELECT user_no AS user_id, registered_at FROM user_state WHERE org = {self.org} AND {condition})"
 
@@ -200,10 +197,11 @@ class SeriesSql:
         """The condition that finds the user's ``days`` in ``user_cost_days``: through the
         index on ``day_key``, or while the store checkpoints (``by_index`` false) by a scan.
 
-        DuckDB reads an index only for a scan with exactly one condition, and such a scan
-        of a table with an index waits until a running checkpoint ends (up to 2.3 s at
-        scale M under ingestion). A second condition, true of every row, makes it a scan
-        that does not wait: 66 to 69 ms at scale M, against 1.4 for the index.
+        DuckDB reads an index only for a scan whose conditions are on exactly one column,
+        and such a scan of a table with an index waits until a running checkpoint ends (up
+        to 2.3 s at scale M under ingestion). A second condition, on another column and true
+        of every row, makes it a scan that does not wait: 66 to 69 ms at scale M, against 1.4
+        for the index.
         """
         keys = self.p.add([cost_day_key(self.org_id, user_id, day.isoformat()) for day in days], "str_list")
         found = f"list_contains({keys}, day_key)"
