@@ -5,9 +5,10 @@ checkpoint ends when the scan's conditions are on exactly one column: that is th
 kind of scan it reads an index for, and it takes the table's checkpoint lock to do so. At
 scale M under ingestion such a read waited up to 2.3 s (docs/benchmarks.md, "Reads during
 a live server's checkpoints"). So every read of such a table puts conditions on two
-columns or more, or on none, and DuckDB's statistics must not drop one: in a store of one
-org, ``org = 'acme'`` is true of every row. The one exception is a user's cost, which
-finds its days through their index except while the store checkpoints.
+columns or more, or on none, even where DuckDB's statistics drop a condition that every
+row meets: in a store of one org, ``org = 'acme'`` (see ``never_waits``). The one
+exception is a user's cost, which finds its days through their index except while the
+store checkpoints.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from parley.ingest.events import CHAT_UPDATE_FIELDS
 from parley.metrics.chats.query import METADATA_PREFIX, ChatQuery, Group, Node, Rule
-from parley.store.dialect import Dialect, Params
+from parley.store.dialect import Dialect, Params, never_waits
 
 # Request field names -> columns of the chat relation, and their logical types.
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -131,7 +131,7 @@ class ChatSql:
             SELECT s.chat_id AS id, {", ".join(f"s.{c}" for c in STATE_COLUMNS)}
                    {f", {MEMBER_COLUMNS}" if members else ""}
             FROM chat_state s {MEMBER_JOINS if members else ""}
-            WHERE {self.tenant("s")} AND s.created_at IS NOT NULL
+            WHERE {self.tenant("s")} AND s.created_at IS NOT NULL AND {never_waits("s")}
         )"""
 
     def tool_names(self, q: ChatQuery) -> str:
@@ -236,7 +236,10 @@ class ChatSql:
 
     def _backdated_chats(self, since: str) -> str:
         """FROM and WHERE of the chats created since ``since`` whose oldest message is older."""
-        return f"FROM chat_state WHERE {self.tenant()} AND created_at >= {since} AND first_message_at < {since}"
+        return (
+            f"FROM chat_state WHERE {self.tenant()} AND created_at >= {since} AND first_message_at < {since}"
+            f" AND {never_waits()}"
+        )
 
     def node(self, node: Node) -> str:
         if isinstance(node, Group):

@@ -30,7 +30,7 @@ from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.chat_sql import ChatSql, times_as_text
-from parley.store.dialect import DuckDBDialect, Params
+from parley.store.dialect import DuckDBDialect, Params, never_waits
 from parley.store.duckdb_state import (
     CHAT_STATE_DDL,
     DERIVED_TABLES,
@@ -214,7 +214,10 @@ class DuckDBChatSql(ChatSql):
     events arrive (the base class groups the member events per query)."""
 
     def member_state(self) -> str:
-        return f"member_state AS (SELECT member_id, name, is_anonymous FROM member_names WHERE {self.tenant()})"
+        return (
+            "member_state AS (SELECT member_id, name, is_anonymous FROM member_names"
+            f" WHERE {self.tenant()} AND {never_waits()})"
+        )
 
 
 class DuckDBStore(SqlStore):
@@ -237,17 +240,7 @@ class DuckDBStore(SqlStore):
         # pay 557 ms a 20,000-event batch in commits, 130 ms with 256 MB (15,500 -> 20,900
         # events/s). The cost: up to 256 MB of log to replay after a crash, and as much
         # committed data held in memory until the checkpoint.
-        # Every condition a statement writes reaches its scans: DuckDB's statistics
-        # propagation drops a condition that the table's statistics show every row meets
-        # (``org = 'acme'`` in a store of one org), and a scan of a table with an index left
-        # with conditions on one column waits out a running checkpoint (see
-        # ``_checkpoint_if_due``). Its price, at scale M under the bench's 4 clients: the
-        # 30-day reads 0.88 to 1.07 times as long, the wider ones 0.94 to 1.31 (their
-        # grouping loses DuckDB's perfect hash, which needs the statistics); a bulk load as long.
-        config: dict[str, str | int] = {
-            "checkpoint_threshold": NO_AUTOMATIC_CHECKPOINT,
-            "disabled_optimizers": "statistics_propagation",
-        }
+        config: dict[str, str | int] = {"checkpoint_threshold": NO_AUTOMATIC_CHECKPOINT}
         if threads:
             config["threads"] = threads
         if memory_limit:
@@ -469,14 +462,11 @@ class DuckDBStore(SqlStore):
         one column, which is the only kind it reads an index for. On a server at scale M
         taking about 30,000 events/s over HTTP, checkpoints came every 15 to 20 s and took
         0.5 to 2.7 s, and a user's cost and cohorts waited for them, up to 2.3 s. So every
-        read of such a table has conditions on two columns or more, or none, as written
-        (DuckDB's statistics propagation is off, see ``__init__``), with one exception: a
-        user's cost finds its days through the index except while a checkpoint runs
-        (``SeriesSql._days``). The cohorts give their scans two conditions
-        (``SeriesSql._registered``); the keys are read whole, by a scan without a condition
-        (``_all_api_keys``). A checkpoint
-        that fails is logged, and tried again after the next write; the log keeps the
-        events.
+        read of such a table keeps conditions on two columns or more (``never_waits``), or
+        has none (the keys, read whole by ``_all_api_keys``), with one exception: a user's
+        cost finds its days through the index except while a checkpoint runs
+        (``SeriesSql._days``). A checkpoint that fails is logged, and tried again after the
+        next write; the log keeps the events.
         """
         try:
             logged = os.stat(f"{self.path}.wal").st_size
