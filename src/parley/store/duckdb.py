@@ -720,9 +720,9 @@ class DuckDBStore(SqlStore):
         Read whole, an unknown id is answered from memory like a known one. And the read
         never waits for a checkpoint: DuckDB holds up a scan of a table with an index whose
         conditions are on one column, as the look-up of one key by its primary key was,
-        until a running checkpoint ends (see ``_checkpoint_if_due``). The table holds a row per key made
-        with ``parley keys``: 10,000 keys are read in 13 ms (one key by its index 0.4), once
-        after each new key.
+        until a running checkpoint ends (see ``_checkpoint_if_due``). The table holds a row
+        per key made with ``parley keys``: 10,000 keys are read in 13 ms (one key by its
+        index 0.4), once after each new key.
         """
         rows = self._fetchall(ALL_API_KEYS, {})
         return {row[0]: ApiKeyRecord(*row) for row in rows}
