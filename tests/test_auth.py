@@ -191,9 +191,9 @@ def test_a_look_up_from_memory_never_reads_the_store(store: Store, ingest):
 
 
 def test_the_duckdb_store_reads_its_keys_without_an_index(tmp_path, monkeypatch):
-    # DuckDB holds up a scan with one condition on a table with an index (the look-up of
-    # one key by its primary key) until a running checkpoint ends. The store reads its
-    # keys by a scan without a condition, which never waits for one.
+    # DuckDB holds up a scan of a table with an index whose conditions are on one column
+    # (the look-up of one key by its primary key) until a running checkpoint ends. The
+    # store reads its keys by a scan without a condition, which never waits for one.
     store = DuckDBStore(tmp_path / "store.duckdb")
     try:
         key_id = create_key(store, org="acme", ingest=True).split("_")[1]
