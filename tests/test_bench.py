@@ -45,10 +45,22 @@ def test_bench_at_scale_s(tmp_path: Path, kind: str):
     assert data["machine"]["libraries"]["pyarrow"] == pyarrow.__version__
     assert f"duckdb {duckdb.__version__}, chdb " in " ".join(result.stdout.split())  # however rich wraps it
     assert data["machine"]["cache"] is None or re.fullmatch(r"[0-9]+[KMG]", data["machine"]["cache"])
-    assert data["bulk_ingest"]["events"] + data["http_ingest"]["events"] == data["events"]
+    # Held back for HTTP at S: 30 events a workspace's chat (3,000 chats) sent while read, then 10.
+    assert data["while_ingesting"]["events"] == 90_000
+    assert data["http_ingest"]["events"] == 30_000
+    assert data["bulk_ingest"]["events"] + 90_000 + 30_000 == data["events"]
     assert data["events"] > scale.chats_per_workspace * scale.orgs * scale.workspaces_per_org * scale.messages_per_chat
-    for path in ("bulk_ingest", "http_ingest"):
+    for path in ("bulk_ingest", "http_ingest", "while_ingesting"):
         assert data[path]["events_per_s"] > 0 and data[path]["seconds"] > 0
+    for path in ("http_ingest", "while_ingesting"):
+        assert 0 < data[path]["request_p50_ms"] <= data[path]["request_max_ms"], data[path]
+    # A reader an endpoint over 30 days (or its one range) polled all through that ingest.
+    polled = data["while_ingesting"]["reads"]
+    assert "Reads while 4 clients ingest" in result.stdout
+    assert {row["endpoint"] for row in polled} == ENDPOINTS
+    assert sorted(row["range"] for row in polled) == ["-"] * 2 + ["30d"] * 8
+    for row in polled:
+        assert row["reads"] >= 1 and 0 < row["p50_ms"] <= row["p95_ms"] <= row["max_ms"], row
     assert {row["endpoint"] for row in data["reads"]} == ENDPOINTS
     assert len(data["reads"]) == 17
     for row in data["reads"]:

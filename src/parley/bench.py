@@ -3,6 +3,10 @@
 Everything runs for real: the CLI loads the JSONL file, a ``parley serve``
 subprocess answers HTTP on loopback, and four client threads drive it. Timings are
 medians and 95th percentiles; no number here is asserted, only reported.
+
+Two slices of the data set's newest events are held back from the bulk load and sent
+over HTTP: the older one while a reader per endpoint polls the dashboards (reads while
+the store writes and checkpoints), then the newer one alone (HTTP ingest's throughput).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
@@ -44,6 +49,14 @@ WARM_REQUESTS = 52
 WARM_EXPORTS = 5
 HTTP_BATCH = 1_000
 STARTUP_TIMEOUT_S = 120
+# Reads while ingesting: each endpoint's reader waits this long between its requests, like a
+# dashboard's panel that polls, so that the readers share the machine with the writes
+# rather than starve them.
+READ_PAUSE_S = 0.25
+# The events sent while the readers poll: at scale M enough for DuckDB's write-ahead log to
+# pass its checkpoint threshold (256 MB) more than once, a checkpoint every 15 to 20 s at
+# about 30,000 events/s.
+MAX_EVENTS_WHILE_READ = 1_500_000
 
 
 @dataclass
@@ -54,6 +67,7 @@ class BenchResult:
     events: int = 0
     bulk_ingest: dict[str, float] = field(default_factory=dict)
     http_ingest: dict[str, float] = field(default_factory=dict)
+    while_ingesting: dict[str, Any] = field(default_factory=dict)
     reads: list[dict[str, Any]] = field(default_factory=list)
     export: dict[str, float] = field(default_factory=dict)
     store_bytes: int = 0
@@ -183,8 +197,8 @@ def _store_bytes(database_url: str) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
 
 
-def _write_dataset(events: Iterator[dict[str, Any]], jsonl: Path, tail: int) -> tuple[int, dict[str, list]]:
-    """Write the events to ``jsonl`` but the last ``tail``, which are held back (by org) for HTTP."""
+def _write_dataset(events: Iterator[dict[str, Any]], jsonl: Path, tail: int) -> tuple[int, list[dict[str, Any]]]:
+    """Write the events to ``jsonl`` but the last ``tail``, which are held back for HTTP."""
     held: deque[dict[str, Any]] = deque()
     written = 0
     with jsonl.open("wb") as handle:
@@ -193,10 +207,15 @@ def _write_dataset(events: Iterator[dict[str, Any]], jsonl: Path, tail: int) -> 
             if len(held) > tail:
                 handle.write(orjson.dumps(held.popleft()) + b"\n")
                 written += 1
+    return written, list(held)
+
+
+def _by_org(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The events as each org's ingest key sends them: by org, in order, ``org`` taken out."""
     by_org: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for event in held:
+    for event in events:
         by_org[event.pop("org")].append(event)
-    return written, by_org
+    return by_org
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -249,8 +268,11 @@ def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path)
     end = datetime.now(UTC).replace(microsecond=0)
     jsonl = workdir / "events.jsonl"
     http_events = max(HTTP_BATCH * CLIENTS * 5, min(200_000, scale.chats_per_workspace * 10))
-    bulk_events, held = _write_dataset(generate(scale, seed=7, end=end), jsonl, http_events)
-    result.events = bulk_events + sum(len(v) for v in held.values())
+    read_events = max(HTTP_BATCH * CLIENTS * 5, min(MAX_EVENTS_WHILE_READ, scale.chats_per_workspace * 30))
+    bulk_events, tail = _write_dataset(generate(scale, seed=7, end=end), jsonl, read_events + http_events)
+    result.events = bulk_events + len(tail)
+    # The older slice first, so that every slice reaches the store in the data set's order.
+    held_while_read, held = _by_org(tail[:read_events]), _by_org(tail[read_events:])
     gc.freeze()  # the held events live to the end: no collection of this process need look at them
 
     seconds = _timed(lambda: _cli(database_url, "ingest", str(jsonl)))
@@ -277,7 +299,8 @@ def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path)
         .splitlines()[-1]
     )
     ingest_keys = {
-        org: _cli(database_url, "keys", "create", "--org", org, "--ingest").strip().splitlines()[-1] for org in held
+        org: _cli(database_url, "keys", "create", "--org", org, "--ingest").strip().splitlines()[-1]
+        for org in held_while_read.keys() | held.keys()
     }
     headers = {"Authorization": f"Bearer {admin_key}"}
     requests = _read_requests(ws.org, ws.workspace_id, end)
@@ -286,6 +309,9 @@ def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path)
     def probe(base: str) -> bool:
         return httpx.get(base + probe_url, headers=headers, timeout=30).status_code == 200
 
+    polled = [request for request in requests if request[1] != "365d"]
+    with _server(database_url, probe) as (base, _pid, _):
+        result.while_ingesting = _while_ingesting(base, headers, ingest_keys, held_while_read, polled)
     with _server(database_url, probe) as (base, _pid, _):
         result.http_ingest = _http_ingest(base, ingest_keys, held)
         result.reads = _reads(base, headers, requests)
@@ -403,16 +429,20 @@ def _http_ingest(base: str, keys: dict[str, str], held: dict[str, list[dict[str,
         for i in range(0, len(events), HTTP_BATCH)
     ]
 
+    waits: list[float] = []  # each request's, from sending to the answer
+
     def send(job: tuple[httpx.Client, list[tuple[str, bytes]]]) -> int:
         client, chunk = job
         stored = 0
         for org, body in chunk:
+            sent = time.perf_counter()
             response = client.post(
                 "/api/v2/ingest",
                 content=body,
                 headers={"Authorization": f"Bearer {keys[org]}", "Content-Type": "application/json"},
             )
             response.raise_for_status()
+            waits.append(time.perf_counter() - sent)
             stored += len(orjson.loads(response.content)["successes"])
         return stored
 
@@ -426,7 +456,64 @@ def _http_ingest(base: str, keys: dict[str, str], held: dict[str, list[dict[str,
     finally:
         for client in clients:
             client.close()
-    return {"events": stored, "seconds": round(seconds, 2), "events_per_s": round(stored / seconds)}
+    return {
+        "events": stored,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(stored / seconds),
+        "request_p50_ms": round(statistics.median(waits) * 1000, 1),
+        "request_max_ms": round(max(waits) * 1000, 1),
+    }
+
+
+def _while_ingesting(
+    base: str,
+    headers: dict[str, str],
+    keys: dict[str, str],
+    held: dict[str, list[dict[str, Any]]],
+    requests: list[tuple[str, str, str]],
+) -> dict[str, Any]:
+    """HTTP ingest of ``held`` while a reader per endpoint polls it: the ingest, and every read's time.
+
+    A dashboard stays open while the platform streams, and the store's writes (DuckDB's
+    checkpoints above all) must not hold its answers up: this is where a read that waits for
+    one shows, as its maximum.
+    """
+    samples: dict[tuple[str, str], list[float]] = {(name, window): [] for name, window, _ in requests}
+    ready = threading.Barrier(len(requests) + 1)
+    stop = threading.Event()
+
+    def poll(request: tuple[str, str, str]) -> None:
+        name, window, url = request
+        with httpx.Client(base_url=base, headers=headers, timeout=300) as client:
+            try:
+                client.get(url).raise_for_status()  # once before the clock, as the warm reads
+            finally:
+                ready.wait()
+            while True:  # one read at least, however soon the ingest ends
+                samples[(name, window)].append(_timed_get((client, url)))
+                if stop.wait(READ_PAUSE_S):
+                    break
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        readers = [pool.submit(poll, request) for request in requests]
+        try:
+            ready.wait()
+            ingest = _http_ingest(base, keys, held)
+        finally:
+            stop.set()
+        for reader in readers:
+            reader.result()  # a reader's failure is the bench's
+    reads = [
+        {
+            "endpoint": name,
+            "range": window,
+            "reads": len(times),
+            **_percentiles(times),
+            "max_ms": round(max(times) * 1000, 2),
+        }
+        for (name, window), times in samples.items()
+    ]
+    return {**ingest, "reads": reads}
 
 
 def _timed_get(job: tuple[httpx.Client, str]) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from parley.bench import WARM_EXPORTS, BenchResult
+from parley.bench import READ_PAUSE_S, WARM_EXPORTS, BenchResult
 
 
 def print_report(result: BenchResult, console: Console) -> None:
@@ -16,10 +16,35 @@ def print_report(result: BenchResult, console: Console) -> None:
         f"{m['cpus']} cores ({m['cpu']}, cache {m['cache']}), {m['memory_gib']} GiB, Python {m['python']}, "
         f"{libraries}"
     )
-    ingest = Table("path", "events", "seconds", "events/s", title="Ingest")
-    for name, row in (("bulk (parley ingest)", result.bulk_ingest), ("HTTP, 4 clients x 1,000", result.http_ingest)):
-        ingest.add_row(name, f"{row['events']:,}", f"{row['seconds']}", f"{row['events_per_s']:,}")
+    ingest = Table("path", "events", "seconds", "events/s", "request p50 ms", "request max ms", title="Ingest")
+    for name, row in (
+        ("bulk (parley ingest)", result.bulk_ingest),
+        ("HTTP, 4 clients x 1,000", result.http_ingest),
+        ("HTTP, the same, while read", result.while_ingesting),
+    ):
+        ingest.add_row(
+            name,
+            f"{row['events']:,}",
+            f"{row['seconds']}",
+            f"{row['events_per_s']:,}",
+            f"{row.get('request_p50_ms', '-')}",
+            f"{row.get('request_max_ms', '-')}",
+        )
     console.print(ingest)
+    polled = Table(
+        "endpoint",
+        "range",
+        "reads",
+        "p50 ms",
+        "p95 ms",
+        "max ms",
+        title=f"Reads while 4 clients ingest (a reader an endpoint, {READ_PAUSE_S} s between its requests)",
+    )
+    for row in result.while_ingesting["reads"]:
+        polled.add_row(
+            row["endpoint"], row["range"], f"{row['reads']}", f"{row['p50_ms']}", f"{row['p95_ms']}", f"{row['max_ms']}"
+        )
+    console.print(polled)
     reads = Table("endpoint", "range", "p50 ms", "p95 ms", "cold ms", "bytes", title="Reads (4 clients, warm)")
     for row in result.reads:
         reads.add_row(
