@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -11,7 +12,8 @@ import orjson
 import pyarrow
 import pytest
 
-from parley.demo import SCALES
+from parley.bench import _write_dataset
+from parley.demo import SCALES, generate
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.processes import run_cli
 
@@ -87,3 +89,17 @@ def test_bench_at_scale_s(tmp_path: Path, kind: str):
     said = "".join(again.stderr.split())  # without blanks: rich wraps the message, its URL too, anywhere
     assert f"thestoreat{store}holdseventsalready:thebenchloadsitsdatasetintoafreshstore" in said
     assert "Ingest" not in again.stdout
+
+
+def test_the_data_set_file_and_the_held_events_encode_every_event_once(tmp_path: Path):
+    # The file's lines are the events with their org, as orjson writes them; the newest are
+    # held back for HTTP instead, without their org, in order.
+    end = datetime(2026, 11, 30, tzinfo=UTC)
+    events = [orjson.dumps(event) for event in generate(SCALES["demo"], seed=7, end=end)]
+    jsonl = tmp_path / "events.jsonl"
+    written, held = _write_dataset(generate(SCALES["demo"], seed=7, end=end), jsonl, 500)
+    assert written == len(events) - 500
+    assert jsonl.read_bytes().splitlines() == events[:written]
+    newest = [orjson.loads(event) for event in events[written:]]
+    assert held == [(event.pop("org"), orjson.dumps(event)) for event in newest]
+    assert {org for org, _ in held} == {"globex"}  # org by org: the newest events are the last org's

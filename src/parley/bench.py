@@ -200,19 +200,25 @@ def _store_bytes(database_url: str) -> int:
 def _write_dataset(events: Iterator[dict[str, Any]], jsonl: Path, tail: int) -> tuple[int, list[tuple[str, bytes]]]:
     """Write the events to ``jsonl`` but the last ``tail``, which are held back for HTTP.
 
-    The held events are kept encoded, (org, the event without its org as JSON): at scale M
-    1,700,000 of them as dicts would hold a few gigabytes of this process's memory through
-    the bulk load, beside the loader, its data file and the store.
+    Every event is encoded as it comes, (org, the event without its org as JSON), and a line
+    of the file is the org put back first: the bytes the event with its org would encode to.
+    At scale M 1,700,000 events held as dicts grew this process to 8.6 GB through the bulk
+    load, beside the loader, its 9.2 GB data file and the store.
     """
-    held: deque[dict[str, Any]] = deque()
+    held: deque[tuple[str, bytes]] = deque()
+    prefixes: dict[str, bytes] = {}
     written = 0
     with jsonl.open("wb") as handle:
         for event in events:
-            held.append(event)
+            org = event.pop("org")
+            held.append((org, orjson.dumps(event)))
             if len(held) > tail:
-                handle.write(orjson.dumps(held.popleft()) + b"\n")
+                org, body = held.popleft()
+                if org not in prefixes:
+                    prefixes[org] = b'{"org":' + orjson.dumps(org) + b","
+                handle.write(prefixes[org] + body[1:] + b"\n")
                 written += 1
-    return written, [(event.pop("org"), orjson.dumps(event)) for event in held]
+    return written, list(held)
 
 
 def _by_org(events: list[tuple[str, bytes]]) -> dict[str, list[bytes]]:
