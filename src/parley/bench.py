@@ -491,7 +491,7 @@ def _while_ingesting(
     one shows, as its maximum.
     """
     samples: dict[tuple[str, str], list[float]] = {(name, window): [] for name, window, _ in requests}
-    ready = threading.Barrier(len(requests) + 1)
+    ready = threading.Barrier(len(requests) + 1, timeout=STARTUP_TIMEOUT_S)  # broken, not hung, if a reader dies
     stop = threading.Event()
 
     def poll(request: tuple[str, str, str]) -> None:
