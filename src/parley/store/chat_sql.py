@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from parley.ingest.events import CHAT_UPDATE_FIELDS
-from parley.metrics.chats.query import METADATA_PREFIX, ChatQuery, Group, Node, Rule
+from parley.metrics.chats.query import ChatQuery, Group, Node, Rule
 from parley.store.dialect import Dialect, Params, never_waits
 
 # Request field names -> columns of the chat relation, and their logical types.
@@ -253,8 +253,8 @@ class ChatSql:
     def _positive(self, rule: Rule) -> str:
         """The rule's test, with neq/nin read as eq/in (the caller negates)."""
         op = {"neq": "eq", "nin": "in"}.get(rule.op, rule.op)
-        if rule.field.startswith(METADATA_PREFIX):
-            return self._metadata(rule, op)
+        if (key := rule.metadata_key) is not None:
+            return self._metadata(key, rule, op)
         column, type_ = COLUMNS[rule.field]
         if op == "exists":
             return f"{column} IS NOT NULL" if rule.value else f"{column} IS NULL"
@@ -264,9 +264,9 @@ class ChatSql:
             return f"{column} IN ({', '.join(self.p.add(v, type_) for v in rule.value)})"
         return f"{column} {CMP[op]} {self.p.add(rule.value, type_)}"
 
-    def _metadata(self, rule: Rule, op: str) -> str:
+    def _metadata(self, metadata_key: str, rule: Rule, op: str) -> str:
         d = self.d
-        key = self.p.add(d.meta_key(rule.field[len(METADATA_PREFIX) :]), "str")
+        key = self.p.add(d.meta_key(metadata_key), "str")
         if op == "exists":
             present = d.meta_present("metadata", key)
             return present if rule.value else f"NOT {present}"
