@@ -724,7 +724,7 @@ def test_a_duckdb_store_made_before_user_cost_days_fills_them_when_opened(tmp_pa
 
 
 def test_utc_days_whole_and_cut():
-    from parley.store.series_sql import utc_days
+    from parley.store.duckdb_sql import utc_days
 
     def day(n: int) -> date:
         return date(2024, 5, n)

@@ -1,9 +1,12 @@
-"""Chat state and the chat filters, compiled to SQL with bound parameters.
+"""The chat relation's filters, sorts and export columns, compiled to SQL with bound
+parameters, the same for every engine.
 
-A chat's state is derived from its events at query time: each field takes its
-value from the newest event (by ``ts``, then ``event_id``) that set it, so an
-update that arrives late but happened early never overwrites newer state. A chat
-exists once a ``chat.upsert`` for it is stored.
+A chat's state is latest-wins: each field takes its value from the newest event (by
+``ts``, then ``event_id``) that set it, so an update that arrives late but happened
+early never overwrites newer state. A chat exists once a ``chat.upsert`` for it is
+stored. Each engine's subclass builds the relation that holds it: the DuckDB store keeps
+it as events arrive (``DuckDBChatSql``), ClickHouse folds it from the events at query
+time (``ClickHouseChatSql``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pyarrow.compute as pc
 
 from parley.ingest.events import CHAT_UPDATE_FIELDS
 from parley.metrics.chats.query import ChatQuery, Group, Node, Rule
-from parley.store.dialect import Dialect, Params, never_waits
+from parley.store.dialect import Dialect, Params
 
 # Request field names -> columns of the chat relation, and their logical types.
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -69,14 +72,6 @@ EXPORT_TIMES = ("last_message_at", "created_at", "updated_at")
 EXPORT_TIME_COLUMNS = tuple(CHAT_LIST_COLUMNS.index(column) for column in EXPORT_TIMES)
 UPSERT_ONLY = ("owner_member_id", "chat_type", "channel", "created_at")
 UPDATABLE = CHAT_UPDATE_FIELDS  # the fields a chat.update may set
-STATE_COLUMNS = (
-    *UPSERT_ONLY,
-    *UPDATABLE,
-    "metadata_text",
-    "updated_at",
-    "message_count",
-    "last_message_at",
-)
 # The owner's and assistant's names, joined onto chat state ``s`` from ``member_state``.
 MEMBER_COLUMNS = "o.name AS owner_name, o.is_anonymous AS is_anonymous, a.name AS assistant_name"
 MEMBER_JOINS = (
@@ -116,32 +111,16 @@ class ChatSql:
         return f"{prefix}org = {self.org} AND {prefix}workspace_id = {self.ws}"
 
     def relation(self, *, members: bool = True) -> str:
-        """CTEs ending in ``chats``: one row per existing chat, every exported field.
-
-        ``chat_state`` holds each chat's latest-wins state, kept by the adapter as
-        events arrive; member names and anonymity are folded here (members are few).
-        A chat exists once upserted, and only an upsert sets ``created_at`` (testing it
-        reads 8 bytes a chat where the upsert's version string costs about 30).
-        ``members=False`` leaves the names and anonymity out, for a statement that
-        neither filters on them nor returns them (see ``reads_members``).
-        """
-        return f"""
-        {f"{self.member_state()}," if members else ""}
-        chats AS (
-            SELECT s.chat_id AS id, {", ".join(f"s.{c}" for c in STATE_COLUMNS)}
-                   {f", {MEMBER_COLUMNS}" if members else ""}
-            FROM chat_state s {MEMBER_JOINS if members else ""}
-            WHERE {self.tenant("s")} AND s.created_at IS NOT NULL AND {never_waits("s")}
-        )"""
+        """CTEs ending in ``chats``: one row per existing chat (a chat exists once a
+        ``chat.upsert`` for it is stored), with the columns ``COLUMNS`` filters on, the
+        list's (``CHAT_LIST_COLUMNS``) and ``metadata_text``. ``members=False`` may leave
+        the names and anonymity out, for a statement that neither filters on them nor
+        returns them (see ``reads_members``)."""
+        raise NotImplementedError
 
     def tool_names(self, q: ChatQuery) -> str:
-        """The distinct names of the tools called in the chats ``q`` selects, unordered
-        (from ``chat_tools``, kept by the adapter as messages arrive)."""
-        return f"""
-        WITH {self.relation(members=self.reads_members(q))}
-        SELECT DISTINCT name FROM chat_tools
-        WHERE {self.tenant()} AND chat_id IN (SELECT id FROM chats WHERE {self.where(q)})
-        """
+        """The distinct names of the tools called in the chats ``q`` selects, unordered."""
+        raise NotImplementedError
 
     @staticmethod
     def reads_members(q: ChatQuery) -> bool:
@@ -206,40 +185,13 @@ class ChatSql:
 
     def chats_saying(self, needle: str, since: str | None) -> str:
         """A query for the ids of chats with a message containing ``needle`` (any case),
-        among them every such chat created at or after ``since`` (when not None).
-
-        ``message_text`` holds each message's content lower-cased as it was stored
-        (scanning it takes half the time of lower-casing every message per query), and
-        its time, in time order per workspace once ``reorder`` has run. A chat created
-        since ``since`` has its messages written since, but for the few chats whose
-        oldest message is older than the chat: only their messages are read from
-        further back, from the oldest of them when ``self.backdated`` says it (the
-        time bounds the scan), in full when it was not looked up. When it says there
-        is no such chat, that second scan is left out: a search at 30 days in the
-        largest workspaces of scale M, 4 threads in process, 40 to 47 -> 36 to 38 ms
-        p50, the look-up included.
-        """
-        says = f"{self.tenant()} AND contains(content_lower, lower({needle}))"
-        if since is None:
-            return f"SELECT chat_id FROM message_text WHERE {says}"
-        recent = f"SELECT chat_id FROM message_text WHERE {says} AND created_at >= {since}"
-        if self.backdated is not None and self.backdated.oldest is None:
-            return recent
-        bound = "" if self.backdated is None else f" AND created_at >= {self.p.add(self.backdated.oldest, 'time')}"
-        older = f"SELECT chat_id {self._backdated_chats(since)}"
-        return f"{recent} UNION ALL SELECT chat_id FROM message_text WHERE {says}{bound} AND chat_id IN ({older})"
+        among them every such chat created at or after ``since`` (when not None)."""
+        raise NotImplementedError
 
     def backdated_probe(self, since: datetime) -> str | None:
         """A query (one row, one value) for ``Backdated.oldest`` of a search since ``since``;
-        None where ``chats_saying`` does not bound the messages by time."""
-        return f"SELECT min(first_message_at) {self._backdated_chats(self.p.add(since, 'time'))}"
-
-    def _backdated_chats(self, since: str) -> str:
-        """FROM and WHERE of the chats created since ``since`` whose oldest message is older."""
-        return (
-            f"FROM chat_state WHERE {self.tenant()} AND created_at >= {since} AND first_message_at < {since}"
-            f" AND {never_waits()}"
-        )
+        None where the engine's ``chats_saying`` does not use it."""
+        return None
 
     def node(self, node: Node) -> str:
         if isinstance(node, Group):

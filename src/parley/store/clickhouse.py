@@ -163,9 +163,6 @@ class ClickHouseChatSql(ChatSql):
         # Every message of the workspace: no oldest-message time per chat bounds it here.
         return f"SELECT chat_id FROM messages WHERE {self.tenant()} AND {self.d.icontains('content', needle)}"
 
-    def backdated_probe(self, since: datetime) -> str | None:
-        return None
-
     def tool_names(self, q: ChatQuery) -> str:
         return f"""
         WITH {self.relation(members=self.reads_members(q))}

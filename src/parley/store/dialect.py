@@ -77,25 +77,6 @@ class Dialect(Protocol):
         """
 
 
-def never_waits(alias: str = "", *, key: str | None = None) -> str:
-    """A condition true of every row of a DuckDB table with an index, on its row id, that
-    keeps a scan of it from waiting out a running checkpoint.
-
-    DuckDB takes a table's checkpoint lock before a scan whose conditions are on exactly one
-    column (the only kind of scan it reads an index for), so such a scan waits until a
-    running checkpoint ends: up to 2.3 s at scale M under ingestion. And it drops a
-    condition that the table's statistics show every row meets: ``org = 'acme'`` in a store
-    of one org, a range that holds every row. Its statistics say nothing of the row id, so
-    this condition stays, and makes two columns with any of the read's own that they cannot
-    prove: a workspace's id (a UUID, of which they hold the first 8 bytes), a user's days.
-    ``key``: also ``key = key``, on a column never null, for a read whose own conditions
-    may all be dropped (a comparison a row: the chats list took 10% longer with one).
-    """
-    prefix = f"{alias}." if alias else ""
-    row_id = f"{prefix}rowid >= 0"
-    return row_id if key is None else f"{row_id} AND {prefix}{key} = {prefix}{key}"
-
-
 class DuckDBDialect:
     def placeholder(self, name: str, type_: str) -> str:
         return f"${name}"

@@ -30,7 +30,8 @@ from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.chat_sql import ChatSql, times_as_text
-from parley.store.dialect import DuckDBDialect, never_waits
+from parley.store.dialect import DuckDBDialect
+from parley.store.duckdb_sql import DuckDBChatSql, DuckDBSeriesSql
 from parley.store.duckdb_state import (
     CHAT_STATE_DDL,
     DERIVED_TABLES,
@@ -211,20 +212,10 @@ class _AuthCache:
             self._entries = {key: value for key, value in self._entries.items() if key[0] != kind}
 
 
-class DuckDBChatSql(ChatSql):
-    """The chat relation with the members' names from ``member_names``, kept as member
-    events arrive (the base class groups the member events per query)."""
-
-    def member_state(self) -> str:
-        return (
-            "member_state AS (SELECT member_id, name, is_anonymous FROM member_names"
-            f" WHERE {self.tenant()} AND {never_waits()})"
-        )
-
-
 class DuckDBStore(SqlStore):
     dialect = DIALECT
     chat_sql_class = DuckDBChatSql
+    series_sql_class = DuckDBSeriesSql
     # How many stored observations between two folds of user_cost_days.
     fold_every_observations = 500_000
     # ``reorder`` rewrites an org's rows of a table once it has one new row for this many stored.
@@ -471,7 +462,7 @@ class DuckDBStore(SqlStore):
         read of such a table keeps conditions on two columns or more (``never_waits``), or
         has none (the keys, read whole by ``_all_api_keys``), with one exception: a user's
         cost finds its days through the index except while a checkpoint runs
-        (``SeriesSql._days``). A checkpoint that fails is logged, and tried again after the
+        (``DuckDBSeriesSql._days``). A checkpoint that fails is logged, and tried again after the
         next write; the log keeps the events. Before it starts, the reads through the index
         that are running end (``_reading_index``).
         """

@@ -3,20 +3,17 @@
 Each builder returns one statement, grouped by the bucket key of
 ``timeseries.Bucket``; the caller zero-fills. A trace's (and a feedback's) user and
 mentor come from the event itself, else from its session: resolved as events are
-stored into ``user_activity`` (the DuckDB adapter, with each user's latest
+stored into ``user_activity`` (``DuckDBSeriesSql``, with each user's latest
 registration in ``user_state``), or at query time (``ClickHouseSeriesSql``).
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import datetime
 from functools import cached_property
 
-from parley.store.dialect import Dialect, Params, never_waits
-from parley.store.duckdb_state import cost_day_key
+from parley.store.dialect import Dialect, Params
 from parley.timeseries import zone_span
-
-ONE_DAY = timedelta(days=1)
 
 
 class SeriesSql:
@@ -24,7 +21,7 @@ class SeriesSql:
         self.d = dialect
         self.p = params
         self.org_id, self.start_at, self.end_at = org, start, end
-        # Whether a look-up by key may use an index (see ``_days``).
+        # Whether a look-up by key may use an index (the store decides; see ``DuckDBSeriesSql._days``).
         self.by_index = True
 
     # Bound when a statement first uses them: DuckDB refuses parameters a statement leaves unused.
@@ -61,30 +58,15 @@ class SeriesSql:
         return f"session_people AS (SELECT session_id, user_id, mentor_id FROM sessions WHERE org = {self.org})"
 
     def _activity(self, mentor_id: str | None) -> str:
-        """CTEs ending in ``activity``: (user_id, mentor_id, at) of each session, trace and feedback in range.
-
-        Read from ``user_activity``, where the store keeps each one's people resolved and
-        names users by number: ``user_id`` here is that number, as in ``registered``.
-        """
-        mentor = "" if mentor_id is None else f"AND mentor_id = {self.p.add(mentor_id, 'str')}"
-        return f"""
-        activity AS (
-            SELECT user_no AS user_id, mentor_id, active_at AS at FROM user_activity
-            WHERE org = {self.org} AND {self.in_range("active_at")} {mentor}
-        )"""
+        """CTEs ending in ``activity``: (user_id, mentor_id, at) of each session, trace and
+        feedback in range, the user and mentor resolved through the session where the event
+        names neither; ``user_id`` as ``_registered`` names it."""
+        raise NotImplementedError
 
     def _registered(self, condition: str) -> str:
-        """The org's users whose latest registration time (``registered_at``) meets
-        ``condition``: (``user_id``, the user's number as in ``activity``; ``registered_at``),
-        from ``user_state``.
-
-        Each branch of the cohorts reads only the users it counts. The scan never waits out a
-        checkpoint (``never_waits``).
-        """
-        return (
-            "(SELECT user_no AS user_id, registered_at FROM user_state"
-            f" WHERE org = {self.org} AND {condition} AND {never_waits(key='user_no')})"
-        )
+        """A subquery of the org's users whose latest registration time (``registered_at``)
+        meets ``condition``: (``user_id`` as ``_activity`` names it, ``registered_at``)."""
+        raise NotImplementedError
 
     def cohorts(self, granularity: str, tz: str, mentor_id: str | None) -> str:
         """Rows (kind, bucket key, users): kind 'new' or 'veteran'."""
@@ -165,58 +147,5 @@ class SeriesSql:
 
     def _costs(self, user_id: str) -> str:
         """CTEs ending in ``costs``: rows (model, input_tokens, output_tokens, cost_pusd, n)
-        whose priced sum is the user's cost in range; ``n`` observations a row stands for.
-
-        Read from ``user_cost_days`` (kept at ingestion), found by key: the sums of the
-        UTC days wholly in range, and the observations of a day the range cuts (a range
-        given in date-times), each checked against the range.
-        """
-        whole, cut = utc_days(self.start_at, self.end_at)
-        ctes, parts = [], []
-        if whole:
-            ctes.append(
-                f"whole_days AS (SELECT cost_pusd, uncosted FROM user_cost_days WHERE {self._days(user_id, whole)})"
-            )
-            parts.append(
-                "SELECT NULL AS model, 0 AS input_tokens, 0 AS output_tokens, cost_pusd, 0 AS n FROM whole_days"
-            )
-            parts.append(
-                "SELECT u.model, u.input_tokens, u.output_tokens, NULL, u.n"
-                " FROM (SELECT unnest(uncosted) AS u FROM whole_days)"
-            )
-        if cut:
-            parts.append(
-                "SELECT o.model, o.input_tokens, o.output_tokens, o.cost_pusd, 1"
-                " FROM (SELECT unnest(observations) AS o FROM user_cost_days"
-                f" WHERE {self._days(user_id, cut)})"
-                f" WHERE {self.in_range('o.traced_at')}"
-            )
-        ctes.append(f"costs(model, input_tokens, output_tokens, cost_pusd, n) AS ({' UNION ALL '.join(parts)})")
-        return ", ".join(ctes)
-
-    def _days(self, user_id: str, days: list[date]) -> str:
-        """The condition that finds the user's ``days`` in ``user_cost_days``: through the
-        index on ``day_key``, or while the store checkpoints (``by_index`` false) by a scan.
-
-        DuckDB reads an index only for a scan whose conditions are on exactly one column,
-        and such a scan waits until a running checkpoint ends (up to 2.3 s at scale M under
-        ingestion). With ``never_waits``'s condition it is a scan of the whole table that
-        does not wait: 42 to 45 ms at scale M (85 to 88 with the second condition it had,
-        ``len(observations) >= 0``, which read every row's list), against 1.4 for the index.
-        """
-        keys = self.p.add([cost_day_key(self.org_id, user_id, day.isoformat()) for day in days], "str_list")
-        found = f"list_contains({keys}, day_key)"
-        return found if self.by_index else f"{found} AND {never_waits()}"
-
-
-def utc_days(start: datetime, end: datetime) -> tuple[list[date], list[date]]:
-    """The UTC days of ``[start, end]`` (naive UTC, both inclusive): those wholly inside
-    it, and those it cuts (at most two, the first and the last)."""
-    first, last = start.date(), end.date()
-    days = [first + ONE_DAY * i for i in range((last - first).days + 1)]
-    cut = set()
-    if start.time() != time.min:
-        cut.add(first)
-    if end.time() != time.max:
-        cut.add(last)
-    return [d for d in days if d not in cut], sorted(cut)
+        whose priced sum is the user's cost in range; ``n`` observations a row stands for."""
+        raise NotImplementedError

@@ -23,8 +23,8 @@ API_KEY_COLUMNS = "key_id, secret_hash, org, workspace_id, member_id, ingest, cr
 
 class SqlStore:
     dialect: Dialect
-    chat_sql_class: type[ChatSql] = ChatSql
-    series_sql_class: type[SeriesSql] = SeriesSql
+    chat_sql_class: type[ChatSql]
+    series_sql_class: type[SeriesSql]
 
     def _fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple]:
         raise NotImplementedError
