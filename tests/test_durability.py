@@ -92,6 +92,7 @@ def test_duckdb_reads_from_threads_that_come_and_go_share_one_cursor(tmp_path: P
 
 def test_the_duckdb_store_checkpoints_once_its_log_holds_checkpoint_bytes(tmp_path: Path):
     # The store checkpoints, not DuckDB at a commit, so that its reads know when one runs.
+    from parley.auth.keys import create_key, verify_key
     from parley.ingest.service import ingest_batch
     from parley.store.duckdb import DuckDBStore
 
@@ -112,11 +113,19 @@ def test_the_duckdb_store_checkpoints_once_its_log_holds_checkpoint_bytes(tmp_pa
         assert not log.exists() or log.stat().st_size == 0  # past it: checkpointed after the commit
         assert store.checkpointing is False
         assert store.count_events(org="acme") == 401
+        # Every write of the store checkpoints when due, a key's creation too.
+        store.checkpoint_bytes = 256_000_000
+        key = create_key(store, org="acme", ingest=True)
+        assert log.stat().st_size > 0
+        store.checkpoint_bytes = 1
+        create_key(store, org="acme", workspace_id=WS, member_id=1)
+        assert not log.exists() or log.stat().st_size == 0
     finally:
         store.close()
     reopened = DuckDBStore(path)
     try:
         assert reopened.count_events(org="acme") == 401
+        assert verify_key(reopened, key) is not None
     finally:
         reopened.close()
 

@@ -756,8 +756,8 @@ class DuckDBStore(SqlStore):
         return self._auth.get(key, partial(super().get_member, org=org, workspace_id=workspace_id, member_id=member_id))
 
     def create_api_key(self, record: ApiKeyRecord) -> None:
-        with self._write_lock:
-            self._con.execute(
+        with self._write_lock, self._writing() as con:
+            con.execute(
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     record.key_id,
