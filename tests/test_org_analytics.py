@@ -446,8 +446,7 @@ def test_a_duckdb_user_cost_reads_its_days_by_index_except_while_the_store_check
             total, unpriced = store.user_cost(org="acme", user_id="ann", start=start, end=end, prices=[])
             assert (total, unpriced) == (750_000_000_000, 0), checkpointing  # 0.75 USD in pico-dollars
             with store._reading_index() as by_index:  # as ``user_cost`` decides
-                sql, params = store._series("acme", start, end)
-                sql.by_index = by_index
+                sql, params = store._series("acme", start, end, by_index=by_index)
                 plan = store._fetchall("EXPLAIN ANALYZE " + sql.user_cost("ann", []), params.values)[0][1]
             plans[checkpointing] = (plan.count("Index Scan"), plan.count("Sequential Scan"))
         assert plans == {False: (2, 0), True: (0, 2)}  # the whole day's look-up and the cut day's

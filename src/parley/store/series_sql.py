@@ -17,12 +17,14 @@ from parley.timeseries import zone_span
 
 
 class SeriesSql:
-    def __init__(self, dialect: Dialect, params: Params, *, org: str, start: datetime, end: datetime) -> None:
+    def __init__(
+        self, dialect: Dialect, params: Params, *, org: str, start: datetime, end: datetime, by_index: bool = True
+    ) -> None:
         self.d = dialect
         self.p = params
         self.org_id, self.start_at, self.end_at = org, start, end
         # Whether a look-up by key may use an index (the store decides; see ``DuckDBSeriesSql._days``).
-        self.by_index = True
+        self.by_index = by_index
 
     # Bound when a statement first uses them: DuckDB refuses parameters a statement leaves unused.
     @cached_property

@@ -182,9 +182,9 @@ class SqlStore:
 
     # -- time series --------------------------------------------------------------
 
-    def _series(self, org: str, start: datetime, end: datetime) -> tuple[SeriesSql, Params]:
+    def _series(self, org: str, start: datetime, end: datetime, *, by_index: bool = True) -> tuple[SeriesSql, Params]:
         params = self._params()
-        return self.series_sql_class(self.dialect, params, org=org, start=start, end=end), params
+        return self.series_sql_class(self.dialect, params, org=org, start=start, end=end, by_index=by_index), params
 
     def assistants_usage(
         self, *, org: str, workspace_id: str, start: datetime, end: datetime, tz: str
@@ -213,8 +213,7 @@ class SqlStore:
         self, *, org: str, user_id: str, start: datetime, end: datetime, prices: list[tuple[str, int, int]]
     ) -> tuple[int, int]:
         with self._reading_index() as by_index:
-            sql, params = self._series(org, start, end)
-            sql.by_index = by_index
+            sql, params = self._series(org, start, end, by_index=by_index)
             total, unpriced = self._fetchall(sql.user_cost(user_id, prices), params.values)[0]
         return int(total), int(unpriced)
 
