@@ -61,8 +61,8 @@ class SeriesSql:
 
     def _activity(self, mentor_id: str | None) -> str:
         """CTEs ending in ``activity``: (user_id, mentor_id, at) of each session, trace and
-        feedback in range, the user and mentor resolved through the session where the event
-        names neither; ``user_id`` as ``_registered`` names it."""
+        feedback in range, its user and its mentor each from the event itself, else from its
+        session; ``user_id`` as ``_registered`` names it."""
         raise NotImplementedError
 
     def _registered(self, condition: str) -> str:
