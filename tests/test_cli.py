@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -27,6 +27,18 @@ def _jsonl(path: Path, lines: list) -> Path:
 
 def _key(result) -> str:
     return result.stdout.strip().splitlines()[-1]
+
+
+def _printed_reads(stdout: str) -> list[tuple[str, str]]:
+    """(key, URL) of each GET the demo printed as a curl, continued lines joined."""
+    reads = []
+    for line in stdout.replace("\\\n", " ").splitlines():
+        words = line.split()
+        if words[:2] != ["curl", "-s"] or "-X" in words:
+            continue
+        key = line.split("Bearer ", 1)[1].split('"', 1)[0]
+        reads.append((key, next(w.strip('"') for w in words if w.strip('"').startswith("http"))))
+    return reads
 
 
 @pytest.mark.parametrize("kind", STORE_KINDS)
@@ -166,6 +178,30 @@ def test_demo_loads_every_event_type_and_prints_working_keys(tmp_path: Path):
         assert durations == sorted(durations, reverse=True)
         denied = httpx.get(f"{base}/analytics/calls/by-assistant", headers={"Authorization": f"Bearer {basic_key}"})
         assert denied.status_code == 403
+        # Every read the demo printed answers, over the data's last 30 days where it names a range.
+        printed_base = lines[-1].split()[-1].removesuffix("/docs")
+        answers = []
+        for key, printed in _printed_reads(result.stdout):
+            got = httpx.get(printed.replace(printed_base, base), headers={"Authorization": f"Bearer {key}"})
+            assert got.status_code == (403 if key == basic_key else 200), printed
+            answers.append((printed.split("?")[0].rstrip("/").rsplit("/", 1)[-1], got))
+    assert len(answers) == 11
+    first, last = "2024-05-17", "2024-06-15"
+    assert f"its last 30 days: FROM={first} TO={last}." in result.stdout
+    got = dict(answers[2:])  # after the two calls by assistant
+    # The feedback's count, against the generator's own events of the window.
+    from parley.demo import SCALES, generate
+
+    events = generate(SCALES["demo"], seed=7, end=datetime.fromisoformat("2024-06-15T12:00:00Z"))
+    feedback = [e for e in events if e["type"] == "feedback.create" and e["org"] == "acme"]
+    in_window = sum(first <= e["body"]["created_at"][:10] <= last for e in feedback)
+    assert 0 < in_window < len(feedback)
+    assert sum(p["feedback_count"] for p in got["user-feedback"].json()[0]) == in_window
+    cohorts = got["user-cohorts-over-time"].json()
+    assert sum(cohorts["new_users"]) > 0 and sum(cohorts["veteran_users"]) > 0
+    assert got["user-cost"].json()["total_cost"] > 0
+    usage = got["assistants_usage"].json()["data"]
+    assert any(point["y"] > 0 for points in usage.values() for point in points)
     # Running the demo again changes nothing: every event id is already stored.
     again = run_cli(url, "demo", "--end", "2024-06-15T12:00:00Z")
     assert "accepted 0," in again.stdout

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import itertools
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -211,7 +211,7 @@ def demo(
         basic_key = op.create_key(
             org=first.org, workspace=first.workspace_id, member=first.basic_member_id, ingest=False
         )
-    _print_walkthrough(settings, first.org, first.workspace_id, ingest_key, admin_key, basic_key)
+    _print_walkthrough(settings, first.org, first.workspace_id, ingest_key, admin_key, basic_key, end_at)
 
 
 @app.command()
@@ -243,10 +243,17 @@ def bench(
 
 
 def _print_walkthrough(
-    settings: Settings, org: str, workspace_id: str, ingest_key: str, admin_key: str, basic_key: str
+    settings: Settings, org: str, workspace_id: str, ingest_key: str, admin_key: str, basic_key: str, end: datetime
 ) -> None:
+    """The keys, and a curl for each endpoint; the ranges are the data's last 30 days (UTC)."""
+    from parley.demo import user_id
+
     base = f"http://{settings.host}:{settings.port}"
     chats = f"{base}/api/v2/w/{workspace_id}/chats"
+    last = end.astimezone(UTC).date()
+    first = last - timedelta(days=29)
+    dates = f"start_date={first}&end_date={last}"
+    analytics = f"{base}/api/ai-analytics/orgs/{org}/users"
     call = {
         "workspace_id": workspace_id,
         "call_id": "try-1",
@@ -259,7 +266,7 @@ def _print_walkthrough(
     sample = orjson.dumps({"batch": [event]}).decode()
     typer.echo(
         f"""
-Demo data loaded. Workspace {workspace_id} of org {org}.
+Demo data loaded. Workspace {workspace_id} of org {org}; its last 30 days: FROM={first} TO={last}.
   admin member key:  {admin_key}
   basic member key:  {basic_key}
   ingestion key:     {ingest_key}
@@ -273,6 +280,11 @@ or try:
   curl -s -H "Authorization: Bearer {admin_key}" {chats}/needs-response
   curl -s -H "Authorization: Bearer {admin_key}" "{chats}/stats/daily-creation?tz=Europe/Berlin"
   curl -s -H "Authorization: Bearer {admin_key}" {chats}/tool-call-names
+  curl -s -H "Authorization: Bearer {admin_key}" \\
+       "{base}/api/v2/org/{org}/workspace/{workspace_id}/metrics/assistants_usage?from_date={first}&to_date={last}"
+  curl -s -H "Authorization: Bearer {admin_key}" "{analytics}/me/user-cohorts-over-time/?{dates}&aggregation=weekly"
+  curl -s -H "Authorization: Bearer {admin_key}" "{analytics}/{user_id(1)}/user-cost/?{dates}"
+  curl -s -H "Authorization: Bearer {admin_key}" "{analytics}/me/user-feedback/?{dates}&aggregation=daily"
   curl -s -X POST -H "Authorization: Bearer {ingest_key}" -H "Content-Type: application/json" \\
        -d '{sample}' \\
        {base}/api/v2/ingest

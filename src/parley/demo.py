@@ -161,6 +161,11 @@ def workspaces(scale: Scale, seed: int = 7) -> list[DemoWorkspace]:
     return out
 
 
+def user_id(n: int) -> str:
+    """The id of an org's ``n``-th end user (from 1)."""
+    return f"user{n:06d}"
+
+
 def generate(scale: Scale, *, seed: int = 7, end: datetime | None = None) -> Iterator[dict[str, Any]]:
     """Every event of the data set, as ingestion envelopes carrying their ``org``."""
     end = (end or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
@@ -322,7 +327,7 @@ def _org_user_events(
     end: datetime,
     mentors: list[tuple[str, str]],
 ) -> Iterator[dict[str, Any]]:
-    users = [f"user{n:06d}" for n in range(1, scale.users_per_org + 1)]
+    users = [user_id(n) for n in range(1, scale.users_per_org + 1)]
     for user in users:
         # A third registered before the data set's window: veterans from day one.
         registered = start - timedelta(days=rng.randrange(1, 400)) if rng.random() < 0.33 else clock.draw()
