@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from parley.cli import app
+from parley.demo import SCALES, generate
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, event, iso, member
 from tests.processes import run_cli, running_server
@@ -190,8 +191,6 @@ def test_demo_loads_every_event_type_and_prints_working_keys(tmp_path: Path):
     assert f"its last 30 days: FROM={first} TO={last}." in result.stdout
     got = dict(answers[2:])  # after the two calls by assistant
     # The feedback's count, against the generator's own events of the window.
-    from parley.demo import SCALES, generate
-
     events = generate(SCALES["demo"], seed=7, end=datetime.fromisoformat("2024-06-15T12:00:00Z"))
     feedback = [e for e in events if e["type"] == "feedback.create" and e["org"] == "acme"]
     in_window = sum(first <= e["body"]["created_at"][:10] <= last for e in feedback)
