@@ -42,6 +42,14 @@ def _printed_reads(stdout: str) -> list[tuple[str, str]]:
     return reads
 
 
+def _printed_post(stdout: str) -> tuple[str, str, bytes]:
+    """(key, URL, body) of the one POST the demo printed as a curl."""
+    (line,) = (line for line in stdout.replace("\\\n", " ").splitlines() if "-X POST" in line)
+    key = line.split("Bearer ", 1)[1].split('"', 1)[0]
+    body = line.split(" -d '", 1)[1].split("'", 1)[0]
+    return key, line.split()[-1], body.encode()
+
+
 @pytest.mark.parametrize("kind", STORE_KINDS)
 def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: Path, kind: str):
     url = store_url_for(kind, tmp_path)
@@ -57,8 +65,12 @@ def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: 
         ],
     )
     with running_server(url) as (base, _):
-        member_key = _key(run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1"))
-        ingest_key = _key(run_cli(url, "keys", "create", "--org", "acme", "--ingest"))
+        made = run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1")
+        assert made.stdout.startswith(f"Created a key for member 1 of workspace {WS} in org acme. Store it now")
+        member_key = _key(made)
+        made = run_cli(url, "keys", "create", "--org", "acme", "--ingest")
+        assert made.stdout.startswith("Created an ingestion key in org acme. Store it now")
+        ingest_key = _key(made)
         result = run_cli(url, "ingest", str(events), check=False)
         assert result.returncode == 2  # some lines were rejected
         assert "accepted 4, duplicates 0, rejected 2" in result.stdout
@@ -186,7 +198,24 @@ def test_demo_loads_every_event_type_and_prints_working_keys(tmp_path: Path):
             got = httpx.get(printed.replace(printed_base, base), headers={"Authorization": f"Bearer {key}"})
             assert got.status_code == (403 if key == basic_key else 200), printed
             answers.append((printed.split("?")[0].rstrip("/").rsplit("/", 1)[-1], got))
-    assert len(answers) == 11
+        # The printed event, sent as printed, is then counted by the read printed after it.
+        key, printed, body = _printed_post(result.stdout)
+        sent = httpx.post(
+            printed.replace(printed_base, base),
+            content=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        assert sent.status_code == 207 and sent.json() == {"successes": [{"id": "try-1", "status": 201}], "errors": []}
+        key, printed = _printed_reads(result.stdout)[-1]
+        after = httpx.get(printed.replace(printed_base, base), headers={"Authorization": f"Bearer {key}"})
+    assert len(answers) == 12
+    day = "2024-05-01"
+    assert printed.endswith(f"/analytics/calls/by-assistant?start_date={day}&end_date={day}")
+    before = {a["assistant_name"]: a for a in answers[-1][1].json()["data"]["assistants"]}
+    counted = {a["assistant_name"]: a for a in after.json()["data"]["assistants"]}
+    assert "Try Bot" not in before
+    try_bot = counted.pop("Try Bot")
+    assert (try_bot["total_calls"], try_bot["total_duration_minutes"], counted) == (1, 1.5, before)
     first, last = "2024-05-17", "2024-06-15"
     assert f"its last 30 days: FROM={first} TO={last}." in result.stdout
     got = dict(answers[2:])  # after the two calls by assistant

@@ -91,8 +91,8 @@ def keys_create(
     """Create an API key; the key alone is printed on the last line, shown only this once."""
     with _operator(_settings()) as op:
         key = op.create_key(org=org, workspace=workspace, member=member, ingest=ingest)
-    kind = "ingestion key" if ingest else f"key for member {member} of workspace {workspace}"
-    typer.echo(f"Created an {kind} in org {org}. Store it now: it is not shown again.")
+    kind = "an ingestion key" if ingest else f"a key for member {member} of workspace {workspace}"
+    typer.echo(f"Created {kind} in org {org}. Store it now: it is not shown again.")
     typer.echo(key)
 
 
@@ -254,15 +254,16 @@ def _print_walkthrough(
     first = last - timedelta(days=29)
     dates = f"start_date={first}&end_date={last}"
     analytics = f"{base}/api/ai-analytics/orgs/{org}/users"
+    day, at = "2024-05-01", "2024-05-01T10:00:00Z"  # the sample call's (the README's too)
     call = {
         "workspace_id": workspace_id,
         "call_id": "try-1",
         "assistant_id": "try-bot",
         "assistant_name": "Try Bot",
-        "started_at": "2024-05-01T10:00:00Z",
+        "started_at": at,
         "duration_seconds": 90,
     }
-    event = {"id": "try-1", "type": "call.create", "timestamp": "2024-05-01T10:00:00Z", "body": call}
+    event = {"id": "try-1", "type": "call.create", "timestamp": at, "body": call}
     sample = orjson.dumps({"batch": [event]}).decode()
     typer.echo(
         f"""
@@ -288,5 +289,7 @@ or try:
   curl -s -X POST -H "Authorization: Bearer {ingest_key}" -H "Content-Type: application/json" \\
        -d '{sample}' \\
        {base}/api/v2/ingest
+and see its call counted on its day:
+  curl -s -H "Authorization: Bearer {admin_key}" "{base}/analytics/calls/by-assistant?start_date={day}&end_date={day}"
 API documentation: {base}/docs"""
     )
