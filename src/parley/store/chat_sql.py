@@ -127,6 +127,11 @@ class ChatSql:
         """Whether ``where(q)`` needs the member columns of the relation."""
         return q.is_anonymous is not None
 
+    def count(self, q: ChatQuery) -> str:
+        """The statement counting the chats ``q`` selects (the member columns only where
+        ``where(q)`` reads them)."""
+        return f"WITH {self.relation(members=self.reads_members(q))} SELECT count(*) FROM chats WHERE {self.where(q)}"
+
     def member_state(self) -> str:
         """The ``member_state`` CTE: each member's newest name and anonymity."""
         d = self.d

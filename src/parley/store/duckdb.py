@@ -802,8 +802,7 @@ class DuckDBStore(SqlStore):
         cursor = self._con.cursor()
         try:
             counted, params = self._chat_sql(org, workspace_id, query)
-            matching = f"WITH {counted.relation(members=counted.reads_members(query))} SELECT count(*) FROM chats"
-            total = cursor.execute(f"{matching} WHERE {counted.where(query)}", params.values).fetchall()[0][0]
+            total = cursor.execute(counted.count(query), params.values).fetchall()[0][0]
             if total <= whole_up_to:
                 sql, params = self._chat_sql(org, workspace_id, query, like=counted)
                 statement = f"""

@@ -135,21 +135,19 @@ class SqlStore:
         self, *, org: str, workspace_id: str, query: ChatQuery, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
         sql, params = self._chat_sql(org, workspace_id, query)
-        where, order = sql.where(query), sql.order(query)
-        filter_values = dict(params.values)
         page = f"""
         WITH {sql.relation()}
         SELECT {", ".join(CHAT_LIST_COLUMNS)}, count(*) OVER () AS total
-        FROM chats WHERE {where}
-        ORDER BY {order}
+        FROM chats WHERE {sql.where(query)}
+        ORDER BY {sql.order(query)}
         LIMIT {params.add(limit, "int")} OFFSET {params.add(offset, "int")}
         """
         rows = self._fetchall(page, params.values)
         if rows:
             total = rows[0][-1]
-        else:
-            count_sql = f"WITH {sql.relation()} SELECT count(*) FROM chats WHERE {where}"
-            total = self._fetchall(count_sql, filter_values)[0][0]
+        else:  # a page past the last: the count alone
+            counted, params = self._chat_sql(org, workspace_id, query, like=sql)
+            total = self._fetchall(counted.count(query), params.values)[0][0]
         return [dict(zip(CHAT_LIST_COLUMNS, row[:-1], strict=True)) for row in rows], int(total)
 
     def needs_response(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[int]:
