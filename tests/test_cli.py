@@ -30,24 +30,30 @@ def _key(result) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def _printed_reads(stdout: str) -> list[tuple[str, str]]:
-    """(key, URL) of each GET the demo printed as a curl, continued lines joined."""
-    reads = []
+def _printed_curls(stdout: str) -> list[tuple[str, str, list[str]]]:
+    """(line, key, words) of each curl the demo printed, continued lines joined."""
+    curls = []
     for line in stdout.replace("\\\n", " ").splitlines():
         words = line.split()
-        if words[:2] != ["curl", "-s"] or "-X" in words:
-            continue
-        key = line.split("Bearer ", 1)[1].split('"', 1)[0]
-        reads.append((key, next(w.strip('"') for w in words if w.strip('"').startswith("http"))))
-    return reads
+        if words[:2] == ["curl", "-s"]:
+            curls.append((line, line.split("Bearer ", 1)[1].split('"', 1)[0], words))
+    return curls
+
+
+def _printed_reads(stdout: str) -> list[tuple[str, str]]:
+    """(key, URL) of each GET the demo printed as a curl."""
+    return [
+        (key, next(w.strip('"') for w in words if w.strip('"').startswith("http")))
+        for _, key, words in _printed_curls(stdout)
+        if "-X" not in words
+    ]
 
 
 def _printed_post(stdout: str) -> tuple[str, str, bytes]:
     """(key, URL, body) of the one POST the demo printed as a curl."""
-    (line,) = (line for line in stdout.replace("\\\n", " ").splitlines() if "-X POST" in line)
-    key = line.split("Bearer ", 1)[1].split('"', 1)[0]
+    ((line, key, words),) = (curl for curl in _printed_curls(stdout) if "-X" in curl[2])
     body = line.split(" -d '", 1)[1].split("'", 1)[0]
-    return key, line.split()[-1], body.encode()
+    return key, words[-1], body.encode()
 
 
 @pytest.mark.parametrize("kind", STORE_KINDS)
@@ -194,7 +200,8 @@ def test_demo_loads_every_event_type_and_prints_working_keys(tmp_path: Path):
         # Every read the demo printed answers, over the data's last 30 days where it names a range.
         printed_base = lines[-1].split()[-1].removesuffix("/docs")
         answers = []
-        for key, printed in _printed_reads(result.stdout):
+        reads = _printed_reads(result.stdout)
+        for key, printed in reads:
             got = httpx.get(printed.replace(printed_base, base), headers={"Authorization": f"Bearer {key}"})
             assert got.status_code == (403 if key == basic_key else 200), printed
             answers.append((printed.split("?")[0].rstrip("/").rsplit("/", 1)[-1], got))
@@ -206,7 +213,7 @@ def test_demo_loads_every_event_type_and_prints_working_keys(tmp_path: Path):
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
         )
         assert sent.status_code == 207 and sent.json() == {"successes": [{"id": "try-1", "status": 201}], "errors": []}
-        key, printed = _printed_reads(result.stdout)[-1]
+        key, printed = reads[-1]
         after = httpx.get(printed.replace(printed_base, base), headers={"Authorization": f"Bearer {key}"})
     assert len(answers) == 12
     day = "2024-05-01"
