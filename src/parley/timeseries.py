@@ -3,6 +3,11 @@
 Date-only values (``YYYY-MM-DD``) cover whole days in the request's time zone
 (UTC unless ``tz`` is given); datetimes must carry an offset. Ranges are
 inclusive at both ends. Everything is returned as naive UTC, the stores' time.
+
+Stored times lie between ``EARLIEST`` and ``LATEST`` (years 1 to 9999 in UTC, what
+ingestion accepts). A date-only bound whose day reaches past them is cut to them, which
+keeps every event it covers; a datetime outside them names no storable instant and is a
+400, as it is at ingestion; so is a series whose local days would leave years 1 to 9999.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from parley.errors import BadRequest
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_RANGE_DAYS = 366
 ONE_MICROSECOND = timedelta(microseconds=1)
+ONE_DAY = timedelta(days=1)
+EARLIEST = datetime.min  # naive UTC, the first and last instants ingestion accepts
+LATEST = datetime.max
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +48,37 @@ def _utc_naive(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+def stored_instant(moment: datetime, *, name: str, value: str) -> datetime:
+    """An aware datetime as naive UTC; 400 if no stored time can be it."""
+    try:
+        return _utc_naive(moment)
+    except OverflowError:
+        raise BadRequest(
+            f"{name}: {value!r} is outside the times Parley stores "
+            "(0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z)"
+        ) from None
+
+
+def _day_first(day: date, tz: ZoneInfo) -> datetime:
+    """The first instant (naive UTC) of a local day, or ``EARLIEST`` if it comes before."""
+    try:
+        return _utc_naive(datetime.combine(day, time(), tzinfo=tz))
+    except OverflowError:
+        return EARLIEST
+
+
+def _day_last(day: date, tz: ZoneInfo) -> datetime:
+    """The last instant (naive UTC) of a local day, or ``LATEST`` if it comes after."""
+    try:
+        return _utc_naive(datetime.combine(day + ONE_DAY, time(), tzinfo=tz)) - ONE_MICROSECOND
+    except OverflowError:
+        pass
+    try:  # 9999-12-31, with no next day; fold=1 takes the later of a repeated hour
+        return _utc_naive(datetime.combine(day, time.max.replace(fold=1), tzinfo=tz))
+    except OverflowError:
+        return LATEST
+
+
 def parse_bound(value: str, *, name: str, is_end: bool, tz: ZoneInfo) -> datetime:
     """One range bound as naive UTC; a date-only end covers its whole day."""
     text = value.strip()
@@ -48,17 +87,14 @@ def parse_bound(value: str, *, name: str, is_end: bool, tz: ZoneInfo) -> datetim
             day = date.fromisoformat(text)
         except ValueError:
             raise BadRequest(f"{name}: {value!r} is not a valid date") from None
-        if is_end:
-            next_day = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz)
-            return _utc_naive(next_day) - ONE_MICROSECOND
-        return _utc_naive(datetime.combine(day, time(), tzinfo=tz))
+        return _day_last(day, tz) if is_end else _day_first(day, tz)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise BadRequest(f"{name}: {value!r} is neither a date (YYYY-MM-DD) nor an ISO-8601 datetime") from None
     if moment.tzinfo is None:
         raise BadRequest(f"{name}: datetime {value!r} needs an offset (Z or +02:00)")
-    return _utc_naive(moment)
+    return stored_instant(moment, name=name, value=value)
 
 
 def resolve_range(
@@ -77,11 +113,21 @@ def resolve_range(
     A missing end is ``default_end``; a missing start is ``default_span`` before the end.
     """
     hi = default_end if end is None else parse_bound(end, name=end_name, is_end=True, tz=tz)
-    lo = hi - default_span if start is None else parse_bound(start, name=start_name, is_end=False, tz=tz)
+    if start is None:  # never before the zone's first nameable day, 0001-01-01
+        lo = max(hi - min(default_span, hi - EARLIEST), _day_first(date.min, tz))
+    else:
+        lo = parse_bound(start, name=start_name, is_end=False, tz=tz)
     if lo > hi:
         raise BadRequest(f"{start_name} is after {end_name}")
+    try:
+        local_lo, local_hi = _local(lo, tz), _local(hi, tz)
+    except OverflowError:
+        raise BadRequest(
+            f"the range from {start_name} to {end_name} reaches past the years 1 to 9999 in {tz.key}, "
+            "where its days could not be named"
+        ) from None
     # Measured on the wall clock, so that a DST change never tips a whole-day range over.
-    wall = _local(hi, tz).replace(tzinfo=None) - _local(lo, tz).replace(tzinfo=None)
+    wall = local_hi.replace(tzinfo=None) - local_lo.replace(tzinfo=None)
     if wall > timedelta(days=max_days):
         raise BadRequest(f"the range from {start_name} to {end_name} spans more than {max_days} days")
     return TimeRange(lo, hi)
@@ -124,7 +170,10 @@ def hour_start(moment_utc: datetime, tz: ZoneInfo) -> datetime:
 def day_start(day: date, tz: ZoneInfo) -> datetime:
     """The first instant of a local day (01:00 where midnight is skipped by DST)."""
     wall = datetime.combine(day, time(), tzinfo=tz)
-    return wall.astimezone(UTC).astimezone(tz)
+    try:
+        return wall.astimezone(UTC).astimezone(tz)
+    except OverflowError:  # 0001-01-01 east of UTC, in the zone's first offset: no gap to step over
+        return wall
 
 
 def make_buckets(span: TimeRange, granularity: Granularity, tz: ZoneInfo) -> list[Bucket]:
@@ -133,18 +182,20 @@ def make_buckets(span: TimeRange, granularity: Granularity, tz: ZoneInfo) -> lis
         out, key = [], hour_start(span.start, tz)
         while key <= span.end:
             out.append(Bucket(key, _local(key, tz)))
-            key = hour_start(key + ONE_HOUR, tz)
+            try:
+                key = hour_start(key + ONE_HOUR, tz)
+            except OverflowError:  # the next hour starts after 9999: past the range's end
+                break
         return out
     first, last = _local(span.start, tz).date(), _local(span.end, tz).date()
-    step = timedelta(days=1)
+    step = 1
     if granularity == "weekly":
-        first -= timedelta(days=first.weekday())  # Monday
-        step = timedelta(days=7)
-    out, day = [], first
-    while day <= last:
-        out.append(Bucket(day, day_start(day, tz)))
-        day += step
-    return out
+        first -= timedelta(days=first.weekday())  # Monday (0001-01-01 is one)
+        step = 7
+    return [
+        Bucket(day, day_start(day, tz))
+        for day in (first + timedelta(days=n) for n in range(0, (last - first).days + 1, step))
+    ]
 
 
 # The closest two changes of UTC offset of any zone in the tz database are 95 hours
@@ -181,7 +232,7 @@ def zone_span(tz: str, start: datetime, end: datetime) -> ZoneSpan | None:
     offsets: list[tuple[datetime | None, int]] = [(None, offset(start))]
     at = start
     while at < end:
-        ahead = min(at + OFFSET_SCAN_STEP, end)
+        ahead = at + min(OFFSET_SCAN_STEP, end - at)  # never past ``end``, which may be LATEST
         if offset(ahead) == offsets[-1][1]:
             at = ahead
             continue
@@ -243,7 +294,7 @@ def series_range(
     first = today - timedelta(days=default_days - 1)
     lo_default = day_start(first, tz).astimezone(UTC).replace(tzinfo=None)
     hi_default = day_start(today + timedelta(days=1), tz).astimezone(UTC).replace(tzinfo=None) - ONE_MICROSECOND
-    return resolve_range(
+    span = resolve_range(
         start,
         end,
         start_name=start_name,
@@ -253,3 +304,12 @@ def series_range(
         tz=tz,
         max_days=max_days,
     )
+    if granularity == "hourly":
+        try:
+            hour_start(span.start, tz)
+        except OverflowError:  # a first offset of minutes or seconds, on 0001-01-01
+            raise BadRequest(
+                f"the first local hour of the range from {start_name} to {end_name} starts before "
+                f"0001-01-01T00:00:00Z in {tz.key}, where an hourly series cannot name it"
+            ) from None
+    return span

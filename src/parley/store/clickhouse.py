@@ -115,11 +115,14 @@ class ClickHouseDialect:
 
     def bucket_key(self, expr: str, granularity: str, zone: ZoneSpan | None, params: Params) -> str:
         tz_sql = "'UTC'" if zone is None else params.add(zone.name, "str")
+        # Functions that keep the whole range of a DateTime64: ``toDate``, ``toMonday`` and
+        # ``toStartOfHour`` give a Date or DateTime, which wrap or saturate outside 1970 to
+        # 2149 (2106 for DateTime): a call in 2200 would count on a day of 2020.
         if granularity == "hourly":
-            return f"toDateTime64(toTimeZone(toStartOfHour({expr}, {tz_sql}), 'UTC'), 6, 'UTC')"
+            return f"toDateTime64(toTimeZone(dateTrunc('hour', {expr}, {tz_sql}), 'UTC'), 6, 'UTC')"
         if granularity == "weekly":
-            return f"toMonday({expr}, {tz_sql})"
-        return f"toDate({expr}, {tz_sql})"
+            return f"toDate32({expr}, {tz_sql}) - (toDayOfWeek({expr}, 0, {tz_sql}) - 1)"
+        return f"toDate32({expr}, {tz_sql})"
 
 
 DIALECT = ClickHouseDialect()
@@ -240,7 +243,7 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return _time_text(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, list | tuple):
@@ -248,6 +251,17 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     return str(value)
+
+
+def _time_text(value: datetime) -> str:
+    """A naive UTC time as DateTime64(6) text, years of four digits: ``strftime``'s
+    ``%Y`` (which clickhouse-connect renders with too) gives ``1-01-01`` for year 1."""
+    return value.isoformat(sep=" ", timespec="microseconds")
+
+
+def http_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters for clickhouse-connect, which escapes the rest itself; times as text."""
+    return {k: _time_text(v) if isinstance(v, datetime) else v for k, v in params.items()}
 
 
 def _quoted(value: Any) -> str:
@@ -309,7 +323,7 @@ class HttpTransport:
         )
 
     def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
-        return self._client.query_arrow(sql, parameters=params)
+        return self._client.query_arrow(sql, parameters=http_params(params))
 
     def command(self, sql: str) -> None:
         self._client.command(sql)

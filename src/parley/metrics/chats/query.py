@@ -9,12 +9,13 @@ the request is ever spliced into SQL text.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 
 from parley.errors import BadRequest
+from parley.timeseries import stored_instant
 
 CHAT_TYPES = ("assignment", "manager", "dm", "testing")
 SORT_FIELDS = ("createdAt", "updatedAt", "lastMessageAt", "id", "title")
@@ -97,7 +98,7 @@ def parse_instant(value: str, name: str) -> datetime:
         raise BadRequest(f"{name}: {value!r} is not an ISO-8601 datetime") from None
     if moment.tzinfo is None or len(value.strip()) <= 10:
         raise BadRequest(f"{name}: {value!r} needs a time and an offset (Z or +02:00)")
-    return moment.astimezone(UTC).replace(tzinfo=None)
+    return stored_instant(moment, name=name, value=value)
 
 
 def parse_filters(text: str) -> Node:
