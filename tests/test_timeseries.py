@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from parley.errors import BadRequest
 from parley.timeseries import make_buckets, render_start, series_range, zone_span
@@ -154,3 +156,57 @@ def test_a_zone_span_gives_the_offset_in_force_at_every_instant(tz, start, end):
         moments += [at - timedelta(microseconds=1), at]
     assert [from_span(m) for m in moments] == [in_force(m) for m in moments]
     assert len({in_force(m) for m in moments}) == len({offset for _, offset in span.offsets})
+
+
+# -- the edges of stored time ------------------------------------------------------
+
+EDGE_ZONES = ["UTC", "Asia/Tokyo", "America/New_York", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Asia/Kathmandu"]
+EDGE_DAYS = [date(1, 1, 1), date(1, 1, 2), date(1, 1, 9), date(9999, 12, 24), date(9999, 12, 30), date(9999, 12, 31)]
+
+
+def _local_date(moment: datetime, zone: ZoneInfo) -> date | None:
+    """The local date of a naive UTC instant; None past year 9999 or before year 1."""
+    try:
+        return moment.replace(tzinfo=UTC).astimezone(zone).date()
+    except OverflowError:
+        return None
+
+
+@given(
+    first=st.sampled_from(EDGE_DAYS) | st.dates(),
+    length=st.integers(min_value=0, max_value=40),
+    tz=st.sampled_from(EDGE_ZONES),
+    granularity=st.sampled_from(["hourly", "daily", "weekly"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_date_ranges_at_the_edges_hold_exactly_their_local_days_or_are_refused(first, length, tz, granularity):
+    if granularity == "hourly":
+        length = min(length, 30)  # 31 days at most
+    last = first + timedelta(days=min(length, (date.max - first).days))
+    zone = ZoneInfo(tz)
+    try:
+        span = series_range(
+            first.isoformat(), last.isoformat(), start_name="s", end_name="e", granularity=granularity, tz=zone, now=NOW
+        )
+        buckets = make_buckets(span, granularity, zone)
+        zone_span(tz, span.start, span.end)
+    except BadRequest:
+        # Only an hourly range can be refused here (whole local days are always named),
+        # and only when its first hour began before year 1 in UTC.
+        assert granularity == "hourly" and first == date(1, 1, 1) and tz != "UTC"
+        return
+    # The range holds every stored instant of its local days and no other.
+    assert first <= _local_date(span.start, zone) and _local_date(span.end, zone) <= last
+    if span.start > datetime.min:
+        before = _local_date(span.start - timedelta(microseconds=1), zone)
+        assert before is None or before < first
+    if span.end < datetime.max:
+        after = _local_date(span.end + timedelta(microseconds=1), zone)
+        assert after is None or after > last
+    monday = first - timedelta(days=first.weekday())
+    if granularity == "daily":
+        assert [b.key for b in buckets] == [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    if granularity == "weekly":
+        assert [b.key for b in buckets] == [monday + timedelta(days=n) for n in range(0, (last - monday).days + 1, 7)]
+    if granularity == "hourly":
+        assert buckets[0].start.date() == first and buckets[-1].start.date() == last
