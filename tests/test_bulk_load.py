@@ -228,6 +228,8 @@ def test_a_workers_chunk_is_prepared_with_the_cycle_collector_paused_and_left_as
     assert events_met[:during] == [0] * during
     assert max(events_met[during : during + collected_without]) > 0
     assert (enabled_after, disabled_after) == (True, True)
-    assert prepared.rejected == [(expected["rejected"][0], "not a JSON object")]
+    assert prepared.rejected == [
+        (expected["rejected"][0], "not JSON: unexpected character, expected a string key at column 17")
+    ]
     assert prepared.batch is not None and prepared.batch.repeated == 0
     assert sum(table.num_rows for table in prepared.batch.tables.values()) == CHUNK - 1

@@ -68,6 +68,7 @@ def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: 
             {"org": "acme", **call("c2", "a1", T0, id="c2")},
             {"org": "globex", **call("c3", "a1", T0, duration=30, id="c3")},
             {"id": "no-org", "type": "call.create", "timestamp": "2024-05-01T10:00:00Z", "body": {}},
+            b'[{"org": "acme"}]',
         ],
     )
     with running_server(url) as (base, _):
@@ -79,9 +80,10 @@ def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: 
         ingest_key = _key(made)
         result = run_cli(url, "ingest", str(events), check=False)
         assert result.returncode == 2  # some lines were rejected
-        assert "accepted 4, duplicates 0, rejected 2" in result.stdout
-        assert "line 3: not a JSON object" in result.stderr
+        assert "accepted 4, duplicates 0, rejected 3" in result.stdout
+        assert "line 3: not JSON: unexpected character, expected a string key at column 2" in result.stderr
         assert "line 6: no org" in result.stderr
+        assert "line 7: an event must be a JSON object" in result.stderr
 
         headers = {"Authorization": f"Bearer {member_key}"}
         response = httpx.get(
@@ -100,8 +102,9 @@ def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: 
 
         again = run_cli(url, "ingest", str(events), "--org", "acme", check=False)
         # With --org, the globex line is refused rather than moved into acme.
-        assert "accepted 0, duplicates 3, rejected 3" in again.stdout
+        assert "accepted 0, duplicates 3, rejected 4" in again.stdout
         assert "line 5: event is for org 'globex', not --org 'acme'" in again.stderr
+        assert "line 7: an event must be a JSON object" in again.stderr
 
 
 @pytest.mark.parametrize("kind", STORE_KINDS)

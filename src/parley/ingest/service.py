@@ -159,10 +159,13 @@ def validate_lines(lines: Sequence[bytes], *, first_line: int, org: str | None) 
             continue
         try:
             raw = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            rejected.append((line_no, "not a JSON object"))
+        except orjson.JSONDecodeError as err:
+            rejected.append((line_no, f"not JSON: {err.msg} at column {err.colno}"))
             continue
-        line_org = raw.get("org") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict):
+            rejected.append((line_no, "an event must be a JSON object"))
+            continue
+        line_org = raw.get("org")
         if line_org is not None and org is not None and line_org != org:
             rejected.append((line_no, f"event is for org {line_org!r}, not --org {org!r}"))
             continue
