@@ -23,6 +23,7 @@ EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 FAR = datetime(2200, 6, 4, 5, 30, tzinfo=UTC)  # a Wednesday
 ORG = "/api/ai-analytics/orgs/acme/users/u1"
+COHORTS, FEEDBACK, COST = f"{ORG}/user-cohorts-over-time/", f"{ORG}/user-feedback/", f"{ORG}/user-cost/"
 USAGE = f"/api/v2/org/acme/workspace/{WS}/metrics/assistants_usage"
 CHATS = f"/api/v2/w/{WS}/chats"
 OUTSIDE = "is outside the times Parley stores (0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z)"
@@ -58,24 +59,20 @@ def test_the_first_instant_is_counted_on_its_day(client, ingest, admin):
     # the day's first instant, 0000-12-31T14:41:01Z, is cut to the first stored one.
     tokyo = _get(client, admin, USAGE, from_date="0001-01-01", to_date="0001-01-02", tz="Asia/Tokyo")
     assert tokyo == {"data": {"Helper": [{"x": "0001-01-02", "y": 0}, {"x": "0001-01-01", "y": 1}]}}
-    cohorts = _get(
-        client, admin, f"{ORG}/user-cohorts-over-time/", start_date="0001-01-01", end_date="0001-01-02", tz="Asia/Tokyo"
-    )
+    cohorts = _get(client, admin, COHORTS, start_date="0001-01-01", end_date="0001-01-02", tz="Asia/Tokyo")
     assert cohorts == {
         "periods": ["0001-01-01T00:00:00+09:18:59", "0001-01-02T00:00:00+09:18:59"],
         "new_users": [1, 0],
         "veteran_users": [0, 0],
     }
-    weekly = _get(
-        client, admin, f"{ORG}/user-feedback/", start_date="0001-01-01", end_date="0001-01-09", aggregation="weekly"
-    )
+    weekly = _get(client, admin, FEEDBACK, start_date="0001-01-01", end_date="0001-01-09", aggregation="weekly")
     assert weekly == [
         [
             {"period": "0001-01-01T00:00:00Z", "feedback_count": 1, "positive": 1, "negative": 0},
             {"period": "0001-01-08T00:00:00Z", "feedback_count": 0, "positive": 0, "negative": 0},
         ]
     ]
-    assert _get(client, admin, f"{ORG}/user-cost/", **day) == {"total_cost": 0.25}
+    assert _get(client, admin, COST, **day) == {"total_cost": 0.25}
     assert _chats_total(client, admin, filters=_created_at(EARLIEST)) == 1
     assert _chats_total(client, admin, createdAfter=iso(EARLIEST)) == 1
 
@@ -90,27 +87,18 @@ def test_the_last_instant_is_counted_on_its_day(client, ingest, admin):
     assert new_york == {"data": {"Helper": [{"x": "9999-12-31", "y": 1}]}}
     # In Tokyo it is already 10000-01-01: 9999-12-31 there ends at 14:59:59.999999Z, before it.
     assert _get(client, admin, USAGE, from_date="9999-12-31", to_date="9999-12-31", tz="Asia/Tokyo") == {"data": {}}
-    hourly = _get(
-        client,
-        admin,
-        f"{ORG}/user-cohorts-over-time/",
-        start_date="9999-12-31T22:00:00Z",
-        end_date=iso(LATEST),
-        aggregation="hourly",
-    )
+    hourly = _get(client, admin, COHORTS, start_date="9999-12-31T22:00:00Z", end_date=iso(LATEST), aggregation="hourly")
     assert hourly == {
         "periods": ["9999-12-31T22:00:00Z", "9999-12-31T23:00:00Z"],
         "new_users": [0, 1],
         "veteran_users": [0, 0],
     }
-    daily = _get(
-        client, admin, f"{ORG}/user-feedback/", start_date="9999-12-30", end_date="9999-12-31", tz="America/New_York"
-    )
+    daily = _get(client, admin, FEEDBACK, start_date="9999-12-30", end_date="9999-12-31", tz="America/New_York")
     assert [(p["period"], p["feedback_count"]) for p in daily[0]] == [
         ("9999-12-30T00:00:00-05:00", 0),
         ("9999-12-31T00:00:00-05:00", 1),
     ]
-    assert _get(client, admin, f"{ORG}/user-cost/", **day) == {"total_cost": 0.25}
+    assert _get(client, admin, COST, **day) == {"total_cost": 0.25}
     assert _chats_total(client, admin, filters=_created_at(LATEST)) == 1
     assert _chats_total(client, admin, createdBefore=iso(LATEST)) == 1
 
@@ -121,14 +109,7 @@ def test_an_event_of_2200_counts_on_its_own_day_hour_and_week(client, ingest, ad
     assert _calls(client, admin, **day) == [("a1", 1, 1.0)]
     usage = _get(client, admin, USAGE, from_date="2200-06-04", to_date="2200-06-05")
     assert usage == {"data": {"Helper": [{"x": "2200-06-05", "y": 0}, {"x": "2200-06-04", "y": 1}]}}
-    weekly = _get(
-        client,
-        admin,
-        f"{ORG}/user-cohorts-over-time/",
-        start_date="2200-06-04",
-        end_date="2200-06-10",
-        aggregation="weekly",
-    )
+    weekly = _get(client, admin, COHORTS, start_date="2200-06-04", end_date="2200-06-10", aggregation="weekly")
     assert weekly == {
         "periods": ["2200-06-02T00:00:00Z", "2200-06-09T00:00:00Z"],
         "new_users": [1, 0],
@@ -138,7 +119,7 @@ def test_an_event_of_2200_counts_on_its_own_day_hour_and_week(client, ingest, ad
     hourly = _get(
         client,
         admin,
-        f"{ORG}/user-feedback/",
+        FEEDBACK,
         start_date="2200-06-04T04:00:00Z",
         end_date="2200-06-04T06:00:00Z",
         aggregation="hourly",
@@ -149,7 +130,7 @@ def test_an_event_of_2200_counts_on_its_own_day_hour_and_week(client, ingest, ad
         ("2200-06-04T10:00:00+05:45", 0),
         ("2200-06-04T11:00:00+05:45", 1),
     ]
-    assert _get(client, admin, f"{ORG}/user-cost/", **day) == {"total_cost": 0.25}
+    assert _get(client, admin, COST, **day) == {"total_cost": 0.25}
 
 
 @pytest.mark.parametrize(
@@ -168,13 +149,13 @@ def test_an_event_of_2200_counts_on_its_own_day_hour_and_week(client, ingest, ad
             f"filters.value: '0001-01-01T00:30:00+01:00' {OUTSIDE}",
         ),
         (
-            f"{ORG}/user-cohorts-over-time/",
+            COHORTS,
             {"start_date": "9999-12-31T12:00:00Z", "end_date": "9999-12-31T23:59:59Z", "tz": "Asia/Tokyo"},
             "the range from start_date to end_date reaches past the years 1 to 9999 in Asia/Tokyo, "
             "where its days could not be named",
         ),
         (
-            f"{ORG}/user-feedback/",
+            FEEDBACK,
             {"start_date": "0001-01-01", "end_date": "0001-01-01", "tz": "Asia/Tokyo", "aggregation": "hourly"},
             "the first local hour of the range from start_date to end_date starts before 0001-01-01T00:00:00Z "
             "in Asia/Tokyo, where an hourly series cannot name it",
