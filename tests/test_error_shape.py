@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from parley.errors import SEED_ENVELOPE_PREFIX
 from tests.conftest import bearer
 from tests.factories import WS, member
@@ -63,3 +65,22 @@ def test_every_route_refuses_garbage_parameters_in_its_shape(client, ingest, mem
 def test_unknown_paths_and_methods_are_json_too(client):
     _assert_error_shape("/nope", client.get("/nope"), 404)
     _assert_error_shape("/api/v2/ingest", client.get("/api/v2/ingest"), 405)
+
+
+@pytest.mark.parametrize("tz", ["Europe", "x" * 300, "right/UTC", "posix/Europe/Berlin", "posixrules", "localtime"])
+def test_every_route_with_a_zone_refuses_a_name_that_is_no_iana_zone(client, admin, tz):
+    # Each of these opened something with ZoneInfo: a directory (500), a name too long
+    # for a file (500), or a zone file outside the IANA names, unknown to ClickHouse.
+    routes = [
+        f"/api/v2/w/{WS}/chats/stats/daily-creation",
+        f"/api/v2/org/acme/workspace/{WS}/metrics/assistants_usage",
+        "/api/ai-analytics/orgs/acme/users/u1/user-cohorts-over-time/?start_date=2024-05-01&end_date=2024-05-02",
+        "/api/ai-analytics/orgs/acme/users/u1/user-feedback/?start_date=2024-05-01&end_date=2024-05-02",
+    ]
+    for route in routes:
+        response = client.get(route, params={"tz": tz}, headers=admin)
+        assert response.status_code == 400, (route, response.text)
+        message = f"tz: unknown time zone {tz!r} (use an IANA name such as Europe/Berlin)"
+        assert response.json() == {"detail": message}
+    accepted = client.get(routes[0], params={"tz": "America/Argentina/Buenos_Aires"}, headers=admin)
+    assert accepted.status_code == 200, accepted.text
