@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import threading
 import time
+import tracemalloc
+import zlib
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -14,8 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from parley.errors import PayloadTooLarge
 from parley.ingest import events as ingest_events
 from parley.ingest.events import EVENT_TYPES, InvalidEvent, validate_event, validate_in_two_steps
+from parley.ingest.router import gunzip
 from parley.store.port import Store, StoreOutcome, open_store
 from parley.store.schema import STR, Column, ColumnBatch, column_batch, joined_batches
 from tests.conftest import bearer
@@ -199,6 +204,78 @@ def test_a_body_over_16_mib_is_a_413(client, ingest_key, store: Store):
     )
     assert response.status_code == 413
     assert store.count_events(org="acme") == 0
+
+
+def _post_encoded(client, key: str, content: bytes, encoding: str):
+    headers = {**bearer(key), "Content-Type": "application/json", "Content-Encoding": encoding}
+    return client.post("/api/v2/ingest", content=content, headers=headers)
+
+
+def test_a_gzip_body_is_stored_as_the_plain_one_would_be(client, ingest_key, member_key, ingest):
+    ingest(member(1, "admin"))
+    calls = [call("c1", "a1", T0, duration=60, id="g1"), call("c2", "a1", T0, duration=30, id="g2")]
+    body = orjson.dumps({"batch": calls})
+    # Two gzip members, as concatenated files make: one body.
+    two_members = gzip.compress(body[:40]) + gzip.compress(body[40:])
+    response = _post_encoded(client, ingest_key, two_members, "gzip")
+    assert response.status_code == 207, response.text
+    assert response.json() == {"successes": [{"id": "g1", "status": 201}, {"id": "g2", "status": 201}], "errors": []}
+    again = _post_encoded(client, ingest_key, gzip.compress(body), "X-GZIP")
+    assert again.json()["successes"] == [{"id": "g1", "status": 200}, {"id": "g2", "status": 200}]
+    got = client.get(
+        "/analytics/calls/by-assistant",
+        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
+        headers=bearer(member_key(1)),
+    )
+    assert [(a["total_calls"], a["total_duration_minutes"]) for a in got.json()["data"]["assistants"]] == [(2, 1.5)]
+
+
+def test_a_gzip_body_is_held_to_16_mib_once_decompressed(client, ingest_key, store: Store):
+    big = call("c1", "a1", T0, duration=1)
+    big["body"]["padding"] = "x" * (16 * 1024 * 1024)
+    compressed = gzip.compress(orjson.dumps({"batch": [big]}))
+    assert len(compressed) < 100_000  # small on the wire
+    response = _post_encoded(client, ingest_key, compressed, "gzip")
+    assert response.status_code == 413
+    assert response.json() == {"detail": "request body is over 16777216 bytes once decompressed"}
+    assert store.count_events(org="acme") == 0
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it():
+    # 256 MiB of spaces in about 250 KB: refused once 16 MiB are out, holding about that.
+    deflater = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    spaces = b" " * 2**20
+    bomb = b"".join([deflater.compress(b'{"batch": [')] + [deflater.compress(spaces) for _ in range(256)])
+    bomb += deflater.compress(b"]}") + deflater.flush()
+    tracemalloc.start()
+    try:
+        with pytest.raises(PayloadTooLarge, match="once decompressed"):
+            gunzip(bomb, 16 * 2**20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, peak
+
+
+@pytest.mark.parametrize(
+    ("encoding", "content", "status", "detail"),
+    [
+        (
+            "gzip",
+            b'{"batch": []}',
+            400,
+            "body is not valid gzip: Error -3 while decompressing data: incorrect header check",
+        ),
+        ("gzip", gzip.compress(b'{"batch": []}')[:-6], 400, "body is not valid gzip: it ends before its stream does"),
+        ("br", b"xx", 415, "Content-Encoding 'br' is not supported: send the JSON plain or gzip"),
+        ("deflate", b"xx", 415, "Content-Encoding 'deflate' is not supported: send the JSON plain or gzip"),
+    ],
+)
+def test_a_body_that_is_not_gzip_as_it_says_or_in_another_encoding_is_refused(
+    client, ingest_key, encoding, content, status, detail
+):
+    response = _post_encoded(client, ingest_key, content, encoding)
+    assert (response.status_code, response.json()) == (status, {"detail": detail})
 
 
 @pytest.mark.parametrize("role", ["superadmin", "basic"])

@@ -53,6 +53,11 @@ class PayloadTooLarge(ApiError):
         super().__init__(413, detail)
 
 
+class UnsupportedMediaType(ApiError):
+    def __init__(self, detail: str):
+        super().__init__(415, detail)
+
+
 def error_response(
     request: Request, status: int, detail: str, errors: list[dict[str, Any]] | None = None
 ) -> JsonResponse:

@@ -24,6 +24,7 @@ def error_responses(model: type[BaseModel], *codes: int) -> dict[int | str, dict
         403: "The key lacks the right",
         404: "Not found, or not the key's",
         413: "Body or batch over the limits",
+        415: "A Content-Encoding other than gzip",
     }
     return {code: {"model": model, "description": reasons[code]} for code in codes}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import orjson
@@ -10,10 +11,10 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import CurrentPrincipal, StoreDep
-from parley.errors import BadRequest, Forbidden, PayloadTooLarge
+from parley.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
 from parley.ingest.service import ingest_batch
 from parley.responses import JsonResponse
-from parley.schemas import ERROR_RESPONSES
+from parley.schemas import ERROR_RESPONSES, ErrorBody, error_responses
 
 router = APIRouter(tags=["ingestion"])
 
@@ -41,7 +42,14 @@ class IngestRequest(BaseModel):
     batch: list[dict[str, Any]]
 
 
+GZIP = ("gzip", "x-gzip")
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
+    """The request's body, gunzipped if it says so; at most ``limit`` bytes either way."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", *GZIP):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported: send the JSON plain or gzip")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is over {limit} bytes")
@@ -51,7 +59,26 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge(f"request body is over {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    return await run_in_threadpool(gunzip, body, limit) if encoding in GZIP else body
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """A gzip body's content (every member of it), refused past ``limit`` bytes
+    without inflating further: a small body may hold a great deal."""
+    out = bytearray()
+    while data:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(data, limit + 1 - len(out))
+        except zlib.error as err:
+            raise BadRequest(f"body is not valid gzip: {err}") from None
+        if len(out) > limit:
+            raise PayloadTooLarge(f"request body is over {limit} bytes once decompressed")
+        if not inflater.eof:
+            raise BadRequest("body is not valid gzip: it ends before its stream does")
+        data = inflater.unused_data
+    return bytes(out)
 
 
 @router.post(
@@ -61,6 +88,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     responses={
         207: {"model": IngestResult, "description": "One outcome per event"},
         **ERROR_RESPONSES,
+        **error_responses(ErrorBody, 415),
     },
     openapi_extra={
         "requestBody": {
