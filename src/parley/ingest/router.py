@@ -98,7 +98,8 @@ def gunzip(data: bytes, limit: int) -> bytes:
     },
 )
 async def ingest(request: Request, principal: CurrentPrincipal, store: StoreDep) -> JsonResponse:
-    """Store a batch of events; each event succeeds or fails on its own."""
+    """Store a batch of events; each event succeeds or fails on its own. The body may be
+    gzip (`Content-Encoding: gzip`); the body limit (16 MiB by default) holds once decompressed."""
     if not principal.ingest:
         raise Forbidden("only an org ingestion key may ingest")
     settings = request.app.state.settings
