@@ -152,6 +152,25 @@ def test_a_key_is_either_for_ingestion_or_for_a_member(store: Store, kwargs):
         create_key(store, org="acme", **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"org": "", "ingest": True}, "org must be 1 to 256 characters"),
+        ({"org": "o" * 257, "ingest": True}, "org must be 1 to 256 characters"),
+        ({"org": "acme", "workspace_id": "", "member_id": 1}, "workspace must be 1 to 256 characters"),
+        ({"org": "acme", "workspace_id": WS, "member_id": -1}, "member must be 0 to 9223372036854775807"),
+        ({"org": "acme", "workspace_id": WS, "member_id": 2**63}, "member must be 0 to 9223372036854775807"),
+    ],
+)
+def test_a_key_names_its_org_workspace_and_member_as_events_do(store: Store, kwargs, reason):
+    with pytest.raises(ValueError, match=reason):
+        create_key(store, **kwargs)
+    # The bounds themselves are keys, and let their member in.
+    edge = create_key(store, org="o" * 256, workspace_id="w" * 256, member_id=2**63 - 1)
+    record = verify_key(store, edge)
+    assert record is not None and (record.org, record.member_id) == ("o" * 256, 2**63 - 1)
+
+
 def test_a_look_up_from_memory_never_reads_the_store(store: Store, ingest):
     # Asked on the event loop (``remembered_only``), a look-up answers only what the store
     # remembers from an earlier look-up, and says when it has nothing: a key stored but

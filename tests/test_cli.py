@@ -149,6 +149,10 @@ def test_bad_key_requests_fail_clearly(tmp_path: Path):
     result = run_cli(url, "keys", "create", "--org", "acme", check=False)
     assert result.returncode == 1
     assert "member key needs both a workspace and a member" in result.stderr
+    # A member id past 64 bits was a DuckDB traceback.
+    result = run_cli(url, "keys", "create", "--org", "acme", "--workspace", "w", "--member", str(2**64), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: member must be 0 to 9223372036854775807, as member events number them"
 
 
 def test_every_command_collects_young_objects_every_20000_not_700(tmp_path: Path):

@@ -39,7 +39,8 @@ Instant = Annotated[
 ]
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 Name = Annotated[str, Field(max_length=1024)]
-MemberId = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+MAX_MEMBER_ID = 2**63 - 1
+MemberId = Annotated[StrictInt, Field(ge=0, le=MAX_MEMBER_ID)]
 Tokens = Annotated[StrictInt, Field(ge=0, le=2**62)]
 
 Role = Literal["superadmin", "admin", "controller", "curator", "basic"]
