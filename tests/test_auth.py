@@ -155,8 +155,7 @@ def test_a_key_is_either_for_ingestion_or_for_a_member(store: Store, kwargs):
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
     [
-        ({"org": "", "ingest": True}, "org must be 1 to 256 characters"),
-        ({"org": "o" * 257, "ingest": True}, "org must be 1 to 256 characters"),
+        ({"org": "", "ingest": True}, "org must not be empty"),
         ({"org": "acme", "workspace_id": "", "member_id": 1}, "workspace must be 1 to 256 characters"),
         ({"org": "acme", "workspace_id": WS, "member_id": -1}, "member must be 0 to 9223372036854775807"),
         ({"org": "acme", "workspace_id": WS, "member_id": 2**63}, "member must be 0 to 9223372036854775807"),
@@ -166,9 +165,9 @@ def test_a_key_names_its_org_workspace_and_member_as_events_do(store: Store, kwa
     with pytest.raises(ValueError, match=reason):
         create_key(store, **kwargs)
     # The bounds themselves are keys, and let their member in.
-    edge = create_key(store, org="o" * 256, workspace_id="w" * 256, member_id=2**63 - 1)
+    edge = create_key(store, org="o", workspace_id="w" * 256, member_id=2**63 - 1)
     record = verify_key(store, edge)
-    assert record is not None and (record.org, record.member_id) == ("o" * 256, 2**63 - 1)
+    assert record is not None and (record.workspace_id, record.member_id) == ("w" * 256, 2**63 - 1)
 
 
 def test_a_look_up_from_memory_never_reads_the_store(store: Store, ingest):

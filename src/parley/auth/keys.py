@@ -36,9 +36,10 @@ def create_key(
     if not ingest and (workspace_id is None or member_id is None):
         raise ValueError("a member key needs both a workspace and a member (or ask for --ingest)")
     # As events name them: a key no event could match would never let anyone in.
-    for name, value in (("org", org), ("workspace", workspace_id)):
-        if value is not None and not 1 <= len(value) <= MAX_ID_CHARS:
-            raise ValueError(f"{name} must be 1 to {MAX_ID_CHARS} characters")
+    if not org:
+        raise ValueError("org must not be empty")
+    if workspace_id is not None and not 1 <= len(workspace_id) <= MAX_ID_CHARS:
+        raise ValueError(f"workspace must be 1 to {MAX_ID_CHARS} characters")
     if member_id is not None and not 0 <= member_id <= MAX_MEMBER_ID:
         raise ValueError(f"member must be 0 to {MAX_MEMBER_ID}, as member events number them")
     key_id = secrets.token_hex(8)
