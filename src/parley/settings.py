@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024,
         ge=1024,
-        description="Largest ingestion request body in bytes (413 beyond).",
+        description="Largest ingestion request body in bytes, decompressed when gzip (413 beyond).",
     )
     duckdb_threads: int | None = Field(None, ge=1, description="Threads DuckDB may use per query (default: all cores).")
     duckdb_memory_limit: str | None = Field(
