@@ -155,6 +155,14 @@ def test_bad_key_requests_fail_clearly(tmp_path: Path):
     assert result.stderr.strip() == "error: member must be 0 to 9223372036854775807, as member events number them"
 
 
+def test_a_clickhouse_server_out_of_reach_is_named_not_a_traceback():
+    # Nothing listens on port 1.
+    result = run_cli("clickhouse://127.0.0.1:1/db", "keys", "create", "--org", "acme", "--ingest", check=False)
+    assert result.returncode == 1
+    assert "error: ClickHouse at 127.0.0.1:1 could not be reached: " in result.stderr
+    assert "Connection refused" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_every_command_collects_young_objects_every_20000_not_700(tmp_path: Path):
     before = gc.get_threshold()
     gc.set_threshold(700, 10, 10)  # the interpreter's defaults

@@ -24,7 +24,7 @@ from parley.auth.keys import create_key
 from parley.errors import BadRequest, install_error_handlers
 from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines
 from parley.settings import Settings
-from parley.store.port import Store, StoreLocked
+from parley.store.port import Store, StoreLocked, StoreUnavailable
 from parley.store.urls import parse_database_url
 
 ADMIN_TIMEOUT_S = 600.0
@@ -203,6 +203,8 @@ def operator(settings: Settings) -> Iterator[Operator]:
         store = open_configured_store(settings)
     except StoreLocked as err:
         raise ChannelError(f"{err} (no Parley server answers on {path})") from err
+    except StoreUnavailable as err:
+        raise ChannelError(str(err)) from err
     try:
         yield DirectOperator(store)
     finally:

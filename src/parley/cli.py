@@ -17,7 +17,7 @@ import typer
 from parley.admin import ChannelError, Operator, operator
 from parley.ingest.service import Chunk, LinesReport, collect_young_less_often
 from parley.settings import Settings
-from parley.store.port import StoreLocked
+from parley.store.port import StoreLocked, StoreUnavailable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -77,7 +77,7 @@ def serve(
         settings.port = port
     try:
         asyncio.run(run_server(settings))
-    except (ChannelError, StoreLocked, ValueError) as exc:
+    except (ChannelError, StoreLocked, StoreUnavailable, ValueError) as exc:
         _fail(str(exc))
 
 

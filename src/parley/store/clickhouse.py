@@ -33,7 +33,7 @@ from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
 from parley.store.chat_sql import MEMBER_COLUMNS, MEMBER_JOINS, UPDATABLE, UPSERT_ONLY, ChatSql, times_as_text
 from parley.store.dialect import Params
-from parley.store.port import ApiKeyRecord, StoreLocked, StoreOutcome
+from parley.store.port import ApiKeyRecord, StoreLocked, StoreOutcome, StoreUnavailable
 from parley.store.series_sql import SeriesSql
 from parley.store.sql_store import SqlStore
 from parley.timeseries import ZoneSpan
@@ -311,16 +311,21 @@ class ChdbTransport:
 class HttpTransport:
     def __init__(self, url: str) -> None:
         import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
         parts = urlsplit(url)
-        self._client = clickhouse_connect.get_client(
-            host=parts.hostname,
-            port=parts.port or 8123,
-            username=unquote(parts.username or "default"),
-            password=unquote(parts.password or ""),
-            database=parts.path.lstrip("/") or "default",
-            settings=QUERY_SETTINGS,
-        )
+        host, port = parts.hostname, parts.port or 8123
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=host,
+                port=port,
+                username=unquote(parts.username or "default"),
+                password=unquote(parts.password or ""),
+                database=parts.path.lstrip("/") or "default",
+                settings=QUERY_SETTINGS,
+            )
+        except ClickHouseError as err:  # it connects at once, to learn the server's settings
+            raise StoreUnavailable(f"ClickHouse at {host}:{port} could not be reached: {err}") from None
 
     def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
         return self._client.query_arrow(sql, parameters=http_params(params))

@@ -64,6 +64,10 @@ class StoreLocked(RuntimeError):
     """The embedded store is held by another process."""
 
 
+class StoreUnavailable(RuntimeError):
+    """The store's server cannot be reached, or refuses the connection."""
+
+
 class NotRemembered(LookupError):
     """A look-up told to answer from memory alone (``remembered_only``) has nothing
     remembered to answer with: ask again, letting it read the store."""
@@ -175,5 +179,6 @@ __all__ = [
     "Store",
     "StoreLocked",
     "StoreOutcome",
+    "StoreUnavailable",
     "open_store",
 ]
