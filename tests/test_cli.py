@@ -155,6 +155,36 @@ def test_bad_key_requests_fail_clearly(tmp_path: Path):
     assert result.stderr.strip() == "error: member must be 0 to 9223372036854775807, as member events number them"
 
 
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (
+            "not-a-store",
+            '{dir}/not-a-store could not be opened: IO Error: The file "{dir}/not-a-store" exists, '
+            "but it is not a valid DuckDB database file!",
+        ),
+        (
+            "not-a-store/[/b]/parley.duckdb",
+            "{dir}/not-a-store/[/b]/parley.duckdb could not be opened: "
+            "[Errno 20] Not a directory: '{dir}/not-a-store/[/b]'",
+        ),
+    ],
+)
+def test_a_store_that_cannot_be_opened_is_named_on_one_line(tmp_path: Path, path: str, message: str):
+    # The brackets of "[/b]" were read as rich markup, which failed with a traceback.
+    (tmp_path / "not-a-store").write_text("a plain file\n")
+    for args in (["keys", "create", "--org", "acme", "--ingest"], ["demo"]):
+        result = run_cli(f"duckdb://{tmp_path}/{path}", *args, check=False)
+        assert (result.returncode, result.stderr) == (1, "error: " + message.format(dir=tmp_path) + "\n")
+
+
+def test_a_chdb_directory_that_is_a_file_is_named_on_one_line(tmp_path: Path):
+    (tmp_path / "not-a-store").write_text("a plain file\n")
+    result = run_cli(f"chdb://{tmp_path}/not-a-store", "keys", "create", "--org", "acme", "--ingest", check=False)
+    expected = f"{tmp_path}/not-a-store could not be made a chdb data directory: [Errno 17] File exists: "
+    assert (result.returncode, result.stderr) == (1, f"error: {expected}'{tmp_path}/not-a-store'\n")
+
+
 def test_a_clickhouse_server_out_of_reach_is_named_not_a_traceback():
     # Nothing listens on port 1.
     result = run_cli("clickhouse://127.0.0.1:1/db", "keys", "create", "--org", "acme", "--ingest", check=False)

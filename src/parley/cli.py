@@ -49,7 +49,11 @@ def _stderr() -> Console:
 
 
 def _fail(message: str) -> None:
-    _stderr().print(f"[red]error:[/red] {message}")
+    from rich.markup import escape
+
+    # Escaped: a path or a reason may hold brackets ("[/b]" failed as markup), and one
+    # line, unwrapped, whatever the terminal's width.
+    _stderr().print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 

@@ -274,7 +274,10 @@ class ChdbTransport:
     def __init__(self, path: Path) -> None:
         import chdb
 
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreUnavailable(f"{path} could not be made a chdb data directory: {err}") from None
         try:
             self._con = chdb.connect(str(path))
         except RuntimeError as err:

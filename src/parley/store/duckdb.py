@@ -51,6 +51,7 @@ from parley.store.port import (
     NotRemembered,
     StoreLocked,
     StoreOutcome,
+    StoreUnavailable,
 )
 from parley.store.sql_store import API_KEY_COLUMNS, SqlStore
 
@@ -226,7 +227,10 @@ class DuckDBStore(SqlStore):
     def __init__(self, path: Path, *, threads: int | None = None, memory_limit: str | None = None) -> None:
         self.path = Path(path)
         self.url = f"duckdb:///{self.path}"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreUnavailable(f"{self.path} could not be opened: {err}") from None
         # The store checkpoints when its write-ahead log passes ``checkpoint_bytes``, not
         # DuckDB at a commit (see ``_checkpoint_if_due``). Each checkpoint rewrites the
         # ledgers' indexes: at scale M (28.5M events) DuckDB's default 16 MiB made ingestion
@@ -246,7 +250,7 @@ class DuckDBStore(SqlStore):
                     f"{self.path} is held by another process; run the command through the "
                     "Parley server that holds it, or stop that process"
                 ) from err
-            raise
+            raise StoreUnavailable(f"{self.path} could not be opened: {err}") from None
         # No progress bar: a long statement (filling a new table when an older store is
         # opened) would otherwise draw one into the server's output.
         self._con.execute("SET enable_progress_bar = false")
