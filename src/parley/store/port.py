@@ -65,7 +65,7 @@ class StoreLocked(RuntimeError):
 
 
 class StoreUnavailable(RuntimeError):
-    """The store's server cannot be reached, or refuses the connection."""
+    """The store cannot be opened (a file that is no store), or its server reached."""
 
 
 class NotRemembered(LookupError):
