@@ -156,26 +156,20 @@ def test_bad_key_requests_fail_clearly(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    ("path", "message"),
+    ("path", "reason"),
     [
-        (
-            "not-a-store",
-            '{dir}/not-a-store could not be opened: IO Error: The file "{dir}/not-a-store" exists, '
-            "but it is not a valid DuckDB database file!",
-        ),
-        (
-            "not-a-store/[/b]/parley.duckdb",
-            "{dir}/not-a-store/[/b]/parley.duckdb could not be opened: "
-            "[Errno 20] Not a directory: '{dir}/not-a-store/[/b]'",
-        ),
+        ("not-a-store", "IO Error: "),  # then DuckDB's words: not a valid database file
+        ("not-a-store/[/b]/parley.duckdb", "[Errno 20] Not a directory: '{dir}/not-a-store/[/b]'\n"),
     ],
 )
-def test_a_store_that_cannot_be_opened_is_named_on_one_line(tmp_path: Path, path: str, message: str):
+def test_a_store_that_cannot_be_opened_is_named_on_one_line(tmp_path: Path, path: str, reason: str):
     # The brackets of "[/b]" were read as rich markup, which failed with a traceback.
     (tmp_path / "not-a-store").write_text("a plain file\n")
     for args in (["keys", "create", "--org", "acme", "--ingest"], ["demo"]):
         result = run_cli(f"duckdb://{tmp_path}/{path}", *args, check=False)
-        assert (result.returncode, result.stderr) == (1, "error: " + message.format(dir=tmp_path) + "\n")
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        expected = f"error: {tmp_path}/{path} could not be opened: {reason.format(dir=tmp_path)}"
+        assert result.stderr.startswith(expected), result.stderr
 
 
 def test_a_chdb_directory_that_is_a_file_is_named_on_one_line(tmp_path: Path):
