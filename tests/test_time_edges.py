@@ -180,5 +180,7 @@ def test_a_range_no_stored_time_can_fall_in_is_a_400_with_its_reason(client, adm
 def test_times_reach_a_clickhouse_server_with_four_digit_years_and_their_microseconds(moment, text):
     # clickhouse-connect's own binding of the HTTP adapter's parameters (it renders a
     # datetime with strftime, whose %Y gives "1-01-01", which the server refuses).
-    _, bound = bind_query("SELECT {p0:DateTime64(6, 'UTC')}, {p1:String}", http_params({"p0": moment, "p1": "a'b"}))
-    assert bound == {"param_p0": text, "param_p1": "a\\'b"}
+    params = http_params({"p0": moment, "p1": "left as it is"})
+    assert params["p1"] == "left as it is"  # clickhouse-connect escapes text itself
+    _, bound = bind_query("SELECT {p0:DateTime64(6, 'UTC')}", {"p0": params["p0"]})
+    assert bound == {"param_p0": text}
