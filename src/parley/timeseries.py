@@ -300,7 +300,7 @@ def series_range(
     today = _local(now, tz).date()
     first = today - timedelta(days=default_days - 1)
     lo_default = day_start(first, tz).astimezone(UTC).replace(tzinfo=None)
-    hi_default = day_start(today + timedelta(days=1), tz).astimezone(UTC).replace(tzinfo=None) - ONE_MICROSECOND
+    hi_default = day_start(today + ONE_DAY, tz).astimezone(UTC).replace(tzinfo=None) - ONE_MICROSECOND
     span = resolve_range(
         start,
         end,

@@ -9,14 +9,14 @@ behaviour (``never_waits``).
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 
 from parley.metrics.chats.query import ChatQuery
 from parley.store.chat_sql import MEMBER_COLUMNS, MEMBER_JOINS, UPDATABLE, UPSERT_ONLY, ChatSql
 from parley.store.duckdb_state import cost_day_key
 from parley.store.series_sql import SeriesSql
+from parley.timeseries import ONE_DAY
 
-ONE_DAY = timedelta(days=1)
 # The columns of ``chat_state`` that the chat relation takes.
 STATE_COLUMNS = (
     *UPSERT_ONLY,
