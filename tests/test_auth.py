@@ -66,6 +66,26 @@ def test_every_documented_header_carries_the_key(client, ingest, member_key):
         assert client.get(URL, params=RANGE, headers=headers).status_code == 200, headers
 
 
+def test_a_proxys_basic_credentials_leave_the_key_to_x_api_key(client, ingest, member_key):
+    ingest(member(1, "admin"))
+    key = member_key(1)
+    basic = {"Authorization": "Basic dXNlcjpwYXNz"}
+    assert client.get(URL, params=RANGE, headers={**basic, "X-API-Key": key}).status_code == 200
+    assert client.get(URL, params=RANGE, headers={"Authorization": "Bearer ", "X-API-Key": key}).status_code == 200
+    # Both carry a key: Authorization's is the one taken.
+    both = {"Authorization": "Bearer prl_0000000000000000_" + "x" * 43, "X-API-Key": key}
+    assert client.get(URL, params=RANGE, headers=both).json() == {"success": False, "message": "unknown API key"}
+    how = "send Authorization: Bearer <key>, Authorization: Api-Key <key> or X-API-Key: <key>"
+    for headers, reason in (
+        (basic, f"the Authorization header's scheme is not one Parley takes: {how}"),
+        ({"Authorization": key}, f"the Authorization header's scheme is not one Parley takes: {how}"),
+        ({"Authorization": "Bearer "}, f"missing API key: {how}"),
+        ({}, f"missing API key: {how}"),
+    ):
+        response = client.get(URL, params=RANGE, headers=headers)
+        assert (response.status_code, response.json()) == (401, {"success": False, "message": reason}), headers
+
+
 def test_an_ingestion_key_cannot_read(client, ingest_key):
     response = client.get(URL, params=RANGE, headers=bearer(ingest_key))
     assert response.status_code == 403

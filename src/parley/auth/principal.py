@@ -52,22 +52,30 @@ class Principal:
             raise NotFound("workspace not found")
 
 
+KEY_SCHEMES = ("bearer", "api-key")
+HOW_TO_SEND = "send Authorization: Bearer <key>, Authorization: Api-Key <key> or X-API-Key: <key>"
+
+
 def _presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, value = header.strip().partition(" ")
-        if scheme.lower() in ("bearer", "api-key") and value.strip():
-            return value.strip()
-        return None
-    key = request.headers.get("x-api-key")
-    return key.strip() if key else None
+    """The key in ``Authorization`` (scheme Bearer or Api-Key), else in ``X-API-Key``.
+    An ``Authorization`` of another scheme (a proxy's Basic credentials) leaves the key
+    to ``X-API-Key``, and is refused with its own reason when there is none."""
+    scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() in KEY_SCHEMES and value.strip():
+        return value.strip()
+    key = request.headers.get("x-api-key", "").strip()
+    if key:
+        return key
+    if scheme and scheme.lower() not in KEY_SCHEMES:
+        raise Unauthorized(f"the Authorization header's scheme is not one Parley takes: {HOW_TO_SEND}")
+    return None
 
 
 def resolve_principal(store: Store, plain: str | None, *, remembered_only: bool = False) -> Principal:
     """The caller of key ``plain``; ``remembered_only``: from what the store remembers
     alone, without reading it, or raise ``NotRemembered``."""
     if not plain:
-        raise Unauthorized("missing API key: send Authorization: Bearer <key>")
+        raise Unauthorized(f"missing API key: {HOW_TO_SEND}")
     record = verify_key(store, plain, remembered_only=remembered_only)
     if record is None:
         raise Unauthorized("unknown API key")
