@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import gzip
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -124,6 +125,55 @@ def test_the_cli_opens_the_store_itself_when_no_server_runs(tmp_path: Path, kind
             headers={"X-API-Key": key},
         )
         assert response.json()["data"]["assistants"][0]["total_calls"] == 1
+
+
+def _calls_minutes(url: str, key: str) -> dict[str, tuple[int, float]]:
+    with running_server(url) as (base, _):
+        response = httpx.get(
+            f"{base}/analytics/calls/by-assistant",
+            params={"start_date": "2024-05-01", "end_date": "2024-05-31"},
+            headers={"X-API-Key": key},
+        )
+    return {
+        a["assistant_id"]: (a["total_calls"], a["total_duration_minutes"])
+        for a in response.json()["data"]["assistants"]
+    }
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_gzip_file_with_a_byte_order_mark_and_crlf_lines_loads_whole(tmp_path: Path, kind: str):
+    url = store_url_for(kind, tmp_path)
+    calls = [call(f"c{i}", f"a{i % 3}", T0 + timedelta(minutes=i), duration=6 * i) for i in range(1, 25_001)]
+    lines = [member(1, "controller"), *calls]
+    text = b"\xef\xbb\xbf" + b"".join(orjson.dumps(line) + b"\r\n" for line in lines)
+    (tmp_path / "e.jsonl.gz").write_bytes(gzip.compress(text))
+    loaded = run_cli(url, "ingest", str(tmp_path / "e.jsonl.gz"), "--org", "acme")
+    assert "accepted 25001, duplicates 0, rejected 0" in loaded.stdout
+    key = _key(run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1"))
+    # Call i lasts 6i seconds, a tenth of i minutes: assistant a_r has the i = r (mod 3).
+    expected = {
+        f"a{r}": (len(range(r or 3, 25_001, 3)), round(sum(range(r or 3, 25_001, 3)) / 10, 2)) for r in range(3)
+    }
+    assert _calls_minutes(url, key) == expected
+
+
+def test_a_gzip_file_cut_short_loads_what_came_before_and_fails(tmp_path: Path):
+    url = store_url_for("duckdb", tmp_path)
+    lines = [orjson.dumps(call(f"c{i}", "a1", T0, duration=60, id=f"e{i}")) + b"\n" for i in range(40_000)]
+    whole = gzip.compress(b"".join(lines))
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    cut = run_cli(url, "ingest", str(tmp_path / "cut.jsonl.gz"), "--org", "acme", check=False)
+    assert cut.returncode == 1
+    assert cut.stderr.strip().endswith(
+        "cut.jsonl.gz could not be read to its end (Compressed file ended before the end-of-stream marker was "
+        "reached); the lines before it were loaded, as reported"
+    )
+    accepted = int(cut.stdout.split("accepted ")[1].split(",")[0])
+    assert 0 < accepted < 40_000 and ", rejected 0" in cut.stdout
+    # What was loaded is the file's first lines: loading the whole file adds the rest.
+    (tmp_path / "whole.jsonl.gz").write_bytes(whole)
+    again = run_cli(url, "ingest", str(tmp_path / "whole.jsonl.gz"), "--org", "acme")
+    assert f"accepted {40_000 - accepted}, duplicates {accepted}, rejected 0" in again.stdout
 
 
 @pytest.mark.parametrize("through_server", [False, True])

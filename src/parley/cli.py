@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gzip
 import itertools
+import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -107,9 +110,32 @@ def _batched(lines: Iterable[bytes], size: int) -> Iterator[Chunk]:
         first += len(batch)
 
 
-def _file_lines(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        yield from handle
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass
+class JsonlFile:
+    """A JSONL file's lines: gzip-compressed or not, told by its first two bytes, and with
+    a UTF-8 byte order mark at its start skipped (as files saved by Windows tools begin).
+    A file that cannot be read to its end (a gzip stream cut short or damaged) ends its
+    lines there and leaves the reason in ``error``, so what came before it still loads."""
+
+    path: Path
+    compressed: bool = field(init=False)
+    error: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        with self.path.open("rb") as handle:
+            self.compressed = handle.read(2) == GZIP_MAGIC
+
+    def lines(self) -> Iterator[bytes]:
+        with self.path.open("rb") as raw, gzip.open(raw) if self.compressed else raw as handle:
+            try:
+                yield handle.readline().removeprefix(UTF8_BOM)
+                yield from handle
+            except (OSError, EOFError, zlib.error) as exc:
+                self.error = str(exc)
 
 
 def _event_lines(events: Iterable[dict]) -> Iterator[bytes]:
@@ -149,14 +175,20 @@ def _print_report(report: LinesReport) -> None:
 
 @app.command()
 def ingest(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A JSONL file of events.")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="A JSONL file of events, or one compressed with gzip.")
+    ],
     org: Annotated[str | None, typer.Option(help='The org of every event (else each line\'s "org").')] = None,
 ) -> None:
     """Bulk-load events, one ingestion envelope per line; bad lines are reported, not fatal."""
+    source = JsonlFile(file)
     with _operator(_settings()) as op:
-        chunks = _batched(_file_lines(file), CHUNK_LINES)
-        report = load_chunks(op, chunks, org=org, total_bytes=file.stat().st_size)
+        chunks = _batched(source.lines(), CHUNK_LINES)
+        # A gzip file's size says nothing of how many bytes of lines it holds.
+        report = load_chunks(op, chunks, org=org, total_bytes=None if source.compressed else file.stat().st_size)
     _print_report(report)
+    if source.error is not None:
+        _fail(f"{file} could not be read to its end ({source.error}); the lines before it were loaded, as reported")
     if report.rejected:
         raise typer.Exit(2)
 
