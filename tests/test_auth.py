@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import duckdb
 import pytest
 
-from parley.auth.keys import create_key, verify_key
+from parley.auth.keys import create_key, revoke_key, verify_key
 from parley.store.duckdb import KEYS, MEMBER, DuckDBStore, _AuthCache
-from parley.store.port import NotRemembered, Store
-from tests.conftest import bearer
+from parley.store.port import NotRemembered, Store, open_store
+from tests.conftest import STORE_KINDS, bearer, store_url_for
 from tests.factories import T0, WS, WS_OTHER, call, member
 
 URL = "/analytics/calls/by-assistant"
@@ -84,6 +85,68 @@ def test_a_proxys_basic_credentials_leave_the_key_to_x_api_key(client, ingest, m
     ):
         response = client.get(URL, params=RANGE, headers=headers)
         assert (response.status_code, response.json()) == (401, {"success": False, "message": reason}), headers
+
+
+def test_a_revoked_key_is_refused_at_once_and_the_others_are_not(client, store: Store, ingest, ingest_key, member_key):
+    ingest(member(1, "admin"), member(2, "admin"))
+    kept, gone, gone_ingest = member_key(1), member_key(2), create_key(store, org="acme", ingest=True)
+    # Each key used once first, so that a store that remembers keys has them in mind.
+    for key in (kept, gone):
+        assert client.get(URL, params=RANGE, headers=bearer(key)).status_code == 200
+    record, already = revoke_key(store, gone)
+    assert not already and record.key_id == gone.split("_")[1] and record.revoked_at is not None
+    refused = client.get(URL, params=RANGE, headers=bearer(gone))
+    assert (refused.status_code, refused.json()) == (
+        401,
+        {"success": False, "message": "this API key has been revoked"},
+    )
+    assert client.get(URL, params=RANGE, headers=bearer(kept)).status_code == 200
+    # By its id alone, as `parley keys list` shows it; an ingestion key too.
+    revoke_key(store, gone_ingest.split("_")[1])
+    batch = {"batch": [member(3, "basic")]}
+    refused = client.post("/api/v2/ingest", json=batch, headers=bearer(gone_ingest))
+    assert (refused.status_code, refused.json()) == (401, {"detail": "this API key has been revoked"})
+    # Again: nothing changes, and the first time stands.
+    again, already = revoke_key(store, gone)
+    assert already and again.revoked_at == record.revoked_at
+    with pytest.raises(ValueError, match="no key has id '0000000000000000'"):
+        revoke_key(store, "prl_0000000000000000_secret")
+    listed = [(key.key_id, key.revoked_at) for key in store.list_api_keys()]
+    ids = [key.split("_")[1] for key in (ingest_key, kept, gone, gone_ingest)]
+    assert [key_id for key_id, _ in listed] == ids  # oldest first
+    assert [at for _, at in listed][:3] == [None, None, record.revoked_at]
+    assert record.revoked_at < listed[3][1]
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_store_from_before_revocation_is_brought_up_and_its_keys_can_be_revoked(tmp_path, kind: str):
+    url = store_url_for(kind, tmp_path)
+    store = open_store(url)
+    key = create_key(store, org="acme", ingest=True)
+    # As version 5 left it: keys without a revocation time.
+    if kind == "duckdb":
+        store.close()
+        with duckdb.connect(str(tmp_path / "parley-data" / "parley.duckdb")) as con:
+            con.execute("ALTER TABLE api_keys DROP COLUMN revoked_at")
+            con.execute("UPDATE parley_meta SET value = '5' WHERE key = 'schema_version'")
+    else:
+        store._transport.command("ALTER TABLE api_keys DROP COLUMN revoked_at")
+        store._transport.command("INSERT INTO parley_meta VALUES ('schema_version', '5')")
+        assert store._fetchall("SELECT value FROM parley_meta FINAL WHERE key = 'schema_version'", {}) == [("5",)]
+        store.close()
+    store = open_store(url)
+    try:
+        meta = "SELECT value FROM parley_meta" + (" FINAL" if kind == "chdb" else "") + " WHERE key = 'schema_version'"
+        assert store._fetchall(meta, {}) == [("6",)]
+        assert verify_key(store, key) is not None
+        record, _ = revoke_key(store, key)
+        assert verify_key(store, key) == record and record.revoked_at is not None
+        if kind == "chdb":  # the key's two rows merged: the revoked one stays
+            store._transport.command("OPTIMIZE TABLE api_keys FINAL")
+            assert store._fetchall("SELECT count() FROM api_keys", {}) == [(1,)]
+            assert verify_key(store, key) == record
+    finally:
+        store.close()
 
 
 def test_an_ingestion_key_cannot_read(client, ingest_key):

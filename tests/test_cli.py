@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import gzip
 from datetime import datetime, timedelta
@@ -106,6 +107,43 @@ def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: 
         assert "accepted 0, duplicates 3, rejected 4" in again.stdout
         assert "line 5: event is for org 'globex', not --org 'acme'" in again.stderr
         assert "line 7: an event must be a JSON object" in again.stderr
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_keys_are_listed_and_revoked_through_a_running_server_and_without_one(tmp_path: Path, kind: str):
+    url = store_url_for(kind, tmp_path)
+    loaded = run_cli(url, "ingest", str(_jsonl(tmp_path / "e.jsonl", [member(1, "admin")])), "--org", "acme")
+    assert "accepted 1" in loaded.stdout
+    ingest_key = _key(run_cli(url, "keys", "create", "--org", "globex", "--ingest"))
+    with running_server(url) as (base, _):
+        key = _key(run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1"))
+        read = functools.partial(httpx.get, f"{base}/analytics/calls/by-assistant", headers={"X-API-Key": key})
+        assert read().status_code == 200
+        key_id, ingest_id = key.split("_")[1], ingest_key.split("_")[1]
+        listed = run_cli(url, "keys", "list").stdout.splitlines()
+        assert [line.split() for line in listed] == [
+            ["KEY", "ID", "ORG", "WORKSPACE", "MEMBER", "CREATED", "REVOKED"],
+            [ingest_id, "globex", "-", "ingest", listed[1].split()[4], "-"],
+            [key_id, "acme", WS, "1", listed[2].split()[4], "-"],
+        ]
+        assert key.split("_", 2)[2] not in "".join(listed)  # never a secret (which may hold "_")
+        revoked = run_cli(url, "keys", "revoke", key).stdout
+        assert revoked.startswith(f"Revoked key {key_id} (member 1 of workspace {WS} in org acme) at ")
+        refused = read()
+        assert (refused.status_code, refused.json()["message"]) == (401, "this API key has been revoked")
+        unknown = run_cli(url, "keys", "revoke", "0123456789abcdef", check=False)
+        assert (unknown.returncode, unknown.stderr.strip()) == (1, "error: no key has id '0123456789abcdef'")
+    # Without a server: the store itself.
+    again = run_cli(url, "keys", "revoke", key_id).stdout
+    at = revoked.strip().rsplit(" at ", 1)[1]
+    assert again == f"Key {key_id} (member 1 of workspace {WS} in org acme) was already revoked at {at}\n"
+    run_cli(url, "keys", "revoke", ingest_key)
+    listed = run_cli(url, "keys", "list", "--org", "acme").stdout.splitlines()
+    assert listed[1].split()[0] == key_id and listed[1].split()[-1] == at.rstrip(".") and len(listed) == 2
+    with running_server(url) as (base, _):
+        batch = {"batch": [member(2, "admin")]}
+        refused = httpx.post(f"{base}/api/v2/ingest", json=batch, headers={"X-API-Key": ingest_key})
+        assert (refused.status_code, refused.json()) == (401, {"detail": "this API key has been revoked"})
 
 
 @pytest.mark.parametrize("kind", STORE_KINDS)

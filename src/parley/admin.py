@@ -13,19 +13,23 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from parley.auth.keys import create_key
+from parley.auth.keys import create_key, key_id_of, revoke_key
 from parley.errors import BadRequest, install_error_handlers
 from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines
 from parley.settings import Settings
-from parley.store.port import Store, StoreLocked, StoreUnavailable
+from parley.store.port import ApiKeyRecord, Store, StoreLocked, StoreUnavailable
 from parley.store.urls import parse_database_url
+
+if TYPE_CHECKING:
+    import httpx
 
 ADMIN_TIMEOUT_S = 600.0
 
@@ -83,6 +87,44 @@ class KeyRequest(BaseModel):
     ingest: bool = False
 
 
+class RevokeRequest(BaseModel):
+    key_id: str  # the id alone: a key's secret never crosses the channel to be revoked
+
+
+class KeyInfo(BaseModel):
+    """A key as ``parley keys list`` shows it: never its secret, nor its hash."""
+
+    key_id: str
+    org: str
+    workspace: str | None
+    member: int | None
+    ingest: bool
+    created_at: datetime  # naive UTC, as stored
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, record: ApiKeyRecord) -> KeyInfo:
+        return cls(
+            key_id=record.key_id,
+            org=record.org,
+            workspace=record.workspace_id,
+            member=record.member_id,
+            ingest=record.ingest,
+            created_at=record.created_at,
+            revoked_at=record.revoked_at,
+        )
+
+
+class Revoked(BaseModel):
+    key: KeyInfo
+    already: bool  # revoked before: nothing changed
+
+    @classmethod
+    def of(cls, revoked: tuple[ApiKeyRecord, bool]) -> Revoked:
+        record, already = revoked
+        return cls(key=KeyInfo.of(record), already=already)
+
+
 def create_admin_app(store: Store) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.store = store
@@ -106,6 +148,17 @@ def create_admin_app(store: Store) -> FastAPI:
             raise BadRequest(str(err)) from None
         return {"key": key}
 
+    @app.get("/keys")
+    def list_keys() -> list[KeyInfo]:
+        return [KeyInfo.of(record) for record in store.list_api_keys()]
+
+    @app.post("/keys/revoke")
+    def revoke(request: RevokeRequest) -> Revoked:
+        try:
+            return Revoked.of(revoke_key(store, request.key_id))
+        except ValueError as err:
+            raise BadRequest(str(err)) from None
+
     @app.post("/ingest-lines")
     async def ingest_chunk(request: Request, first_line: int = Query(1, ge=1), org: str | None = None) -> dict:
         body = await request.body()
@@ -127,6 +180,12 @@ class Operator(Protocol):
 
     def create_key(self, *, org: str, workspace: str | None, member: int | None, ingest: bool) -> str: ...
 
+    def list_keys(self) -> list[KeyInfo]: ...
+
+    def revoke_key(self, key_or_id: str) -> Revoked:
+        """Revoke a key (given whole or by its id), or raise ``ValueError`` for an unknown id."""
+        ...
+
     def ingest_chunks(self, chunks: Iterable[Chunk], *, org: str | None) -> Iterator[tuple[Chunk, LinesReport]]:
         """Ingest chunks of JSONL lines in order, yielding each with its report."""
         ...
@@ -142,6 +201,12 @@ class DirectOperator:
 
     def create_key(self, *, org: str, workspace: str | None, member: int | None, ingest: bool) -> str:
         return create_key(self.store, org=org, workspace_id=workspace, member_id=member, ingest=ingest)
+
+    def list_keys(self) -> list[KeyInfo]:
+        return [KeyInfo.of(record) for record in self.store.list_api_keys()]
+
+    def revoke_key(self, key_or_id: str) -> Revoked:
+        return Revoked.of(revoke_key(self.store, key_or_id))
 
     def ingest_chunks(self, chunks: Iterable[Chunk], *, org: str | None) -> Iterator[tuple[Chunk, LinesReport]]:
         return ingest_chunks(self.store, chunks, org=org)
@@ -164,8 +229,10 @@ class ServerOperator:
             timeout=ADMIN_TIMEOUT_S,
         )
 
-    def _post(self, url: str, **kwargs: object) -> dict:
-        response = self.client.post(url, **kwargs)  # type: ignore[arg-type]
+    def _post(self, url: str, **kwargs: object) -> Any:
+        return self._answer(self.client.post(url, **kwargs))  # type: ignore[arg-type]
+
+    def _answer(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             raise ChannelError(response.json().get("detail", response.text))
         return response.json()
@@ -173,6 +240,12 @@ class ServerOperator:
     def create_key(self, *, org: str, workspace: str | None, member: int | None, ingest: bool) -> str:
         payload = {"org": org, "workspace": workspace, "member": member, "ingest": ingest}
         return self._post("/keys", json=payload)["key"]
+
+    def list_keys(self) -> list[KeyInfo]:
+        return [KeyInfo.model_validate(key) for key in self._answer(self.client.get("/keys"))]
+
+    def revoke_key(self, key_or_id: str) -> Revoked:
+        return Revoked.model_validate(self._post("/keys/revoke", json={"key_id": key_id_of(key_or_id)}))
 
     def ingest_chunks(self, chunks: Iterable[Chunk], *, org: str | None) -> Iterator[tuple[Chunk, LinesReport]]:
         for chunk in chunks:

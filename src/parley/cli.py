@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import orjson
 import typer
 
-from parley.admin import ChannelError, Operator, operator
+from parley.admin import ChannelError, KeyInfo, Operator, operator
 from parley.ingest.service import Chunk, LinesReport, collect_young_less_often
 from parley.settings import Settings
 from parley.store.port import StoreLocked, StoreUnavailable
@@ -101,6 +101,54 @@ def keys_create(
     kind = "an ingestion key" if ingest else f"a key for member {member} of workspace {workspace}"
     typer.echo(f"Created {kind} in org {org}. Store it now: it is not shown again.")
     typer.echo(key)
+
+
+def _holder(key: KeyInfo) -> str:
+    if key.ingest:
+        return f"ingestion in org {key.org}"
+    return f"member {key.member} of workspace {key.workspace} in org {key.org}"
+
+
+def _utc(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@keys_app.command("list")
+def keys_list(
+    org: Annotated[str | None, typer.Option(help="Only this org's keys.")] = None,
+) -> None:
+    """List the keys, oldest first, with what each acts as and when it was revoked (never
+    their secrets)."""
+    with _operator(_settings()) as op:
+        keys = [key for key in op.list_keys() if org is None or key.org == org]
+    rows = [("KEY ID", "ORG", "WORKSPACE", "MEMBER", "CREATED", "REVOKED")] + [
+        (
+            key.key_id,
+            key.org,
+            "-" if key.workspace is None else key.workspace,
+            "ingest" if key.ingest else str(key.member),
+            _utc(key.created_at),
+            _utc(key.revoked_at),
+        )
+        for key in keys
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key, whole or by its id (as `parley keys list` shows it).")],
+) -> None:
+    """Revoke a key: from now on it is refused (401) everywhere. Revoking it again changes nothing."""
+    with _operator(_settings()) as op:
+        revoked = op.revoke_key(key)
+    done = revoked.key
+    if revoked.already:
+        typer.echo(f"Key {done.key_id} ({_holder(done)}) was already revoked at {_utc(done.revoked_at)}.")
+    else:
+        typer.echo(f"Revoked key {done.key_id} ({_holder(done)}) at {_utc(done.revoked_at)}.")
 
 
 def _batched(lines: Iterable[bytes], size: int) -> Iterator[Chunk]:

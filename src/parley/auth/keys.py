@@ -58,6 +58,23 @@ def create_key(
     return f"{PREFIX}_{key_id}_{secret}"
 
 
+def key_id_of(key_or_id: str) -> str:
+    """The id of a key given whole (``prl_<id>_<secret>``) or by its id alone, as
+    ``parley keys list`` shows it."""
+    prefix, _, rest = key_or_id.partition("_")
+    return rest.partition("_")[0] if prefix == PREFIX else key_or_id
+
+
+def revoke_key(store: Store, key_or_id: str) -> tuple[ApiKeyRecord, bool]:
+    """Revoke a key, given whole or by its id: its record, and whether it was revoked
+    already (then nothing changes)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    record = store.revoke_api_key(key_id_of(key_or_id), now)
+    if record is None:
+        raise ValueError(f"no key has id {key_id_of(key_or_id)!r}")
+    return record, record.revoked_at != now
+
+
 def verify_key(store: Store, plain: str, *, remembered_only: bool = False) -> ApiKeyRecord | None:
     """The key's record, or None when the key is malformed, unknown or wrong
     (``remembered_only``: see ``Store.find_api_key``)."""

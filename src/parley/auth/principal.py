@@ -79,6 +79,8 @@ def resolve_principal(store: Store, plain: str | None, *, remembered_only: bool 
     record = verify_key(store, plain, remembered_only=remembered_only)
     if record is None:
         raise Unauthorized("unknown API key")
+    if record.revoked_at is not None:
+        raise Unauthorized("this API key has been revoked")
     if record.ingest:
         return Principal(key_id=record.key_id, org=record.org, ingest=True)
     assert record.workspace_id is not None and record.member_id is not None

@@ -353,8 +353,10 @@ _FIXED_DDL = (
     "CREATE TABLE IF NOT EXISTS entity_ledger (org String, entity_key String) "
     "ENGINE = ReplacingMergeTree ORDER BY (org, entity_key)",
     "CREATE TABLE IF NOT EXISTS api_keys (key_id String, secret_hash String, org String, "
-    "workspace_id Nullable(String), member_id Nullable(Int64), ingest Bool, created_at DateTime64(6, 'UTC')) "
-    "ENGINE = ReplacingMergeTree ORDER BY key_id",
+    "workspace_id Nullable(String), member_id Nullable(Int64), ingest Bool, created_at DateTime64(6, 'UTC'), "
+    "revoked_at Nullable(DateTime64(6, 'UTC'))) ENGINE = ReplacingMergeTree ORDER BY key_id",
+    # Made before keys could be revoked.
+    "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at Nullable(DateTime64(6, 'UTC'))",
 )
 
 
@@ -363,6 +365,21 @@ def _table_ddl(table: schema.Table) -> str:
     return (
         f"CREATE TABLE IF NOT EXISTS {table.name} ({cols}) ENGINE = MergeTree "
         "PARTITION BY toYYYYMM(ts) ORDER BY (org, ts, event_id)"
+    )
+
+
+def _key_row(record: ApiKeyRecord) -> pa.Table:
+    return pa.table(
+        {
+            "key_id": [record.key_id],
+            "secret_hash": [record.secret_hash],
+            "org": [record.org],
+            "workspace_id": pa.array([record.workspace_id], pa.string()),
+            "member_id": pa.array([record.member_id], pa.int64()),
+            "ingest": [record.ingest],
+            "created_at": pa.array([record.created_at], pa.timestamp("us")),
+            "revoked_at": pa.array([record.revoked_at], pa.timestamp("us")),
+        }
     )
 
 
@@ -395,7 +412,8 @@ class ClickHouseStore(SqlStore):
             raise RuntimeError(f"this store has schema version {found[0][0]}; upgrade Parley")
         for table in schema.TABLES:
             self._transport.command(_table_ddl(table))
-        if not found:
+        if not found or int(found[0][0]) < schema.SCHEMA_VERSION:
+            # The newest row of a key is the one FINAL keeps.
             self._transport.insert(
                 "parley_meta", pa.table({"key": ["schema_version"], "value": [str(schema.SCHEMA_VERSION)]})
             )
@@ -485,19 +503,12 @@ class ClickHouseStore(SqlStore):
     # -- keys ---------------------------------------------------------------------
 
     def create_api_key(self, record: ApiKeyRecord) -> None:
-        row = pa.table(
-            {
-                "key_id": [record.key_id],
-                "secret_hash": [record.secret_hash],
-                "org": [record.org],
-                "workspace_id": pa.array([record.workspace_id], pa.string()),
-                "member_id": pa.array([record.member_id], pa.int64()),
-                "ingest": [record.ingest],
-                "created_at": pa.array([record.created_at], pa.timestamp("us")),
-            }
-        )
         with self._write_lock:
-            self._transport.insert("api_keys", row)
+            self._transport.insert("api_keys", _key_row(record))
+
+    def _store_revocation(self, revoked: ApiKeyRecord) -> None:
+        # A second row of the key, which the engine's merges keep in the end (the newest).
+        self._transport.insert("api_keys", _key_row(revoked))
 
     # -- chats --------------------------------------------------------------------
 

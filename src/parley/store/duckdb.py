@@ -53,7 +53,7 @@ from parley.store.port import (
     StoreOutcome,
     StoreUnavailable,
 )
-from parley.store.sql_store import API_KEY_COLUMNS, SqlStore
+from parley.store.sql_store import API_KEY_COLUMNS, SqlStore, key_records
 
 log = logging.getLogger("parley.store")
 
@@ -114,7 +114,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     workspace_id VARCHAR,
     member_id BIGINT,
     ingest BOOLEAN NOT NULL,
-    created_at TIMESTAMP NOT NULL
+    created_at TIMESTAMP NOT NULL,
+    revoked_at TIMESTAMP
 );
 """
 
@@ -302,6 +303,8 @@ class DuckDBStore(SqlStore):
             )
         for table in schema.TABLES:
             con.execute(_table_ddl(table))
+        if "revoked_at" not in _columns(con, "api_keys"):
+            con.execute("ALTER TABLE api_keys ADD COLUMN revoked_at TIMESTAMP")
         # State a store made by an older Parley lacks is filled from the events it holds.
         if "tool_names" in state_columns:  # kept in chat_tools now (see CHAT_TOOLS_DDL)
             con.execute("ALTER TABLE chat_state DROP COLUMN tool_names")
@@ -748,8 +751,7 @@ class DuckDBStore(SqlStore):
         per key made with ``parley keys``: 10,000 keys are read in 13 ms (one key by its
         index 0.4), once after each new key.
         """
-        rows = self._fetchall(ALL_API_KEYS, {})
-        return {row[0]: ApiKeyRecord(*row) for row in rows}
+        return key_records(self._fetchall(ALL_API_KEYS, {}))
 
     def get_member(
         self, *, org: str, workspace_id: str, member_id: int, remembered_only: bool = False
@@ -762,7 +764,7 @@ class DuckDBStore(SqlStore):
     def create_api_key(self, record: ApiKeyRecord) -> None:
         with self._write_lock, self._writing() as con:
             con.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                 [
                     record.key_id,
                     record.secret_hash,
@@ -773,6 +775,11 @@ class DuckDBStore(SqlStore):
                     record.created_at,
                 ],
             )
+        self._auth.forget(KEYS)
+
+    def _store_revocation(self, revoked: ApiKeyRecord) -> None:
+        with self._writing() as con:
+            con.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", [revoked.revoked_at, revoked.key_id])
         self._auth.forget(KEYS)
 
     # -- chats --------------------------------------------------------------------

@@ -28,6 +28,7 @@ class ApiKeyRecord:
     member_id: int | None
     ingest: bool
     created_at: datetime
+    revoked_at: datetime | None = None  # naive UTC; a revoked key lets no one in
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,13 @@ class Store(Protocol):
         engine refuses a row), store none of it and return None."""
 
     def create_api_key(self, record: ApiKeyRecord) -> None: ...
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key, revoked ones included, oldest first."""
+
+    def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
+        """Revoke the key at ``at`` (naive UTC) unless it is revoked already, and return
+        its record as it then stands; None for an unknown id."""
 
     def find_api_key(self, key_id: str, *, remembered_only: bool = False) -> ApiKeyRecord | None:
         """The key's record, None for an unknown id. ``remembered_only``: answer from what

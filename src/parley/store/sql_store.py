@@ -7,7 +7,9 @@ engine: storing events, the chat relation, and the chat export stream.
 
 from __future__ import annotations
 
+import threading
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
@@ -18,11 +20,29 @@ from parley.store.port import ApiKeyRecord, CallsByAssistantRow, MemberState, No
 from parley.store.series_sql import SeriesSql
 from parley.timeseries import zone_span
 
-API_KEY_COLUMNS = "key_id, secret_hash, org, workspace_id, member_id, ingest, created_at"
+API_KEY_COLUMNS = "key_id, secret_hash, org, workspace_id, member_id, ingest, created_at, revoked_at"
+
+
+def key_records(rows: list[tuple]) -> dict[str, ApiKeyRecord]:
+    """Each key's record, by id, from rows of ``API_KEY_COLUMNS``. A key revoked in
+    ClickHouse has a second row, the same but for its revocation time, until a merge keeps
+    that one alone: a revoked row wins, the first revocation should there be two."""
+    records: dict[str, ApiKeyRecord] = {}
+    for row in rows:
+        record = ApiKeyRecord(*row)
+        known = records.get(record.key_id)
+        if known is None or _revoked_first(record) < _revoked_first(known):
+            records[record.key_id] = record
+    return records
+
+
+def _revoked_first(record: ApiKeyRecord) -> tuple[bool, datetime]:
+    return (record.revoked_at is None, record.revoked_at or datetime.max)
 
 
 class SqlStore:
     dialect: Dialect
+    _write_lock: threading.Lock
     chat_sql_class: type[ChatSql]
     series_sql_class: type[SeriesSql]
 
@@ -38,8 +58,25 @@ class SqlStore:
         if remembered_only:  # this store remembers nothing between requests
             raise NotRemembered(key_id)
         p = self._params()
-        rows = self._fetchall(f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_id = {p.add(key_id, 'str')}", p.values)
-        return ApiKeyRecord(*rows[0]) if rows else None
+        sql = f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_id = {p.add(key_id, 'str')}"
+        return key_records(self._fetchall(sql, p.values)).get(key_id)
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        records = key_records(self._fetchall(f"SELECT {API_KEY_COLUMNS} FROM api_keys", {})).values()
+        return sorted(records, key=lambda record: (record.created_at, record.key_id))
+
+    def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
+        with self._write_lock:
+            record = self.find_api_key(key_id)
+            if record is None or record.revoked_at is not None:
+                return record
+            revoked = replace(record, revoked_at=at)
+            self._store_revocation(revoked)
+        return revoked
+
+    def _store_revocation(self, revoked: ApiKeyRecord) -> None:
+        """Store that the key is revoked (at ``revoked.revoked_at``), under the write lock."""
+        raise NotImplementedError
 
     def get_member(
         self, *, org: str, workspace_id: str, member_id: int, remembered_only: bool = False
