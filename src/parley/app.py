@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -65,6 +66,16 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     if store is not None:
         app.state.store = store
     install_error_handlers(app)
+    if settings.cors_origins:
+        # Keys travel in headers, never in cookies: no credentials mode.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Content-Encoding"],
+            expose_headers=["Content-Disposition"],
+            max_age=600,
+        )
     app.include_router(ingest_router)
     app.include_router(calls_router)
     app.include_router(chats_router)

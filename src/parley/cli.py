@@ -39,7 +39,19 @@ def _every_command() -> None:
 
 
 def _settings() -> Settings:
-    return Settings()
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as err:
+        # One line per bad variable, named as it is set, rather than a traceback.
+        _fail(
+            "; ".join(
+                f"PARLEY_{'_'.join(map(str, error['loc'])).upper()}={error['input']!r}: {error['msg']}"
+                for error in err.errors()
+            )
+        )
+        raise  # not reached: _fail exits
 
 
 @functools.cache

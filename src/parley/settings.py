@@ -7,12 +7,16 @@ documented in the README.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "duckdb:///./parley-data/parley.duckdb"
+# An origin as a browser sends it: scheme, host and port, with no path (not even "/").
+ORIGIN = re.compile(r"https?://[^/\s]+")
 
 
 class Settings(BaseSettings):
@@ -52,3 +56,24 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = Field("info", description="Log level of the server: debug, info, warning.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Origins whose web pages may call the API from a browser (CORS), comma-separated, "
+            "such as `https://admin.example.com`, or `*` for any. Default: none."
+        ),
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [origin.strip() for origin in value.split(",") if origin.strip()]
+        if isinstance(value, list):
+            for origin in value:
+                if origin != "*" and not (isinstance(origin, str) and ORIGIN.fullmatch(origin)):
+                    raise ValueError(
+                        f"{origin!r} is not an origin: give scheme and host (and port), with no path "
+                        "or trailing slash, such as https://admin.example.com, or *"
+                    )
+        return value
