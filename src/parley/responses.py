@@ -1,11 +1,16 @@
-"""A JSON response serialised with orjson (fast, and strict about NaN)."""
+"""Parley's responses: JSON serialised with orjson (fast, and strict about NaN), and a
+stream of blocking chunks closed however it ends."""
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
+import anyio
 import orjson
-from starlette.responses import Response
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 
 class JsonResponse(Response):
@@ -13,3 +18,30 @@ class JsonResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+class ClosingStream(StreamingResponse):
+    """A stream of chunks a blocking generator makes in the thread pool, closed once the
+    response ends, whether it was sent whole or the client went away part-way.
+
+    Starlette leaves a stream it stops early to the garbage collector, which here runs
+    rarely (``collect_young_less_often``): 20 exports of 300,000 chats that their client
+    abandoned held 1.3 GB of the server's memory (each one's store cursor, temporary
+    table and batches) until a collection came. Closing the generator runs its
+    ``finally`` at once.
+    """
+
+    def __init__(self, chunks: Generator[bytes, None, None], **kwargs: Any) -> None:
+        self._chunks = chunks
+        self._body = iterate_in_threadpool(chunks)
+        super().__init__(self._body, **kwargs)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Shielded: a client that went away cancels this task. No thread is running
+            # the generator by now (the pool's calls are waited for, not abandoned).
+            with anyio.CancelScope(shield=True):
+                await self._body.aclose()
+                await run_in_threadpool(self._chunks.close)

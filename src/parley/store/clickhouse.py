@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -514,7 +514,7 @@ class ClickHouseStore(SqlStore):
 
     def export_chats(
         self, *, org: str, workspace_id: str, query: ChatQuery, batch_rows: int = EXPORT_BATCH_ROWS
-    ) -> Iterator[pa.RecordBatch]:
+    ) -> Generator[pa.RecordBatch, None, None]:
         """Sorted ids first, then rows a batch of ids at a time (as the DuckDB store does)."""
         sql, params = self._chat_sql(org, workspace_id, query)
         ordered = f"WITH {sql.relation()} SELECT id FROM chats WHERE {sql.where(query)} ORDER BY {sql.order(query)}"

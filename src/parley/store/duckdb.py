@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -792,7 +792,7 @@ class DuckDBStore(SqlStore):
         query: ChatQuery,
         batch_rows: int = EXPORT_BATCH_ROWS,
         whole_up_to: int = EXPORT_WHOLE_ROWS,
-    ) -> Iterator[pa.RecordBatch]:
+    ) -> Generator[pa.RecordBatch, None, None]:
         """Every matching chat, in order, in batches of ``batch_rows``.
 
         Up to ``whole_up_to`` chats are read by one statement, times left as timestamps,

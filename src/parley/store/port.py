@@ -6,7 +6,7 @@ required keyword, so no query can be written without it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -115,9 +115,10 @@ class Store(Protocol):
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of matching chats (snake_case columns) and the number that match."""
 
-    def export_chats(self, *, org: str, workspace_id: str, query: ChatQuery) -> Iterator[pa.RecordBatch]:
+    def export_chats(self, *, org: str, workspace_id: str, query: ChatQuery) -> Generator[pa.RecordBatch, None, None]:
         """Every matching chat in export order, batch by batch, as columns a CSV writer
-        takes as they are: text, numbers and booleans."""
+        takes as they are: text, numbers and booleans. Reading starts at the first batch;
+        closing the generator ends the read at once."""
 
     def needs_response(self, *, org: str, workspace_id: str, owner_member_id: int | None) -> list[int]: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -23,7 +22,7 @@ from parley.auth.principal import CurrentPrincipal, Principal, StoreDep
 from parley.clock import Now
 from parley.errors import Forbidden
 from parley.metrics.chats.query import CHAT_TYPES, ChatQuery, parse_filters, parse_instant
-from parley.responses import JsonResponse
+from parley.responses import ClosingStream, JsonResponse
 from parley.schemas import ERROR_RESPONSES
 from parley.timeseries import make_buckets, parse_tz, series_range
 
@@ -216,7 +215,9 @@ async def list_chats(
     return JsonResponse({"items": [_chat(row) for row in rows], "total": total, "page": page, "pageSize": page_size})
 
 
-def csv_stream(batches: Iterator[pa.RecordBatch], *, writers: int = CSV_WRITERS) -> Iterator[bytes]:
+def csv_stream(
+    batches: Generator[pa.RecordBatch, None, None], *, writers: int = CSV_WRITERS
+) -> Generator[bytes, None, None]:
     """An export's CSV: the header, then each batch's rows, in order.
 
     Up to ``writers`` batches are written at once, each by a thread of its own (Arrow's
@@ -236,8 +237,10 @@ def csv_stream(batches: Iterator[pa.RecordBatch], *, writers: int = CSV_WRITERS)
         while written:
             yield written.popleft().result()
     finally:
-        # An abandoned stream (the client went away) waits for no batch still being written.
+        # An abandoned stream (the client went away) waits for no batch still being written,
+        # and closes the store's read at once.
         pool.shutdown(wait=False, cancel_futures=True)
+        batches.close()
 
 
 def _csv_rows(batch: pa.RecordBatch) -> bytes:
@@ -266,19 +269,19 @@ def _guard_formulas(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 @router.get(
     "/export",
-    response_class=StreamingResponse,
+    response_class=ClosingStream,
     responses={200: {"content": {"text/csv": {}}, "description": "Every matching chat, as CSV"}},
 )
 async def export_chats(
     now: Now, workspace_uuid: str, principal: Member, query: Filters, store: StoreDep
-) -> StreamingResponse:
+) -> ClosingStream:
     """Every matching chat as CSV, streamed as the database produces the rows."""
     principal.require_scope("chats:read")
     # A generator: the store reads nothing until the response is streamed, from the threadpool.
     batches = store.export_chats(org=principal.org, workspace_id=workspace_uuid, query=query)
     day = now.date().isoformat()
     filename = f"chats-{workspace_uuid}-{day}.csv"
-    return StreamingResponse(
+    return ClosingStream(
         csv_stream(batches),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
