@@ -3,7 +3,7 @@ stream of blocking chunks closed however it ends."""
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any
 
 import anyio
@@ -31,10 +31,16 @@ class ClosingStream(StreamingResponse):
     once (docs/design.md, "Export").
     """
 
-    def __init__(self, chunks: Generator[bytes, None, None], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        chunks: Generator[bytes, None, None],
+        status_code: int = 200,  # named: FastAPI's OpenAPI reads a response class's default status here
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+    ) -> None:
         self._chunks = chunks
         self._body = iterate_in_threadpool(chunks)
-        super().__init__(self._body, **kwargs)
+        super().__init__(self._body, status_code=status_code, headers=headers, media_type=media_type)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
