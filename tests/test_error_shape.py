@@ -84,3 +84,38 @@ def test_every_route_with_a_zone_refuses_a_name_that_is_no_iana_zone(client, adm
         assert response.json() == {"detail": message}
     accepted = client.get(routes[0], params={"tz": "America/Argentina/Buenos_Aires"}, headers=admin)
     assert accepted.status_code == 200, accepted.text
+
+
+ORG_ROUTES = [
+    "/api/ai-analytics/orgs/acme/users/u1/user-cohorts-over-time/",
+    "/api/ai-analytics/orgs/acme/users/u1/user-feedback/",
+]
+
+
+@pytest.mark.parametrize(
+    ("routes", "name", "reason"),
+    [
+        (
+            [
+                f"/api/v2/w/{WS}/chats/stats/daily-creation",
+                f"/api/v2/org/acme/workspace/{WS}/metrics/assistants_usage",
+                *ORG_ROUTES,
+            ],
+            "tz",
+            "tz: empty; leave it out for UTC",
+        ),
+        (ORG_ROUTES, "mentor_id", "mentor_id: empty; leave it out to count every mentor"),
+        (
+            ["/api/ai-analytics/orgs/acme/users/u1/user-cost/"],
+            "username",
+            "username: empty; leave it out to cost the path's user",
+        ),
+    ],
+)
+def test_an_empty_zone_mentor_or_username_is_refused_not_taken_for_a_default(client, admin, routes, name, reason):
+    # An empty mentor or username can match nothing (no id is empty): every count was 0.
+    dates = {"start_date": "2024-05-01", "end_date": "2024-05-02"}
+    for route in routes:
+        response = client.get(route, params={**dates, name: ""}, headers=admin)
+        assert (response.status_code, response.json()) == (400, {"detail": reason}), route
+        assert client.get(route, params=dates, headers=admin).status_code == 200, route

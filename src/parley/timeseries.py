@@ -44,8 +44,10 @@ def zone_names() -> frozenset[str]:
 
 
 def parse_tz(value: str | None) -> ZoneInfo:
-    if value is None or value == "":
+    if value is None:
         return ZoneInfo("UTC")
+    if value == "":
+        raise BadRequest("tz: empty; leave it out for UTC")
     if value not in zone_names():
         raise BadRequest(f"tz: unknown time zone {value!r} (use an IANA name such as Europe/Berlin)")
     return ZoneInfo(value)

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import ORG_ROLES, CurrentPrincipal, Principal, StoreDep
 from parley.clock import Now
-from parley.errors import Forbidden, NotFound
+from parley.errors import BadRequest, Forbidden, NotFound
 from parley.pricing import PICO_PER_USD
 from parley.responses import JsonResponse
 from parley.schemas import ERROR_RESPONSES
@@ -39,7 +39,19 @@ router = APIRouter(
 MICRO_USD = Decimal("0.000001")
 DateParam = Annotated[str | None, Query(description="YYYY-MM-DD (a whole day) or ISO-8601 with offset; required.")]
 Aggregation = Annotated[str | None, Query(description="hourly, daily (default) or weekly.")]
-MentorId = Annotated[str | None, Query(max_length=256, description="Only activity with this assistant.")]
+
+
+def mentor_filter(
+    mentor_id: Annotated[str | None, Query(max_length=256, description="Only activity with this assistant.")] = None,
+) -> str | None:
+    """The mentor to count the activity of; no mentor id is empty, so an empty one would
+    count nothing, silently."""
+    if mentor_id == "":
+        raise BadRequest("mentor_id: empty; leave it out to count every mentor")
+    return mentor_id
+
+
+MentorId = Annotated[str | None, Depends(mentor_filter)]
 Tz = Annotated[str | None, Query(description="IANA time zone of the periods; default UTC.")]
 
 
@@ -116,7 +128,7 @@ async def user_cohorts_over_time(
     principal: OrgReader,
     store: StoreDep,
     series: Series,
-    mentor_id: MentorId = None,
+    mentor_id: MentorId,
 ) -> Cohorts:
     """New users (registered in the period) and veterans (registered before the range, active in the period)."""
     new, veteran = await run_in_threadpool(
@@ -158,6 +170,8 @@ async def user_cost(
         now=now,
         required=True,
     )
+    if username == "":
+        raise BadRequest("username: empty; leave it out to cost the path's user")
     subject = username if username is not None else user_id
     total_pusd, unpriced = await run_in_threadpool(
         store.user_cost,
@@ -184,7 +198,7 @@ async def user_feedback(
     principal: OrgReader,
     store: StoreDep,
     series: Series,
-    mentor_id: MentorId = None,
+    mentor_id: MentorId,
 ) -> JsonResponse:
     """Feedback per period, positive and negative, every period present (nested as the seed)."""
     counts = await run_in_threadpool(
