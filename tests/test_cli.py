@@ -6,6 +6,8 @@ import contextlib
 import functools
 import gc
 import gzip
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from parley.cli import app
 from parley.demo import SCALES, generate
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, event, iso, member
-from tests.processes import run_cli, running_server
+from tests.processes import cli_env, run_cli, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -193,6 +195,26 @@ def test_a_gzip_file_with_a_byte_order_mark_and_crlf_lines_loads_whole(tmp_path:
         f"a{r}": (len(range(r or 3, 25_001, 3)), round(sum(range(r or 3, 25_001, 3)) / 10, 2)) for r in range(3)
     }
     assert _calls_minutes(url, key) == expected
+
+
+def test_standard_input_loads_plain_or_gzip_and_a_missing_file_is_named(tmp_path: Path):
+    url = store_url_for("duckdb", tmp_path)
+    plain = [member(1, "controller"), *(call(f"p{i}", "a1", T0, duration=60) for i in range(300))]
+    packed = [call(f"g{i}", "a1", T0, duration=120) for i in range(200)]
+
+    def piped(content: bytes) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "parley", "ingest", "-", "--org", "acme"]
+        return subprocess.run(command, input=content, env=cli_env(url), capture_output=True, timeout=300)
+
+    first = piped(b"\xef\xbb\xbf" + b"".join(orjson.dumps(line) + b"\n" for line in plain))
+    assert b"accepted 301, duplicates 0, rejected 0" in first.stdout, first.stderr
+    second = piped(gzip.compress(b"".join(orjson.dumps(line) + b"\n" for line in packed)))
+    assert b"accepted 200, duplicates 0, rejected 0" in second.stdout, second.stderr
+    key = _key(run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1"))
+    assert _calls_minutes(url, key) == {"a1": (500, 300 + 400)}
+    for path, reason in (("nope.jsonl", "does not exist"), (".", "is a directory")):
+        refused = run_cli(url, "ingest", path, cwd=tmp_path, check=False)
+        assert refused.returncode == 2 and f"file '{path}' {reason}." in " ".join(refused.stderr.split())
 
 
 def test_a_gzip_file_cut_short_loads_what_came_before_and_fails(tmp_path: Path):

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import functools
 import gzip
+import io
 import itertools
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -174,23 +176,41 @@ GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
+STDIN = Path("-")
+
+
 @dataclass
 class JsonlFile:
-    """A JSONL file's lines: gzip-compressed or not, told by its first two bytes, and with
-    a UTF-8 byte order mark at its start skipped (as files saved by Windows tools begin).
-    A file that cannot be read to its end (a gzip stream cut short or damaged) ends its
-    lines there and leaves the reason in ``error``, so what came before it still loads."""
+    """A JSONL file's lines (``-``: standard input's): gzip-compressed or not, told by
+    its first two bytes, and with a UTF-8 byte order mark at its start skipped (as files
+    saved by Windows tools begin). A file that cannot be read to its end (a gzip stream
+    cut short or damaged) ends its lines there and leaves the reason in ``error``, so
+    what came before it still loads."""
 
     path: Path
     compressed: bool = field(init=False)
     error: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        with self.path.open("rb") as handle:
-            self.compressed = handle.read(2) == GZIP_MAGIC
+        with self._open() as handle:
+            self.compressed = handle.peek(2)[:2] == GZIP_MAGIC
+
+    @property
+    def name(self) -> str:
+        return "standard input" if self.path == STDIN else str(self.path)
+
+    @property
+    def size(self) -> int | None:
+        """How many bytes of lines there are, when that is known beforehand."""
+        return None if self.compressed or self.path == STDIN else self.path.stat().st_size
+
+    def _open(self) -> contextlib.AbstractContextManager[io.BufferedReader]:
+        if self.path == STDIN:
+            return contextlib.nullcontext(sys.stdin.buffer)  # type: ignore[arg-type]  # left open
+        return self.path.open("rb")
 
     def lines(self) -> Iterator[bytes]:
-        with self.path.open("rb") as raw, gzip.open(raw) if self.compressed else raw as handle:
+        with self._open() as raw, gzip.open(raw) if self.compressed else raw as handle:
             try:
                 yield handle.readline().removeprefix(UTF8_BOM)
                 yield from handle
@@ -236,19 +256,23 @@ def _print_report(report: LinesReport) -> None:
 @app.command()
 def ingest(
     file: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="A JSONL file of events, or one compressed with gzip.")
+        Path,
+        typer.Argument(help="A JSONL file of events, or one compressed with gzip; - for standard input."),
     ],
     org: Annotated[str | None, typer.Option(help='The org of every event (else each line\'s "org").')] = None,
 ) -> None:
     """Bulk-load events, one ingestion envelope per line; bad lines are reported, not fatal."""
+    # Checked here: Typer's own check (exists=True, allow_dash=True) refuses "-" too.
+    if file != STDIN and not file.is_file():
+        reason = "is a directory" if file.is_dir() else "does not exist"
+        raise typer.BadParameter(f"file {str(file)!r} {reason}.", param_hint="'FILE'")
     source = JsonlFile(file)
     with _operator(_settings()) as op:
-        chunks = _batched(source.lines(), CHUNK_LINES)
-        # A gzip file's size says nothing of how many bytes of lines it holds.
-        report = load_chunks(op, chunks, org=org, total_bytes=None if source.compressed else file.stat().st_size)
+        report = load_chunks(op, _batched(source.lines(), CHUNK_LINES), org=org, total_bytes=source.size)
     _print_report(report)
     if source.error is not None:
-        _fail(f"{file} could not be read to its end ({source.error}); the lines before it were loaded, as reported")
+        reason = f"could not be read to its end ({source.error})"
+        _fail(f"{source.name} {reason}; the lines before it were loaded, as reported")
     if report.rejected:
         raise typer.Exit(2)
 
