@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote, unquote
 
 import orjson
 import pytest
@@ -528,3 +529,25 @@ def test_a_duckdb_store_written_by_a_newer_parley_is_refused(tmp_path):
         con.execute("UPDATE parley_meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
     with pytest.raises(RuntimeError, match="newer than this Parley"):
         DuckDBStore(path)
+
+
+@pytest.mark.parametrize(
+    ("workspace", "plain", "encoded"),
+    [
+        ('w"x', "chats-w_x-2024-06-15.csv", "chats-w%22x-2024-06-15.csv"),
+        ("wé", "chats-w_-2024-06-15.csv", "chats-w%C3%A9-2024-06-15.csv"),
+        ("w😀", "chats-w_-2024-06-15.csv", "chats-w%F0%9F%98%80-2024-06-15.csv"),
+        ("w\r\nX: y", "chats-w__X__y-2024-06-15.csv", "chats-w%0D%0AX%3A%20y-2024-06-15.csv"),
+    ],
+)
+def test_an_export_of_any_workspace_id_names_its_file_safely(client, ingest, member_key, workspace, plain, encoded):
+    # A quote broke the header, characters outside Latin-1 made the export a 500, and
+    # CR LF would have ended the header: an ASCII stand-in, and the name in UTF-8.
+    body = {**chat(1)["body"], "workspace_id": workspace, "title": "Hi"}
+    ingest(member(1, "admin", workspace=workspace), event("chat.upsert", body, ts=T))
+    key = member_key(1, workspace=workspace)
+    response = client.get(f"/api/v2/w/{quote(workspace, safe='')}/chats/export", headers=bearer(key))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-disposition"] == f"attachment; filename=\"{plain}\"; filename*=UTF-8''{encoded}"
+    assert unquote(encoded) == f"chats-{workspace}-2024-06-15.csv"
+    assert [row[:2] for row in csv.reader(io.StringIO(response.text, newline=""))] == [["id", "title"], ["1", "Hi"]]

@@ -4,11 +4,13 @@ tool-call names (seed 001, contract 5.2)."""
 from __future__ import annotations
 
 import io
+import re
 from collections import deque
 from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import orjson
 import pyarrow as pa
@@ -280,12 +282,23 @@ async def export_chats(
     # A generator: the store reads nothing until the response is streamed, from the threadpool.
     batches = store.export_chats(org=principal.org, workspace_id=workspace_uuid, query=query)
     day = now.date().isoformat()
-    filename = f"chats-{workspace_uuid}-{day}.csv"
     return ClosingStream(
         csv_stream(batches),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={"Content-Disposition": attachment(f"chats-{workspace_uuid}-{day}.csv")},
     )
+
+
+def attachment(filename: str) -> str:
+    """``Content-Disposition`` for a download named ``filename``: as it is when it holds
+    only letters, digits, ``.``, ``_`` and ``-`` (a UUID's workspace); else an ASCII
+    stand-in, each other character ``_``, with the name itself percent-encoded in
+    UTF-8 (RFC 6266). A workspace id may hold any character: a quote broke the header,
+    one outside Latin-1 made it a 500, and CR LF would have ended it."""
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
+    if plain == filename:
+        return f'attachment; filename="{filename}"'
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 @router.get("/needs-response", response_model=list[int])
