@@ -41,7 +41,7 @@ DateParam = Annotated[str | None, Query(description="YYYY-MM-DD (a whole day) or
 Aggregation = Annotated[str | None, Query(description="hourly, daily (default) or weekly.")]
 
 
-def mentor_filter(
+async def mentor_filter(
     mentor_id: Annotated[str | None, Query(max_length=256, description="Only activity with this assistant.")] = None,
 ) -> str | None:
     """The mentor to count the activity of; no mentor id is empty, so an empty one would
