@@ -119,3 +119,9 @@ def test_an_empty_zone_mentor_or_username_is_refused_not_taken_for_a_default(cli
         response = client.get(route, params={**dates, name: ""}, headers=admin)
         assert (response.status_code, response.json()) == (400, {"detail": reason}), route
         assert client.get(route, params=dates, headers=admin).status_code == 200, route
+
+
+def test_the_health_check_answers_get_and_head_without_a_key(client):
+    assert (client.get("/healthz").status_code, client.get("/healthz").json()) == (200, {"status": "ok"})
+    head = client.head("/healthz")
+    assert (head.status_code, head.content) == (200, b"")

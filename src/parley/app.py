@@ -84,7 +84,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     app.include_router(dashboard_router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
-    @app.get("/healthz", tags=["meta"], include_in_schema=False)
+    # HEAD too: uptime monitors and load balancers often check with it.
+    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["meta"], include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
