@@ -122,6 +122,32 @@ def test_event_ids_are_per_org(client, ingest_key, store: Store):
     assert store.count_events(org="acme") == store.count_events(org="globex") == 1
 
 
+def test_an_event_naming_another_org_than_the_keys_is_refused_not_moved(client, ingest_key, store: Store):
+    # As a bulk line naming another org than --org: stored in the key's org, it would
+    # have sat among another tenant's data.
+    batch = [
+        {"org": "globex", **call("c1", "a1", T0, duration=1, id="theirs")},
+        {"org": "acme", **call("c2", "a1", T0, duration=2, id="ours")},
+        {"org": None, **call("c3", "a1", T0, duration=3, id="unnamed")},
+        call("c4", "a1", T0, duration=4, id="plain"),
+        {"org": 7, "type": "call.create"},
+    ]
+    body = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key)).json()
+    assert body == {
+        "successes": [{"id": "ours", "status": 201}, {"id": "unnamed", "status": 201}, {"id": "plain", "status": 201}],
+        "errors": [
+            {
+                "id": "theirs",
+                "index": 0,
+                "status": 400,
+                "message": "event is for org 'globex', not this key's org 'acme'",
+            },
+            {"id": None, "index": 4, "status": 400, "message": "event is for org 7, not this key's org 'acme'"},
+        ],
+    }
+    assert store.count_events(org="acme") == 3 and store.count_events(org="globex") == 0
+
+
 def test_events_arriving_before_what_they_refer_to_are_kept(ingest, client, member_key, store: Store):
     # The call arrives before its assistant is registered, the member after its key exists.
     ingest(call("c1", "a1", T0, duration=90))

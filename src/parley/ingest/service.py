@@ -74,6 +74,16 @@ class BatchReport:
         return {"successes": self.successes, "errors": self.errors}
 
 
+def _check_org(raw: Any, org: str) -> None:
+    """An event may name its org, as a bulk line does; one naming another org than the
+    key's is refused, as a line naming another than ``--org`` is, rather than stored in
+    the key's org among another tenant's data."""
+    named = raw.get("org") if isinstance(raw, dict) else None
+    if named is not None and named != org:
+        event_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+        raise InvalidEvent(f"event is for org {named!r}, not this key's org {org!r}", event_id)
+
+
 def ingest_batch(store: Store, *, org: str, batch: Sequence[Any]) -> BatchReport:
     """Ingest one request's batch for ``org``; the report keeps the batch order."""
     report = BatchReport()
@@ -81,6 +91,7 @@ def ingest_batch(store: Store, *, org: str, batch: Sequence[Any]) -> BatchReport
     problems: dict[int, dict[str, Any]] = {}
     for index, raw in enumerate(batch):
         try:
+            _check_org(raw, org)
             valid.append((index, validate_event(raw, org)))
         except InvalidEvent as err:
             problems[index] = {
