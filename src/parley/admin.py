@@ -96,23 +96,15 @@ class KeyInfo(BaseModel):
 
     key_id: str
     org: str
-    workspace: str | None
-    member: int | None
+    workspace_id: str | None
+    member_id: int | None
     ingest: bool
     created_at: datetime  # naive UTC, as stored
     revoked_at: datetime | None
 
     @classmethod
     def of(cls, record: ApiKeyRecord) -> KeyInfo:
-        return cls(
-            key_id=record.key_id,
-            org=record.org,
-            workspace=record.workspace_id,
-            member=record.member_id,
-            ingest=record.ingest,
-            created_at=record.created_at,
-            revoked_at=record.revoked_at,
-        )
+        return cls.model_validate(record, from_attributes=True)
 
 
 class Revoked(BaseModel):

@@ -120,7 +120,7 @@ def keys_create(
 def _holder(key: KeyInfo) -> str:
     if key.ingest:
         return f"ingestion in org {key.org}"
-    return f"member {key.member} of workspace {key.workspace} in org {key.org}"
+    return f"member {key.member_id} of workspace {key.workspace_id} in org {key.org}"
 
 
 def _utc(moment: datetime | None) -> str:
@@ -139,8 +139,8 @@ def keys_list(
         (
             key.key_id,
             key.org,
-            "-" if key.workspace is None else key.workspace,
-            "ingest" if key.ingest else str(key.member),
+            "-" if key.workspace_id is None else key.workspace_id,
+            "ingest" if key.ingest else str(key.member_id),
             _utc(key.created_at),
             _utc(key.revoked_at),
         )
