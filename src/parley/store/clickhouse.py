@@ -413,7 +413,7 @@ class ClickHouseStore(SqlStore):
         for table in schema.TABLES:
             self._transport.command(_table_ddl(table))
         if not found or int(found[0][0]) < schema.SCHEMA_VERSION:
-            # The newest row of a key is the one FINAL keeps.
+            # Of a meta key's rows, FINAL keeps the newest: this one.
             self._transport.insert(
                 "parley_meta", pa.table({"key": ["schema_version"], "value": [str(schema.SCHEMA_VERSION)]})
             )

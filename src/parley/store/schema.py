@@ -26,8 +26,8 @@ from parley.ingest.events import CHAT_UPDATE_FIELDS, ChatUpdate, Event
 # DuckDB's message text carries each message's time and chat state its oldest message's (an
 # older Parley would fail on every message). 5: DuckDB keeps each member's newest name in
 # member_names (an older Parley would store member events without it, whose names would then
-# stay old). 6: keys may be revoked, in revoked_keys (an older Parley would let a revoked key
-# in).
+# stay old). 6: keys carry a revocation time, revoked_at (an older Parley would let a revoked
+# key in).
 SCHEMA_VERSION = 6
 
 # Logical column types, mapped to engine types by each adapter.
