@@ -301,8 +301,7 @@ def series_range(
     max_days = MAX_HOURLY_DAYS if granularity == "hourly" else MAX_RANGE_DAYS
     today = _local(now, tz).date()
     first = today - timedelta(days=default_days - 1)
-    lo_default = day_start(first, tz).astimezone(UTC).replace(tzinfo=None)
-    hi_default = day_start(today + ONE_DAY, tz).astimezone(UTC).replace(tzinfo=None) - ONE_MICROSECOND
+    lo_default, hi_default = _day_first(first, tz), _day_last(today, tz)
     span = resolve_range(
         start,
         end,
