@@ -68,10 +68,10 @@ def key_id_of(key_or_id: str) -> str:
 def revoke_key(store: Store, key_or_id: str) -> tuple[ApiKeyRecord, bool]:
     """Revoke a key, given whole or by its id: its record, and whether it was revoked
     already (then nothing changes)."""
-    now = datetime.now(UTC).replace(tzinfo=None)
-    record = store.revoke_api_key(key_id_of(key_or_id), now)
+    key_id, now = key_id_of(key_or_id), datetime.now(UTC).replace(tzinfo=None)
+    record = store.revoke_api_key(key_id, now)
     if record is None:
-        raise ValueError(f"no key has id {key_id_of(key_or_id)!r}")
+        raise ValueError(f"no key has id {key_id!r}")
     return record, record.revoked_at != now
 
 

@@ -61,12 +61,13 @@ def _presented_key(request: Request) -> str | None:
     An ``Authorization`` of another scheme (a proxy's Basic credentials) leaves the key
     to ``X-API-Key``, and is refused with its own reason when there is none."""
     scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
-    if scheme.lower() in KEY_SCHEMES and value.strip():
+    ours = scheme.lower() in KEY_SCHEMES
+    if ours and value.strip():
         return value.strip()
     key = request.headers.get("x-api-key", "").strip()
     if key:
         return key
-    if scheme and scheme.lower() not in KEY_SCHEMES:
+    if scheme and not ours:
         raise Unauthorized(f"the Authorization header's scheme is not one Parley takes: {HOW_TO_SEND}")
     return None
 

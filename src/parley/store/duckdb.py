@@ -53,7 +53,7 @@ from parley.store.port import (
     StoreOutcome,
     StoreUnavailable,
 )
-from parley.store.sql_store import API_KEY_COLUMNS, SqlStore, key_records
+from parley.store.sql_store import ALL_API_KEYS, SqlStore, key_records
 
 log = logging.getLogger("parley.store")
 
@@ -90,8 +90,6 @@ INDEX_READS_WAIT_S = 2.0
 AUTH_CACHE_ENTRIES = 4096
 # The kinds of what ``_AuthCache`` remembers: every key at once, and each member.
 KEYS, MEMBER = "keys", "member"
-# Every key, by a scan without a condition (see ``DuckDBStore._all_api_keys``).
-ALL_API_KEYS = f"SELECT {API_KEY_COLUMNS} FROM api_keys"
 
 _DDL_FIXED = """
 CREATE TABLE IF NOT EXISTS parley_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);

@@ -21,6 +21,8 @@ from parley.store.series_sql import SeriesSql
 from parley.timeseries import zone_span
 
 API_KEY_COLUMNS = "key_id, secret_hash, org, workspace_id, member_id, ingest, created_at, revoked_at"
+# Every key's rows, by a scan without a condition (see ``DuckDBStore._all_api_keys``).
+ALL_API_KEYS = f"SELECT {API_KEY_COLUMNS} FROM api_keys"
 
 
 def key_records(rows: list[tuple]) -> dict[str, ApiKeyRecord]:
@@ -62,7 +64,7 @@ class SqlStore:
         return key_records(self._fetchall(sql, p.values)).get(key_id)
 
     def list_api_keys(self) -> list[ApiKeyRecord]:
-        records = key_records(self._fetchall(f"SELECT {API_KEY_COLUMNS} FROM api_keys", {})).values()
+        records = key_records(self._fetchall(ALL_API_KEYS, {})).values()
         return sorted(records, key=lambda record: (record.created_at, record.key_id))
 
     def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
