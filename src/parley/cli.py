@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
+from pydantic import ValidationError
 
 from parley.admin import ChannelError, KeyInfo, Operator, operator
 from parley.ingest.service import Chunk, LinesReport, collect_young_less_often
@@ -41,8 +42,6 @@ def _every_command() -> None:
 
 
 def _settings() -> Settings:
-    from pydantic import ValidationError
-
     try:
         return Settings()
     except ValidationError as err:
