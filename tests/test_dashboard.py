@@ -228,3 +228,53 @@ def test_a_wrong_key_is_explained(site, browser):
     page.click('[data-testid="sign-in"]')
     page.wait_for_function("document.querySelector('[data-testid=\"sign-in-error\"]').textContent.length > 0")
     assert "not valid" in page.inner_text('[data-testid="sign-in-error"]')
+
+
+def only_parley(page, base: str) -> list[tuple[str, str]]:
+    """Let the page reach the Parley server alone, as on a machine with no other
+    network; return the list the other requests (kind, URL) are put in."""
+    outside: list[tuple[str, str]] = []
+
+    def route(route):
+        if route.request.url.startswith(base + "/"):
+            route.continue_()
+        else:
+            outside.append((route.request.resource_type, route.request.url))
+            route.abort()
+
+    page.route("**/*", route)
+    return outside
+
+
+def operations(base: str) -> list[tuple[str, str]]:
+    spec = httpx.get(base + "/openapi.json", timeout=60).json()
+    return sorted((method.upper(), path) for path, item in spec["paths"].items() for method in item)
+
+
+def test_the_api_docs_work_with_no_network_but_parley(site, browser):
+    base, _ = site
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    outside = only_parley(page, base)
+    page.goto(base + "/docs")
+    page.wait_for_selector(".opblock", timeout=30_000)
+    shown = page.eval_on_selector_all(
+        ".opblock",
+        "blocks => blocks.map(b => [b.querySelector('.opblock-summary-method').textContent,"
+        " b.querySelector('.opblock-summary-path').dataset.path])",
+    )
+    shoot(page, "api-docs")
+    assert sorted(map(tuple, shown)) == operations(base)
+    assert ("POST", "/api/v2/ingest") in operations(base)
+    assert outside == []
+
+
+def test_the_redoc_page_works_with_no_network_but_parley(site, browser):
+    base, _ = site
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    outside = only_parley(page, base)
+    page.goto(base + "/redoc")
+    page.wait_for_selector('[data-section-id^="operation/"]', timeout=30_000)
+    sections = page.eval_on_selector_all('[data-section-id^="operation/"]', "s => s.length")
+    assert sections == len(operations(base))
+    # Redoc's own "API docs by Redocly" badge, an image it links and no option hides.
+    assert outside == [("image", "https://cdn.redoc.ly/redoc/logo-mini.svg")]

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from parley import __version__
@@ -54,7 +55,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
             if owned:
                 app.state.store.close()
 
-    app = FastAPI(
+    # /docs and /redoc from files shipped in a package, not from a CDN: the page must
+    # work where the only network is the one to Parley.
+    app = FastAPIOffline(
         title="Parley",
         version=__version__,
         summary="Analytics for AI-assistant platforms.",
