@@ -67,6 +67,23 @@ def test_every_documented_header_carries_the_key(client, ingest, member_key):
         assert client.get(URL, params=RANGE, headers=headers).status_code == 200, headers
 
 
+def test_the_openapi_document_says_every_operation_takes_a_key_either_way(client):
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"] == {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "`Authorization: Bearer <key>` (`Authorization: Api-Key <key>` works too)",
+        },
+        "x-api-key": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
+    security = {
+        (method, path): op.get("security") for path, item in spec["paths"].items() for method, op in item.items()
+    }
+    assert len(security) == 12
+    assert {key: value for key, value in security.items() if value != [{"bearer": []}, {"x-api-key": []}]} == {}
+
+
 def test_a_proxys_basic_credentials_leave_the_key_to_x_api_key(client, ingest, member_key):
     ingest(member(1, "admin"))
     key = member_key(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -278,3 +279,26 @@ def test_the_redoc_page_works_with_no_network_but_parley(site, browser):
     assert sections == len(operations(base))
     # Redoc's own "API docs by Redocly" badge, an image it links and no option hides.
     assert outside == [("image", "https://cdn.redoc.ly/redoc/logo-mini.svg")]
+
+
+def test_the_api_docs_try_a_request_with_a_key(site, browser):
+    base, keys = site
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    only_parley(page, base)
+    page.goto(base + "/docs")
+    page.click("button.authorize")
+    page.fill(".modal-ux input[type=text]", keys["admin"])  # the first scheme: Bearer
+    page.click(".modal-ux button.authorize[type=submit]")
+    page.click(".modal-ux button.btn-done")
+    page.click("#operations-meta-me_api_v2_me_get .opblock-summary")
+    page.click("#operations-meta-me_api_v2_me_get button.try-out__btn")
+    page.click("#operations-meta-me_api_v2_me_get button.execute")
+    status = page.wait_for_selector(
+        "#operations-meta-me_api_v2_me_get .live-responses-table tbody .response-col_status"
+    )
+    body = page.inner_text(
+        "#operations-meta-me_api_v2_me_get .live-responses-table tbody .response-col_description pre"
+    )
+    shoot(page, "api-docs-try")
+    assert status.inner_text().strip() == "200"
+    assert json.loads(body) == api(base, keys["admin"], "/api/v2/me").json()

@@ -145,11 +145,17 @@ def test_no_store_work_runs_on_the_event_loop(
         assert answered == {}
 
 
+def _is_async(call: Any) -> bool:
+    """A coroutine function, or an object whose ``__call__`` is one (FastAPI's security
+    schemes, such as ``HTTPBearer``)."""
+    return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(getattr(call, "__call__", None))  # noqa: B004
+
+
 def _sync_dependencies(dependant: Dependant) -> set[str]:
     names = set()
     for dependency in dependant.dependencies:
-        if dependency.call is not None and not inspect.iscoroutinefunction(dependency.call):
-            names.add(dependency.call.__name__)
+        if dependency.call is not None and not _is_async(dependency.call):
+            names.add(getattr(dependency.call, "__name__", type(dependency.call).__name__))
         names |= _sync_dependencies(dependency)
     return names
 

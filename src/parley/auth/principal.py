@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from parley.auth.keys import verify_key
@@ -105,6 +106,17 @@ def resolve_principal(store: Store, plain: str | None, *, remembered_only: bool 
     )
 
 
+# The two ways of sending a key, declared for the OpenAPI document alone (so that /docs
+# has an Authorize button and its "Try it out" sends the key): the key itself is read by
+# _presented_key, which also takes the Api-Key scheme and passes over a proxy's Basic.
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="`Authorization: Bearer <key>` (`Authorization: Api-Key <key>` works too)",
+    auto_error=False,
+)
+X_API_KEY = APIKeyHeader(name="X-API-Key", scheme_name="x-api-key", auto_error=False)
+
+
 async def get_store(request: Request) -> Store:
     return request.app.state.store
 
@@ -112,7 +124,12 @@ async def get_store(request: Request) -> Store:
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-async def get_principal(request: Request, store: StoreDep) -> Principal:
+async def get_principal(
+    request: Request,
+    store: StoreDep,
+    _bearer: Annotated[object, Security(BEARER)],
+    _x_api_key: Annotated[object, Security(X_API_KEY)],
+) -> Principal:
     """The caller, found on the event loop when the store remembers its key and member
     (every request after a key's first, until a member or key changes); else in the
     thread pool, since reading the store would hold up every other request. A crossing
