@@ -62,6 +62,22 @@ def test_every_route_refuses_garbage_parameters_in_its_shape(client, ingest, mem
         _assert_error_shape(path, response, 400)
 
 
+def test_the_openapi_document_gives_the_400_parley_answers_never_a_422(client):
+    spec = client.get("/openapi.json").json()
+    documented = {
+        (method.upper(), path): set(operation["responses"])
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+    }
+    assert [operation for operation, codes in documented.items() if "422" in codes] == []
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    assert "ValidationError" not in spec["components"]["schemas"]
+    # Every operation that reads a request is documented with the 400 it gives instead.
+    assert [operation for operation in _operations(client, with_query=True) if "400" not in documented[operation]] == []
+    error = spec["paths"]["/api/v2/w/{workspace_uuid}/chats"]["get"]["responses"]["400"]
+    assert error["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+
+
 def test_unknown_paths_and_methods_are_json_too(client):
     _assert_error_shape("/nope", client.get("/nope"), 404)
     _assert_error_shape("/api/v2/ingest", client.get("/api/v2/ingest"), 405)

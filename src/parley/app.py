@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -32,6 +33,25 @@ def open_configured_store(settings: Settings) -> Store:
         threads=settings.duckdb_threads,
         memory_limit=settings.duckdb_memory_limit,
     )
+
+
+def _without_422(app: FastAPI) -> None:
+    """FastAPI's OpenAPI document, less the 422 answer it adds to every operation that
+    takes parameters: Parley answers a request it cannot read with 400 and its own error
+    body (``errors.py``), never 422, and each router documents that 400."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()  # kept by FastAPI as app.openapi_schema
+            for item in schema["paths"].values():
+                for operation in item.values():
+                    operation["responses"].pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema["components"]["schemas"].pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _start_threadpool() -> None:
@@ -92,4 +112,5 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    _without_422(app)
     return app
