@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from parley.errors import SEED_ENVELOPE_PREFIX
 from tests.conftest import bearer
-from tests.factories import WS, member
+from tests.factories import WS, member, one_of_each
 
 
 def _operations(client, *, with_query=False):
@@ -76,6 +78,72 @@ def test_the_openapi_document_gives_the_400_parley_answers_never_a_422(client):
     assert [operation for operation in _operations(client, with_query=True) if "400" not in documented[operation]] == []
     error = spec["paths"]["/api/v2/w/{workspace_uuid}/chats"]["get"]["responses"]["400"]
     assert error["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def test_every_parameter_given_twice_is_refused_not_taken_at_its_last_value(client, admin):
+    spec = client.get("/openapi.json").json()
+    checked = 0
+    for method, path in _operations(client, with_query=True):
+        for parameter in spec["paths"][path][method.lower()].get("parameters", []):
+            if parameter["in"] != "query":
+                continue
+            name = parameter["name"]
+            response = client.request(method, _url(path), params=[(name, "1"), (name, "2")], headers=admin)
+            _assert_error_shape(path, response, 400)
+            reason = f"{name}: given 2 times; give it once"
+            assert reason in (response.json().get("detail"), response.json().get("message")), response.text
+            checked += 1
+    # The list 18, the export 16, daily creation 3, usage 3, calls 2, cohorts 5, cost 3, feedback 5.
+    assert checked == 55
+    thrice = client.get(f"/api/v2/w/{WS}/chats", params=[("mine", "true")] * 3, headers=admin)
+    assert (thrice.status_code, thrice.json()) == (400, {"detail": "mine: given 3 times; give it once"})
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (f"/api/v2/w/{WS}/chats?page_size=10", "page_size: not a parameter of this endpoint; did you mean pageSize?"),
+        (f"/api/v2/w/{WS}/chats/export?sortby=id", "sortby: not a parameter of this endpoint; did you mean sortBy?"),
+        (
+            f"/api/v2/w/{WS}/chats/stats/daily-creation?is_test=true",
+            "is_test: not a parameter of this endpoint; did you mean isTest?",
+        ),
+        (
+            f"/api/v2/org/acme/workspace/{WS}/metrics/assistants_usage?fromDate=2024-05-01",
+            "fromDate: not a parameter of this endpoint; did you mean from_date?",
+        ),
+        (
+            "/api/ai-analytics/orgs/acme/users/u1/user-cost/?start_date=2024-05-01&end-date=2024-05-02",
+            "end-date: not a parameter of this endpoint; did you mean end_date?",
+        ),
+        (
+            "/api/ai-analytics/orgs/acme/users/u1/user-feedback/?start_date=2024-05-01&end_date=2024-05-02&Aggregation=weekly",
+            "Aggregation: not a parameter of this endpoint; did you mean aggregation?",
+        ),
+    ],
+)
+def test_a_near_miss_of_a_parameter_name_is_refused_with_the_name_meant(client, admin, url, reason):
+    response = client.get(url, headers=admin)
+    assert (response.status_code, response.json()) == (400, {"detail": reason})
+
+
+def test_the_calls_endpoint_refuses_a_near_miss_in_its_seed_envelope(client, admin):
+    response = client.get("/analytics/calls/by-assistant?startDate=2024-05-01", headers=admin)
+    reason = "startDate: not a parameter of this endpoint; did you mean start_date?"
+    assert (response.status_code, response.json()) == (400, {"success": False, "message": reason})
+
+
+def test_parameters_nothing_resembles_ride_along_unread(client, ingest, admin):
+    # A cache-buster, a tracking tag, and the list's paging sent to the export.
+    ingest(*one_of_each(datetime(2024, 5, 1, 12, tzinfo=UTC)))
+    chats = f"/api/v2/w/{WS}/chats"
+    extras = {"_": "1714564800000", "utm_source": "dashboard"}
+    listed = client.get(chats, params={"pageSize": 10, **extras}, headers=admin)
+    assert listed.status_code == 200 and listed.json()["total"] == 1
+    assert listed.json() == client.get(chats, params={"pageSize": 10}, headers=admin).json()
+    export = client.get(f"{chats}/export", params={"page": 2, "pageSize": 1, **extras}, headers=admin)
+    assert export.status_code == 200 and export.text.count("\n") == 2  # the header and chat 7
+    assert export.text == client.get(f"{chats}/export", headers=admin).text
 
 
 def test_unknown_paths_and_methods_are_json_too(client):

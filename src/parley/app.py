@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -23,6 +23,7 @@ from parley.metrics.chats.router import router as chats_router
 from parley.metrics.org_analytics import router as org_analytics_router
 from parley.metrics.usage import router as usage_router
 from parley.pricing import as_rows, load_prices
+from parley.query_string import check_query_string
 from parley.settings import Settings
 from parley.store.port import Store, open_store
 
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
         version=__version__,
         summary="Analytics for AI-assistant platforms.",
         lifespan=lifespan,
+        dependencies=[Depends(check_query_string)],
     )
     app.state.settings = settings
     app.state.clock = clock
