@@ -339,6 +339,26 @@ def test_cost_hand_worked(client, ingest, admin, caplog):
     assert nobody == {"total_cost": 0.0}
 
 
+def test_cost_prices_a_routers_or_a_clouds_model_name_by_the_model_in_it(client, ingest, admin):
+    # A million tokens in and a million out: each observation costs its input and output
+    # prices per million added up.
+    names = {
+        "openai/gpt-4o-mini": Decimal("0.75"),  # a router's name: 0.15 + 0.60
+        "publishers/google/models/gemini-1.5-pro-002": Decimal("6.25"),  # 1.25 + 5.00
+        "us.anthropic.claude-3-5-sonnet-20241022-v2:0": Decimal("18"),  # Bedrock's: 3 + 15
+        "anthropic/claude-3.5-sonnet": Decimal("18"),  # the router's spelling, an entry of its own
+        "o1-pro-2025-03-19": Decimal("750"),  # o1-pro's 150 + 600, not o1's 15 + 60
+        "claude-opus-4-5-20251101": Decimal("30"),  # 5 + 25, not claude-opus-4's 15 + 75
+        "ft:gpt-4o-mini:acme::x1": Decimal("0"),  # fine-tuned, priced otherwise: not priced
+    }
+    events = [trace("t1", D, user_id="ann")]
+    for n, name in enumerate(names):
+        events.append(observation(f"o{n}", "t1", D, model=name, tokens_in=10**6, tokens_out=10**6))
+    ingest(*events)
+    got = get(client, admin, "user-cost", start_date="2024-05-01", end_date="2024-05-01", username="ann")
+    assert got == {"total_cost": float(sum(names.values()))} == {"total_cost": 823.0}
+
+
 def test_a_batch_finds_traces_and_sessions_both_in_itself_and_stored_before(client, ingest, admin):
     # The DuckDB store looks for the traces and sessions a batch names among the batch's
     # own first, and reads the stored ones only for the rest: each observation below
@@ -387,6 +407,7 @@ def test_cost_matches_a_plain_python_reference(client, ingest, admin, store):
     rng = random.Random(77)
     prices = _shipped_prices()
     models = [*prices, "gpt-4o-2024-08-06", "CLAUDE-3-HAIKU-20240307", "unknown-model", None]
+    models += ["openai/GPT-4o-mini", "us.anthropic.claude-3-5-sonnet-20241022-v2:0", "ft:gpt-4o-mini:acme::x1"]
     events, traces, costs = [], {}, []  # costs: (owner, trace time, USD)
     events.append(session("s-a", "ann", D))
     for n in range(120):
@@ -404,7 +425,9 @@ def test_cost_matches_a_plain_python_reference(client, ingest, admin, store):
         if cost is not None:
             costs.append((owner, at, Decimal(str(cost))))
         elif model is not None:
-            matches = [p for p in prices if model.lower().startswith(p)]
+            name = model.lower()
+            tails = [name] + [name[i + 1 :] for i, char in enumerate(name) if char in "/."]
+            matches = [p for p in prices if any(tail.startswith(p) for tail in tails)]
             if matches:
                 pin, pout = prices[max(matches, key=len)]
                 costs.append((owner, at, (pin * tin + pout * tout) / 10**6))

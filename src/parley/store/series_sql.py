@@ -115,8 +115,10 @@ class SeriesSql:
         """One row: (total cost in pico-dollars, observations left unpriced).
 
         An observation without ``cost_usd`` is priced from its tokens by the longest
-        model-name prefix in the price table (so a dated model name such as
-        ``gpt-4o-2024-08-06`` takes the ``gpt-4o`` price).
+        entry of the price table that its model name starts with, or that follows a
+        ``/`` or a ``.`` in it: a dated name such as ``gpt-4o-2024-08-06`` takes the
+        ``gpt-4o`` price, and so do a router's ``openai/gpt-4o`` and a cloud's
+        ``us.anthropic.claude-3-5-sonnet-20241022-v2:0`` theirs.
         """
         d, p = self.d, self.p
         prefixes = p.add([m for m, _, _ in prices], "str_list")
@@ -140,6 +142,7 @@ class SeriesSql:
             FROM (SELECT DISTINCT model FROM costs WHERE cost_pusd IS NULL AND model IS NOT NULL) m
             CROSS JOIN prices p
             WHERE {d.starts_with_ci("m.model", "p.prefix")}
+               OR {d.icontains("m.model", "'/' || p.prefix")} OR {d.icontains("m.model", "'.' || p.prefix")}
             GROUP BY m.model
         )
         SELECT {d.text(total)} AS total_pusd,
