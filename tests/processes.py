@@ -23,9 +23,23 @@ def cli_env(database_url: str) -> dict[str, str]:
     return env
 
 
-def run_cli(database_url: str, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def parley_command(*args: str, file_size_limit: int | None = None) -> list[str]:
+    """``python -m parley ARGS``; with ``file_size_limit``, no file it writes may grow past
+    that many bytes, as on a full disk (util-linux's ``prlimit``; Python ignores SIGXFSZ,
+    so a write past the limit fails with EFBIG rather than ending the process)."""
+    command = [sys.executable, "-m", "parley", *args]
+    return command if file_size_limit is None else ["prlimit", f"--fsize={file_size_limit}", *command]
+
+
+def run_cli(
+    database_url: str,
+    *args: str,
+    cwd: Path | None = None,
+    check: bool = True,
+    file_size_limit: int | None = None,
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "parley", *args],
+        parley_command(*args, file_size_limit=file_size_limit),
         env=cli_env(database_url),
         cwd=cwd,
         capture_output=True,
@@ -44,10 +58,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(database_url: str, *, cwd: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+def running_server(
+    database_url: str, *, cwd: Path | None = None, file_size_limit: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "parley", "serve", "--port", str(port)],
+        parley_command("serve", "--port", str(port), file_size_limit=file_size_limit),
         env=cli_env(database_url),
         cwd=cwd,
         stdout=subprocess.PIPE,

@@ -76,6 +76,8 @@ def test_the_openapi_document_gives_the_400_parley_answers_never_a_422(client):
     assert "ValidationError" not in spec["components"]["schemas"]
     # Every operation that reads a request is documented with the 400 it gives instead.
     assert [operation for operation in _operations(client, with_query=True) if "400" not in documented[operation]] == []
+    # And every operation, which reads or writes the store, with the 503 of a store that cannot.
+    assert [operation for operation, codes in documented.items() if "503" not in codes] == []
     error = spec["paths"]["/api/v2/w/{workspace_uuid}/chats"]["get"]["responses"]["400"]
     assert error["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
 

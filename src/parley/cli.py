@@ -78,7 +78,7 @@ def _operator(settings: Settings) -> Iterator[Operator]:
     try:
         with operator(settings) as op:
             yield op
-    except (ChannelError, ValueError) as exc:
+    except (ChannelError, StoreUnavailable, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -267,7 +267,10 @@ def ingest(
         raise typer.BadParameter(f"file {str(file)!r} {reason}.", param_hint="'FILE'")
     source = JsonlFile(file)
     with _operator(_settings()) as op:
-        report = load_chunks(op, _batched(source.lines(), CHUNK_LINES), org=org, total_bytes=source.size)
+        try:
+            report = load_chunks(op, _batched(source.lines(), CHUNK_LINES), org=org, total_bytes=source.size)
+        except StoreUnavailable as err:
+            _fail(f"{err}; the lines stored before it stay stored, and loading the file again adds the rest")
     _print_report(report)
     if source.error is not None:
         reason = f"could not be read to its end ({source.error})"

@@ -7,6 +7,7 @@ except under ``/analytics/``, whose seed document fixes the envelope
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from parley.responses import JsonResponse
 
 SEED_ENVELOPE_PREFIX = "/analytics/"
+STORE_UNAVAILABLE = (
+    "the store cannot answer now (the server's log says why); nothing of this request was stored: send it again later"
+)
+RETRY_AFTER_S = 30
+
+log = logging.getLogger("parley.errors")
 
 
 class ApiError(Exception):
@@ -81,6 +88,9 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[st
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    # Imported here: the store's port imports the chats query, which imports this module.
+    from parley.store.port import StoreUnavailable
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JsonResponse:
         return error_response(request, exc.status, exc.detail, exc.errors)
@@ -93,6 +103,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JsonResponse:
         return error_response(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JsonResponse:
+        # The cause (a full disk, a server gone) is the operator's to mend: logged whole for
+        # them; the client is told to come back, which for ingestion means sending the whole
+        # batch again (nothing of it was acknowledged; event ids make the resend safe).
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        response = error_response(request, 503, STORE_UNAVAILABLE)
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JsonResponse:

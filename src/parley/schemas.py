@@ -25,8 +25,9 @@ def error_responses(model: type[BaseModel], *codes: int) -> dict[int | str, dict
         404: "Not found, or not the key's",
         413: "Body or batch over the limits",
         415: "A Content-Encoding other than gzip",
+        503: "The store cannot answer now (a full disk, its server gone): send the request again later",
     }
     return {code: {"model": model, "description": reasons[code]} for code in codes}
 
 
-ERROR_RESPONSES = error_responses(ErrorBody, 400, 401, 403, 404, 413)
+ERROR_RESPONSES = error_responses(ErrorBody, 400, 401, 403, 404, 413, 503)

@@ -29,7 +29,7 @@ class Me(BaseModel):
     scopes: list[str]
 
 
-@router.get("/api/v2/me", response_model=Me, tags=["meta"], responses=error_responses(ErrorBody, 401))
+@router.get("/api/v2/me", response_model=Me, tags=["meta"], responses=error_responses(ErrorBody, 401, 503))
 async def me(principal: CurrentPrincipal) -> Me:
     """Who the key acts as: its org, workspace, member, role and effective scopes."""
     return Me(

@@ -68,7 +68,7 @@ def summarize(row: CallsByAssistantRow) -> AssistantCalls:
 @router.get(
     "/analytics/calls/by-assistant",
     response_model=CallsByAssistant,
-    responses=error_responses(CallsError, 400, 401, 403),
+    responses=error_responses(CallsError, 400, 401, 403, 503),
 )
 async def calls_by_assistant(
     now: Now,

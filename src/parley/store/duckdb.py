@@ -15,7 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -139,16 +139,33 @@ def _table_ddl(table: schema.Table) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {cols}\n);"
 
 
+# Failures of the machine rather than of what a statement holds.
+MACHINE_ERRORS = (duckdb.IOException, duckdb.OutOfMemoryException)
+
+
 @contextmanager
 def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Commit what the block does, or roll all of it back if it raises."""
+    """Commit what the block does, or roll all of it back if it raises.
+
+    A commit that fails (its write-ahead log could not be written: a full disk) stores
+    nothing, nor does a statement that fails for the machine's sake (an I/O error, no
+    memory left). Both raise ``StoreUnavailable``, the store's failure, rather than
+    DuckDB's error, which ingestion would take for a fault of one of the events and look
+    for it event by event, each failing in turn.
+    """
     con.begin()
     try:
         yield con
-        con.commit()
-    except BaseException:
-        con.rollback()
+    except BaseException as exc:
+        with suppress(duckdb.TransactionException):  # none active: DuckDB ended it already
+            con.rollback()
+        if isinstance(exc, MACHINE_ERRORS):
+            raise StoreUnavailable(f"the store could not write: {exc}") from exc
         raise
+    try:
+        con.commit()
+    except duckdb.Error as err:
+        raise StoreUnavailable(f"the store could not commit: {err}") from err
 
 
 def _run(con: duckdb.DuckDBPyConnection, statements: Iterable[Statement]) -> None:
@@ -344,6 +361,8 @@ class DuckDBStore(SqlStore):
                 self._cursors.append(cursor)
         try:
             return cursor.execute(sql, params).fetchall()
+        except MACHINE_ERRORS as err:
+            raise StoreUnavailable(f"the store could not read: {err}") from err
         finally:
             with self._cursors_lock:
                 self._idle_cursors.append(cursor)
@@ -356,6 +375,8 @@ class DuckDBStore(SqlStore):
             self._idle_cursors.clear()
             try:
                 self._con.execute("CHECKPOINT")
+            except duckdb.Error:  # a full disk: the next opening replays the log
+                log.exception("the checkpoint at closing failed; the write-ahead log keeps every event")
             finally:
                 self._con.close()
 
@@ -383,6 +404,8 @@ class DuckDBStore(SqlStore):
             self._storing |= store_them
         if store_them:
             self._store_pending()
+        if isinstance(ticket.error, StoreUnavailable):
+            raise StoreUnavailable(str(ticket.error)) from ticket.error
         if ticket.error is not None:
             raise RuntimeError("the transaction that held these events failed") from ticket.error
         assert ticket.outcome is not None
@@ -441,7 +464,7 @@ class DuckDBStore(SqlStore):
         try:
             with self._writing() as con:
                 _run(con, fold_cost_days_sql())
-        except duckdb.Error:
+        except (duckdb.Error, StoreUnavailable):
             log.exception("folding user_cost_days failed; the store is unchanged and will try again")
             return
         self._observations_since_fold = 0
@@ -564,7 +587,7 @@ class DuckDBStore(SqlStore):
                 removed = con.execute(delete, {"org": org, "last": last}).fetchall()[0][0]
                 if removed != written:  # never seen; the transaction then changes nothing
                     raise duckdb.InvalidInputException(f"wrote {written} rows of {org!r}, removed {removed}")
-        except duckdb.Error:
+        except (duckdb.Error, StoreUnavailable):
             log.exception("rewriting the %s rows of org %r failed; the store is unchanged", table, org)
             return False
         return True

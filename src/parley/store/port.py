@@ -66,7 +66,9 @@ class StoreLocked(RuntimeError):
 
 
 class StoreUnavailable(RuntimeError):
-    """The store cannot be opened (a file that is no store), or its server reached."""
+    """The store cannot be opened (a file that is no store), its server reached, or a
+    write made durable (a full disk): what the call asked for was not done, and may be
+    asked again once the cause is mended."""
 
 
 class NotRemembered(LookupError):

@@ -1,0 +1,113 @@
+"""A store that cannot write (a full disk) refuses what it cannot keep, whole, and says so.
+
+The processes run with a limit on the size of any file they write (``prlimit --fsize``):
+the write-ahead log then cannot grow, as on a full disk. Before, ingestion took DuckDB's
+failed commit for a fault of one of the events and stored the batch event by event,
+each failing in turn: a 207 of "the store refused this event" (status 500) per event,
+and 1,000 transactions for a batch of 1,000.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+from tests.factories import T0, WS, event, iso, member
+from tests.processes import run_cli, running_server
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("prlimit") is None, reason="util-linux's prlimit is not installed"),
+]
+
+# Past the fresh store's file (about 1.3 MB): room for a few batches in the log, not all.
+LIMIT = 4_000_000
+
+
+def messages(first: int, count: int, *, padding: int = 400) -> list[dict]:
+    return [
+        event(
+            "message.create",
+            {
+                "workspace_id": WS,
+                "chat_id": 1,
+                "message_id": f"m{n}",
+                "role": "assistant",
+                "assistant_name": "Bot",
+                "content": f"message {n} " + "x" * padding,
+                "created_at": iso(T0),
+            },
+            id=f"e{n}",
+        )
+        for n in range(first, first + count)
+    ]
+
+
+def stored_messages(path: Path) -> int:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute("SELECT count(*) FROM messages").fetchall()[0][0]
+
+
+def test_an_ingest_the_store_cannot_write_is_a_503_and_nothing_of_it_is_kept(tmp_path: Path):
+    path = tmp_path / "parley.duckdb"
+    url = f"duckdb:///{path}"
+    ingest_key = run_cli(url, "keys", "create", "--org", "acme", "--ingest").stdout.split()[-1]
+    member_key = run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1").stdout.split()[-1]
+    usage = f"/api/v2/org/acme/workspace/{WS}/metrics/assistants_usage?from_date=2024-05-01&to_date=2024-05-01"
+    acknowledged, refused = 0, []
+    with running_server(url, file_size_limit=LIMIT) as (base, _):
+        ingest = {"Authorization": f"Bearer {ingest_key}"}
+        assert httpx.post(f"{base}/api/v2/ingest", json={"batch": [member(1, "admin")]}, headers=ingest).is_success
+        for b in range(100):
+            batch = messages(b * 500, 500)
+            response = httpx.post(f"{base}/api/v2/ingest", json={"batch": batch}, headers=ingest, timeout=60)
+            if response.status_code == 503:
+                refused = batch
+                break
+            # Every batch before is stored whole.
+            assert response.status_code == 207, response.text
+            assert response.json()["errors"] == []
+            assert [s["status"] for s in response.json()["successes"]] == [201] * 500
+            acknowledged += 500
+        assert refused, "the store never filled up"
+        assert acknowledged > 0
+        assert response.headers["retry-after"] == "30"
+        assert response.json() == {
+            "detail": "the store cannot answer now (the server's log says why); "
+            "nothing of this request was stored: send it again later"
+        }
+        # Reads go on, and count what was acknowledged.
+        read = httpx.get(base + usage, headers={"Authorization": f"Bearer {member_key}"})
+        assert read.json() == {"data": {"Bot": [{"x": "2024-05-01", "y": acknowledged}]}}
+    assert stored_messages(path) == acknowledged
+    # With room again, the batch sent again is stored whole.
+    with running_server(url) as (base, _):
+        response = httpx.post(f"{base}/api/v2/ingest", json={"batch": refused}, headers=ingest, timeout=60)
+        assert [s["status"] for s in response.json()["successes"]] == [201] * 500
+    assert stored_messages(path) == acknowledged + 500
+
+
+def test_a_bulk_load_the_store_cannot_write_stops_with_the_reason_and_loads_the_rest_later(tmp_path: Path):
+    path = tmp_path / "parley.duckdb"
+    url = f"duckdb:///{path}"
+    run_cli(url, "keys", "create", "--org", "acme", "--ingest")
+    lines = tmp_path / "events.jsonl"
+    total = 100_000  # 5 chunks of 20,000 lines; the first fits in the log, not the second
+    lines.write_text("".join(json.dumps({**e, "org": "acme"}) + "\n" for e in messages(0, total, padding=10)))
+    full = run_cli(url, "ingest", str(lines), file_size_limit=2 * LIMIT, check=False)
+    assert full.returncode == 1, full.stdout + full.stderr
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the store could not commit: ")
+    assert "File too large" in last
+    assert last.endswith("; the lines stored before it stay stored, and loading the file again adds the rest")
+    assert "rejected" not in full.stdout and "refused" not in full.stderr
+    kept = stored_messages(path)
+    assert 0 < kept < total
+    again = run_cli(url, "ingest", str(lines))
+    assert again.stdout.strip().splitlines()[-1] == f"accepted {total - kept}, duplicates {kept}, rejected 0"
+    assert stored_messages(path) == total
