@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from parley.cli import app
 from parley.demo import SCALES, generate
+from parley.settings import Settings
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, event, iso, member
 from tests.processes import cli_env, run_cli, running_server
@@ -389,3 +390,31 @@ def test_demo_loads_every_event_type_and_prints_working_keys(tmp_path: Path):
     # Running the demo again changes nothing: every event id is already stored.
     again = run_cli(url, "demo", "--end", "2024-06-15T12:00:00Z")
     assert "accepted 0," in again.stdout
+
+
+def test_demo_through_a_running_server_prints_that_servers_address(tmp_path: Path):
+    url = f"duckdb:///{tmp_path}/parley.duckdb"
+    with running_server(url) as (base, _):  # on a free port, not the default 8000
+        result = run_cli(url, "demo", "--end", "2024-06-15T12:00:00Z")
+        assert f"The server that took the data serves it now: open the dashboard at {base}/ and" in result.stdout
+        reads = _printed_reads(result.stdout)
+        assert len(reads) == 12 and [url for _, url in reads if not url.startswith(f"{base}/")] == []
+        for key, printed in reads:  # each as printed
+            got = httpx.get(printed, headers={"Authorization": f"Bearer {key}"})
+            assert got.status_code in (200, 403), printed
+    assert result.stdout.splitlines()[-1] == f"API documentation: {base}/docs"
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:9000"),
+        ("0.0.0.0", "http://127.0.0.1:9000"),  # every interface: reached at the loopback one
+        ("::", "http://[::1]:9000"),
+        ("10.1.2.3", "http://10.1.2.3:9000"),
+        ("fd00::5", "http://[fd00::5]:9000"),
+        ("parley.internal", "http://parley.internal:9000"),
+    ],
+)
+def test_the_api_url_a_local_client_reaches_the_server_at(host: str, url: str):
+    assert Settings(host=host, port=9000).api_url == url

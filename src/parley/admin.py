@@ -117,14 +117,15 @@ class Revoked(BaseModel):
         return cls(key=KeyInfo.of(record), already=already)
 
 
-def create_admin_app(store: Store) -> FastAPI:
+def create_admin_app(store: Store, *, api_url: str) -> FastAPI:
+    """The operator channel of the server whose API answers at ``api_url``."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.store = store
     install_error_handlers(app)
 
     @app.get("/health")
     def health() -> dict[str, str]:
-        return {"store": store.url}
+        return {"store": store.url, "api": api_url}
 
     @app.post("/keys")
     def keys(request: KeyRequest) -> dict[str, str]:
@@ -170,6 +171,11 @@ class Operator(Protocol):
 
     via_server: bool
 
+    @property
+    def api_url(self) -> str | None:
+        """Where the server gone through answers its API; None for the store opened directly."""
+        ...
+
     def create_key(self, *, org: str, workspace: str | None, member: int | None, ingest: bool) -> str: ...
 
     def list_keys(self) -> list[KeyInfo]: ...
@@ -187,6 +193,7 @@ class Operator(Protocol):
 
 class DirectOperator:
     via_server = False
+    api_url = None
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -220,6 +227,10 @@ class ServerOperator:
             base_url="http://parley-admin",
             timeout=ADMIN_TIMEOUT_S,
         )
+
+    @property
+    def api_url(self) -> str:
+        return self._answer(self.client.get("/health"))["api"]
 
     def _post(self, url: str, **kwargs: object) -> Any:
         return self._answer(self.client.post(url, **kwargs))  # type: ignore[arg-type]

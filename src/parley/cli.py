@@ -333,7 +333,8 @@ def demo(
         basic_key = op.create_key(
             org=first.org, workspace=first.workspace_id, member=first.basic_member_id, ingest=False
         )
-    _print_walkthrough(settings, first.org, first.workspace_id, ingest_key, admin_key, basic_key, end_at)
+        serving = op.api_url
+    _print_walkthrough(serving, settings, first.org, first.workspace_id, ingest_key, admin_key, basic_key, end_at)
 
 
 @app.command()
@@ -365,12 +366,22 @@ def bench(
 
 
 def _print_walkthrough(
-    settings: Settings, org: str, workspace_id: str, ingest_key: str, admin_key: str, basic_key: str, end: datetime
+    serving: str | None,
+    settings: Settings,
+    org: str,
+    workspace_id: str,
+    ingest_key: str,
+    admin_key: str,
+    basic_key: str,
+    end: datetime,
 ) -> None:
-    """The keys, and a curl for each endpoint; the ranges are the data's last 30 days (UTC)."""
+    """The keys, and a curl for each endpoint of the server that took the data
+    (``serving``), else of the one ``parley serve`` would start; the ranges are the
+    data's last 30 days (UTC)."""
     from parley.demo import user_id
 
-    base = f"http://{settings.host}:{settings.port}"
+    base = serving or settings.api_url
+    start = "The server that took the data serves it now:" if serving else "Start the server with `parley serve`, then"
     chats = f"{base}/api/v2/w/{workspace_id}/chats"
     last = end.astimezone(UTC).date()
     first = last - timedelta(days=29)
@@ -394,7 +405,7 @@ Demo data loaded. Workspace {workspace_id} of org {org}; its last 30 days: FROM=
   basic member key:  {basic_key}
   ingestion key:     {ingest_key}
 
-Start the server with `parley serve`, then open the dashboard at {base}/ and paste the admin key,
+{start} open the dashboard at {base}/ and paste the admin key,
 or try:
   curl -s -H "Authorization: Bearer {admin_key}" {base}/analytics/calls/by-assistant
   curl -s -H "Authorization: Bearer {basic_key}" {base}/analytics/calls/by-assistant

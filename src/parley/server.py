@@ -56,7 +56,8 @@ async def run_server(settings: Settings) -> None:
         channel_task = None
         if socket_path is not None:
             sock = bind_admin_socket(socket_path)
-            channel = _ChannelServer(uvicorn.Config(create_admin_app(store), lifespan="off", log_config=None))
+            admin_app = create_admin_app(store, api_url=settings.api_url)
+            channel = _ChannelServer(uvicorn.Config(admin_app, lifespan="off", log_config=None))
             channel_task = asyncio.create_task(channel.serve(sockets=[sock]))
         try:
             await public.serve()

@@ -64,6 +64,14 @@ class Settings(BaseSettings):
         ),
     )
 
+    @property
+    def api_url(self) -> str:
+        """Where a local client reaches ``parley serve``: a wildcard address (all
+        interfaces) is reached at the loopback one."""
+        wildcards = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 (not bound here)
+        host = wildcards.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:
