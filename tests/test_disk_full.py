@@ -79,7 +79,7 @@ def test_an_ingest_the_store_cannot_write_is_a_503_and_nothing_of_it_is_kept(tmp
         assert response.headers["retry-after"] == "30"
         assert response.json() == {
             "detail": "the store cannot answer now (the server's log says why); "
-            "nothing of this request was stored: send it again later"
+            "nothing of this request was done: send it again later"
         }
         # Reads go on, and count what was acknowledged.
         read = httpx.get(base + usage, headers={"Authorization": f"Bearer {member_key}"})

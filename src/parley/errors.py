@@ -18,7 +18,7 @@ from parley.responses import JsonResponse
 
 SEED_ENVELOPE_PREFIX = "/analytics/"
 STORE_UNAVAILABLE = (
-    "the store cannot answer now (the server's log says why); nothing of this request was stored: send it again later"
+    "the store cannot answer now (the server's log says why); nothing of this request was done: send it again later"
 )
 RETRY_AFTER_S = 30
 
