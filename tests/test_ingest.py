@@ -612,6 +612,56 @@ def test_times_with_offsets_are_stored_as_the_same_instant_in_utc(ingest, client
     assert [(a["assistant_id"], a["total_calls"]) for a in calls] == [("a1", 1)]
 
 
+def test_an_offset_of_whole_hours_without_minutes_is_read_as_postgresql_prints_it(ingest, client, admin):
+    # PostgreSQL prints a timestamptz as "2024-05-01 01:30:00+02": ISO-8601, and the same
+    # instants as in the test above.
+    chat = {
+        "workspace_id": WS,
+        "chat_id": 7,
+        "owner_member_id": 1,
+        "chat_type": "dm",
+        "channel": "web",
+        "title": "2024-05-01 01:30:00+02",  # text, not a time: left as it is
+        "created_at": "2024-05-01 01:30:00+02",
+    }
+    message = {
+        "workspace_id": WS,
+        "chat_id": 7,
+        "message_id": "m-7",
+        "role": "user",
+        "content": "sent 2024-04-30 22:15:00-05",
+        "created_at": "2024-04-30 22:15:00.5-05",
+    }
+    late_night_call = call("c-7", "a1", T0, duration=None)
+    late_night_call["body"] |= {"started_at": "2024-05-01T01:30:00+02", "ended_at": "2024-05-01 02:00:30+02"}
+    body = ingest(
+        event("chat.upsert", chat) | {"timestamp": "2024-05-01 05:30:00+05:30"},
+        event("message.create", message) | {"timestamp": "2024-04-30T22:15:00-05"},
+        late_night_call,
+    )
+    assert [s["status"] for s in body["successes"]] == [201, 201, 201]
+    (row,) = client.get(f"/api/v2/w/{WS}/chats", headers=admin).json()["items"]
+    assert (row["title"], row["createdAt"], row["updatedAt"], row["lastMessageAt"]) == (
+        "2024-05-01 01:30:00+02",
+        "2024-04-30T23:30:00Z",
+        "2024-05-01T00:00:00Z",
+        "2024-05-01T03:15:00.500000Z",
+    )
+    searched = client.get(f"/api/v2/w/{WS}/chats", params={"search": "22:15:00-05"}, headers=admin).json()
+    assert searched["total"] == 1  # the message's text kept its "-05"
+    calls = client.get(
+        "/analytics/calls/by-assistant", params={"start_date": "2024-04-30", "end_date": "2024-04-30"}, headers=admin
+    ).json()["data"]["assistants"]
+    assert [(a["assistant_id"], a["total_calls"], a["total_duration_minutes"]) for a in calls] == [("a1", 1, 30.5)]
+    # An offset of one digit is no ISO-8601: refused, and named.
+    bad = call("c-8", "a1", T0)
+    bad["body"]["started_at"] = "2024-05-01T01:30:00+2"
+    refused = ingest(bad | {"timestamp": "2024-05-01 01:30:00+02"}, expect_ok=False)["errors"]
+    assert [(e["id"], e["status"], e["message"].split(":")[0]) for e in refused] == [
+        (bad["id"], 400, "body.started_at")
+    ]
+
+
 @pytest.mark.parametrize("spec", [{}, {"get": lambda e: e.id, "field": "event_id"}], ids=["neither", "both"])
 def test_a_column_is_a_body_field_or_a_getter(spec):
     with pytest.raises(ValueError, match="'event_id' needs a body field or a getter"):

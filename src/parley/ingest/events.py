@@ -11,7 +11,7 @@ import functools
 import operator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AwareDatetime,
@@ -275,14 +275,58 @@ _TYPED_EVENT: TypeAdapter[Any] = TypeAdapter(
 )
 
 
+def _holds_instant(annotation: Any) -> bool:
+    return annotation is AwareDatetime or any(_holds_instant(arg) for arg in get_args(annotation))
+
+
+# The body's times, by event type.
+INSTANT_FIELDS: dict[str, tuple[str, ...]] = {
+    event_type: tuple(name for name, field in body.model_fields.items() if _holds_instant(field.annotation))
+    for event_type, body in BODY_SCHEMAS.items()
+}
+
+
+def _hours_only(value: Any) -> bool:
+    """A time whose offset is whole hours without minutes: ``...10:00:00+02``."""
+    if not isinstance(value, str) or len(value) <= 10:  # not a date alone either
+        return False
+    return value[-3] in "+-" and value[-2:].isdigit() and value[-4].isdigit()
+
+
+def with_offset_minutes(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """``raw`` with each of its times whose offset has no minutes (``+02``, as PostgreSQL
+    prints a ``timestamptz``: ISO-8601, which pydantic reads only as ``+02:00`` or
+    ``+0200``) given them (``+02:00``); None when it has no such time. Only the envelope's
+    ``timestamp`` and the body's time fields are looked at, never other text."""
+    fixed = None
+    if _hours_only(raw.get("timestamp")):
+        fixed = {**raw, "timestamp": raw["timestamp"] + ":00"}
+    body, event_type = raw.get("body"), raw.get("type")
+    if isinstance(body, dict) and isinstance(event_type, str):
+        times = {name: body[name] + ":00" for name in INSTANT_FIELDS.get(event_type, ()) if _hours_only(body.get(name))}
+        if times:
+            fixed = {**(fixed or raw), "body": {**body, **times}}
+    return fixed
+
+
 def validate_event(raw: Any, org: str) -> Event:
-    """Check one raw event and return it typed, or raise :class:`InvalidEvent`."""
+    """Check one raw event and return it typed, or raise :class:`InvalidEvent`.
+
+    Offsets without minutes are given them only for an event refused as it came, so that
+    the events that need nothing pay nothing for it.
+    """
     if not isinstance(raw, dict):
         raise InvalidEvent("an event must be a JSON object")
     try:
         typed = _TYPED_EVENT.validate_python(raw)
     except ValidationError:
-        return validate_in_two_steps(raw, org)
+        fixed = with_offset_minutes(raw)
+        if fixed is None:
+            return validate_in_two_steps(raw, org)
+        try:
+            typed = _TYPED_EVENT.validate_python(fixed)
+        except ValidationError:
+            return validate_in_two_steps(fixed, org)
     return Event(org=org, id=typed.id, type=typed.type, timestamp=typed.timestamp, body=typed.body)
 
 
