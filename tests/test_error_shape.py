@@ -148,6 +148,44 @@ def test_parameters_nothing_resembles_ride_along_unread(client, ingest, admin):
     assert export.text == client.get(f"{chats}/export", headers=admin).text
 
 
+PLUS = " (a + in a URL's query string arrives as a space: send it as %2B)"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (
+            f"/api/v2/w/{WS}/chats?createdAfter=2024-05-01T00:00:00+02:00",
+            "createdAfter: '2024-05-01T00:00:00 02:00' is not an ISO-8601 datetime" + PLUS,
+        ),
+        (
+            f"/api/v2/org/acme/workspace/{WS}/metrics/assistants_usage?from_date=2024-05-01T00:00:00+0200",
+            "from_date: '2024-05-01T00:00:00 0200' is neither a date (YYYY-MM-DD) nor an ISO-8601 datetime" + PLUS,
+        ),
+        (
+            "/api/ai-analytics/orgs/acme/users/u1/user-cost/?start_date=2024-05-01&end_date=2024-05-02T00:00:00+02",
+            "end_date: '2024-05-02T00:00:00 02' is neither a date (YYYY-MM-DD) nor an ISO-8601 datetime" + PLUS,
+        ),
+        # Not a datetime however the space is read: no hint.
+        (
+            f"/api/v2/w/{WS}/chats?createdAfter=2024-05-01T00:00:00+25:00",
+            "createdAfter: '2024-05-01T00:00:00 25:00' is not an ISO-8601 datetime",
+        ),
+    ],
+)
+def test_a_plus_sent_unescaped_is_named_as_the_space_it_arrives_as(client, admin, url, reason):
+    response = client.get(url, headers=admin)
+    assert (response.status_code, response.json()) == (400, {"detail": reason})
+    escaped = client.get(url.replace("+", "%2B"), headers=admin)
+    assert escaped.status_code == (400 if "25:00" in url else 200), escaped.text
+
+
+def test_the_calls_endpoint_names_an_unescaped_plus_in_its_seed_envelope(client, admin):
+    response = client.get("/analytics/calls/by-assistant?start_date=2024-05-01T00:00:00+02:00", headers=admin)
+    reason = "start_date: '2024-05-01T00:00:00 02:00' is neither a date (YYYY-MM-DD) nor an ISO-8601 datetime" + PLUS
+    assert (response.status_code, response.json()) == (400, {"success": False, "message": reason})
+
+
 def test_unknown_paths_and_methods_are_json_too(client):
     _assert_error_shape("/nope", client.get("/nope"), 404)
     _assert_error_shape("/api/v2/ingest", client.get("/api/v2/ingest"), 405)

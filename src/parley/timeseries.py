@@ -88,6 +88,23 @@ def _day_last(day: date, tz: ZoneInfo) -> datetime:
         return LATEST
 
 
+_OFFSET_DIGITS = re.compile(r"\d\d(?::?\d\d)?")
+
+
+def plus_as_space(text: str) -> str:
+    """A hint for a datetime whose offset's ``+`` came as a space: a query string's ``+``
+    is a space once decoded, so ``...T10:00:00+02:00`` sent as it is arrives as
+    ``...T10:00:00 02:00``; else nothing."""
+    head, space, offset = text.rpartition(" ")
+    if not (space and head and _OFFSET_DIGITS.fullmatch(offset)):
+        return ""
+    try:
+        datetime.fromisoformat(f"{head}+{offset}")
+    except ValueError:
+        return ""
+    return " (a + in a URL's query string arrives as a space: send it as %2B)"
+
+
 def parse_bound(value: str, *, name: str, is_end: bool, tz: ZoneInfo) -> datetime:
     """One range bound as naive UTC; a date-only end covers its whole day."""
     text = value.strip()
@@ -100,7 +117,8 @@ def parse_bound(value: str, *, name: str, is_end: bool, tz: ZoneInfo) -> datetim
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise BadRequest(f"{name}: {value!r} is neither a date (YYYY-MM-DD) nor an ISO-8601 datetime") from None
+        reason = f"{value!r} is neither a date (YYYY-MM-DD) nor an ISO-8601 datetime{plus_as_space(text)}"
+        raise BadRequest(f"{name}: {reason}") from None
     if moment.tzinfo is None:
         raise BadRequest(f"{name}: datetime {value!r} needs an offset (Z or +02:00)")
     return stored_instant(moment, name=name, value=value)

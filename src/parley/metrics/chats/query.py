@@ -15,7 +15,7 @@ from typing import Any, Literal
 import orjson
 
 from parley.errors import BadRequest
-from parley.timeseries import stored_instant
+from parley.timeseries import plus_as_space, stored_instant
 
 CHAT_TYPES = ("assignment", "manager", "dm", "testing")
 SORT_FIELDS = ("createdAt", "updatedAt", "lastMessageAt", "id", "title")
@@ -95,7 +95,7 @@ def parse_instant(value: str, name: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise BadRequest(f"{name}: {value!r} is not an ISO-8601 datetime") from None
+        raise BadRequest(f"{name}: {value!r} is not an ISO-8601 datetime{plus_as_space(value.strip())}") from None
     if moment.tzinfo is None or len(value.strip()) <= 10:
         raise BadRequest(f"{name}: {value!r} needs a time and an offset (Z or +02:00)")
     return stored_instant(moment, name=name, value=value)
