@@ -252,12 +252,18 @@ def operations(base: str) -> list[tuple[str, str]]:
     return sorted((method.upper(), path) for path, item in spec["paths"].items() for method in item)
 
 
-def test_the_api_docs_work_with_no_network_but_parley(site, browser):
-    base, _ = site
+def open_with_parley_alone(browser, base: str, path: str, ready: str):
+    """A page of ``path`` once ``ready`` shows, and the requests it made elsewhere."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     outside = only_parley(page, base)
-    page.goto(base + "/docs")
-    page.wait_for_selector(".opblock", timeout=30_000)
+    page.goto(base + path)
+    page.wait_for_selector(ready, timeout=30_000)
+    return page, outside
+
+
+def test_the_api_docs_work_with_no_network_but_parley(site, browser):
+    base, _ = site
+    page, outside = open_with_parley_alone(browser, base, "/docs", ".opblock")
     shown = page.eval_on_selector_all(
         ".opblock",
         "blocks => blocks.map(b => [b.querySelector('.opblock-summary-method').textContent,"
@@ -271,10 +277,7 @@ def test_the_api_docs_work_with_no_network_but_parley(site, browser):
 
 def test_the_redoc_page_works_with_no_network_but_parley(site, browser):
     base, _ = site
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    outside = only_parley(page, base)
-    page.goto(base + "/redoc")
-    page.wait_for_selector('[data-section-id^="operation/"]', timeout=30_000)
+    page, outside = open_with_parley_alone(browser, base, "/redoc", '[data-section-id^="operation/"]')
     sections = page.eval_on_selector_all('[data-section-id^="operation/"]', "s => s.length")
     assert sections == len(operations(base))
     # Redoc's own "API docs by Redocly" badge, an image it links and no option hides.
@@ -283,9 +286,7 @@ def test_the_redoc_page_works_with_no_network_but_parley(site, browser):
 
 def test_the_api_docs_try_a_request_with_a_key(site, browser):
     base, keys = site
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    only_parley(page, base)
-    page.goto(base + "/docs")
+    page, _ = open_with_parley_alone(browser, base, "/docs", "button.authorize")
     page.click("button.authorize")
     page.fill(".modal-ux input[type=text]", keys["admin"])  # the first scheme: Bearer
     page.click(".modal-ux button.authorize[type=submit]")

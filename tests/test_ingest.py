@@ -577,85 +577,73 @@ def test_a_transaction_waits_for_the_callers_the_last_one_answered(tmp_path):
         store.close()
 
 
-def test_times_with_offsets_are_stored_as_the_same_instant_in_utc(ingest, client, admin):
+# The same instants spelt as ISO-8601 with the offsets' minutes, and as PostgreSQL prints a
+# timestamptz: a space for the T, and an offset of whole hours without minutes (ISO-8601
+# too). (chat created, message sent, call ended, chat's event, message's event)
+OFFSET_SPELLINGS = {
+    "iso": (
+        "2024-05-01T01:30:00+02:00",
+        "2024-04-30T22:15:00.5-05:00",
+        "2024-05-01T02:00:30+02:00",
+        "2024-05-01T05:30:00+05:30",
+        "2024-04-30T22:15:00-05:00",
+    ),
+    "postgresql": (
+        "2024-05-01 01:30:00+02",
+        "2024-04-30 22:15:00.5-05",
+        "2024-05-01 02:00:30+02",
+        "2024-05-01 05:30:00+05:30",
+        "2024-04-30 22:15:00-05",
+    ),
+}
+
+
+@pytest.mark.parametrize("spelling", OFFSET_SPELLINGS)
+def test_times_with_offsets_are_stored_as_the_same_instant_in_utc(ingest, client, admin, spelling):
+    created, sent, ended, chat_ts, message_ts = OFFSET_SPELLINGS[spelling]
     chat = {
         "workspace_id": WS,
         "chat_id": 7,
         "owner_member_id": 1,
         "chat_type": "dm",
         "channel": "web",
-        "created_at": "2024-05-01T01:30:00+02:00",
+        "title": created,  # text, not a time: kept as it is
+        "created_at": created,
     }
     message = {
         "workspace_id": WS,
         "chat_id": 7,
         "message_id": "m-7",
         "role": "user",
-        "created_at": "2024-04-30T22:15:00.5-05:00",
+        "content": f"sent {sent}",
+        "created_at": sent,
     }
-    late_night_call = call("c-7", "a1", T0, duration=60)
-    late_night_call["body"]["started_at"] = "2024-05-01T01:30:00+02:00"  # still April 30 in UTC
-    ingest(
-        event("chat.upsert", chat) | {"timestamp": "2024-05-01T05:30:00+05:30"},
-        event("message.create", message) | {"timestamp": "2024-04-30T22:15:00-05:00"},
-        late_night_call,
-    )
-    (row,) = client.get(f"/api/v2/w/{WS}/chats", headers=admin).json()["items"]
-    assert (row["createdAt"], row["updatedAt"], row["lastMessageAt"]) == (
-        "2024-04-30T23:30:00Z",
-        "2024-05-01T00:00:00Z",
-        "2024-05-01T03:15:00.500000Z",
-    )
-    calls = client.get(
-        "/analytics/calls/by-assistant", params={"start_date": "2024-04-30", "end_date": "2024-04-30"}, headers=admin
-    ).json()["data"]["assistants"]
-    assert [(a["assistant_id"], a["total_calls"]) for a in calls] == [("a1", 1)]
-
-
-def test_an_offset_of_whole_hours_without_minutes_is_read_as_postgresql_prints_it(ingest, client, admin):
-    # PostgreSQL prints a timestamptz as "2024-05-01 01:30:00+02": ISO-8601, and the same
-    # instants as in the test above.
-    chat = {
-        "workspace_id": WS,
-        "chat_id": 7,
-        "owner_member_id": 1,
-        "chat_type": "dm",
-        "channel": "web",
-        "title": "2024-05-01 01:30:00+02",  # text, not a time: left as it is
-        "created_at": "2024-05-01 01:30:00+02",
-    }
-    message = {
-        "workspace_id": WS,
-        "chat_id": 7,
-        "message_id": "m-7",
-        "role": "user",
-        "content": "sent 2024-04-30 22:15:00-05",
-        "created_at": "2024-04-30 22:15:00.5-05",
-    }
-    late_night_call = call("c-7", "a1", T0, duration=None)
-    late_night_call["body"] |= {"started_at": "2024-05-01T01:30:00+02", "ended_at": "2024-05-01 02:00:30+02"}
+    late_night_call = call("c-7", "a1", T0)
+    late_night_call["body"] |= {"started_at": created, "ended_at": ended}  # still April 30 in UTC
     body = ingest(
-        event("chat.upsert", chat) | {"timestamp": "2024-05-01 05:30:00+05:30"},
-        event("message.create", message) | {"timestamp": "2024-04-30T22:15:00-05"},
+        event("chat.upsert", chat) | {"timestamp": chat_ts},
+        event("message.create", message) | {"timestamp": message_ts},
         late_night_call,
     )
     assert [s["status"] for s in body["successes"]] == [201, 201, 201]
     (row,) = client.get(f"/api/v2/w/{WS}/chats", headers=admin).json()["items"]
     assert (row["title"], row["createdAt"], row["updatedAt"], row["lastMessageAt"]) == (
-        "2024-05-01 01:30:00+02",
+        created,
         "2024-04-30T23:30:00Z",
         "2024-05-01T00:00:00Z",
         "2024-05-01T03:15:00.500000Z",
     )
-    searched = client.get(f"/api/v2/w/{WS}/chats", params={"search": "22:15:00-05"}, headers=admin).json()
-    assert searched["total"] == 1  # the message's text kept its "-05"
+    searched = client.get(f"/api/v2/w/{WS}/chats", params={"search": f"sent {sent}"}, headers=admin).json()
+    assert searched["total"] == 1  # the message's text as it came
     calls = client.get(
         "/analytics/calls/by-assistant", params={"start_date": "2024-04-30", "end_date": "2024-04-30"}, headers=admin
     ).json()["data"]["assistants"]
     assert [(a["assistant_id"], a["total_calls"], a["total_duration_minutes"]) for a in calls] == [("a1", 1, 30.5)]
-    # An offset of one digit is no ISO-8601: refused, and named.
+
+
+def test_an_offset_of_one_digit_is_refused_and_named(ingest):
     bad = call("c-8", "a1", T0)
-    bad["body"]["started_at"] = "2024-05-01T01:30:00+2"
+    bad["body"]["started_at"] = "2024-05-01T01:30:00+2"  # no ISO-8601
     refused = ingest(bad | {"timestamp": "2024-05-01 01:30:00+02"}, expect_ok=False)["errors"]
     assert [(e["id"], e["status"], e["message"].split(":")[0]) for e in refused] == [
         (bad["id"], 400, "body.started_at")
