@@ -15,7 +15,7 @@ import pytest
 from parley.auth.keys import create_key
 from parley.store.duckdb import DuckDBStore
 from tests.conftest import bearer
-from tests.factories import WS, event, iso, member
+from tests.factories import WS, event, iso, member, one_of_each
 from tests.series_reference import day_bounds, label, periods
 
 BASE = "/api/ai-analytics/orgs/acme/users/me"
@@ -869,3 +869,20 @@ def test_cost_days_written_without_their_observations_are_made_again(tmp_path):
         assert store.user_cost(org="acme", user_id="ann", prices=[], **cut) == (3 * 10**12, 0)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("name", ["user-cohorts-over-time", "user-cost", "user-feedback"])
+def test_each_path_is_served_without_its_trailing_slash_too_not_redirected(client, ingest, admin, name):
+    ingest(*one_of_each(D + timedelta(hours=12)))
+    url = f"/api/ai-analytics/orgs/acme/users/u1/{name}"
+    params = {"start_date": "2024-05-01", "end_date": "2024-05-01"}
+    with_slash = client.get(url + "/", params=params, headers=admin, follow_redirects=False)
+    without = client.get(url, params=params, headers=admin, follow_redirects=False)
+    assert with_slash.status_code == 200
+    assert (without.status_code, without.json()) == (200, with_slash.json())
+    expected = {
+        "user-cohorts-over-time": {"periods": ["2024-05-01T00:00:00Z"], "new_users": [1], "veteran_users": [0]},
+        "user-cost": {"total_cost": 0.25},
+        "user-feedback": [[{"period": "2024-05-01T00:00:00Z", "feedback_count": 1, "positive": 1, "negative": 0}]],
+    }
+    assert with_slash.json() == expected[name]  # u1, registered that day, its generation and its feedback
