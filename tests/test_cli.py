@@ -398,7 +398,7 @@ def test_demo_through_a_running_server_prints_that_servers_address(tmp_path: Pat
         result = run_cli(url, "demo", "--end", "2024-06-15T12:00:00Z")
         assert f"The server that took the data serves it now: open the dashboard at {base}/ and" in result.stdout
         reads = _printed_reads(result.stdout)
-        assert len(reads) == 12 and [url for _, url in reads if not url.startswith(f"{base}/")] == []
+        assert len(reads) == 12 and [printed for _, printed in reads if not printed.startswith(f"{base}/")] == []
         for key, printed in reads:  # each as printed
             got = httpx.get(printed, headers={"Authorization": f"Bearer {key}"})
             assert got.status_code in (200, 403), printed
