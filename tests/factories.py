@@ -137,3 +137,11 @@ def read_urls(now: datetime) -> list[str]:
         f"{org}/user-feedback/?{span}&aggregation=weekly",
         "/api/v2/me",
     ]
+
+
+def filled(path: str) -> str:
+    """An OpenAPI path template with its parameters filled: workspace WS of org acme, user me."""
+    values = {"{workspace_uuid}": WS, "{workspace_id}": WS, "{org_id}": "acme", "{org}": "acme", "{user_id}": "me"}
+    for name, value in values.items():
+        path = path.replace(name, value)
+    return path

@@ -8,7 +8,7 @@ import pytest
 
 from parley.errors import SEED_ENVELOPE_PREFIX
 from tests.conftest import bearer
-from tests.factories import WS, member, one_of_each
+from tests.factories import WS, filled, member, one_of_each
 
 
 def _operations(client, *, with_query=False):
@@ -17,13 +17,6 @@ def _operations(client, *, with_query=False):
             takes_query = any(p["in"] == "query" for p in spec.get("parameters", []))
             if takes_query or not with_query or method == "post":
                 yield method.upper(), path
-
-
-def _url(path: str) -> str:
-    values = {"{workspace_uuid}": WS, "{workspace_id}": WS, "{org_id}": "acme", "{org}": "acme", "{user_id}": "me"}
-    for name, value in values.items():
-        path = path.replace(name, value)
-    return path
 
 
 def _assert_error_shape(path: str, response, status: int) -> None:
@@ -41,7 +34,7 @@ def test_every_route_refuses_a_missing_key_in_its_shape(client):
     operations = list(_operations(client))
     assert len(operations) >= 2
     for method, path in operations:
-        _assert_error_shape(path, client.request(method, _url(path)), 401)
+        _assert_error_shape(path, client.request(method, filled(path)), 401)
 
 
 def test_every_route_refuses_garbage_parameters_in_its_shape(client, ingest, member_key, ingest_key):
@@ -60,7 +53,7 @@ def test_every_route_refuses_garbage_parameters_in_its_shape(client, ingest, mem
     }
     for method, path in _operations(client, with_query=True):
         key = ingest_key if path == "/api/v2/ingest" else member_key(1)
-        response = client.request(method, _url(path), params=garbage, headers=bearer(key), content=b"{")
+        response = client.request(method, filled(path), params=garbage, headers=bearer(key), content=b"{")
         _assert_error_shape(path, response, 400)
 
 
@@ -90,7 +83,7 @@ def test_every_parameter_given_twice_is_refused_not_taken_at_its_last_value(clie
             if parameter["in"] != "query":
                 continue
             name = parameter["name"]
-            response = client.request(method, _url(path), params=[(name, "1"), (name, "2")], headers=admin)
+            response = client.request(method, filled(path), params=[(name, "1"), (name, "2")], headers=admin)
             _assert_error_shape(path, response, 400)
             reason = f"{name}: given 2 times; give it once"
             assert reason in (response.json().get("detail"), response.json().get("message")), response.text

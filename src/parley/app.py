@@ -11,6 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Router
+from starlette.types import Receive, Scope, Send
 
 from parley import __version__
 from parley.clock import Clock, utcnow
@@ -57,6 +59,28 @@ def _without_422(app: FastAPI) -> None:
 
 def _start_threadpool() -> None:
     """Nothing: run once in the threadpool, to start it (see ``create_app``)."""
+
+
+_SLASH_TOGGLED = "parley.slash_toggled"
+
+
+def _serve_either_slash(router: Router) -> None:
+    """A path that matches no route but does with its trailing slash added or taken off
+    is served by that route, rather than answered by Starlette's 307: an empty body that
+    curl does not follow, to an absolute URL naming the server as the request reached it
+    (http even behind a TLS proxy). The routes themselves, their 405s included, decide."""
+    not_found = router.default
+    router.redirect_slashes = False
+
+    async def other_slash(scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or path == "/" or scope.get(_SLASH_TOGGLED):
+            await not_found(scope, receive, send)
+            return
+        toggled = path.rstrip("/") if path.endswith("/") else path + "/"
+        await router.app({**scope, "path": toggled, _SLASH_TOGGLED: True}, receive, send)
+
+    router.default = other_slash
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None, clock: Clock = utcnow) -> FastAPI:
@@ -114,5 +138,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    _serve_either_slash(app.router)
     _without_422(app)
     return app

@@ -122,11 +122,7 @@ class UserChatFeedbackCount(BaseModel):
     negative: int
 
 
-# The seed's paths end with a slash; each is served without it too, rather than
-# redirected (an empty 307 that curl does not follow, to an absolute URL that names the
-# server as the request reached it, http even behind a TLS proxy).
 @router.get("/user-cohorts-over-time/", response_model=Cohorts)
-@router.get("/user-cohorts-over-time", response_model=Cohorts, include_in_schema=False)
 async def user_cohorts_over_time(
     user_id: Annotated[str, Path(description="The caller's own user id; not a filter.")],
     principal: OrgReader,
@@ -152,7 +148,6 @@ async def user_cohorts_over_time(
 
 
 @router.get("/user-cost/", response_model=UserCost)
-@router.get("/user-cost", response_model=UserCost, include_in_schema=False)
 async def user_cost(
     request: Request,
     now: Now,
@@ -198,7 +193,6 @@ async def user_cost(
 
 
 @router.get("/user-feedback/", response_model=list[list[UserChatFeedbackCount]])
-@router.get("/user-feedback", response_model=list[list[UserChatFeedbackCount]], include_in_schema=False)
 async def user_feedback(
     user_id: Annotated[str, Path(description="The caller's own user id; not a filter.")],
     principal: OrgReader,
