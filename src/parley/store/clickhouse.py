@@ -311,15 +311,23 @@ class ChdbTransport:
             self._con.close()
 
 
-class HttpTransport:
-    def __init__(self, url: str) -> None:
+class ConnectTransport:
+    """A clickhouse-connect client: a ClickHouse server over HTTP (``over_http``), or in
+    the tests its chdb backend, which drives the same client methods, parameter binding
+    and Arrow conversions as the HTTP one."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    @classmethod
+    def over_http(cls, url: str) -> ConnectTransport:
         import clickhouse_connect
         from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port or 8123
         try:
-            self._client = clickhouse_connect.get_client(
+            client = clickhouse_connect.get_client(
                 host=host,
                 port=port,
                 username=unquote(parts.username or "default"),
@@ -329,6 +337,7 @@ class HttpTransport:
             )
         except ClickHouseError as err:  # it connects at once, to learn the server's settings
             raise StoreUnavailable(f"ClickHouse at {host}:{port} could not be reached: {err}") from None
+        return cls(client)
 
     def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
         return self._client.query_arrow(sql, parameters=http_params(params))

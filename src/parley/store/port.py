@@ -176,11 +176,11 @@ def open_store(url: str, *, threads: int | None = None, memory_limit: str | None
         from parley.store.duckdb import DuckDBStore
 
         return DuckDBStore(target.path, threads=threads, memory_limit=memory_limit)
-    from parley.store.clickhouse import ChdbTransport, ClickHouseStore, HttpTransport
+    from parley.store.clickhouse import ChdbTransport, ClickHouseStore, ConnectTransport
 
     if target.engine == "chdb":
         return ClickHouseStore(ChdbTransport(target.path), url)
-    return ClickHouseStore(HttpTransport(url), url)
+    return ClickHouseStore(ConnectTransport.over_http(url), url)
 
 
 __all__ = [

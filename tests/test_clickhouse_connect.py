@@ -1,0 +1,69 @@
+"""The ClickHouse store through clickhouse-connect, the client it reaches a server with.
+
+No ClickHouse server runs here, so the client's chdb backend stands in for the server:
+the same client methods, parameter binding and Arrow conversions as over HTTP, on
+ClickHouse's own engine. (chdb holds one engine a process, so each store here is
+closed before the next opens, and none is open beside the chdb transport's.) Every endpoint is compared
+with the embedded store, and tests of ingestion and of the time range's edges run here
+again on this store, through the fixtures below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import clickhouse_connect
+import pytest
+
+from parley.store.clickhouse import QUERY_SETTINGS, ClickHouseStore, ConnectTransport
+from parley.store.port import Store, open_store
+from tests.conftest import store_url_for
+from tests.test_equivalence import assert_same_answers, loaded_clients
+from tests.test_ingest import (  # noqa: F401  (collected again here, on this store)
+    test_a_batch_mixing_stored_and_new_events_stores_only_the_new,
+    test_an_id_repeated_inside_one_batch_is_stored_once,
+    test_event_ids_are_per_org,
+    test_one_bad_event_never_drops_its_neighbours,
+    test_retrying_a_whole_batch_is_a_no_op_that_succeeds,
+    test_the_latest_upsert_wins_whatever_the_arrival_order,
+    test_times_with_offsets_are_stored_as_the_same_instant_in_utc,
+    test_values_the_store_cannot_hold_are_a_400_for_that_event_only,
+)
+from tests.test_time_edges import (  # noqa: F401
+    test_an_event_of_2200_counts_on_its_own_day_hour_and_week,
+    test_the_first_instant_is_counted_on_its_day,
+    test_the_last_instant_is_counted_on_its_day,
+)
+
+# What the settings name; the store the app is given is the one below.
+URL = "clickhouse://default@localhost:8123/default"
+
+
+def connect_store(engine: Path) -> ClickHouseStore:
+    client = clickhouse_connect.get_client(interface="chdb", path=str(engine), settings=QUERY_SETTINGS)
+    return ClickHouseStore(ConnectTransport(client), URL)
+
+
+@pytest.fixture
+def store_url() -> str:
+    return URL
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = connect_store(tmp_path / "engine")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def clients(tmp_path: Path):
+    duck_url = store_url_for("duckdb", tmp_path)
+    opened = {"duckdb": (duck_url, open_store(duck_url)), "connect": (URL, connect_store(tmp_path / "engine"))}
+    yield from loaded_clients(opened)
+
+
+def test_every_endpoint_answers_as_the_embedded_store_does(clients):
+    stores, ws, _, _ = clients
+    assert_same_answers(stores, ws, "duckdb", "connect")
