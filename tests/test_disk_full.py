@@ -111,3 +111,27 @@ def test_a_bulk_load_the_store_cannot_write_stops_with_the_reason_and_loads_the_
     again = run_cli(url, "ingest", str(lines))
     assert again.stdout.strip().splitlines()[-1] == f"accepted {total - kept}, duplicates {kept}, rejected 0"
     assert stored_messages(path) == total
+
+
+def test_a_bulk_load_through_a_server_that_cannot_write_names_the_cause_as_without_one(tmp_path: Path):
+    # The operator channel is the operator's own: its 503 gives the cause, which the CLI
+    # reports as it does when it opens the store itself.
+    path = tmp_path / "parley.duckdb"
+    url = f"duckdb:///{path}"
+    run_cli(url, "keys", "create", "--org", "acme", "--ingest")
+    lines = tmp_path / "events.jsonl"
+    total = 100_000
+    lines.write_text("".join(json.dumps({**e, "org": "acme"}) + "\n" for e in messages(0, total, padding=10)))
+    with running_server(url, file_size_limit=2 * LIMIT):
+        full = run_cli(url, "ingest", str(lines), check=False)  # the server holds the store: through it
+    assert full.returncode == 1, full.stdout + full.stderr
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the store could not commit: "), last
+    assert "File too large" in last
+    assert last.endswith("; the lines stored before it stay stored, and loading the file again adds the rest")
+    kept = stored_messages(path)
+    assert 0 < kept < total
+    with running_server(url):
+        again = run_cli(url, "ingest", str(lines))
+    assert again.stdout.strip().splitlines()[-1] == f"accepted {total - kept}, duplicates {kept}, rejected 0"
+    assert stored_messages(path) == total

@@ -10,6 +10,7 @@ can reach it. With no server running, the CLI opens the store itself.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Iterable, Iterator
@@ -22,8 +23,9 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from parley.auth.keys import create_key, key_id_of, revoke_key
-from parley.errors import BadRequest, install_error_handlers
+from parley.errors import BadRequest, error_response, install_error_handlers
 from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines
+from parley.responses import JsonResponse
 from parley.settings import Settings
 from parley.store.port import ApiKeyRecord, Store, StoreLocked, StoreUnavailable
 from parley.store.urls import parse_database_url
@@ -31,6 +33,7 @@ from parley.store.urls import parse_database_url
 if TYPE_CHECKING:
     import httpx
 
+log = logging.getLogger("parley.admin")
 ADMIN_TIMEOUT_S = 600.0
 
 
@@ -122,6 +125,13 @@ def create_admin_app(store: Store, *, api_url: str) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.store = store
     install_error_handlers(app)
+
+    # The public API's 503 leaves the cause to the server's log; this channel is the
+    # operator's own, on the server's machine, so its 503 gives the cause.
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JsonResponse:
+        log.error("operator channel %s %s: %s", request.method, request.url.path, exc)
+        return error_response(request, 503, str(exc))
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -236,6 +246,8 @@ class ServerOperator:
         return self._answer(self.client.post(url, **kwargs))  # type: ignore[arg-type]
 
     def _answer(self, response: httpx.Response) -> Any:
+        if response.status_code == 503:
+            raise StoreUnavailable(response.json().get("detail", response.text))
         if response.status_code >= 400:
             raise ChannelError(response.json().get("detail", response.text))
         return response.json()
