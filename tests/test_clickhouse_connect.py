@@ -19,9 +19,11 @@ import pytest
 from parley.store.clickhouse import QUERY_SETTINGS, ClickHouseStore, ConnectTransport
 from parley.store.port import Store, open_store
 from tests.conftest import store_url_for
+from tests.test_clickhouse_inserts import assert_refused_whole
 from tests.test_equivalence import assert_same_answers, loaded_clients
 from tests.test_ingest import (  # noqa: F401  (collected again here, on this store)
     test_a_batch_mixing_stored_and_new_events_stores_only_the_new,
+    test_a_batch_spanning_more_than_100_months_is_stored_whole,
     test_an_id_repeated_inside_one_batch_is_stored_once,
     test_event_ids_are_per_org,
     test_one_bad_event_never_drops_its_neighbours,
@@ -67,3 +69,12 @@ def clients(tmp_path: Path):
 def test_every_endpoint_answers_as_the_embedded_store_does(clients):
     stores, ws, _, _ = clients
     assert_same_answers(stores, ws, "duckdb", "connect")
+
+
+def test_the_transport_raises_what_the_engine_refuses(tmp_path: Path):
+    client = clickhouse_connect.get_client(interface="chdb", path=str(tmp_path / "engine"), settings=QUERY_SETTINGS)
+    transport = ConnectTransport(client)
+    try:
+        assert_refused_whole(transport)
+    finally:
+        transport.close()

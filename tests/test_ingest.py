@@ -188,6 +188,20 @@ def test_the_latest_upsert_wins_whatever_the_arrival_order(ingest, client, membe
     assert data["assistants"][0]["assistant_name"] == "Newest"
 
 
+def test_a_batch_spanning_more_than_100_months_is_stored_whole(ingest, client, admin):
+    # A backfill of years in one batch. ClickHouse refuses an insert into more than 100
+    # partitions (months) unless told otherwise, and chdb's streaming insert took that
+    # failure silently: every event acknowledged, none stored, and its ids taken.
+    months = [datetime(2010 + m // 12, m % 12 + 1, 15, 12, tzinfo=T0.tzinfo) for m in range(150)]
+    body = ingest(*[call(f"c{n}", "a1", started, duration=60) for n, started in enumerate(months)])
+    assert [s["status"] for s in body["successes"]] == [201] * 150
+    for year in range(2010, 2023):
+        dates = {"start_date": f"{year}-01-01", "end_date": f"{year}-12-31"}
+        response = client.get("/analytics/calls/by-assistant", params=dates, headers=admin)
+        calls = [a["total_calls"] for a in response.json()["data"]["assistants"]]
+        assert calls == [12 if year < 2022 else 6], (year, response.text)
+
+
 def test_a_body_that_is_not_a_batch_is_a_400(client, ingest_key):
     for payload in (b"[]", b'{"events": []}', b'{"batch": {}}', b"not json", b""):
         response = client.post(

@@ -16,7 +16,6 @@ aggregates a million chats in well under a second).
 
 from __future__ import annotations
 
-import io
 import threading
 from collections import defaultdict
 from collections.abc import Generator, Sequence
@@ -57,7 +56,9 @@ COLUMN_TYPES = {
     schema.STR_LIST: "Array(String)",
 }
 NOT_NULL = {"org": "String", "event_id": "String", "ts": "DateTime64(6, 'UTC')"}
-QUERY_SETTINGS = {"join_use_nulls": 1}
+# A batch may span any number of months (a backfill of years): ClickHouse refuses an
+# insert into more than 100 partitions by default.
+QUERY_SETTINGS = {"join_use_nulls": 1, "max_partitions_per_insert_block": 0}
 EXPORT_BATCH_ROWS = 10_000
 
 
@@ -299,12 +300,13 @@ class ChdbTransport:
             self._con.query(sql)
 
     def insert(self, table: str, rows: pa.Table) -> None:
-        sink = io.BytesIO()
-        with pa.ipc.new_stream(sink, rows.schema) as writer:
-            writer.write_table(rows)
-        with self._lock, self._con.send_insert(f"INSERT INTO {table}", "ArrowStream") as inserter:
-            inserter.append(sink.getvalue())
-            inserter.finish()
+        # From the Arrow table itself (the Python table function finds ``rows`` here by
+        # name). Not chdb's streaming insert (``send_insert``), whose ``finish`` reports
+        # the rows written even when writing the part failed (no space left, too many
+        # partitions): acknowledged, and lost.
+        columns = ", ".join(rows.column_names)
+        with self._lock:
+            self._con.query(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(rows)")
 
     def close(self) -> None:
         with self._lock:
