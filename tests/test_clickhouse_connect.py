@@ -2,10 +2,10 @@
 
 No ClickHouse server runs here, so the client's chdb backend stands in for the server:
 the same client methods, parameter binding and Arrow conversions as over HTTP, on
-ClickHouse's own engine. (chdb holds one engine a process, so each store here is
-closed before the next opens, and none is open beside the chdb transport's.) Every endpoint is compared
-with the embedded store, and tests of ingestion and of the time range's edges run here
-again on this store, through the fixtures below.
+ClickHouse's own engine. (chdb holds one engine a process, so each store here is closed
+before the next opens, and none is open beside the chdb transport's.) Every endpoint is
+compared with the embedded store, and tests of ingestion and of the time range's edges
+run here again on this store, through the fixtures below.
 """
 
 from __future__ import annotations
@@ -42,9 +42,12 @@ from tests.test_time_edges import (  # noqa: F401
 URL = "clickhouse://default@localhost:8123/default"
 
 
+def connect_transport(engine: Path) -> ConnectTransport:
+    return ConnectTransport(clickhouse_connect.get_client(interface="chdb", path=str(engine), settings=QUERY_SETTINGS))
+
+
 def connect_store(engine: Path) -> ClickHouseStore:
-    client = clickhouse_connect.get_client(interface="chdb", path=str(engine), settings=QUERY_SETTINGS)
-    return ClickHouseStore(ConnectTransport(client), URL)
+    return ClickHouseStore(connect_transport(engine), URL)
 
 
 @pytest.fixture
@@ -72,8 +75,7 @@ def test_every_endpoint_answers_as_the_embedded_store_does(clients):
 
 
 def test_the_transport_raises_what_the_engine_refuses(tmp_path: Path):
-    client = clickhouse_connect.get_client(interface="chdb", path=str(tmp_path / "engine"), settings=QUERY_SETTINGS)
-    transport = ConnectTransport(client)
+    transport = connect_transport(tmp_path / "engine")
     try:
         assert_refused_whole(transport)
     finally:
