@@ -75,8 +75,4 @@ def test_every_endpoint_answers_as_the_embedded_store_does(clients):
 
 
 def test_the_transport_raises_what_the_engine_refuses(tmp_path: Path):
-    transport = connect_transport(tmp_path / "engine")
-    try:
-        assert_refused_whole(transport)
-    finally:
-        transport.close()
+    assert_refused_whole(connect_transport(tmp_path / "engine"))

@@ -16,24 +16,25 @@ def two_months() -> pa.Table:
 
 
 def assert_refused_whole(transport) -> None:
-    transport.command(
-        "CREATE TABLE t (i Int64, ts DateTime64(6, 'UTC')) ENGINE = MergeTree PARTITION BY toYYYYMM(ts) ORDER BY i"
-    )
-    # Refused as the parts are written, after every row was read: the stage chdb's
-    # streaming insert reported as done.
-    transport.command("SET max_partitions_per_insert_block = 1")
-    with pytest.raises(Exception, match="Too many partitions"):
+    """An insert refused as its parts are written raises and keeps nothing; then the
+    transport is closed."""
+    try:
+        transport.command(
+            "CREATE TABLE t (i Int64, ts DateTime64(6, 'UTC')) ENGINE = MergeTree PARTITION BY toYYYYMM(ts) ORDER BY i"
+        )
+        # Refused as the parts are written, after every row was read: the stage chdb's
+        # streaming insert reported as done.
+        transport.command("SET max_partitions_per_insert_block = 1")
+        with pytest.raises(Exception, match="Too many partitions"):
+            transport.insert("t", two_months())
+        assert transport.query("SELECT count() AS n FROM t", {}).to_pylist() == [{"n": 0}]
+        transport.command("SET max_partitions_per_insert_block = 0")
         transport.insert("t", two_months())
-    assert transport.query("SELECT count() AS n FROM t", {}).to_pylist() == [{"n": 0}]
-    transport.command("SET max_partitions_per_insert_block = 0")
-    transport.insert("t", two_months())
-    stored = transport.query("SELECT i, toString(ts) AS ts FROM t ORDER BY i", {}).to_pylist()
-    assert stored == [{"i": 1, "ts": "2024-01-01 00:00:00.000000"}, {"i": 2, "ts": "2024-02-01 00:00:00.000000"}]
+        stored = transport.query("SELECT i, toString(ts) AS ts FROM t ORDER BY i", {}).to_pylist()
+        assert stored == [{"i": 1, "ts": "2024-01-01 00:00:00.000000"}, {"i": 2, "ts": "2024-02-01 00:00:00.000000"}]
+    finally:
+        transport.close()
 
 
 def test_the_embedded_transport_raises_what_the_engine_refuses(tmp_path: Path):
-    transport = ChdbTransport(tmp_path / "engine")
-    try:
-        assert_refused_whole(transport)
-    finally:
-        transport.close()
+    assert_refused_whole(ChdbTransport(tmp_path / "engine"))
