@@ -16,9 +16,12 @@ aggregates a million chats in well under a second).
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from collections import defaultdict
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,6 +63,8 @@ NOT_NULL = {"org": "String", "event_id": "String", "ts": "DateTime64(6, 'UTC')"}
 # insert into more than 100 partitions by default.
 QUERY_SETTINGS = {"join_use_nulls": 1, "max_partitions_per_insert_block": 0}
 EXPORT_BATCH_ROWS = 10_000
+
+log = logging.getLogger(__name__)
 
 
 class ClickHouseDialect:
@@ -226,11 +231,58 @@ class ClickHouseSeriesSql(SeriesSql):
 
 # -- transports ------------------------------------------------------------------------
 
+# ClickHouse's codes (ErrorCodes.cpp, which never renumbers) for a statement failing for
+# the machine's or the server's sake rather than its own: it may succeed later, once the
+# cause is mended or the load has passed.
+MACHINE_ERRORS = {
+    74: "CANNOT_READ_FROM_FILE_DESCRIPTOR",
+    75: "CANNOT_WRITE_TO_FILE_DESCRIPTOR",
+    159: "TIMEOUT_EXCEEDED",
+    172: "CANNOT_CREATE_DIRECTORY",
+    173: "CANNOT_ALLOCATE_MEMORY",
+    202: "TOO_MANY_SIMULTANEOUS_QUERIES",
+    204: "CANNOT_FSYNC",
+    209: "SOCKET_TIMEOUT",
+    210: "NETWORK_ERROR",
+    241: "MEMORY_LIMIT_EXCEEDED",
+    242: "TABLE_IS_READ_ONLY",
+    243: "NOT_ENOUGH_SPACE",
+    252: "TOO_MANY_PARTS",
+    425: "SYSTEM_ERROR",
+    439: "CANNOT_SCHEDULE_TASK",
+    745: "SERVER_OVERLOADED",
+}
+
+
+def _error_code(err: Exception) -> int | None:
+    code = getattr(err, "code", None)  # clickhouse-connect's errors carry it
+    if isinstance(code, int):
+        return code
+    found = re.match(r"Code: (\d+)\.", str(err))  # chdb's message begins with it
+    return int(found[1]) if found else None
+
+
+@contextmanager
+def _machine_failures(unreachable: type[Exception] | None = None) -> Iterator[None]:
+    """Raise ``StoreUnavailable``, the store's failure, for a statement failing for the
+    machine's sake (``MACHINE_ERRORS``: a full disk, no memory, a server overloaded), or
+    for an ``unreachable`` error without a code (a server that does not answer): a 503
+    telling the client to come back, rather than a 500."""
+    try:
+        yield
+    except StoreUnavailable:
+        raise
+    except Exception as err:
+        code = _error_code(err)
+        if code in MACHINE_ERRORS or (code is None and unreachable and isinstance(err, unreachable)):
+            raise StoreUnavailable(f"ClickHouse cannot do it now: {err}") from err
+        raise
+
 
 class Transport(Protocol):
     def query(self, sql: str, params: dict[str, Any]) -> pa.Table: ...
 
-    def command(self, sql: str) -> None: ...
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
 
     def insert(self, table: str, rows: pa.Table) -> None: ...
 
@@ -292,12 +344,12 @@ class ChdbTransport:
             self._con.query(f"SET {name} = {value}")
 
     def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
-        with self._lock:
+        with self._lock, _machine_failures():
             return self._con.query(sql, "ArrowTable", params={k: _text(v) for k, v in params.items()})
 
-    def command(self, sql: str) -> None:
-        with self._lock:
-            self._con.query(sql)
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        with self._lock, _machine_failures():
+            self._con.query(sql, params={k: _text(v) for k, v in (params or {}).items()})
 
     def insert(self, table: str, rows: pa.Table) -> None:
         # From the Arrow table itself (the Python table function finds ``rows`` here by
@@ -305,7 +357,7 @@ class ChdbTransport:
         # the rows written even when writing the part failed (no space left, too many
         # partitions): acknowledged, and lost.
         columns = ", ".join(rows.column_names)
-        with self._lock:
+        with self._lock, _machine_failures():
             self._con.query(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(rows)")
 
     def close(self) -> None:
@@ -319,7 +371,10 @@ class ConnectTransport:
     and Arrow conversions as the HTTP one."""
 
     def __init__(self, client: Any) -> None:
+        from clickhouse_connect.driver.exceptions import OperationalError
+
         self._client = client
+        self._unreachable = OperationalError  # how the client says the server did not answer
 
     @classmethod
     def over_http(cls, url: str) -> ConnectTransport:
@@ -342,14 +397,17 @@ class ConnectTransport:
         return cls(client)
 
     def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
-        return self._client.query_arrow(sql, parameters=http_params(params))
+        with _machine_failures(self._unreachable):
+            return self._client.query_arrow(sql, parameters=http_params(params))
 
-    def command(self, sql: str) -> None:
-        self._client.command(sql)
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        with _machine_failures(self._unreachable):
+            self._client.command(sql, parameters=http_params(params or {}))
 
     def insert(self, table: str, rows: pa.Table) -> None:
         # Batched on the server, and acknowledged only once written.
-        self._client.insert_arrow(table, rows, settings={"async_insert": 1, "wait_for_async_insert": 1})
+        with _machine_failures(self._unreachable):
+            self._client.insert_arrow(table, rows, settings={"async_insert": 1, "wait_for_async_insert": 1})
 
     def close(self) -> None:
         self._client.close()
@@ -484,14 +542,51 @@ class ClickHouseStore(SqlStore):
         return batch.keys
 
     def _insert(self, tables: dict[str, pa.Table], ledger: pa.Table, entities: pa.Table) -> None:
-        """Insert the rows, then the ledgers: a crash in between re-stores on retry rather than losing."""
-        for name, rows in tables.items():
-            self._transport.insert(name, _no_null_lists(rows))
-        if ledger.num_rows:
-            now = pa.array([datetime.now(UTC).replace(tzinfo=None)] * ledger.num_rows, pa.timestamp("us"))
-            self._transport.insert("event_ledger", ledger.append_column("ingested_at", now))
-        if entities.num_rows:
-            self._transport.insert("entity_ledger", entities)
+        """Insert the rows, then the ledgers: a crash in between re-stores on retry rather than losing.
+
+        ClickHouse has no transaction across tables: when an insert fails (the next
+        table's, say, with too many parts), the batch's rows already inserted are deleted
+        again, so that nothing of the batch is kept and sending it again stores each event
+        once (its rows would otherwise be there twice, without a ledger entry to tell).
+        """
+        written: list[str] = []
+        try:
+            for name, rows in tables.items():
+                self._transport.insert(name, _no_null_lists(rows))
+                written.append(name)
+            if ledger.num_rows:
+                now = pa.array([datetime.now(UTC).replace(tzinfo=None)] * ledger.num_rows, pa.timestamp("us"))
+                self._transport.insert("event_ledger", ledger.append_column("ingested_at", now))
+                written.append("event_ledger")
+            if entities.num_rows:
+                self._transport.insert("entity_ledger", entities)
+        except Exception as err:
+            self._withdraw(written, ledger, err)
+            raise
+
+    def _withdraw(self, tables: list[str], ledger: pa.Table, cause: Exception) -> None:
+        """Delete the rows of the batch whose events ``ledger`` lists from ``tables``, after
+        an insert of the batch failed with ``cause``."""
+        by_org: dict[str, list[str]] = defaultdict(list)
+        for org, event_id in zip(ledger["org"].to_pylist(), ledger["event_id"].to_pylist(), strict=True):
+            by_org[org].append(event_id)
+        try:
+            for table in tables:
+                for org, ids in by_org.items():
+                    self._transport.command(
+                        f"DELETE FROM {table} "
+                        "WHERE org = {org:String} AND event_id IN (SELECT arrayJoin({ids:Array(String)}))",
+                        {"org": org, "ids": ids},
+                    )
+        except Exception as err:
+            log.error(
+                "a batch's insert failed (%s), and its rows already in %s could not be deleted (%s): "
+                "sending the batch again stores those rows twice",
+                cause,
+                ", ".join(tables),
+                err,
+            )
+            raise RuntimeError("the batch was stored in part, and could not be withdrawn") from cause
 
     def _known(self, table: str, column: str, keys: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:
         by_org: dict[str, list[str]] = defaultdict(list)
