@@ -37,6 +37,7 @@ def run_cli(
     cwd: Path | None = None,
     check: bool = True,
     file_size_limit: int | None = None,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess:
     result = subprocess.run(
         parley_command(*args, file_size_limit=file_size_limit),
@@ -44,7 +45,7 @@ def run_cli(
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"parley {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
