@@ -39,14 +39,24 @@ def run_cli(
     file_size_limit: int | None = None,
     timeout: float = 300,
 ) -> subprocess.CompletedProcess:
-    result = subprocess.run(
+    # In a process group of its own, so that a time-out ends what it started as well (the
+    # server of `parley bench`, which outlived a killed bench and loaded the tests after).
+    process = subprocess.Popen(
         parley_command(*args, file_size_limit=file_size_limit),
         env=cli_env(database_url),
         cwd=cwd,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(f"parley {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
