@@ -20,7 +20,7 @@ import logging
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -270,8 +270,6 @@ def _machine_failures(unreachable: type[Exception] | None = None) -> Iterator[No
     telling the client to come back, rather than a 500."""
     try:
         yield
-    except StoreUnavailable:
-        raise
     except Exception as err:
         code = _error_code(err)
         if code in MACHINE_ERRORS or (code is None and unreachable and isinstance(err, unreachable)):
@@ -567,9 +565,7 @@ class ClickHouseStore(SqlStore):
     def _withdraw(self, tables: list[str], ledger: pa.Table, cause: Exception) -> None:
         """Delete the rows of the batch whose events ``ledger`` lists from ``tables``, after
         an insert of the batch failed with ``cause``."""
-        by_org: dict[str, list[str]] = defaultdict(list)
-        for org, event_id in zip(ledger["org"].to_pylist(), ledger["event_id"].to_pylist(), strict=True):
-            by_org[org].append(event_id)
+        by_org = _by_org(zip(ledger["org"].to_pylist(), ledger["event_id"].to_pylist(), strict=True))
         try:
             for table in tables:
                 for org, ids in by_org.items():
@@ -589,11 +585,8 @@ class ClickHouseStore(SqlStore):
             raise RuntimeError("the batch was stored in part, and could not be withdrawn") from cause
 
     def _known(self, table: str, column: str, keys: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:
-        by_org: dict[str, list[str]] = defaultdict(list)
-        for org, key in keys:
-            by_org[org].append(key)
         known: set[tuple[str, str]] = set()
-        for org, values in by_org.items():
+        for org, values in _by_org(keys).items():
             # IN a subquery, so the keys become a hash set: `IN {keys:Array(String)}` (or
             # has()) took time growing with the ledger when a batch's keys spread over the
             # key range (20,000 message keys against a 200,000-key ledger: 30 s, against
@@ -637,6 +630,14 @@ class ClickHouseStore(SqlStore):
             """
             for batch in self._transport.query(statement, row_params.values).to_batches():
                 yield times_as_text(batch)
+
+
+def _by_org(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """The keys of ``(org, key)`` pairs, by org."""
+    by_org: dict[str, list[str]] = defaultdict(list)
+    for org, key in pairs:
+        by_org[org].append(key)
+    return by_org
 
 
 def _no_null_lists(table: pa.Table) -> pa.Table:
