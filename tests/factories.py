@@ -145,3 +145,24 @@ def filled(path: str) -> str:
     for name, value in values.items():
         path = path.replace(name, value)
     return path
+
+
+def messages(first: int, count: int, *, padding: int = 400) -> list[dict[str, Any]]:
+    """Messages ``first`` to ``first + count - 1`` of chat 1 in WS (Bot's), each ``padding``
+    characters longer than its number needs; event ids ``e<n>``."""
+    return [
+        event(
+            "message.create",
+            {
+                "workspace_id": WS,
+                "chat_id": 1,
+                "message_id": f"m{n}",
+                "role": "assistant",
+                "assistant_name": "Bot",
+                "content": f"message {n} " + "x" * padding,
+                "created_at": iso(T0),
+            },
+            id=f"e{n}",
+        )
+        for n in range(first, first + count)
+    ]

@@ -20,7 +20,7 @@ import pytest
 from parley.errors import STORE_UNAVAILABLE
 from parley.store.port import Store, open_store
 from tests.conftest import bearer, store_url_for
-from tests.factories import T0, WS, event, iso, one_of_each
+from tests.factories import T0, event, iso, messages, one_of_each
 from tests.processes import run_cli
 from tests.test_clickhouse_connect import URL, connect_store
 
@@ -85,18 +85,6 @@ def feedback_event(n: int) -> dict:
     return {**event("feedback.create", body, id=f"f{n}"), "org": "acme"}
 
 
-def message_event(n: int) -> dict:
-    body = {
-        "workspace_id": WS,
-        "chat_id": 1,
-        "message_id": f"m{n}",
-        "role": "user",
-        "content": f"message {n}",
-        "created_at": iso(T0),
-    }
-    return {**event("message.create", body, id=f"m{n}"), "org": "acme"}
-
-
 def with_engine(url: str, *statements: str) -> dict[str, int]:
     """Run ``statements`` on the store at ``url``, and count its messages and feedback."""
     store = open_store(url)
@@ -115,7 +103,8 @@ def test_a_bulk_load_clickhouse_refuses_stops_with_the_reason_keeps_nothing_and_
     first, lines = tmp_path / "first.jsonl", tmp_path / "events.jsonl"
     first.write_text(json.dumps(feedback_event(0)) + "\n")
     run_cli(url, "ingest", str(first))
-    lines.write_text("".join(json.dumps(e) + "\n" for e in [*map(message_event, range(999)), feedback_event(1)]))
+    batch = [*({**e, "org": "acme"} for e in messages(0, 999, padding=0)), feedback_event(1)]
+    lines.write_text("".join(json.dumps(e) + "\n" for e in batch))
     assert with_engine(url, "ALTER TABLE feedback MODIFY SETTING parts_to_throw_insert = 1") == {
         "messages": 0,
         "feedback": 1,

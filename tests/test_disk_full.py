@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
 
-from tests.factories import T0, WS, event, iso, member
+from tests.factories import WS, member, messages
 from tests.processes import run_cli, running_server
 
 pytestmark = [
@@ -27,25 +28,6 @@ pytestmark = [
 
 # Past the fresh store's file (about 1.3 MB): room for a few batches in the log, not all.
 LIMIT = 4_000_000
-
-
-def messages(first: int, count: int, *, padding: int = 400) -> list[dict]:
-    return [
-        event(
-            "message.create",
-            {
-                "workspace_id": WS,
-                "chat_id": 1,
-                "message_id": f"m{n}",
-                "role": "assistant",
-                "assistant_name": "Bot",
-                "content": f"message {n} " + "x" * padding,
-                "created_at": iso(T0),
-            },
-            id=f"e{n}",
-        )
-        for n in range(first, first + count)
-    ]
 
 
 def stored_messages(path: Path) -> int:
@@ -92,46 +74,51 @@ def test_an_ingest_the_store_cannot_write_is_a_503_and_nothing_of_it_is_kept(tmp
     assert stored_messages(path) == acknowledged + 500
 
 
-def test_a_bulk_load_the_store_cannot_write_stops_with_the_reason_and_loads_the_rest_later(tmp_path: Path):
+BULK_LINES = 100_000  # 5 chunks of 20,000 lines; the first fits in the log, not the second
+
+
+def bulk_store(tmp_path: Path) -> tuple[Path, str, Path]:
+    """A store with an ingest key of acme, and a file of ``BULK_LINES`` messages for it."""
     path = tmp_path / "parley.duckdb"
     url = f"duckdb:///{path}"
     run_cli(url, "keys", "create", "--org", "acme", "--ingest")
     lines = tmp_path / "events.jsonl"
-    total = 100_000  # 5 chunks of 20,000 lines; the first fits in the log, not the second
-    lines.write_text("".join(json.dumps({**e, "org": "acme"}) + "\n" for e in messages(0, total, padding=10)))
-    full = run_cli(url, "ingest", str(lines), file_size_limit=2 * LIMIT, check=False)
-    assert full.returncode == 1, full.stdout + full.stderr
-    last = full.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: the store could not commit: ")
-    assert "File too large" in last
-    assert last.endswith("; the lines stored before it stay stored, and loading the file again adds the rest")
-    assert "rejected" not in full.stdout and "refused" not in full.stderr
-    kept = stored_messages(path)
-    assert 0 < kept < total
-    again = run_cli(url, "ingest", str(lines))
-    assert again.stdout.strip().splitlines()[-1] == f"accepted {total - kept}, duplicates {kept}, rejected 0"
-    assert stored_messages(path) == total
+    lines.write_text("".join(json.dumps({**e, "org": "acme"}) + "\n" for e in messages(0, BULK_LINES, padding=10)))
+    return path, url, lines
 
 
-def test_a_bulk_load_through_a_server_that_cannot_write_names_the_cause_as_without_one(tmp_path: Path):
-    # The operator channel is the operator's own: its 503 gives the cause, which the CLI
-    # reports as it does when it opens the store itself.
-    path = tmp_path / "parley.duckdb"
-    url = f"duckdb:///{path}"
-    run_cli(url, "keys", "create", "--org", "acme", "--ingest")
-    lines = tmp_path / "events.jsonl"
-    total = 100_000
-    lines.write_text("".join(json.dumps({**e, "org": "acme"}) + "\n" for e in messages(0, total, padding=10)))
-    with running_server(url, file_size_limit=2 * LIMIT):
-        full = run_cli(url, "ingest", str(lines), check=False)  # the server holds the store: through it
+def assert_stopped_part_way(full: subprocess.CompletedProcess, path: Path) -> int:
+    """The load stopped with the store's reason and the resume hint; what it kept, some."""
     assert full.returncode == 1, full.stdout + full.stderr
     last = full.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the store could not commit: "), last
     assert "File too large" in last
     assert last.endswith("; the lines stored before it stay stored, and loading the file again adds the rest")
     kept = stored_messages(path)
-    assert 0 < kept < total
+    assert 0 < kept < BULK_LINES
+    return kept
+
+
+def assert_loaded_the_rest(again: subprocess.CompletedProcess, path: Path, kept: int) -> None:
+    assert again.stdout.strip().splitlines()[-1] == f"accepted {BULK_LINES - kept}, duplicates {kept}, rejected 0"
+    assert stored_messages(path) == BULK_LINES
+
+
+def test_a_bulk_load_the_store_cannot_write_stops_with_the_reason_and_loads_the_rest_later(tmp_path: Path):
+    path, url, lines = bulk_store(tmp_path)
+    full = run_cli(url, "ingest", str(lines), file_size_limit=2 * LIMIT, check=False)
+    kept = assert_stopped_part_way(full, path)
+    assert "rejected" not in full.stdout and "refused" not in full.stderr
+    assert_loaded_the_rest(run_cli(url, "ingest", str(lines)), path, kept)
+
+
+def test_a_bulk_load_through_a_server_that_cannot_write_names_the_cause_as_without_one(tmp_path: Path):
+    # The operator channel is the operator's own: its 503 gives the cause, which the CLI
+    # reports as it does when it opens the store itself.
+    path, url, lines = bulk_store(tmp_path)
+    with running_server(url, file_size_limit=2 * LIMIT):
+        full = run_cli(url, "ingest", str(lines), check=False)  # the server holds the store: through it
+    kept = assert_stopped_part_way(full, path)
     with running_server(url):
         again = run_cli(url, "ingest", str(lines))
-    assert again.stdout.strip().splitlines()[-1] == f"accepted {total - kept}, duplicates {kept}, rejected 0"
-    assert stored_messages(path) == total
+    assert_loaded_the_rest(again, path, kept)  # the store read once the server has let it go
