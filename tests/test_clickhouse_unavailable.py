@@ -6,6 +6,11 @@ The engine is made to refuse by its own settings: a table that allows one part p
 partition refuses the next insert with TOO_MANY_PARTS (what a server whose merges lag
 behind its inserts answers), and a memory limit of a kilobyte refuses a read with
 MEMORY_LIMIT_EXCEEDED.
+
+A batch can also be cut short between two of its inserts (ClickHouse has no transaction
+across tables): the Parley process killed, the server gone. ``Crash`` stands for that,
+raised by the transport right after a chosen insert of the real engine: an exception no
+handler of the store catches, so that nothing the store would do after it runs.
 """
 
 from __future__ import annotations
@@ -18,13 +23,16 @@ from pathlib import Path
 import pytest
 
 from parley.errors import STORE_UNAVAILABLE
+from parley.ingest.service import Chunk, ingest_batch, prepare_lines, store_prepared
 from parley.store.port import Store, open_store
 from tests.conftest import bearer, store_url_for
 from tests.factories import T0, event, iso, messages, one_of_each
 from tests.processes import run_cli
 from tests.test_clickhouse_connect import URL, connect_store
 
-TABLES = ["chat_events", "messages", "calls", "users", "sessions", "traces", "observations", "feedback"]
+# The tables of one_of_each's events, one event each, in the order the store inserts them.
+TABLES = ["users", "chat_events", "messages", "calls", "sessions", "traces", "observations", "feedback"]
+EVENT_TABLES = ["chat_events", "messages", "calls", "users", "sessions", "traces", "observations", "feedback"]
 
 
 @pytest.fixture(params=["chdb", "connect"])
@@ -50,8 +58,9 @@ def assert_unavailable(response) -> None:
     assert STORE_UNAVAILABLE in response.json().values()  # each endpoint's error shape
 
 
+@pytest.mark.parametrize("deletes", ["allowed", "refused"])
 def test_a_batch_refused_part_way_is_a_503_and_kept_nowhere_so_its_resend_counts_once(
-    ingest, client, admin, ingest_key: str, store: Store
+    ingest, client, admin, ingest_key: str, store: Store, deletes: str
 ):
     day = T0 + timedelta(days=1)
     feedback = {"feedback_id": "f0", "user_id": "u0", "rating": "negative", "created_at": iso(day)}
@@ -60,24 +69,26 @@ def test_a_batch_refused_part_way_is_a_503_and_kept_nowhere_so_its_resend_counts
     ids = [e["id"] for e in batch]
     # Feedback is the batch's last table: every other table's insert succeeds first.
     store._transport.command("ALTER TABLE feedback MODIFY SETTING parts_to_throw_insert = 1")
+    if deletes == "refused":  # what was inserted cannot be deleted again either (SUPPORT_IS_DISABLED)
+        store._transport.command("SET enable_lightweight_delete = 0")
 
     assert_unavailable(client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key)))
-    assert {table: rows_of(store, table, ids) for table in TABLES} == dict.fromkeys(TABLES, 0)
-    assert rows_of(store, "event_ledger", ids) == 0
+    if deletes == "allowed":
+        assert {table: rows_of(store, table, ids) for table in TABLES} == dict.fromkeys(TABLES, 0)
+        assert rows_of(store, "event_ledger", ids) == 0
+        statuses = [201] * len(batch)
+    else:  # left cut short until the batch is sent again: only its feedback is missing
+        assert {table: rows_of(store, table, ids) for table in TABLES} == {**dict.fromkeys(TABLES, 1), "feedback": 0}
+        store._transport.command("SET enable_lightweight_delete = 1")
+        statuses = [200] * (len(batch) - 1) + [201]
 
     store._transport.command("ALTER TABLE feedback RESET SETTING parts_to_throw_insert")
     body = ingest(*batch)
-    assert [s["status"] for s in body["successes"]] == [201] * len(batch)
+    assert [s["status"] for s in body["successes"]] == statuses
     assert {table: rows_of(store, table, ids) for table in TABLES} == dict.fromkeys(TABLES, 1)
     dates = {"start_date": day.date().isoformat(), "end_date": day.date().isoformat()}
     answer = client.get("/analytics/calls/by-assistant", params=dates, headers=admin).json()["data"]
     assert [(a["assistant_id"], a["total_calls"]) for a in answer["assistants"]] == [("a1", 1)]
-
-
-def test_a_read_the_engine_has_no_memory_for_is_a_503(ingest, client, admin, store: Store):
-    ingest(*one_of_each(T0))
-    store._transport.command("SET max_memory_usage = 1024")
-    assert_unavailable(client.get("/analytics/calls/by-assistant", headers=admin))
 
 
 def feedback_event(n: int) -> dict:
@@ -95,6 +106,97 @@ def with_engine(url: str, *statements: str) -> dict[str, int]:
         return store._transport.query(count, {}).to_pylist()[0]
     finally:
         store.close()
+
+
+class Crash(BaseException):
+    """The process dying part way through a batch."""
+
+
+def crash_after(store: Store, monkeypatch: pytest.MonkeyPatch, inserts: int) -> None:
+    """Make ``store``'s transport die right after its next ``inserts`` inserts."""
+    real = store._transport.insert
+    done: list[str] = []
+
+    def insert(table: str, rows) -> None:
+        real(table, rows)
+        done.append(table)
+        if len(done) == inserts:
+            raise Crash(done)
+
+    monkeypatch.setattr(store._transport, "insert", insert)
+
+
+# A batch of one_of_each is 10 inserts: the claims of its events in the ledger, its
+# entities, then its events' rows, in the order of TABLES.
+@pytest.mark.parametrize("inserts", [1, 2, 5, 10])
+def test_a_batch_cut_short_is_stored_once_when_sent_again(
+    ingest, client, admin, store: Store, monkeypatch: pytest.MonkeyPatch, inserts: int
+):
+    events_before = store.count_events(org="acme")
+    batch = one_of_each(T0)
+    ids = [e["id"] for e in batch]
+    crash_after(store, monkeypatch, inserts)
+    with pytest.raises(Crash):
+        ingest_batch(store, org="acme", batch=batch)
+    monkeypatch.undo()
+    stored = TABLES[: max(0, inserts - 2)]
+    assert {table: rows_of(store, table, ids) for table in TABLES} == {table: int(table in stored) for table in TABLES}
+
+    body = ingest(*batch)  # the events stored before the crash are duplicates, the rest stored now
+    assert [s["status"] for s in body["successes"]] == [200 if table in stored else 201 for table in EVENT_TABLES]
+    assert {table: rows_of(store, table, ids) for table in TABLES} == dict.fromkeys(TABLES, 1)
+    assert store.count_events(org="acme") == events_before + len(batch)
+    dates = {"start_date": T0.date().isoformat(), "end_date": T0.date().isoformat()}
+    answer = client.get("/analytics/calls/by-assistant", params=dates, headers=admin).json()["data"]
+    assert [(a["assistant_id"], a["total_calls"]) for a in answer["assistants"]] == [("a1", 1)]
+
+    again = ingest(*batch)
+    assert [s["status"] for s in again["successes"]] == [200] * len(batch)
+    assert {table: rows_of(store, table, ids) for table in TABLES} == dict.fromkeys(TABLES, 1)
+
+
+def test_an_event_cut_short_keeps_its_entity_against_a_later_copy_under_another_id(
+    ingest, store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    first, copy = messages(0, 1)[0], {**messages(0, 1)[0], "id": "copy"}
+    crash_after(store, monkeypatch, 2)  # claims, entity; no rows
+    with pytest.raises(Crash):
+        ingest_batch(store, org="acme", batch=[first])
+    monkeypatch.undo()
+
+    assert [s["status"] for s in ingest(copy)["successes"]] == [200]  # the entity is claimed
+    assert [s["status"] for s in ingest(first)["successes"]] == [201]
+    assert rows_of(store, "messages", ["e0", "copy"]) == 1
+
+
+def test_a_bulk_load_cut_short_is_loaded_once_when_run_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    url = store_url_for("chdb", tmp_path)
+    batch = [*({**e, "org": "acme"} for e in messages(0, 999, padding=0)), feedback_event(1)]
+    lines = [json.dumps(e).encode() for e in batch]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    store = open_store(url)
+    try:
+        crash_after(store, monkeypatch, 3)  # claims, entities, messages; not the feedback
+        with pytest.raises(Crash):
+            chunk = Chunk(1, lines, sum(map(len, lines)))
+            store_prepared(store, chunk, prepare_lines(lines, first_line=1, org="acme"), org="acme")
+        monkeypatch.undo()
+    finally:
+        store.close()
+    assert with_engine(url) == {"messages": 999, "feedback": 0}
+
+    again = run_cli(url, "ingest", str(path))
+    assert again.stdout.strip().splitlines()[-1] == "accepted 1, duplicates 999, rejected 0"
+    assert with_engine(url) == {"messages": 999, "feedback": 1}
+    once_more = run_cli(url, "ingest", str(path))
+    assert once_more.stdout.strip().splitlines()[-1] == "accepted 0, duplicates 1000, rejected 0"
+
+
+def test_a_read_the_engine_has_no_memory_for_is_a_503(ingest, client, admin, store: Store):
+    ingest(*one_of_each(T0))
+    store._transport.command("SET max_memory_usage = 1024")
+    assert_unavailable(client.get("/analytics/calls/by-assistant", headers=admin))
 
 
 def test_a_bulk_load_clickhouse_refuses_stops_with_the_reason_keeps_nothing_and_loads_whole_later(tmp_path: Path):

@@ -7,9 +7,11 @@ through clickhouse-connect.
 
 Layout: every event table is a MergeTree ordered by tenant then event time and
 partitioned by month, so range filters prune. Idempotency is checked against two
-ledgers before rows are written (one writer per process, under a lock); the
-ledgers are ReplacingMergeTree tables, so a repeated ledger row (after a crash
-between a data insert and its ledger insert) collapses in the background. Chat
+ledgers before rows are written (one writer per process, under a lock); a batch's
+events are claimed in the ledger before their rows are inserted, so that the rows of a
+batch cut short are looked for when it is sent again, and only the missing ones
+stored. The ledgers are ReplacingMergeTree tables: their repeated rows collapse in the
+background. Chat
 state is folded at query time with ``argMaxIf`` over the chat events (ClickHouse
 aggregates a million chats in well under a second).
 """
@@ -416,7 +418,10 @@ class ConnectTransport:
 _FIXED_DDL = (
     "CREATE TABLE IF NOT EXISTS parley_meta (key String, value String) ENGINE = ReplacingMergeTree ORDER BY key",
     "CREATE TABLE IF NOT EXISTS event_ledger (org String, event_id String, type String, "
-    "ingested_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY (org, event_id)",
+    "ingested_at DateTime64(6, 'UTC'), before_rows Bool DEFAULT false) "
+    "ENGINE = ReplacingMergeTree ORDER BY (org, event_id)",
+    # Made when an event's ledger entry was written after its rows (see ``_insert``).
+    "ALTER TABLE event_ledger ADD COLUMN IF NOT EXISTS before_rows Bool DEFAULT false",
     "CREATE TABLE IF NOT EXISTS entity_ledger (org String, entity_key String) "
     "ENGINE = ReplacingMergeTree ORDER BY (org, entity_key)",
     "CREATE TABLE IF NOT EXISTS api_keys (key_id String, secret_hash String, org String, "
@@ -497,6 +502,11 @@ class ClickHouseStore(SqlStore):
         """Nothing to do: each part is written in its table's sorting key order (org, then
         time), and the engine merges parts in that order itself."""
 
+    def count_events(self, *, org: str) -> int:
+        """The org's events, each once (a claim made again stays a second row until merged)."""
+        sql = "SELECT uniqExact(event_id) FROM event_ledger WHERE org = {org:String}"
+        return int(self._fetchall(sql, {"org": org})[0][0])
+
     # -- ingestion ----------------------------------------------------------------
 
     def ingest(self, events: Sequence[Event]) -> StoreOutcome:
@@ -508,15 +518,19 @@ class ClickHouseStore(SqlStore):
             else:
                 first[(event.org, event.id)] = event
         with self._write_lock:
-            known = self._known("event_ledger", "event_id", first)
-            fresh = [e for key, e in first.items() if key not in known]
-            duplicates += [e.id for key, e in first.items() if key in known]
+            claims = self._claims(first)
+            cut_short = self._without_rows([first[key] for key, before_rows in claims.items() if before_rows])
+            fresh = [e for key, e in first.items() if key not in claims or key in cut_short]
+            duplicates += [e.id for key, e in first.items() if key in claims and key not in cut_short]
             keyed = [(e, schema.entity_key(e)) for e in fresh]
             firsts: dict[tuple[str, str], Event] = {}
             for event, key in keyed:
                 if key is not None:
                     firsts.setdefault((event.org, key), event)
-            seen_entities = self._known("entity_ledger", "entity_key", firsts)
+            # An event cut short was its entity's first when claimed (see ``_insert``): a
+            # claim on the entity is its own, not an earlier event's.
+            checked = {key: e for key, e in firsts.items() if (e.org, e.id) not in cut_short}
+            seen_entities = self._known("entity_ledger", "entity_key", checked)
             winners = {id(e) for key, e in firsts.items() if key not in seen_entities}
             stored = [e for e, key in keyed if key is None or id(e) in winners]
             duplicates += [e.id for e, key in keyed if key is not None and id(e) not in winners]
@@ -525,6 +539,7 @@ class ClickHouseStore(SqlStore):
                 schema.column_batch(stored).tables,
                 schema.event_ledger_rows(fresh),
                 schema.entity_ledger_rows(new_entities),
+                {(e.org, e.id) for e in stored},
             )
         return StoreOutcome([e.id for e in stored], duplicates, {})
 
@@ -534,55 +549,102 @@ class ClickHouseStore(SqlStore):
             zip(batch.entities["org"].to_pylist(), batch.entities["entity_key"].to_pylist(), strict=True)
         )
         with self._write_lock:
-            if self._known("event_ledger", "event_id", ids) or self._known("entity_ledger", "entity_key", entities):
+            if self._claims(ids) or self._known("entity_ledger", "entity_key", entities):
                 return None
-            self._insert(batch.tables, batch.ledger, batch.entities)
+            self._insert(batch.tables, batch.ledger, batch.entities, set(batch.keys))
         return batch.keys
 
-    def _insert(self, tables: dict[str, pa.Table], ledger: pa.Table, entities: pa.Table) -> None:
-        """Insert the rows, then the ledgers: a crash in between re-stores on retry rather than losing.
+    def _insert(
+        self, tables: dict[str, pa.Table], ledger: pa.Table, entities: pa.Table, with_rows: set[tuple[str, str]]
+    ) -> None:
+        """Store a batch: its events claimed in the ledger, then its entities and its rows.
 
-        ClickHouse has no transaction across tables: when an insert fails (the next
-        table's, say, with too many parts), the batch's rows already inserted are deleted
-        again, so that nothing of the batch is kept and sending it again stores each event
-        once (its rows would otherwise be there twice, without a ledger entry to tell).
+        ClickHouse has no transaction across tables. The events of ``with_rows`` are
+        claimed ``before_rows``: if the batch is cut short (the process killed, the server
+        gone), sending it again finds them claimed, looks for their rows
+        (``_without_rows``) and stores those missing, once. A batch an insert refuses (too
+        many parts, say) is deleted again at once, so that nothing of it is kept; if that
+        fails too, it is left cut short.
         """
+        if not ledger.num_rows:
+            return
+        now = pa.array([datetime.now(UTC).replace(tzinfo=None)] * ledger.num_rows, pa.timestamp("us"))
+        keys = zip(ledger["org"].to_pylist(), ledger["event_id"].to_pylist(), strict=True)
+        before_rows = pa.array([key in with_rows for key in keys], pa.bool_())
+        self._transport.insert(
+            "event_ledger", ledger.append_column("ingested_at", now).append_column("before_rows", before_rows)
+        )
         written: list[str] = []
         try:
+            if entities.num_rows:
+                self._transport.insert("entity_ledger", entities)
+                written.append("entity_ledger")
             for name, rows in tables.items():
                 self._transport.insert(name, _no_null_lists(rows))
                 written.append(name)
-            if ledger.num_rows:
-                now = pa.array([datetime.now(UTC).replace(tzinfo=None)] * ledger.num_rows, pa.timestamp("us"))
-                self._transport.insert("event_ledger", ledger.append_column("ingested_at", now))
-                written.append("event_ledger")
-            if entities.num_rows:
-                self._transport.insert("entity_ledger", entities)
         except Exception as err:
-            self._withdraw(written, ledger, err)
+            self._withdraw(written, ledger, entities, err)
             raise
 
-    def _withdraw(self, tables: list[str], ledger: pa.Table, cause: Exception) -> None:
-        """Delete the rows of the batch whose events ``ledger`` lists from ``tables``, after
-        an insert of the batch failed with ``cause``."""
-        by_org = _by_org(zip(ledger["org"].to_pylist(), ledger["event_id"].to_pylist(), strict=True))
+    def _withdraw(self, written: list[str], ledger: pa.Table, entities: pa.Table, cause: Exception) -> None:
+        """Delete what a batch whose insert failed with ``cause`` stored: its entities, the
+        rows of its ``written`` tables, and last its claims, which stand until then."""
+        events = zip(ledger["org"].to_pylist(), ledger["event_id"].to_pylist(), strict=True)
         try:
-            for table in tables:
-                for org, ids in by_org.items():
-                    self._transport.command(
-                        f"DELETE FROM {table} "
-                        "WHERE org = {org:String} AND event_id IN (SELECT arrayJoin({ids:Array(String)}))",
-                        {"org": org, "ids": ids},
-                    )
+            if "entity_ledger" in written:
+                keys = zip(entities["org"].to_pylist(), entities["entity_key"].to_pylist(), strict=True)
+                self._delete(["entity_ledger"], "entity_key", keys)
+            self._delete([*(t for t in written if t != "entity_ledger"), "event_ledger"], "event_id", list(events))
         except Exception as err:
             log.error(
-                "a batch's insert failed (%s), and its rows already in %s could not be deleted (%s): "
-                "sending the batch again stores those rows twice",
+                "a batch's insert failed (%s), and what it stored in %s could not be deleted (%s): "
+                "it stays until the batch is sent again, which stores each of its events once",
                 cause,
-                ", ".join(tables),
+                ", ".join(written),
                 err,
             )
-            raise RuntimeError("the batch was stored in part, and could not be withdrawn") from cause
+
+    def _delete(self, tables: list[str], column: str, keys: Iterable[tuple[str, str]]) -> None:
+        """Delete the rows of ``tables`` whose org and ``column`` are among ``keys``."""
+        by_org = _by_org(keys)
+        for table in tables:
+            for org, values in by_org.items():
+                self._transport.command(
+                    f"DELETE FROM {table} "
+                    f"WHERE org = {{org:String}} AND {column} IN (SELECT arrayJoin({{keys:Array(String)}}))",
+                    {"org": org, "keys": values},
+                )
+
+    def _claims(self, events: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bool]:
+        """Of ``events`` (org, id), those claimed in the ledger: whether each was claimed
+        before its rows were written (whose rows may then be missing)."""
+        claims: dict[tuple[str, str], bool] = {}
+        for org, ids in _by_org(events).items():
+            rows = self._fetchall(
+                "SELECT event_id, max(before_rows) FROM event_ledger "
+                "WHERE org = {org:String} AND event_id IN (SELECT arrayJoin({ids:Array(String)})) GROUP BY event_id",
+                {"org": org, "ids": ids},
+            )
+            claims.update(((org, event_id), bool(before)) for event_id, before in rows)
+        return claims
+
+    def _without_rows(self, events: Sequence[Event]) -> set[tuple[str, str]]:
+        """The (org, id) of ``events`` with no row in their table: of a batch cut short."""
+        by_table: dict[str, list[Event]] = defaultdict(list)
+        for event in events:
+            by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
+        missing = {(e.org, e.id) for e in events}
+        for table, group in by_table.items():
+            times = [e.timestamp.astimezone(UTC).replace(tzinfo=None) for e in group]
+            for org, ids in _by_org((e.org, e.id) for e in group).items():
+                rows = self._fetchall(
+                    f"SELECT DISTINCT event_id FROM {table} WHERE org = {{org:String}} "
+                    "AND ts BETWEEN {first:DateTime64(6, 'UTC')} AND {last:DateTime64(6, 'UTC')} "
+                    "AND event_id IN (SELECT arrayJoin({ids:Array(String)}))",
+                    {"org": org, "first": min(times), "last": max(times), "ids": ids},
+                )
+                missing.difference_update((org, event_id) for (event_id,) in rows)
+        return missing
 
     def _known(self, table: str, column: str, keys: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:
         known: set[tuple[str, str]] = set()
