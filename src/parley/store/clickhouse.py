@@ -502,11 +502,6 @@ class ClickHouseStore(SqlStore):
         """Nothing to do: each part is written in its table's sorting key order (org, then
         time), and the engine merges parts in that order itself."""
 
-    def count_events(self, *, org: str) -> int:
-        """The org's events, each once (a claim made again stays a second row until merged)."""
-        sql = "SELECT uniqExact(event_id) FROM event_ledger WHERE org = {org:String}"
-        return int(self._fetchall(sql, {"org": org})[0][0])
-
     # -- ingestion ----------------------------------------------------------------
 
     def ingest(self, events: Sequence[Event]) -> StoreOutcome:
