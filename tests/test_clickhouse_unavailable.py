@@ -96,6 +96,14 @@ def feedback_event(n: int) -> dict:
     return {**event("feedback.create", body, id=f"f{n}"), "org": "acme"}
 
 
+def messages_then_feedback(path: Path) -> list[bytes]:
+    """Write 999 messages of acme and one feedback to ``path`` as JSONL; its lines."""
+    batch = [*({**e, "org": "acme"} for e in messages(0, 999, padding=0)), feedback_event(1)]
+    lines = [json.dumps(e).encode() for e in batch]
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return lines
+
+
 def with_engine(url: str, *statements: str) -> dict[str, int]:
     """Run ``statements`` on the store at ``url``, and count its messages and feedback."""
     store = open_store(url)
@@ -171,10 +179,8 @@ def test_an_event_cut_short_keeps_its_entity_against_a_later_copy_under_another_
 
 def test_a_bulk_load_cut_short_is_loaded_once_when_run_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     url = store_url_for("chdb", tmp_path)
-    batch = [*({**e, "org": "acme"} for e in messages(0, 999, padding=0)), feedback_event(1)]
-    lines = [json.dumps(e).encode() for e in batch]
     path = tmp_path / "events.jsonl"
-    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    lines = messages_then_feedback(path)
     store = open_store(url)
     try:
         crash_after(store, monkeypatch, 3)  # claims, entities, messages; not the feedback
@@ -205,8 +211,7 @@ def test_a_bulk_load_clickhouse_refuses_stops_with_the_reason_keeps_nothing_and_
     first, lines = tmp_path / "first.jsonl", tmp_path / "events.jsonl"
     first.write_text(json.dumps(feedback_event(0)) + "\n")
     run_cli(url, "ingest", str(first))
-    batch = [*({**e, "org": "acme"} for e in messages(0, 999, padding=0)), feedback_event(1)]
-    lines.write_text("".join(json.dumps(e) + "\n" for e in batch))
+    messages_then_feedback(lines)
     assert with_engine(url, "ALTER TABLE feedback MODIFY SETTING parts_to_throw_insert = 1") == {
         "messages": 0,
         "feedback": 1,
