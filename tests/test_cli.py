@@ -6,6 +6,7 @@ import contextlib
 import functools
 import gc
 import gzip
+import stat
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from parley.demo import SCALES, generate
 from parley.settings import Settings
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, event, iso, member
-from tests.processes import cli_env, run_cli, running_server
+from tests.processes import cli_env, free_port, run_cli, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +111,34 @@ def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: 
         assert "accepted 0, duplicates 3, rejected 4" in again.stdout
         assert "line 5: event is for org 'globex', not --org 'acme'" in again.stderr
         assert "line 7: an event must be a JSON object" in again.stderr
+
+
+def test_a_store_deep_in_directories_is_reached_through_its_running_server(tmp_path: Path):
+    # The channel's socket, next to the database file, has a path longer than a Unix
+    # socket's address may be (107 bytes): `parley serve` failed with a traceback.
+    deep = tmp_path.joinpath(*["d" * 40] * 3)
+    url, socket_path = f"duckdb:///{deep}/parley.duckdb", deep / "parley.duckdb.admin.sock"
+    assert len(str(socket_path)) > 107
+    with running_server(url) as (base, _):
+        assert socket_path.is_socket() and stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+        # The server holds the DuckDB file: the key can only have been made through it.
+        key = _key(run_cli(url, "keys", "create", "--org", "acme", "--ingest"))
+        ingest = httpx.post(f"{base}/api/v2/ingest", json={"batch": []}, headers={"Authorization": f"Bearer {key}"})
+        assert ingest.status_code == 207
+        assert key.split("_")[1] in run_cli(url, "keys", "list").stdout
+    assert not socket_path.exists()
+
+
+def test_a_channel_socket_no_address_can_reach_stops_the_server_with_the_reason(tmp_path: Path):
+    # Even through its directory's descriptor (/proc/self/fd/N/name), a socket whose own
+    # name is this long has no address that fits.
+    database = tmp_path / f"{'x' * 100}.duckdb"
+    result = run_cli(f"duckdb:///{database}", "serve", "--port", str(free_port()), check=False, timeout=60)
+    assert (result.returncode, result.stderr) == (
+        1,
+        "error: the operator channel's socket path is longer than a Unix socket's address may be (107 bytes): "
+        f"{database}.admin.sock; set PARLEY_ADMIN_SOCKET to a shorter path\n",
+    )
 
 
 @pytest.mark.parametrize("kind", STORE_KINDS)

@@ -52,6 +52,36 @@ def admin_socket_path(settings: Settings) -> Path | None:
     return path.with_name(path.name + ".admin.sock")
 
 
+# A Unix socket's address holds at most 107 bytes (Linux's sun_path, less its NUL), fewer
+# than the path of a store in a deep directory: the socket next to it is then reached
+# through a descriptor of its directory.
+_ADDRESS_MAX_BYTES = 107
+
+
+@contextlib.contextmanager
+def socket_address(path: Path) -> Iterator[str]:
+    """An address for the Unix socket at ``path``: the path itself when it fits, else the
+    same file through its directory's descriptor (``/proc/self/fd/N/name``, Linux), which
+    stays open until the block ends."""
+    if len(os.fsencode(path)) <= _ADDRESS_MAX_BYTES:
+        yield str(path)
+        return
+    too_long = (
+        f"the operator channel's socket path is longer than a Unix socket's address may be "
+        f"({_ADDRESS_MAX_BYTES} bytes): {path}; set PARLEY_ADMIN_SOCKET to a shorter path"
+    )
+    if not hasattr(os, "O_PATH") or not os.path.isdir("/proc/self/fd"):
+        raise ChannelError(too_long)
+    directory = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        address = f"/proc/self/fd/{directory}/{path.name}"
+        if len(os.fsencode(address)) > _ADDRESS_MAX_BYTES:  # the file's own name is that long
+            raise ChannelError(too_long)
+        yield address
+    finally:
+        os.close(directory)
+
+
 def bind_admin_socket(path: Path) -> socket.socket:
     """A listening Unix socket only its owner can connect to."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +92,11 @@ def bind_admin_socket(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)  # the socket file is created 0600: no window for others
     try:
-        sock.bind(str(path))
+        with socket_address(path) as address:
+            sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
@@ -75,7 +109,8 @@ def _answers(path: Path) -> bool:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.settimeout(1.0)
-        probe.connect(str(path))
+        with socket_address(path) as address:
+            probe.connect(address)
         return True
     except OSError:
         return False
@@ -227,13 +262,13 @@ class DirectOperator:
 class ServerOperator:
     via_server = True
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, address: str) -> None:
         # Imported here: only the CLI talking to a running server needs httpx, and the
         # server imports this module (about 0.1 s of CPU at each start).
         import httpx
 
         self.client = httpx.Client(
-            transport=httpx.HTTPTransport(uds=str(path)),
+            transport=httpx.HTTPTransport(uds=address),
             base_url="http://parley-admin",
             timeout=ADMIN_TIMEOUT_S,
         )
@@ -281,11 +316,12 @@ def operator(settings: Settings) -> Iterator[Operator]:
 
     path = admin_socket_path(settings)
     if path is not None and path.exists() and _answers(path):
-        server = ServerOperator(path)
-        try:
-            yield server
-        finally:
-            server.client.close()
+        with socket_address(path) as address:
+            server = ServerOperator(address)
+            try:
+                yield server
+            finally:
+                server.client.close()
         return
     try:
         store = open_configured_store(settings)
