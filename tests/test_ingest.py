@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import re
 import threading
 import time
 import tracemalloc
@@ -17,10 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from parley.auth.keys import create_key
 from parley.errors import PayloadTooLarge
 from parley.ingest import events as ingest_events
 from parley.ingest.events import EVENT_TYPES, InvalidEvent, validate_event, validate_in_two_steps
 from parley.ingest.router import gunzip
+from parley.ingest.service import validate_lines
 from parley.store.port import Store, StoreOutcome, open_store
 from parley.store.schema import STR, Column, ColumnBatch, column_batch, joined_batches
 from tests.conftest import bearer
@@ -387,6 +390,44 @@ def test_every_event_type_is_accepted(ingest, store: Store):
     body = ingest(*(event(t, b) for t, b in ONE_OF_EACH.items()))
     assert len(body["successes"]) == 12
     assert store.count_events(org="acme") == 12
+
+
+SLASHED = "may not hold '/': it is a segment of the API's URL paths"
+
+
+def test_a_workspace_holding_a_slash_is_refused_with_the_reason(ingest, store: Store):
+    # A workspace is a segment of the API's paths (/api/v2/w/{workspace}/chats): such an
+    # event was stored, and no request could read its workspace (404 Not Found).
+    slashed = [
+        event(t, body | {"workspace_id": "team/1"}, id=f"slashed-{t}")
+        for t, body in ONE_OF_EACH.items()
+        if "workspace_id" in body
+    ]
+    assert len(slashed) == 7
+    body = ingest(call("c1", "a1", T0, id="good"), *slashed, expect_ok=False)
+    assert body["successes"] == [{"id": "good", "status": 201}]
+    assert [(e["id"], e["status"], e["message"]) for e in body["errors"]] == [
+        (e["id"], 400, f"body.workspace_id: {SLASHED}") for e in slashed
+    ]
+    assert store.count_events(org="acme") == 1
+
+
+def test_a_bulk_line_of_an_org_holding_a_slash_is_refused_with_the_reason():
+    lines = [orjson.dumps({"org": org, **call("c1", "a1", T0, id=f"c-{org}")}) for org in ("acme", "team/1")]
+    checked = validate_lines(lines, first_line=1, org=None)
+    assert [(line_no, e.org, e.id) for line_no, e in checked.events] == [(1, "acme", "c-acme")]
+    assert checked.rejected == [(2, f"org: {SLASHED}")]
+    # And every line, when --org names such an org.
+    lines = [orjson.dumps(call("c1", "a1", T0))]
+    assert validate_lines(lines, first_line=1, org="team/1").rejected == [(1, f"org: {SLASHED}")]
+
+
+def test_a_key_for_an_org_or_workspace_holding_a_slash_is_refused(store: Store):
+    with pytest.raises(ValueError, match=f"^org {re.escape(SLASHED)}$"):
+        create_key(store, org="team/1", ingest=True)
+    with pytest.raises(ValueError, match=f"^workspace {re.escape(SLASHED)}$"):
+        create_key(store, org="acme", workspace_id="team/1", member_id=1)
+    assert store.list_api_keys() == []
 
 
 def test_a_chat_update_must_change_something(ingest):

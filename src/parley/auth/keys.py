@@ -12,7 +12,7 @@ import hmac
 import secrets
 from datetime import UTC, datetime
 
-from parley.ingest.events import MAX_ID_CHARS, MAX_MEMBER_ID
+from parley.ingest.events import MAX_ID_CHARS, MAX_MEMBER_ID, NOT_A_PATH_SEGMENT
 from parley.store.port import ApiKeyRecord, Store
 
 PREFIX = "prl"
@@ -38,8 +38,12 @@ def create_key(
     # As events name them: a key no event could match would never let anyone in.
     if not org:
         raise ValueError("org must not be empty")
+    if "/" in org:
+        raise ValueError(f"org {NOT_A_PATH_SEGMENT}")
     if workspace_id is not None and not 1 <= len(workspace_id) <= MAX_ID_CHARS:
         raise ValueError(f"workspace must be 1 to {MAX_ID_CHARS} characters")
+    if workspace_id is not None and "/" in workspace_id:
+        raise ValueError(f"workspace {NOT_A_PATH_SEGMENT}")
     if member_id is not None and not 0 <= member_id <= MAX_MEMBER_ID:
         raise ValueError(f"member must be 0 to {MAX_MEMBER_ID}, as member events number them")
     key_id = secrets.token_hex(8)

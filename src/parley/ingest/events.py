@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -25,6 +26,7 @@ from pydantic import (
     create_model,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 MAX_ID_CHARS = 256
 MAX_OBSERVATION_COST_USD = 10**6
@@ -38,6 +40,18 @@ Instant = Annotated[
     Field(ge=datetime.min.replace(tzinfo=UTC), le=datetime.max.replace(tzinfo=UTC)),
 ]
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+# An org or a workspace is a segment of the API's URL paths (/api/v2/w/{workspace}/chats),
+# which a '/' would split: its events were stored, and no request could ever read them.
+NOT_A_PATH_SEGMENT = "may not hold '/': it is a segment of the API's URL paths"
+
+
+def _path_segment(value: str) -> str:
+    if "/" in value:
+        raise PydanticCustomError("path_segment", NOT_A_PATH_SEGMENT)
+    return value
+
+
+WorkspaceId = Annotated[Id, AfterValidator(_path_segment)]
 Name = Annotated[str, Field(max_length=1024)]
 MAX_MEMBER_ID = 2**63 - 1
 MemberId = Annotated[StrictInt, Field(ge=0, le=MAX_MEMBER_ID)]
@@ -58,12 +72,12 @@ class Body(BaseModel):
 
 
 class WorkspaceUpsert(Body):
-    workspace_id: Id
+    workspace_id: WorkspaceId
     name: Name
 
 
 class MemberUpsert(Body):
-    workspace_id: Id
+    workspace_id: WorkspaceId
     member_id: MemberId
     name: Name
     kind: MemberKind
@@ -75,7 +89,7 @@ class MemberUpsert(Body):
 class AssistantUpsert(Body):
     assistant_id: Id
     name: Name
-    workspace_id: Id | None = None
+    workspace_id: WorkspaceId | None = None
     member_id: MemberId | None = None
 
 
@@ -86,7 +100,7 @@ class UserUpsert(Body):
 
 
 class ChatUpsert(Body):
-    workspace_id: Id
+    workspace_id: WorkspaceId
     chat_id: MemberId
     owner_member_id: MemberId
     assistant_member_id: MemberId | None = None
@@ -115,7 +129,7 @@ CHAT_UPDATE_FIELDS = (
 
 
 class ChatUpdate(Body):
-    workspace_id: Id
+    workspace_id: WorkspaceId
     chat_id: MemberId
     title: str | None = None
     metadata: dict[str, Any] | None = None
@@ -140,7 +154,7 @@ class ToolCall(BaseModel):
 
 
 class MessageCreate(Body):
-    workspace_id: Id
+    workspace_id: WorkspaceId
     chat_id: MemberId
     message_id: Id
     role: MessageRole
@@ -152,7 +166,7 @@ class MessageCreate(Body):
 
 
 class CallCreate(Body):
-    workspace_id: Id
+    workspace_id: WorkspaceId
     call_id: Id
     assistant_id: Id
     assistant_name: Name | None = None

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 import pyarrow as pa
 
-from parley.ingest.events import Event, InvalidEvent, validate_event
+from parley.ingest.events import NOT_A_PATH_SEGMENT, Event, InvalidEvent, validate_event
 from parley.store.port import Store
 from parley.store.schema import ColumnBatch, column_batch, joined_batches
 
@@ -183,6 +183,9 @@ def validate_lines(lines: Sequence[bytes], *, first_line: int, org: str | None) 
         event_org = org or line_org
         if not isinstance(event_org, str) or not event_org:
             rejected.append((line_no, 'no org: pass --org or give each line an "org"'))
+            continue
+        if "/" in event_org:
+            rejected.append((line_no, f"org: {NOT_A_PATH_SEGMENT}"))
             continue
         try:
             events.append((line_no, validate_event(raw, event_org)))
