@@ -39,7 +39,8 @@ def test_bench_at_scale_s(tmp_path: Path, kind: str):
     out = tmp_path / "bench.json"
     store = store_url_for(kind, tmp_path / "store")
     # A guard against a hang, not a time limit: on chdb the smoke took 140 s in one hour and
-    # 317 s in a slower one (the same code).
+    # 350 s in a slower one (the same code), 212 s in such an hour since its reads while
+    # ingesting poll 20,000 events rather than 90,000.
     result = run_cli(
         "duckdb:///unused", "bench", "--scale", "S", "--store", store, "--json", str(out), cwd=tmp_path, timeout=1800
     )
@@ -52,10 +53,11 @@ def test_bench_at_scale_s(tmp_path: Path, kind: str):
     assert data["machine"]["libraries"]["pyarrow"] == pyarrow.__version__
     assert f"duckdb {duckdb.__version__}, chdb " in " ".join(result.stdout.split())  # however rich wraps it
     assert data["machine"]["cache"] is None or re.fullmatch(r"[0-9]+[KMG]", data["machine"]["cache"])
-    # Held back for HTTP at S: 30 events a workspace's chat (3,000 chats) sent while read, then 10.
-    assert data["while_ingesting"]["events"] == 90_000
+    # Held back for HTTP at S: five batches of 1,000 a client sent while read, then 10 events a
+    # workspace's chat (3,000 chats).
+    assert data["while_ingesting"]["events"] == 20_000
     assert data["http_ingest"]["events"] == 30_000
-    assert data["bulk_ingest"]["events"] + 90_000 + 30_000 == data["events"]
+    assert data["bulk_ingest"]["events"] + 20_000 + 30_000 == data["events"]
     assert data["events"] > scale.chats_per_workspace * scale.orgs * scale.workspaces_per_org * scale.messages_per_chat
     for path in ("bulk_ingest", "http_ingest", "while_ingesting"):
         assert data[path]["events_per_s"] > 0 and data[path]["seconds"] > 0
