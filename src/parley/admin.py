@@ -10,7 +10,6 @@ can reach it. With no server running, the CLI opens the store itself.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 from collections.abc import Iterable, Iterator
@@ -18,22 +17,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from parley.auth.keys import create_key, key_id_of, revoke_key
-from parley.errors import BadRequest, error_response, install_error_handlers
-from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines
-from parley.responses import JsonResponse
+from parley.ingest.service import Chunk, LinesReport, ingest_chunks
 from parley.settings import Settings
-from parley.store.port import ApiKeyRecord, Store, StoreLocked, StoreUnavailable
+from parley.store.port import ApiKeyRecord, Store, StoreLocked, StoreUnavailable, open_configured_store
 from parley.store.urls import parse_database_url
 
 if TYPE_CHECKING:
     import httpx
 
-log = logging.getLogger("parley.admin")
 ADMIN_TIMEOUT_S = 600.0
 
 
@@ -118,17 +112,6 @@ def _answers(path: Path) -> bool:
         probe.close()
 
 
-class KeyRequest(BaseModel):
-    org: str
-    workspace: str | None = None
-    member: int | None = None
-    ingest: bool = False
-
-
-class RevokeRequest(BaseModel):
-    key_id: str  # the id alone: a key's secret never crosses the channel to be revoked
-
-
 class KeyInfo(BaseModel):
     """A key as ``parley keys list`` shows it: never its secret, nor its hash."""
 
@@ -153,62 +136,6 @@ class Revoked(BaseModel):
     def of(cls, revoked: tuple[ApiKeyRecord, bool]) -> Revoked:
         record, already = revoked
         return cls(key=KeyInfo.of(record), already=already)
-
-
-def create_admin_app(store: Store, *, api_url: str) -> FastAPI:
-    """The operator channel of the server whose API answers at ``api_url``."""
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.store = store
-    install_error_handlers(app)
-
-    # The public API's 503 leaves the cause to the server's log; this channel is the
-    # operator's own, on the server's machine, so its 503 gives the cause.
-    @app.exception_handler(StoreUnavailable)
-    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JsonResponse:
-        log.error("operator channel %s %s: %s", request.method, request.url.path, exc)
-        return error_response(request, 503, str(exc))
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"store": store.url, "api": api_url}
-
-    @app.post("/keys")
-    def keys(request: KeyRequest) -> dict[str, str]:
-        try:
-            key = create_key(
-                store,
-                org=request.org,
-                workspace_id=request.workspace,
-                member_id=request.member,
-                ingest=request.ingest,
-            )
-        except ValueError as err:
-            raise BadRequest(str(err)) from None
-        return {"key": key}
-
-    @app.get("/keys")
-    def list_keys() -> list[KeyInfo]:
-        return [KeyInfo.of(record) for record in store.list_api_keys()]
-
-    @app.post("/keys/revoke")
-    def revoke(request: RevokeRequest) -> Revoked:
-        try:
-            return Revoked.of(revoke_key(store, request.key_id))
-        except ValueError as err:
-            raise BadRequest(str(err)) from None
-
-    @app.post("/ingest-lines")
-    async def ingest_chunk(request: Request, first_line: int = Query(1, ge=1), org: str | None = None) -> dict:
-        body = await request.body()
-        report = await run_in_threadpool(ingest_lines, store, body.splitlines(), first_line=first_line, org=org)
-        return report.as_json()
-
-    @app.post("/reorder")
-    async def reorder() -> dict[str, bool]:
-        await run_in_threadpool(store.reorder)
-        return {"reordered": True}
-
-    return app
 
 
 class Operator(Protocol):
@@ -312,8 +239,6 @@ class ServerOperator:
 @contextlib.contextmanager
 def operator(settings: Settings) -> Iterator[Operator]:
     """The server's channel when one answers, else the store opened directly."""
-    from parley.app import open_configured_store
-
     path = admin_socket_path(settings)
     if path is not None and path.exists() and _answers(path):
         with socket_address(path) as address:

@@ -18,7 +18,7 @@ from parley import __version__
 from parley.clock import Clock, utcnow
 from parley.dashboard.router import STATIC
 from parley.dashboard.router import router as dashboard_router
-from parley.errors import install_error_handlers
+from parley.error_handlers import install_error_handlers
 from parley.ingest.router import router as ingest_router
 from parley.metrics.calls import router as calls_router
 from parley.metrics.chats.router import router as chats_router
@@ -27,15 +27,7 @@ from parley.metrics.usage import router as usage_router
 from parley.pricing import as_rows, load_prices
 from parley.query_string import check_query_string
 from parley.settings import Settings
-from parley.store.port import Store, open_store
-
-
-def open_configured_store(settings: Settings) -> Store:
-    return open_store(
-        settings.database_url,
-        threads=settings.duckdb_threads,
-        memory_limit=settings.duckdb_memory_limit,
-    )
+from parley.store.port import Store, open_configured_store
 
 
 def _without_422(app: FastAPI) -> None:

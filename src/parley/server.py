@@ -10,9 +10,11 @@ from collections.abc import Iterator
 import pyarrow as pa
 import uvicorn
 
-from parley.admin import admin_socket_path, bind_admin_socket, create_admin_app
-from parley.app import create_app, open_configured_store
+from parley.admin import admin_socket_path, bind_admin_socket
+from parley.admin_app import create_admin_app
+from parley.app import create_app
 from parley.settings import Settings
+from parley.store.port import open_configured_store
 
 
 class _PublicServer(uvicorn.Server):

@@ -10,13 +10,16 @@ from collections.abc import Generator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
 from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store.schema import ColumnBatch
+
+if TYPE_CHECKING:
+    from parley.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,15 @@ def open_store(url: str, *, threads: int | None = None, memory_limit: str | None
     return ClickHouseStore(ConnectTransport.over_http(url), url)
 
 
+def open_configured_store(settings: Settings) -> Store:
+    """The store the settings name, with their limits for DuckDB."""
+    return open_store(
+        settings.database_url,
+        threads=settings.duckdb_threads,
+        memory_limit=settings.duckdb_memory_limit,
+    )
+
+
 __all__ = [
     "ApiKeyRecord",
     "CallsByAssistantRow",
@@ -191,5 +203,6 @@ __all__ = [
     "StoreLocked",
     "StoreOutcome",
     "StoreUnavailable",
+    "open_configured_store",
     "open_store",
 ]
