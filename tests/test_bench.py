@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import subprocess
 import sys
+import time
 import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +20,9 @@ import pytest
 
 from parley.bench import _write_dataset
 from parley.demo import SCALES, generate
+from parley.store.port import open_store
 from tests.conftest import STORE_KINDS, store_url_for
-from tests.processes import run_cli
+from tests.processes import cli_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -125,3 +131,52 @@ def test_the_held_events_keep_only_their_bytes(tmp_path: Path):
     encoded = sum(len(event) for _, event in held)
     assert len(held) == 2_000 and encoded < 2_000 * 1_000  # each well under 4 KB
     assert kept < 3 * encoded  # the bytes, their tuples and the list; 4 KB each would be over 8 times
+
+
+# A bench's own server, in a process the test then kills: it prints the server's pid and
+# waits.
+_BENCH_WITH_ITS_SERVER = """
+import sys
+import httpx
+from parley.bench import _server
+with _server(sys.argv[1], lambda base: httpx.get(base + "/healthz", timeout=5).status_code == 200) as (_, pid, _):
+    print(pid, flush=True)
+    sys.stdin.read()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended; its new parent may never reap it
+
+
+@pytest.mark.parametrize("signal_", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_bench_killed_leaves_no_server_holding_its_store(tmp_path: Path, signal_: signal.Signals):
+    # Either ends the bench without its clean-up (SIGTERM's default too): its server went on,
+    # holding the store and its port.
+    url = store_url_for("duckdb", tmp_path)
+    bench = subprocess.Popen(
+        [sys.executable, "-c", _BENCH_WITH_ITS_SERVER, url],
+        env=cli_env(url),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        server = int(bench.stdout.readline())
+        assert _alive(server)
+        os.kill(bench.pid, signal_)
+        assert bench.wait(timeout=30) == -signal_
+        deadline = time.monotonic() + 60
+        while _alive(server) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(server)
+        open_store(url).close()  # nothing holds the store
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(bench.pid, signal.SIGKILL)  # what is left of the bench's group, on a failure
+        bench.communicate()
