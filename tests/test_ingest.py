@@ -273,6 +273,30 @@ def test_a_gzip_body_is_stored_as_the_plain_one_would_be(client, ingest_key, mem
     assert [(a["total_calls"], a["total_duration_minutes"]) for a in got.json()["data"]["assistants"]] == [(2, 1.5)]
 
 
+def test_zero_bytes_after_a_gzip_member_are_padding_as_gzip_takes_them(client, ingest_key, member_key, ingest):
+    # Written by tools that pad to a block; gzip -d, Python's gzip and `parley ingest` take
+    # them, and the HTTP ingest answered 400 (trailing garbage, an "incorrect header check").
+    ingest(member(1, "admin"))
+    body = orjson.dumps({"batch": [call("c1", "a1", T0, duration=60, id="z1"), call("c2", "a1", T0, id="z2")]})
+    padded = gzip.compress(body[:40]) + bytes(100) + gzip.compress(body[40:]) + bytes(512)
+    assert gzip.decompress(padded) == body  # as Python's gzip reads it
+    response = _post_encoded(client, ingest_key, padded, "gzip")
+    assert response.status_code == 207, response.text
+    assert response.json() == {"successes": [{"id": "z1", "status": 201}, {"id": "z2", "status": 201}], "errors": []}
+    calls = client.get(
+        "/analytics/calls/by-assistant",
+        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
+        headers=bearer(member_key(1)),
+    ).json()["data"]["assistants"]
+    assert [(a["assistant_id"], a["total_calls"]) for a in calls] == [("a1", 2)]
+    # Zeros, then what is not gzip: refused as ever.
+    refused = _post_encoded(client, ingest_key, gzip.compress(body) + bytes(8) + b"xyz", "gzip")
+    assert (refused.status_code, refused.json()) == (
+        400,
+        {"detail": "body is not valid gzip: Error -3 while decompressing data: incorrect header check"},
+    )
+
+
 def test_a_gzip_body_is_held_to_16_mib_once_decompressed(client, ingest_key, store: Store):
     big = call("c1", "a1", T0, duration=1)
     big["body"]["padding"] = "x" * (16 * 1024 * 1024)

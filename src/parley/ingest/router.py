@@ -65,7 +65,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def gunzip(data: bytes, limit: int) -> bytes:
     """A gzip body's content (every member of it), refused past ``limit`` bytes
-    without inflating further: a small body may hold a great deal."""
+    without inflating further: a small body may hold a great deal. Zero bytes after a
+    member are padding, as gzip itself, Python's ``gzip`` and so ``parley ingest`` take
+    them (a member begins with 0x1f 0x8b, never with zero)."""
     out = bytearray()
     while data:
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
@@ -77,7 +79,7 @@ def gunzip(data: bytes, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body is over {limit} bytes once decompressed")
         if not inflater.eof:
             raise BadRequest("body is not valid gzip: it ends before its stream does")
-        data = inflater.unused_data
+        data = inflater.unused_data.lstrip(b"\0")
     return bytes(out)
 
 
