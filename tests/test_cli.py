@@ -358,7 +358,7 @@ def test_commands_other_than_serve_start_without_the_web_framework(tmp_path: Pat
     url = store_url_for("duckdb", tmp_path)
     events = _jsonl(tmp_path / "e.jsonl", [call("c1", "a1", T0, duration=60, id="c1")])
 
-    def parley(*args: str, store: str = url) -> tuple[str, str]:
+    def parley(*args: str, store: str = url) -> tuple[subprocess.CompletedProcess, str]:
         done = subprocess.run(
             [sys.executable, "-c", _WEB_MODULES_AT_EXIT, *args],
             env=cli_env(store),
@@ -367,15 +367,15 @@ def test_commands_other_than_serve_start_without_the_web_framework(tmp_path: Pat
             timeout=120,
             check=store == url,
         )
-        return done.stdout, done.stderr.splitlines()[-1]
+        return done, done.stderr.splitlines()[-1]
 
     loaded, web = parley("ingest", str(events), "--org", "acme")
-    assert "accepted 1, duplicates 0, rejected 0" in loaded and web == "[]"
-    key, web = parley("keys", "create", "--org", "acme", "--ingest")
+    assert "accepted 1, duplicates 0, rejected 0" in loaded.stdout and web == "[]"
+    created, web = parley("keys", "create", "--org", "acme", "--ingest")
     assert web == "[]"
     listed, web = parley("keys", "list")
-    key_id = key.strip().splitlines()[-1].split("_")[1]  # prl_<id>_<secret>
-    assert listed.splitlines()[1].split()[:2] == [key_id, "acme"] and web == "[]"
+    key_id = _key(created).split("_")[1]  # prl_<id>_<secret>
+    assert listed.stdout.splitlines()[1].split()[:2] == [key_id, "acme"] and web == "[]"
     # The probe sees them where they are loaded: `parley serve`, here stopped once loaded
     # by a store that cannot be opened.
     _, web = parley("serve", store=f"duckdb:///{events}/parley.duckdb")
