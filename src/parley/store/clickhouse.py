@@ -391,6 +391,11 @@ class ConnectTransport:
                 password=unquote(parts.password or ""),
                 database=parts.path.lstrip("/") or "default",
                 settings=QUERY_SETTINGS,
+                # No session: the client gives itself one by default, and ClickHouse runs one
+                # statement at a time in a session (SESSION_IS_LOCKED for a second), which the
+                # client enforces itself (a ProgrammingError): the server's requests at once,
+                # each on its own thread, would fail. Nothing here needs a session's state.
+                autogenerate_session_id=False,
             )
         except ClickHouseError as err:  # it connects at once, to learn the server's settings
             raise StoreUnavailable(f"ClickHouse at {host}:{port} could not be reached: {err}") from None
