@@ -65,6 +65,9 @@ NOT_NULL = {"org": "String", "event_id": "String", "ts": "DateTime64(6, 'UTC')"}
 # insert into more than 100 partitions by default.
 QUERY_SETTINGS = {"join_use_nulls": 1, "max_partitions_per_insert_block": 0}
 EXPORT_BATCH_ROWS = 10_000
+# Statements at once on the embedded engine (a connection each): two cores' worth and a
+# little more, so that a request's short statements fill the gaps of another's.
+CHDB_CONNECTIONS = 4
 
 log = logging.getLogger(__name__)
 
@@ -324,32 +327,60 @@ def _quoted(value: Any) -> str:
 
 
 class ChdbTransport:
-    def __init__(self, path: Path) -> None:
-        import chdb
+    """The embedded engine through a few connections, so that statements of several
+    threads run at once (chdb runs each connection's statements in parallel with the
+    others'; one connection runs one at a time)."""
 
+    def __init__(self, path: Path) -> None:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise StoreUnavailable(f"{path} could not be made a chdb data directory: {err}") from None
+        self._path = path
         try:
-            self._con = chdb.connect(str(path))
+            first = self._connect()
         except RuntimeError as err:
             # chdb admits one process per data directory, like DuckDB per file.
             raise StoreLocked(
                 f"{path} could not be opened ({err}); if another process holds it, run the command through "
                 "the Parley server that holds it, or stop that process"
             ) from err
-        self._lock = threading.RLock()  # one statement at a time on the embedded engine
+        self._idle = [first]  # the most recently used first out, so one thread keeps to one
+        self._opened = [first]
+        self._slots = threading.BoundedSemaphore(CHDB_CONNECTIONS)
+        self._guard = threading.Lock()
+
+    def _connect(self) -> Any:
+        import chdb
+
+        connection = chdb.connect(str(self._path))
         for name, value in QUERY_SETTINGS.items():
-            self._con.query(f"SET {name} = {value}")
+            connection.query(f"SET {name} = {value}")
+        return connection
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        with self._slots:
+            with self._guard:
+                connection = self._idle.pop() if self._idle else None
+            if connection is None:
+                connection = self._connect()
+                with self._guard:
+                    self._opened.append(connection)
+            try:
+                with _machine_failures():
+                    yield connection
+            finally:
+                with self._guard:
+                    self._idle.append(connection)
 
     def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
-        with self._lock, _machine_failures():
-            return self._con.query(sql, "ArrowTable", params={k: _text(v) for k, v in params.items()})
+        with self._connection() as connection:
+            return connection.query(sql, "ArrowTable", params={k: _text(v) for k, v in params.items()})
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        with self._lock, _machine_failures():
-            self._con.query(sql, params={k: _text(v) for k, v in (params or {}).items()})
+        with self._connection() as connection:
+            connection.query(sql, params={k: _text(v) for k, v in (params or {}).items()})
 
     def insert(self, table: str, rows: pa.Table) -> None:
         # From the Arrow table itself (the Python table function finds ``rows`` here by
@@ -357,12 +388,15 @@ class ChdbTransport:
         # the rows written even when writing the part failed (no space left, too many
         # partitions): acknowledged, and lost.
         columns = ", ".join(rows.column_names)
-        with self._lock, _machine_failures():
-            self._con.query(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(rows)")
+        with self._connection() as connection:
+            connection.query(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(rows)")
 
     def close(self) -> None:
-        with self._lock:
-            self._con.close()
+        with self._guard:
+            for connection in self._opened:
+                connection.close()
+            self._opened.clear()
+            self._idle.clear()
 
 
 class ConnectTransport:

@@ -1,0 +1,32 @@
+"""The embedded engine's transport: statements of several threads run at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from parley.store.clickhouse import ChdbTransport
+
+RUNNING = (
+    "SELECT count() AS n FROM system.processes "
+    "WHERE query LIKE '%long-statement%' AND query NOT LIKE '%system.processes%'"
+)
+
+
+def test_a_statement_runs_while_another_thread_s_runs(tmp_path: Path):
+    # The server answers each request on a thread of its own. With one statement at a time
+    # on the engine (as the transport once ran them), the look-up below waited for the long
+    # statement to end, and so never saw it running.
+    transport = ChdbTransport(tmp_path / "engine")
+    try:
+        long = threading.Thread(target=transport.query, args=("SELECT sleep(2) AS s, 'long-statement' AS m", {}))
+        long.start()
+        seen = 0
+        deadline = time.monotonic() + 10  # a guard against a hang, not a timing
+        while not seen and long.is_alive() and time.monotonic() < deadline:
+            seen = transport.query(RUNNING, {}).to_pylist()[0]["n"]
+        long.join()
+        assert seen == 1
+    finally:
+        transport.close()
