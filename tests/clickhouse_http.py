@@ -20,7 +20,7 @@ import gzip
 import re
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,7 +48,18 @@ def _literal(value: str) -> str:
 @dataclass
 class Front:
     url: str
+    serve: Callable[[], Callable[[], None]]  # listens on the url's port; gives what stops it
+    stop: Callable[[], None]
     sessions: list[str | None] = field(default_factory=list)  # each request's session, in arrival order
+
+    @contextmanager
+    def gone(self) -> Iterator[None]:
+        """The server away (nothing listens on its port), then back, its data kept."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.stop = self.serve()
 
 
 @contextmanager
@@ -123,13 +134,24 @@ def clickhouse_http(engine: Path) -> Iterator[Front]:
             self.end_headers()
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    front = Front(f"clickhouse://default@127.0.0.1:{server.server_address[1]}/default")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    port = 0
+
+    def serve() -> Callable[[], None]:
+        nonlocal port
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+
+        return stop
+
+    stop = serve()
+    front = Front(f"clickhouse://default@127.0.0.1:{port}/default", serve, stop)
     try:
         yield front
     finally:
-        server.shutdown()
-        server.server_close()
+        front.stop()
         connection.close()

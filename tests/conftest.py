@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from parley.app import create_app
 from parley.auth.keys import create_key
+from parley.errors import STORE_UNAVAILABLE
 from parley.settings import Settings
 from parley.store.port import Store, open_store
 from tests.factories import WS, member
@@ -91,3 +92,10 @@ def admin(ingest: Callable[..., dict[str, Any]], member_key: Callable[..., str])
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def assert_unavailable(response) -> None:
+    """The store's failure: a 503 telling the client to come back, in the endpoint's error shape."""
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "30"
+    assert STORE_UNAVAILABLE in response.json().values()

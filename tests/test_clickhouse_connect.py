@@ -30,7 +30,7 @@ from parley.settings import Settings
 from parley.store.clickhouse import QUERY_SETTINGS, ClickHouseStore, ConnectTransport
 from parley.store.port import Store, open_store
 from tests.clickhouse_http import Front, clickhouse_http
-from tests.conftest import NOW, bearer, store_url_for
+from tests.conftest import NOW, assert_unavailable, bearer, store_url_for
 from tests.factories import T0, WS, call, days, member
 from tests.test_clickhouse_inserts import assert_refused_whole
 from tests.test_equivalence import assert_same_answers, loaded_clients
@@ -89,31 +89,64 @@ def test_every_endpoint_answers_over_http_as_the_embedded_store_does(tmp_path: P
     assert set(front.sessions) == {None}
 
 
-def test_requests_at_once_over_http_are_all_answered(front: Front):
-    # The app answers each request on a thread of its own, all through the store's one
-    # client. In a session (the client's default) the client refused a second statement
-    # while one ran (a ProgrammingError: a 500), as ClickHouse does (SESSION_IS_LOCKED).
-    store = open_store(front.url)  # as production opens a clickhouse:// URL
+CALLS = "/analytics/calls/by-assistant?start_date=2024-04-25&end_date=2024-05-10"
+
+
+@pytest.fixture
+def http_client(front: Front) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
+    """The app on the store over HTTP, as production opens a clickhouse:// URL: its client,
+    an ingest key's headers and the workspace admin's (member 1)."""
+    store = open_store(front.url)
     try:
         with TestClient(create_app(Settings(database_url=front.url), store=store, clock=lambda: NOW)) as client:
             ingest = bearer(create_key(store, org="acme", ingest=True))
-            batch = [member(1, "admin")]
-            batch += [call(f"c{i}", "a1", T0 + days(i % 3), duration=60.0 * (i + 1)) for i in range(6)]
-            sent = client.post("/api/v2/ingest", json={"batch": batch}, headers=ingest)
-            assert sent.status_code == 207 and sent.json()["errors"] == []
-            admin = bearer(create_key(store, org="acme", workspace_id=WS, member_id=1))
-            url = "/analytics/calls/by-assistant?start_date=2024-04-25&end_date=2024-05-10"
-            alone = client.get(url, headers=admin)
-            assert alone.status_code == 200
-            (assistant,) = alone.json()["data"]["assistants"]
-            assert (assistant["total_calls"], assistant["total_duration_minutes"]) == (6, 21.0)  # 1 + 2 + ... + 6
-
-            with ThreadPoolExecutor(4) as pool:
-                answers = list(pool.map(lambda _: client.get(url, headers=admin), range(24)))
-            assert [(r.status_code, r.content) for r in answers] == [(200, alone.content)] * 24
+            assert send(client, ingest, member(1, "admin")) == [201]
+            yield client, ingest, bearer(create_key(store, org="acme", workspace_id=WS, member_id=1))
     finally:
         store.close()
+
+
+def send(client: TestClient, ingest: dict[str, str], *batch: dict) -> list[int]:
+    sent = client.post("/api/v2/ingest", json={"batch": list(batch)}, headers=ingest)
+    assert sent.status_code == 207 and sent.json()["errors"] == [], sent.text
+    return [success["status"] for success in sent.json()["successes"]]
+
+
+def calls_and_minutes(client: TestClient, admin: dict[str, str]) -> tuple[int, float]:
+    answer = client.get(CALLS, headers=admin)
+    assert answer.status_code == 200, answer.text
+    (assistant,) = answer.json()["data"]["assistants"]
+    return assistant["total_calls"], assistant["total_duration_minutes"]
+
+
+def test_requests_at_once_over_http_are_all_answered(front: Front, http_client):
+    # The app answers each request on a thread of its own, all through the store's one
+    # client. In a session (the client's default) the client refused a second statement
+    # while one ran (a ProgrammingError: a 500), as ClickHouse does (SESSION_IS_LOCKED).
+    client, ingest, admin = http_client
+    send(client, ingest, *(call(f"c{i}", "a1", T0 + days(i % 3), duration=60.0 * (i + 1)) for i in range(6)))
+    assert calls_and_minutes(client, admin) == (6, 21.0)  # 1 + 2 + ... + 6 minutes
+    alone = client.get(CALLS, headers=admin)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: client.get(CALLS, headers=admin), range(24)))
+    assert [(r.status_code, r.content) for r in answers] == [(200, alone.content)] * 24
     assert set(front.sessions) == {None}
+
+
+def test_a_server_gone_is_a_503_and_answers_again_once_back(front: Front, http_client):
+    # A ClickHouse server out of reach (restarting, the network down): a 503 telling the
+    # client to come back, for the key's look-up as for the rest; nothing of a batch sent
+    # meanwhile is kept, and Parley answers again once the server is back, unrestarted.
+    client, ingest, admin = http_client
+    assert send(client, ingest, call("c0", "a1", T0, duration=120.0)) == [201]
+    later = call("c1", "a1", T0 + days(1), duration=60.0)
+    with front.gone():
+        assert_unavailable(client.get(CALLS, headers=admin))
+        assert_unavailable(client.post("/api/v2/ingest", json={"batch": [later]}, headers=ingest))
+    assert calls_and_minutes(client, admin) == (1, 2.0)
+    assert send(client, ingest, later) == [201]  # stored now: not taken for a duplicate
+    assert calls_and_minutes(client, admin) == (2, 3.0)
 
 
 def test_the_transport_raises_what_the_engine_refuses(tmp_path: Path):

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from parley.errors import STORE_UNAVAILABLE
 from parley.ingest.service import Chunk, ingest_batch, prepare_lines, store_prepared
 from parley.store.port import Store, open_store
-from tests.conftest import bearer, store_url_for
+from tests.conftest import assert_unavailable, bearer, store_url_for
 from tests.factories import T0, event, iso, messages, one_of_each
 from tests.processes import run_cli
 from tests.test_clickhouse_connect import URL, connect_store
@@ -50,12 +49,6 @@ def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
 def rows_of(store: Store, table: str, ids: list[str]) -> int:
     sql = f"SELECT count() AS n FROM {table} WHERE event_id IN {{ids:Array(String)}}"
     return store._transport.query(sql, {"ids": ids}).to_pylist()[0]["n"]
-
-
-def assert_unavailable(response) -> None:
-    assert response.status_code == 503, response.text
-    assert response.headers["Retry-After"] == "30"
-    assert STORE_UNAVAILABLE in response.json().values()  # each endpoint's error shape
 
 
 @pytest.mark.parametrize("deletes", ["allowed", "refused"])
