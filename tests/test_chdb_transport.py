@@ -1,10 +1,12 @@
-"""The embedded engine's transport: statements of several threads run at once."""
+"""The embedded engine's transport: statements of several threads run at once, and closing waits for them."""
 
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from parley.store.clickhouse import ChdbTransport
 
@@ -30,3 +32,22 @@ def test_a_statement_runs_while_another_thread_s_runs(tmp_path: Path):
         assert seen == 1
     finally:
         transport.close()
+
+
+def test_closing_waits_for_the_statements_running(tmp_path: Path):
+    # The server closes its store as it stops, while a request may still be reading.
+    transport = ChdbTransport(tmp_path / "engine")
+    answers = []
+    long = threading.Thread(
+        target=lambda: answers.append(transport.query("SELECT sleep(1) AS s, 'long-statement' AS m", {}).to_pylist())
+    )
+    long.start()
+    deadline = time.monotonic() + 10
+    while not transport.query(RUNNING, {}).to_pylist()[0]["n"] and time.monotonic() < deadline:
+        pass
+    transport.close()
+    long.join()
+    assert answers == [[{"s": 0, "m": "long-statement"}]]
+    with pytest.raises(RuntimeError, match="is closed"):
+        transport.query("SELECT 1 AS n", {})
+    transport.close()  # again: nothing left to close

@@ -349,6 +349,7 @@ class ChdbTransport:
         self._opened = [first]
         self._slots = threading.BoundedSemaphore(CHDB_CONNECTIONS)
         self._guard = threading.Lock()
+        self._closed = False
 
     def _connect(self) -> Any:
         import chdb
@@ -362,6 +363,8 @@ class ChdbTransport:
     def _connection(self) -> Iterator[Any]:
         with self._slots:
             with self._guard:
+                if self._closed:
+                    raise RuntimeError(f"the chdb store at {self._path} is closed")
                 connection = self._idle.pop() if self._idle else None
             if connection is None:
                 connection = self._connect()
@@ -392,11 +395,19 @@ class ChdbTransport:
             connection.query(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(rows)")
 
     def close(self) -> None:
-        with self._guard:
-            for connection in self._opened:
-                connection.close()
-            self._opened.clear()
-            self._idle.clear()
+        """Close every connection once the statements running on them have ended."""
+        for _ in range(CHDB_CONNECTIONS):
+            self._slots.acquire()
+        try:
+            with self._guard:
+                self._closed = True
+                for connection in self._opened:
+                    connection.close()
+                self._opened.clear()
+                self._idle.clear()
+        finally:
+            for _ in range(CHDB_CONNECTIONS):
+                self._slots.release()
 
 
 class ConnectTransport:
