@@ -42,8 +42,8 @@ def test_closing_waits_for_the_statements_running(tmp_path: Path):
         target=lambda: answers.append(transport.query("SELECT sleep(1) AS s, 'long-statement' AS m", {}).to_pylist())
     )
     long.start()
-    deadline = time.monotonic() + 10
-    while not transport.query(RUNNING, {}).to_pylist()[0]["n"] and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10  # a guard against a hang, not a timing
+    while long.is_alive() and not transport.query(RUNNING, {}).to_pylist()[0]["n"] and time.monotonic() < deadline:
         pass
     transport.close()
     long.join()
