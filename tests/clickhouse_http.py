@@ -37,8 +37,13 @@ TRANSPORT = {
     *("session_id", "session_timeout", "session_check", "buffer_size", "wait_end_of_query"),
 }
 INSERT_ARROW = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+Arrow\s*$", re.IGNORECASE | re.DOTALL)
-DECOMPRESS = {None: bytes, "identity": bytes, "lz4": lz4.frame.decompress, "gzip": gzip.decompress}
-DECOMPRESS["deflate"] = zlib.decompress
+DECOMPRESS = {
+    None: bytes,
+    "identity": bytes,
+    "lz4": lz4.frame.decompress,
+    "gzip": gzip.decompress,
+    "deflate": zlib.decompress,
+}
 
 
 def _literal(value: str) -> str:
@@ -104,12 +109,12 @@ def clickhouse_http(engine: Path) -> Iterator[Front]:
 
         def _run(self, params: dict[str, str], body: bytes) -> None:
             sql = params.get("query")
-            rows = None  # an insert's rows, found by chdb's Python() table function by name
             if sql is None:
                 sql, body = body.decode(), b""
             insert = INSERT_ARROW.match(sql)
             if insert and body:
-                rows = pa.ipc.open_file(pa.py_buffer(body)).read_all()  # the Arrow file format
+                # The Arrow file format; chdb's Python() table function finds ``rows`` by name.
+                rows = pa.ipc.open_file(pa.py_buffer(body)).read_all()  # noqa: F841
                 sql = f"{insert[1]} SELECT * FROM Python(rows)"
             elif body:
                 sql += "\n" + body.decode()
@@ -123,7 +128,6 @@ def clickhouse_http(engine: Path) -> Iterator[Front]:
             except Exception as err:  # chdb's message begins with ClickHouse's "Code: N."
                 found = re.match(r"Code: (\d+)\.", str(err))
                 return self._answer(500, str(err).encode(), int(found[1]) if found else 1001)
-            del rows
             self._answer(200, result.bytes())
 
         def _answer(self, status: int, data: bytes, code: int | None = None) -> None:
