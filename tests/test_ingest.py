@@ -735,6 +735,34 @@ def test_an_offset_of_one_digit_is_refused_and_named(ingest):
     ]
 
 
+# Unix time in seconds, in milliseconds (beyond 2 x 10^10), with a fraction or as a string of
+# digits, and a boolean: pydantic would read each as a time, and the store would keep it.
+NOT_TEXT_TIMES = [1714557600, 1714557600000, 1714557600.5, "1714557600", True]
+NOT_TEXT = "a time is ISO-8601 text with an offset, such as 2024-05-01T10:00:00Z"
+
+
+def test_a_time_that_is_not_iso_8601_text_is_refused_with_the_reason(ingest, client, admin):
+    numbered = [call(f"c-{i}", "a1", T0, id=f"time-{i}") | {"timestamp": t} for i, t in enumerate(NOT_TEXT_TIMES)]
+    started = call("c-started", "a1", T0, id="started")
+    started["body"]["started_at"] = NOT_TEXT_TIMES[0]
+    body = ingest(call("c-good", "a1", T0, duration=90, id="good"), *numbered, started, expect_ok=False)
+    assert body["successes"] == [{"id": "good", "status": 201}]
+    assert [(e["id"], e["status"], e["message"]) for e in body["errors"]] == [
+        *((e["id"], 400, f"timestamp: {NOT_TEXT}") for e in numbered),
+        ("started", 400, f"body.started_at: {NOT_TEXT}"),
+    ]
+    day = T0.date().isoformat()
+    calls = client.get(
+        "/analytics/calls/by-assistant", params={"start_date": day, "end_date": day}, headers=admin
+    ).json()["data"]["assistants"]
+    assert [(a["assistant_id"], a["total_calls"], a["total_duration_minutes"]) for a in calls] == [("a1", 1, 1.5)]
+    # And in a bulk load's lines.
+    lines = [orjson.dumps({"org": "acme", **e}) for e in (call("c-bulk", "a1", T0, id="bulk"), numbered[0])]
+    checked = validate_lines(lines, first_line=1, org=None)
+    assert [(line_no, e.id) for line_no, e in checked.events] == [(1, "bulk")]
+    assert checked.rejected == [(2, f"timestamp: {NOT_TEXT}")]
+
+
 @pytest.mark.parametrize("spec", [{}, {"get": lambda e: e.id, "field": "event_id"}], ids=["neither", "both"])
 def test_a_column_is_a_body_field_or_a_getter(spec):
     with pytest.raises(ValueError, match="'event_id' needs a body field or a getter"):

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     StrictBool,
     StrictInt,
     TypeAdapter,
@@ -26,10 +27,26 @@ from pydantic import (
     create_model,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, core_schema
 
 MAX_ID_CHARS = 256
 MAX_OBSERVATION_COST_USD = 10**6
+
+
+TIME_AS_TEXT = "a time is ISO-8601 text with an offset, such as 2024-05-01T10:00:00Z"
+
+
+class _AsText:
+    """A time only as text that begins with its date (``2024-05-``): a number, or a string
+    of digits, which pydantic would read as Unix seconds or milliseconds, is refused. The
+    check is a pattern that pydantic-core runs before its parse: no Python call a value."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        text = core_schema.str_schema(strict=True, pattern=r"^\d{4}-")
+        as_text = core_schema.custom_error_schema(
+            text, custom_error_type="time_text", custom_error_message=TIME_AS_TEXT
+        )
+        return core_schema.chain_schema([as_text, handler(source)])
 
 
 # Times keep their offset through validation and are turned into naive UTC a whole
@@ -38,6 +55,7 @@ MAX_OBSERVATION_COST_USD = 10**6
 Instant = Annotated[
     AwareDatetime,
     Field(ge=datetime.min.replace(tzinfo=UTC), le=datetime.max.replace(tzinfo=UTC)),
+    _AsText(),
 ]
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 # An org or a workspace is a segment of the API's URL paths (/api/v2/w/{workspace}/chats),
