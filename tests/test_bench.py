@@ -155,8 +155,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("signal_", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_bench_killed_leaves_no_server_holding_its_store(tmp_path: Path, signal_: signal.Signals):
-    # Either ends the bench without its clean-up (SIGTERM's default too): its server went on,
-    # holding the store and its port.
+    # Either ends the process without its clean-up (SIGTERM's default, where no handler is
+    # set, as here outside ``run_bench``): its server went on, holding the store and its port.
     url = store_url_for("duckdb", tmp_path)
     bench = subprocess.Popen(
         [sys.executable, "-c", _BENCH_WITH_ITS_SERVER, url],
@@ -179,4 +179,47 @@ def test_a_bench_killed_leaves_no_server_holding_its_store(tmp_path: Path, signa
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(bench.pid, signal.SIGKILL)  # what is left of the bench's group, on a failure
+        bench.communicate()
+
+
+def _serving_under(directory: Path) -> list[int]:
+    """The ``parley serve`` processes alive whose environment names ``directory`` (their store's)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command, environment = (proc / "cmdline").read_bytes(), (proc / "environ").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        if b"\0serve\0" in command and str(directory).encode() in environment and _alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_bench_sent_sigterm_stops_its_servers_and_removes_its_working_directory(tmp_path: Path):
+    # SIGTERM's default ended the bench at once, leaving its working directory (the data
+    # set's JSONL, gigabytes at scale M) in the temporary one.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")} | {"TMPDIR": str(tmp_path)}
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "parley", "bench", "--scale", "demo"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _serving_under(tmp_path):  # reading while 4 clients ingest, its first phase with a server
+            assert bench.poll() is None and time.monotonic() < deadline, "the bench never started its server"
+            time.sleep(0.05)
+        assert [p.name.startswith("parley-bench-") for p in tmp_path.iterdir()] == [True]
+        time.sleep(1)
+        os.kill(bench.pid, signal.SIGTERM)
+        assert bench.wait(timeout=60) == 128 + signal.SIGTERM, bench.stderr.read()
+        assert list(tmp_path.iterdir()) == []
+        assert _serving_under(tmp_path) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(bench.pid, signal.SIGKILL)
         bench.communicate()

@@ -181,6 +181,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The bench's ``parley serve`` processes running, for a SIGTERM's clean-up to stop first.
+_SERVING: set[subprocess.Popen[bytes]] = set()
+
+
 @contextmanager
 def _server(database_url: str, probe: Callable[[str], bool]) -> Iterator[tuple[str, int, float]]:
     """A running ``parley serve``: (base URL, pid, seconds from start to the first good answer)."""
@@ -193,6 +197,7 @@ def _server(database_url: str, probe: Callable[[str], bool]) -> Iterator[tuple[s
         stderr=subprocess.DEVNULL,
         preexec_fn=_ended_with_the_bench(),
     )
+    _SERVING.add(process)
     base = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -213,6 +218,7 @@ def _server(database_url: str, probe: Callable[[str], bool]) -> Iterator[tuple[s
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+        _SERVING.discard(process)
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -283,13 +289,38 @@ def run_bench(scale: str, store_url: str | None = None, workdir: Path | None = N
     workdir = Path(workdir or tempfile.mkdtemp(prefix="parley-bench-"))
     database_url = store_url or f"duckdb:///{workdir}/bench.duckdb"
     result = BenchResult(scale=scale, store=database_url.split("://")[0], machine=machine())
-    try:
-        _run(result, scale, database_url, workdir)
-    finally:
-        gc.unfreeze()
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with _sigterm_ends_through_the_clean_up():
+        try:
+            _run(result, scale, database_url, workdir)
+        finally:
+            gc.unfreeze()
+            if own_dir:
+                shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+@contextmanager
+def _sigterm_ends_through_the_clean_up() -> Iterator[None]:
+    """A SIGTERM (``timeout``, a cancelled CI job, ``kill``) ends the bench as Ctrl-C does,
+    through its clean-up: by default it ended Python at once and left the working
+    directory behind (the data set's JSONL, gigabytes at scale M). The servers are told
+    to stop first, so that the clients' requests, in flight or queued (the read phases
+    wait for theirs), fail at once rather than be answered. A handler can be set only
+    from the main thread; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def end(signum: int, _frame: Any) -> None:
+        for process in list(_SERVING):
+            process.send_signal(signal.SIGTERM)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, end)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _require_fresh(database_url: str) -> None:
