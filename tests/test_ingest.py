@@ -736,7 +736,8 @@ def test_an_offset_of_one_digit_is_refused_and_named(ingest):
 
 
 # Unix time in seconds, in milliseconds (beyond 2 x 10^10), with a fraction or as a string of
-# digits, and a boolean: pydantic would read each as a time, and the store would keep it.
+# digits, which pydantic read as a time and the store kept; and a boolean, refused before
+# as "Input should be a valid datetime".
 NOT_TEXT_TIMES = [1714557600, 1714557600000, 1714557600.5, "1714557600", True]
 NOT_TEXT = "a time is ISO-8601 text with an offset, such as 2024-05-01T10:00:00Z"
 

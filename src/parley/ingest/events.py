@@ -37,9 +37,10 @@ TIME_AS_TEXT = "a time is ISO-8601 text with an offset, such as 2024-05-01T10:00
 
 
 class _AsText:
-    """A time only as text that begins with its date (``2024-05-``): a number, or a string
-    of digits, which pydantic would read as Unix seconds or milliseconds, is refused. The
-    check is a pattern that pydantic-core runs before its parse: no Python call a value."""
+    """A time only as text that begins with its date (``2024-05-``): a number or a string
+    of digits (which pydantic would read as Unix seconds or milliseconds), or any other
+    value, is refused with one reason, ``TIME_AS_TEXT``. The check is a pattern that
+    pydantic-core runs before its parse: no Python call a value."""
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         text = core_schema.str_schema(strict=True, pattern=r"^\d{4}-")
