@@ -3,7 +3,12 @@ at a time stores, on a real DuckDB file and in the real chdb engine."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import signal
+import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,7 @@ from parley.ingest.events import Event
 from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines, prepare_lines, validate_lines
 from parley.store.port import Store, open_store
 from tests.conftest import STORE_KINDS, store_url_for
+from tests.processes import cli_env, parley_command
 
 pytestmark = pytest.mark.slow
 
@@ -233,3 +239,61 @@ def test_a_workers_chunk_is_prepared_with_the_cycle_collector_paused_and_left_as
     ]
     assert prepared.batch is not None and prepared.batch.repeated == 0
     assert sum(table.num_rows for table in prepared.batch.tables.values()) == CHUNK - 1
+
+
+def _multiprocessing_children(pid: int) -> list[int]:
+    """The processes alive that ``pid`` started through multiprocessing (its workers and
+    their resource tracker)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError):  # not a process, or ended meanwhile
+            continue
+        if int(stat[1]) == pid and stat[0] not in ("Z", "X") and b"multiprocessing" in command:
+            found.append(int(proc.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("signal_", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_bulk_load_killed_leaves_no_worker_behind(tmp_path: Path, signal_: signal.Signals):
+    # Its workers (and their resource tracker) waited forever for their next chunk, holding
+    # 70 to 200 MB each, their parent gone.
+    events = generate(SCALES["demo"], seed=3, end=datetime(2024, 6, 15, tzinfo=UTC))
+    lines = b"".join(orjson.dumps(e) + b"\n" for e in events)
+    assert lines.count(b"\n") > 40_000  # two whole chunks: a worker is started for the second
+    loader = subprocess.Popen(
+        parley_command("ingest", "-"),
+        env=cli_env(store_url_for("duckdb", tmp_path)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        loader.stdin.write(lines)  # and left open: the loader waits for its third chunk
+        loader.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not (workers := _multiprocessing_children(loader.pid)):
+            assert loader.poll() is None and time.monotonic() < deadline, "no worker was started"
+            time.sleep(0.02)
+        os.kill(loader.pid, signal_)
+        assert loader.wait(timeout=30) == -signal_
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in workers if _alive(pid)] == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(loader.pid, signal.SIGKILL)
+        with contextlib.suppress(BrokenPipeError):
+            loader.stdin.close()
+        loader.wait()

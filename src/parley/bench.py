@@ -11,7 +11,6 @@ the store writes and checkpoints), then the newer one alone (HTTP ingest's throu
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import importlib.metadata
 import os
@@ -37,6 +36,7 @@ from typing import Any
 import httpx
 import orjson
 
+from parley.child_process import ended_with
 from parley.demo import SCALES, generate, workspaces
 from parley.ingest.service import collector_paused
 from parley.store.port import open_store
@@ -139,28 +139,6 @@ def _env(database_url: str) -> dict[str, str]:
     return env
 
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _ended_with_the_bench() -> Callable[[], None] | None:
-    """Run in a child before it becomes ``parley``: Linux sends it SIGTERM once the bench's
-    thread that started it ends, however it ends. Killed outright (SIGKILL, the OOM
-    killer), or by a plain SIGTERM (whose default ends Python without its ``finally``),
-    the bench left its server running, holding the store and its port. None where there
-    is no ``prctl``."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # found before the fork: the child only calls it
-    bench = os.getpid()
-
-    def ask() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != bench:  # the bench ended before the request took: no signal would come
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return ask
-
-
 def _cli(database_url: str, *args: str) -> str:
     done = subprocess.run(  # noqa: S603 - our own CLI, with our own arguments
         [sys.executable, "-m", "parley", *args],
@@ -168,7 +146,7 @@ def _cli(database_url: str, *args: str) -> str:
         capture_output=True,
         text=True,
         check=False,
-        preexec_fn=_ended_with_the_bench(),
+        preexec_fn=ended_with(os.getpid()),
     )
     if done.returncode not in (0, 2):
         raise RuntimeError(f"parley {' '.join(args)} failed:\n{done.stderr}")
@@ -195,7 +173,7 @@ def _server(database_url: str, probe: Callable[[str], bool]) -> Iterator[tuple[s
         env=_env(database_url),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=_ended_with_the_bench(),
+        preexec_fn=ended_with(os.getpid()),
     )
     _SERVING.add(process)
     base = f"http://127.0.0.1:{port}"

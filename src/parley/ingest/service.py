@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 import pyarrow as pa
 
+from parley.child_process import ended_with
 from parley.ingest.events import NOT_A_PATH_SEGMENT, Event, InvalidEvent, validate_event
 from parley.store.port import Store
 from parley.store.schema import ColumnBatch, column_batch, joined_batches
@@ -41,6 +42,16 @@ GC_YOUNG_THRESHOLD = 20_000
 def collect_young_less_often() -> None:
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+
+
+def _start_worker(loader: int) -> None:
+    """A bulk load's worker ends with its ``loader``: killed (SIGKILL, the OOM killer, a
+    plain SIGTERM), the loader left its workers waiting forever for their next chunk, 70
+    to 200 MB each. And it collects its young objects less often."""
+    end = ended_with(loader)
+    if end is not None:
+        end()
+    collect_young_less_often()
 
 
 @contextmanager
@@ -320,7 +331,7 @@ def _ingest_chunks(
     workers = workers or os.cpu_count() or 1
     pending: deque[tuple[Chunk, Future[PreparedLines]]] = deque()
     with ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=collect_young_less_often
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(os.getpid(),)
     ) as pool:
 
         def submit(chunk: Chunk) -> None:

@@ -1,0 +1,35 @@
+"""Child processes that end with the process that started them.
+
+A child outlives a parent that is killed outright (SIGKILL, the OOM killer) or ended by a
+plain SIGTERM, whose default skips every clean-up: the bench's ``parley serve`` went on
+holding the store and its port, and a bulk load's workers waited forever for their next
+chunk. Linux's parent-death signal ends them with it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def ended_with(parent: int) -> Callable[[], None] | None:
+    """A call for a child of ``parent`` to make first, in the child: Linux then sends the
+    child SIGTERM once the parent's thread that started it ends, however it ends, and the
+    child sends it to itself if the parent has ended already (no signal would come).
+    ``prctl`` is found here, so that a forked child (a ``preexec_fn``) only calls it.
+    None where there is no ``prctl``."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def ask() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return ask
