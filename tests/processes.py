@@ -1,4 +1,4 @@
-"""Run the real CLI and the real server as subprocesses."""
+"""Run the real CLI and the real server as subprocesses, and find the processes they leave."""
 
 from __future__ import annotations
 
@@ -106,3 +106,30 @@ def running_server(
                 process.wait()
         if process.stdout:
             process.stdout.close()
+
+
+def _state(proc: Path) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command's name: state, parent pid, ..."""
+    return (proc / "stat").read_text().rsplit(")", 1)[1].split()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie has ended (its new parent may never reap it)."""
+    try:
+        return _state(Path(f"/proc/{pid}"))[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def live_processes() -> Iterator[tuple[int, int, bytes]]:
+    """(pid, parent pid, command line with NUL between arguments) of every process alive."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            state, parent = _state(proc)[:2]
+            command = (proc / "cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        if state not in ("Z", "X"):
+            yield int(proc.name), int(parent), command

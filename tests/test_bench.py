@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import httpx
 import orjson
 import pyarrow
 import pytest
@@ -22,7 +23,7 @@ from parley.bench import _write_dataset
 from parley.demo import SCALES, generate
 from parley.store.port import open_store
 from tests.conftest import STORE_KINDS, store_url_for
-from tests.processes import cli_env, run_cli
+from tests.processes import alive, cli_env, live_processes, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -145,14 +146,6 @@ with _server(sys.argv[1], lambda base: httpx.get(base + "/healthz", timeout=5).s
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")  # a zombie has ended; its new parent may never reap it
-
-
 @pytest.mark.parametrize("signal_", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_bench_killed_leaves_no_server_holding_its_store(tmp_path: Path, signal_: signal.Signals):
     # Either ends the process without its clean-up (SIGTERM's default, where no handler is
@@ -168,13 +161,13 @@ def test_a_bench_killed_leaves_no_server_holding_its_store(tmp_path: Path, signa
     )
     try:
         server = int(bench.stdout.readline())
-        assert _alive(server)
+        assert alive(server)
         os.kill(bench.pid, signal_)
         assert bench.wait(timeout=30) == -signal_
         deadline = time.monotonic() + 60
-        while _alive(server) and time.monotonic() < deadline:
+        while alive(server) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(server)
+        assert not alive(server)
         open_store(url).close()  # nothing holds the store
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -182,22 +175,22 @@ def test_a_bench_killed_leaves_no_server_holding_its_store(tmp_path: Path, signa
         bench.communicate()
 
 
-def _serving_under(directory: Path) -> list[int]:
-    """The ``parley serve`` processes alive whose environment names ``directory`` (their store's)."""
+def _serving_under(directory: Path) -> list[tuple[int, int]]:
+    """(pid, port) of the ``parley serve`` processes alive whose environment names
+    ``directory`` (their store's)."""
     found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            command, environment = (proc / "cmdline").read_bytes(), (proc / "environ").read_bytes()
-        except OSError:  # ended meanwhile
-            continue
-        if b"\0serve\0" in command and str(directory).encode() in environment and _alive(int(proc.name)):
-            found.append(int(proc.name))
+    for pid, _, command in live_processes():
+        arguments = command.split(b"\0")
+        with contextlib.suppress(OSError):  # ended meanwhile
+            if b"serve" in arguments and str(directory).encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append((pid, int(arguments[arguments.index(b"--port") + 1])))
     return found
 
 
-def test_a_bench_sent_sigterm_stops_its_servers_and_removes_its_working_directory(tmp_path: Path):
+# After its first server answers: its readers starting (a signal then hung the bench for
+# their barrier's time-out, 120 s), and reading while 4 clients ingest.
+@pytest.mark.parametrize("after", [0.2, 1.5], ids=["readers-starting", "reading"])
+def test_a_bench_sent_sigterm_stops_its_servers_and_removes_its_working_directory(tmp_path: Path, after: float):
     # SIGTERM's default ended the bench at once, leaving its working directory (the data
     # set's JSONL, gigabytes at scale M) in the temporary one.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")} | {"TMPDIR": str(tmp_path)}
@@ -210,16 +203,27 @@ def test_a_bench_sent_sigterm_stops_its_servers_and_removes_its_working_director
     )
     try:
         deadline = time.monotonic() + 120
-        while not _serving_under(tmp_path):  # reading while 4 clients ingest, its first phase with a server
+        while not (servers := _serving_under(tmp_path)):
             assert bench.poll() is None and time.monotonic() < deadline, "the bench never started its server"
-            time.sleep(0.05)
+            time.sleep(0.01)
+        ((_, port),) = servers
+        while not _answers(f"http://127.0.0.1:{port}/healthz"):
+            assert time.monotonic() < deadline, "the bench's server never answered"
+            time.sleep(0.01)
         assert [p.name.startswith("parley-bench-") for p in tmp_path.iterdir()] == [True]
-        time.sleep(1)
+        time.sleep(after)
         os.kill(bench.pid, signal.SIGTERM)
-        assert bench.wait(timeout=60) == 128 + signal.SIGTERM, bench.stderr.read()
+        assert bench.wait(timeout=30) == 128 + signal.SIGTERM, bench.stderr.read()
         assert list(tmp_path.iterdir()) == []
         assert _serving_under(tmp_path) == []
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(bench.pid, signal.SIGKILL)
         bench.communicate()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -21,7 +21,7 @@ from parley.ingest.events import Event
 from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines, prepare_lines, validate_lines
 from parley.store.port import Store, open_store
 from tests.conftest import STORE_KINDS, store_url_for
-from tests.processes import cli_env, parley_command
+from tests.processes import alive, cli_env, live_processes, parley_command
 
 pytestmark = pytest.mark.slow
 
@@ -244,23 +244,7 @@ def test_a_workers_chunk_is_prepared_with_the_cycle_collector_paused_and_left_as
 def _multiprocessing_children(pid: int) -> list[int]:
     """The processes alive that ``pid`` started through multiprocessing (its workers and
     their resource tracker)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (proc / "cmdline").read_bytes()
-        except (OSError, IndexError):  # not a process, or ended meanwhile
-            continue
-        if int(stat[1]) == pid and stat[0] not in ("Z", "X") and b"multiprocessing" in command:
-            found.append(int(proc.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
+    return [child for child, parent, command in live_processes() if parent == pid and b"multiprocessing" in command]
 
 
 @pytest.mark.parametrize("signal_", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
@@ -288,9 +272,9 @@ def test_a_bulk_load_killed_leaves_no_worker_behind(tmp_path: Path, signal_: sig
         os.kill(loader.pid, signal_)
         assert loader.wait(timeout=30) == -signal_
         deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert [pid for pid in workers if _alive(pid)] == []
+        assert [pid for pid in workers if alive(pid)] == []
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(loader.pid, signal.SIGKILL)

@@ -552,6 +552,11 @@ def _while_ingesting(
         try:
             ready.wait()
             ingest = _http_ingest(base, keys, held)
+        except BaseException:
+            # Ended early (a SIGTERM, Ctrl-C, a failure): readers still waiting to start are
+            # let go, or the pool's exit would wait for them, the barrier's 120 s.
+            ready.abort()
+            raise
         finally:
             stop.set()
         for reader in readers:
