@@ -264,11 +264,11 @@ def run_bench(scale: str, store_url: str | None = None, workdir: Path | None = N
     if store_url is not None:
         _require_fresh(store_url)
     own_dir = workdir is None
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="parley-bench-"))
-    database_url = store_url or f"duckdb:///{workdir}/bench.duckdb"
-    result = BenchResult(scale=scale, store=database_url.split("://")[0], machine=machine())
     with _sigterm_ends_through_the_clean_up():
+        workdir = Path(workdir or tempfile.mkdtemp(prefix="parley-bench-"))
         try:
+            database_url = store_url or f"duckdb:///{workdir}/bench.duckdb"
+            result = BenchResult(scale=scale, store=database_url.split("://")[0], machine=machine())
             _run(result, scale, database_url, workdir)
         finally:
             gc.unfreeze()
