@@ -241,10 +241,14 @@ def test_a_workers_chunk_is_prepared_with_the_cycle_collector_paused_and_left_as
     assert sum(table.num_rows for table in prepared.batch.tables.values()) == CHUNK - 1
 
 
-def _multiprocessing_children(pid: int) -> list[int]:
-    """The processes alive that ``pid`` started through multiprocessing (its workers and
-    their resource tracker)."""
-    return [child for child, parent, command in live_processes() if parent == pid and b"multiprocessing" in command]
+def _multiprocessing_children(pid: int) -> list[tuple[int, bytes]]:
+    """(pid, command line) of the processes alive that ``pid`` started through
+    multiprocessing: its workers (``spawn_main``) and their resource tracker."""
+    return [
+        (child, command)
+        for child, parent, command in live_processes()
+        if parent == pid and b"multiprocessing" in command
+    ]
 
 
 @pytest.mark.parametrize("signal_", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
@@ -266,15 +270,19 @@ def test_a_bulk_load_killed_leaves_no_worker_behind(tmp_path: Path, signal_: sig
         loader.stdin.write(lines)  # and left open: the loader waits for its third chunk
         loader.stdin.flush()
         deadline = time.monotonic() + 60
-        while not (workers := _multiprocessing_children(loader.pid)):
+        while True:
+            workers = _multiprocessing_children(loader.pid)
+            if any(b"spawn_main" in command for _, command in workers):
+                break
             assert loader.poll() is None and time.monotonic() < deadline, "no worker was started"
             time.sleep(0.02)
+        time.sleep(1.5)  # its start done (imports, then its initializer), and the second chunk
         os.kill(loader.pid, signal_)
         assert loader.wait(timeout=30) == -signal_
         deadline = time.monotonic() + 30
-        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        while any(alive(pid) for pid, _ in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert [pid for pid in workers if alive(pid)] == []
+        assert [pid for pid, _ in workers if alive(pid)] == []
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(loader.pid, signal.SIGKILL)
