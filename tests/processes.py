@@ -68,6 +68,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def healthy(base: str) -> bool:
+    """Whether a server answers its health check at ``base`` (``http://host:port``)."""
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @contextmanager
 def running_server(
     database_url: str, *, cwd: Path | None = None, file_size_limit: int | None = None
@@ -87,11 +95,8 @@ def running_server(
             if process.poll() is not None:
                 output = process.stdout.read().decode() if process.stdout else ""
                 raise AssertionError(f"server exited {process.returncode}:\n{output}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+            if healthy(base):
+                break
             if time.monotonic() > deadline:
                 raise AssertionError("server did not start in time")
             time.sleep(0.1)

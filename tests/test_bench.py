@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import httpx
 import orjson
 import pyarrow
 import pytest
@@ -23,7 +22,7 @@ from parley.bench import _write_dataset
 from parley.demo import SCALES, generate
 from parley.store.port import open_store
 from tests.conftest import STORE_KINDS, store_url_for
-from tests.processes import alive, cli_env, live_processes, run_cli
+from tests.processes import alive, cli_env, healthy, live_processes, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -207,7 +206,7 @@ def test_a_bench_sent_sigterm_stops_its_servers_and_removes_its_working_director
             assert bench.poll() is None and time.monotonic() < deadline, "the bench never started its server"
             time.sleep(0.01)
         ((_, port),) = servers
-        while not _answers(f"http://127.0.0.1:{port}/healthz"):
+        while not healthy(f"http://127.0.0.1:{port}"):
             assert time.monotonic() < deadline, "the bench's server never answered"
             time.sleep(0.01)
         assert [p.name.startswith("parley-bench-") for p in tmp_path.iterdir()] == [True]
@@ -220,10 +219,3 @@ def test_a_bench_sent_sigterm_stops_its_servers_and_removes_its_working_director
         with contextlib.suppress(ProcessLookupError):
             os.killpg(bench.pid, signal.SIGKILL)
         bench.communicate()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
