@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from parley.ingest.events import validate_event
 from parley.ingest.service import Chunk, ingest_batch, prepare_lines, store_prepared
 from parley.store.port import Store, open_store
 from tests.conftest import assert_unavailable, bearer, store_url_for
@@ -154,6 +155,55 @@ def test_a_batch_cut_short_is_stored_once_when_sent_again(
     again = ingest(*batch)
     assert [s["status"] for s in again["successes"]] == [200] * len(batch)
     assert {table: rows_of(store, table, ids) for table in TABLES} == dict.fromkeys(TABLES, 1)
+
+
+@pytest.mark.parametrize("inserts", [5, 10])
+def test_a_batch_cut_short_is_stored_once_when_sent_again_with_its_times_changed(
+    ingest, store: Store, monkeypatch: pytest.MonkeyPatch, inserts: int
+):
+    """A client that stamps its envelopes when it sends them resends the batch with later
+    timestamps: the rows stored before the crash are found where they were stored."""
+    batch = one_of_each(T0)
+    ids = [e["id"] for e in batch]
+    crash_after(store, monkeypatch, inserts)
+    with pytest.raises(Crash):
+        ingest_batch(store, org="acme", batch=batch)
+    monkeypatch.undo()
+    stored = TABLES[: inserts - 2]
+
+    later = iso(T0 + timedelta(days=40))  # another month: another partition of each table
+    body = ingest(*({**e, "timestamp": later} for e in batch))
+    assert [s["status"] for s in body["successes"]] == [200 if table in stored else 201 for table in EVENT_TABLES]
+    assert {table: rows_of(store, table, ids) for table in TABLES} == dict.fromkeys(TABLES, 1)
+    again = ingest(*({**e, "timestamp": later} for e in batch))
+    assert [s["status"] for s in again["successes"]] == [200] * len(batch)
+    assert {table: rows_of(store, table, ids) for table in TABLES} == dict.fromkeys(TABLES, 1)
+
+
+def test_a_claim_made_before_the_ledger_kept_times_is_looked_for_at_the_resends_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    url = store_url_for("chdb", tmp_path)
+    batch = one_of_each(T0)
+    store = open_store(url)
+    try:
+        crash_after(store, monkeypatch, 5)  # claims, entities, users, chat_events, messages
+        with pytest.raises(Crash):
+            ingest_batch(store, org="acme", batch=batch)
+        monkeypatch.undo()
+        store._transport.command("ALTER TABLE event_ledger DROP COLUMN ts")  # as an older Parley left it
+    finally:
+        store.close()
+
+    store = open_store(url)  # adds the column back, null in the claims there
+    try:
+        outcome = store.ingest([validate_event(e, "acme") for e in batch])
+        by_table = dict(zip(EVENT_TABLES, (e["id"] for e in batch), strict=True))
+        assert sorted(outcome.duplicates) == sorted(by_table[t] for t in ["users", "chat_events", "messages"])
+        assert len(outcome.stored) == len(batch) - 3
+        assert {table: rows_of(store, table, [e["id"] for e in batch]) for table in TABLES} == dict.fromkeys(TABLES, 1)
+    finally:
+        store.close()
 
 
 def test_an_event_cut_short_keeps_its_entity_against_a_later_copy_under_another_id(

@@ -472,6 +472,8 @@ _FIXED_DDL = (
     "ENGINE = ReplacingMergeTree ORDER BY (org, event_id)",
     # Made when an event's ledger entry was written after its rows (see ``_insert``).
     "ALTER TABLE event_ledger ADD COLUMN IF NOT EXISTS before_rows Bool DEFAULT false",
+    # The time of the row a claim ``before_rows`` promises; made when claims did not keep it.
+    "ALTER TABLE event_ledger ADD COLUMN IF NOT EXISTS ts Nullable(DateTime64(6, 'UTC'))",
     "CREATE TABLE IF NOT EXISTS entity_ledger (org String, entity_key String) "
     "ENGINE = ReplacingMergeTree ORDER BY (org, entity_key)",
     "CREATE TABLE IF NOT EXISTS api_keys (key_id String, secret_hash String, org String, "
@@ -503,6 +505,15 @@ def _key_row(record: ApiKeyRecord) -> pa.Table:
             "revoked_at": pa.array([record.revoked_at], pa.timestamp("us")),
         }
     )
+
+
+def _with_row_times(ledger: pa.Table, tables: dict[str, pa.Table]) -> pa.Table:
+    """``ledger``'s claims, each with the time (``ts``) of its event's row in ``tables``,
+    null for an event with no row there (its entity came before it). In no set order."""
+    rows = [table.select(["org", "event_id", "ts"]) for table in tables.values()]
+    if not rows:
+        return ledger.append_column("ts", pa.nulls(ledger.num_rows, pa.timestamp("us")))
+    return ledger.join(pa.concat_tables(rows), keys=["org", "event_id"], join_type="left outer")
 
 
 def _naive_utc(table: pa.Table) -> pa.Table:
@@ -584,7 +595,6 @@ class ClickHouseStore(SqlStore):
                 schema.column_batch(stored).tables,
                 schema.event_ledger_rows(fresh),
                 schema.entity_ledger_rows(new_entities),
-                {(e.org, e.id) for e in stored},
             )
         return StoreOutcome([e.id for e in stored], duplicates, {})
 
@@ -596,28 +606,26 @@ class ClickHouseStore(SqlStore):
         with self._write_lock:
             if self._claims(ids) or self._known("entity_ledger", "entity_key", entities):
                 return None
-            self._insert(batch.tables, batch.ledger, batch.entities, set(batch.keys))
+            self._insert(batch.tables, batch.ledger, batch.entities)
         return batch.keys
 
-    def _insert(
-        self, tables: dict[str, pa.Table], ledger: pa.Table, entities: pa.Table, with_rows: set[tuple[str, str]]
-    ) -> None:
+    def _insert(self, tables: dict[str, pa.Table], ledger: pa.Table, entities: pa.Table) -> None:
         """Store a batch: its events claimed in the ledger, then its entities and its rows.
 
-        ClickHouse has no transaction across tables. The events of ``with_rows`` are
-        claimed ``before_rows``: if the batch is cut short (the process killed, the server
-        gone), sending it again finds them claimed, looks for their rows
-        (``_without_rows``) and stores those missing, once. A batch an insert refuses (too
-        many parts, say) is deleted again at once, so that nothing of it is kept; if that
-        fails too, it is left cut short.
+        ClickHouse has no transaction across tables. The events with a row in ``tables``
+        are claimed ``before_rows``, with their row's time: if the batch is cut short (the
+        process killed, the server gone), sending it again finds them claimed, looks for
+        their rows where they were stored (``_without_rows``) and stores those missing,
+        once. A batch an insert refuses (too many parts, say) is deleted again at once, so
+        that nothing of it is kept; if that fails too, it is left cut short.
         """
         if not ledger.num_rows:
             return
-        now = pa.array([datetime.now(UTC).replace(tzinfo=None)] * ledger.num_rows, pa.timestamp("us"))
-        keys = zip(ledger["org"].to_pylist(), ledger["event_id"].to_pylist(), strict=True)
-        before_rows = pa.array([key in with_rows for key in keys], pa.bool_())
+        claims = _with_row_times(ledger, tables)
+        now = pa.array([datetime.now(UTC).replace(tzinfo=None)] * claims.num_rows, pa.timestamp("us"))
+        before_rows = pc.is_valid(claims["ts"])
         self._transport.insert(
-            "event_ledger", ledger.append_column("ingested_at", now).append_column("before_rows", before_rows)
+            "event_ledger", claims.append_column("ingested_at", now).append_column("before_rows", before_rows)
         )
         written: list[str] = []
         try:
@@ -674,22 +682,51 @@ class ClickHouseStore(SqlStore):
         return claims
 
     def _without_rows(self, events: Sequence[Event]) -> set[tuple[str, str]]:
-        """The (org, id) of ``events`` with no row in their table: of a batch cut short."""
+        """The (org, id) of ``events`` with no row in their table: of a batch cut short.
+
+        A row is looked for at its event's time, then, if not there, at the times its
+        claims promised (a resend stamped anew), unless a claim made before the ledger
+        kept times promises none. A resend finding its rows at their times, the common
+        case, pays for the first look alone."""
+        own = {(e.org, e.id): [e.timestamp.astimezone(UTC).replace(tzinfo=None)] for e in events}
+        missing = self._not_at(events, own)
+        promised = {key: times for key, times in self._promised(missing).items() if set(times) != set(own[key])}
+        if not promised:
+            return missing
+        return (missing - promised.keys()) | self._not_at([e for e in events if (e.org, e.id) in promised], promised)
+
+    def _not_at(self, events: Sequence[Event], times: dict[tuple[str, str], list[datetime]]) -> set[tuple[str, str]]:
+        """The (org, id) of ``events`` with no row in their table between the first and the
+        last of their ``times``, a range that lets the look-up prune."""
         by_table: dict[str, list[Event]] = defaultdict(list)
         for event in events:
             by_table[schema.TABLE_FOR_TYPE[event.type].name].append(event)
         missing = {(e.org, e.id) for e in events}
         for table, group in by_table.items():
-            times = [e.timestamp.astimezone(UTC).replace(tzinfo=None) for e in group]
+            bounds = [t for e in group for t in times[(e.org, e.id)]]
             for org, ids in _by_org((e.org, e.id) for e in group).items():
                 rows = self._fetchall(
                     f"SELECT DISTINCT event_id FROM {table} WHERE org = {{org:String}} "
                     "AND ts BETWEEN {first:DateTime64(6, 'UTC')} AND {last:DateTime64(6, 'UTC')} "
                     "AND event_id IN (SELECT arrayJoin({ids:Array(String)}))",
-                    {"org": org, "first": min(times), "last": max(times), "ids": ids},
+                    {"org": org, "first": min(bounds), "last": max(bounds), "ids": ids},
                 )
                 missing.difference_update((org, event_id) for (event_id,) in rows)
         return missing
+
+    def _promised(self, events: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[datetime]]:
+        """Of ``events`` (org, id), those whose claims before their rows kept the rows'
+        time (see ``_insert``): the first and the last such time of each."""
+        promised: dict[tuple[str, str], list[datetime]] = {}
+        for org, ids in _by_org(events).items():
+            rows = self._fetchall(
+                "SELECT event_id, min(ts), max(ts) FROM event_ledger "
+                "WHERE org = {org:String} AND event_id IN (SELECT arrayJoin({ids:Array(String)})) "
+                "AND before_rows AND ts IS NOT NULL GROUP BY event_id",
+                {"org": org, "ids": ids},
+            )
+            promised.update(((org, event_id), [first, last]) for event_id, first, last in rows)
+        return promised
 
     def _known(self, table: str, column: str, keys: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:
         known: set[tuple[str, str]] = set()
