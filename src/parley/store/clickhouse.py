@@ -474,8 +474,10 @@ _FIXED_DDL = (
     "ALTER TABLE event_ledger ADD COLUMN IF NOT EXISTS before_rows Bool DEFAULT false",
     # The time of the row a claim ``before_rows`` promises; made when claims did not keep it.
     "ALTER TABLE event_ledger ADD COLUMN IF NOT EXISTS ts Nullable(DateTime64(6, 'UTC'))",
-    "CREATE TABLE IF NOT EXISTS entity_ledger (org String, entity_key String) "
+    "CREATE TABLE IF NOT EXISTS entity_ledger (org String, entity_key String, event_id Nullable(String)) "
     "ENGINE = ReplacingMergeTree ORDER BY (org, entity_key)",
+    # The event claiming the entity; made when claims did not keep it.
+    "ALTER TABLE entity_ledger ADD COLUMN IF NOT EXISTS event_id Nullable(String)",
     "CREATE TABLE IF NOT EXISTS api_keys (key_id String, secret_hash String, org String, "
     "workspace_id Nullable(String), member_id Nullable(Int64), ingest Bool, created_at DateTime64(6, 'UTC'), "
     "revoked_at Nullable(DateTime64(6, 'UTC'))) ENGINE = ReplacingMergeTree ORDER BY key_id",
@@ -583,14 +585,18 @@ class ClickHouseStore(SqlStore):
             for event, key in keyed:
                 if key is not None:
                     firsts.setdefault((event.org, key), event)
-            # An event cut short was its entity's first when claimed (see ``_insert``): a
-            # claim on the entity is its own, not an earlier event's.
-            checked = {key: e for key, e in firsts.items() if (e.org, e.id) not in cut_short}
-            seen_entities = self._known("entity_ledger", "entity_key", checked)
-            winners = {id(e) for key, e in firsts.items() if key not in seen_entities}
+            # An event cut short may have claimed its entity before the cut (see
+            # ``_insert``): that claim is its own, and it keeps the entity. Another event's
+            # claim, made in between, takes it.
+            claimers = self._entity_claimers(firsts)
+            winners = {
+                id(e)
+                for key, e in firsts.items()
+                if key not in claimers or ((e.org, e.id) in cut_short and claimers[key] & {e.id, None})
+            }
             stored = [e for e, key in keyed if key is None or id(e) in winners]
             duplicates += [e.id for e, key in keyed if key is not None and id(e) not in winners]
-            new_entities = [key for key, e in firsts.items() if id(e) in winners]
+            new_entities = [(org, key, e.id) for (org, key), e in firsts.items() if id(e) in winners]
             self._insert(
                 schema.column_batch(stored).tables,
                 schema.event_ledger_rows(fresh),
@@ -727,6 +733,20 @@ class ClickHouseStore(SqlStore):
             )
             promised.update(((org, event_id), [first, last]) for event_id, first, last in rows)
         return promised
+
+    def _entity_claimers(self, keys: dict[tuple[str, str], Any]) -> dict[tuple[str, str], set[str | None]]:
+        """Of entity ``keys`` (org, key), those claimed in the ledger: the ids of the events
+        claiming each (None for a claim made before the ledger kept them)."""
+        claimers: dict[tuple[str, str], set[str | None]] = defaultdict(set)
+        for org, values in _by_org(keys).items():
+            rows = self._fetchall(
+                "SELECT DISTINCT entity_key, event_id FROM entity_ledger "
+                "WHERE org = {org:String} AND entity_key IN (SELECT arrayJoin({keys:Array(String)}))",
+                {"org": org, "keys": values},
+            )
+            for key, event_id in rows:
+                claimers[(org, key)].add(event_id)
+        return dict(claimers)
 
     def _known(self, table: str, column: str, keys: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:
         known: set[tuple[str, str]] = set()

@@ -747,7 +747,7 @@ class DuckDBStore(SqlStore):
                 first.setdefault((event.org, key), event)
         if not first:
             return events
-        con.register("entity_batch", schema.entity_ledger_rows(first))
+        con.register("entity_batch", schema.entity_ledger_rows((org, key, e.id) for (org, key), e in first.items()))
         new = con.execute(
             "INSERT INTO entity_ledger SELECT org, entity_key FROM entity_batch "
             "ON CONFLICT DO NOTHING RETURNING org, entity_key"
