@@ -619,11 +619,13 @@ class ClickHouseStore(SqlStore):
         """Store a batch: its events claimed in the ledger, then its entities and its rows.
 
         ClickHouse has no transaction across tables. The events with a row in ``tables``
-        are claimed ``before_rows``, with their row's time: if the batch is cut short (the
-        process killed, the server gone), sending it again finds them claimed, looks for
-        their rows where they were stored (``_without_rows``) and stores those missing,
-        once. A batch an insert refuses (too many parts, say) is deleted again at once, so
-        that nothing of it is kept; if that fails too, it is left cut short.
+        are claimed ``before_rows``, with their row's time, and each entity with the id
+        of the event claiming it: if the batch is cut short (the process killed, the
+        server gone), sending it again finds them claimed, looks for their rows where they
+        were stored (``_without_rows``) and stores those missing, once, each keeping the
+        entity it claimed. A batch an insert refuses (too many parts, say) is deleted
+        again at once, so that nothing of it is kept; if that fails too, it is left cut
+        short.
         """
         if not ledger.num_rows:
             return
