@@ -610,7 +610,7 @@ class ClickHouseStore(SqlStore):
             zip(batch.entities["org"].to_pylist(), batch.entities["entity_key"].to_pylist(), strict=True)
         )
         with self._write_lock:
-            if self._claims(ids) or self._known("entity_ledger", "entity_key", entities):
+            if self._claims(ids) or self._entity_claimers(entities):
                 return None
             self._insert(batch.tables, batch.ledger, batch.entities)
         return batch.keys
@@ -741,6 +741,10 @@ class ClickHouseStore(SqlStore):
         claiming each (None for a claim made before the ledger kept them)."""
         claimers: dict[tuple[str, str], set[str | None]] = defaultdict(set)
         for org, values in _by_org(keys).items():
+            # IN a subquery, so the keys become a hash set: `IN {keys:Array(String)}` (or
+            # has()) took time growing with the ledger when a batch's keys spread over the
+            # key range (20,000 message keys against a 200,000-key ledger: 30 s, against
+            # 0.15 s this way), which made bulk loads quadratic.
             rows = self._fetchall(
                 "SELECT DISTINCT entity_key, event_id FROM entity_ledger "
                 "WHERE org = {org:String} AND entity_key IN (SELECT arrayJoin({keys:Array(String)}))",
@@ -749,21 +753,6 @@ class ClickHouseStore(SqlStore):
             for key, event_id in rows:
                 claimers[(org, key)].add(event_id)
         return dict(claimers)
-
-    def _known(self, table: str, column: str, keys: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:
-        known: set[tuple[str, str]] = set()
-        for org, values in _by_org(keys).items():
-            # IN a subquery, so the keys become a hash set: `IN {keys:Array(String)}` (or
-            # has()) took time growing with the ledger when a batch's keys spread over the
-            # key range (20,000 message keys against a 200,000-key ledger: 30 s, against
-            # 0.15 s this way), which made bulk loads quadratic.
-            rows = self._fetchall(
-                f"SELECT DISTINCT {column} FROM {table} "
-                f"WHERE org = {{org:String}} AND {column} IN (SELECT arrayJoin({{keys:Array(String)}}))",
-                {"org": org, "keys": values},
-            )
-            known.update((org, value) for (value,) in rows)
-        return known
 
     # -- keys ---------------------------------------------------------------------
 
