@@ -126,6 +126,14 @@ def alive(pid: int) -> bool:
         return False
 
 
+def still_alive(pids: list[int], *, within: float) -> list[int]:
+    """Of ``pids``, those still running once they were given ``within`` seconds to end."""
+    deadline = time.monotonic() + within
+    while (left := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 def live_processes() -> Iterator[tuple[int, int, bytes]]:
     """(pid, parent pid, command line with NUL between arguments) of every process alive."""
     for proc in Path("/proc").iterdir():

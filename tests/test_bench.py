@@ -22,7 +22,7 @@ from parley.bench import _write_dataset
 from parley.demo import SCALES, generate
 from parley.store.port import open_store
 from tests.conftest import STORE_KINDS, store_url_for
-from tests.processes import alive, cli_env, healthy, live_processes, run_cli
+from tests.processes import alive, cli_env, healthy, live_processes, run_cli, still_alive
 
 pytestmark = pytest.mark.slow
 
@@ -163,10 +163,7 @@ def test_a_bench_killed_leaves_no_server_holding_its_store(tmp_path: Path, signa
         assert alive(server)
         os.kill(bench.pid, signal_)
         assert bench.wait(timeout=30) == -signal_
-        deadline = time.monotonic() + 60
-        while alive(server) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not alive(server)
+        assert still_alive([server], within=60) == []
         open_store(url).close()  # nothing holds the store
     finally:
         with contextlib.suppress(ProcessLookupError):

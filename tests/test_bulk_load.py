@@ -21,7 +21,7 @@ from parley.ingest.events import Event
 from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines, prepare_lines, validate_lines
 from parley.store.port import Store, open_store
 from tests.conftest import STORE_KINDS, store_url_for
-from tests.processes import alive, cli_env, live_processes, parley_command
+from tests.processes import cli_env, live_processes, parley_command, still_alive
 
 pytestmark = pytest.mark.slow
 
@@ -279,10 +279,7 @@ def test_a_bulk_load_killed_leaves_no_worker_behind(tmp_path: Path, signal_: sig
         time.sleep(1.5)  # its start done (imports, then its initializer), and the second chunk
         os.kill(loader.pid, signal_)
         assert loader.wait(timeout=30) == -signal_
-        deadline = time.monotonic() + 30
-        while any(alive(pid) for pid, _ in workers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert [pid for pid, _ in workers if alive(pid)] == []
+        assert still_alive([pid for pid, _ in workers], within=30) == []
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(loader.pid, signal.SIGKILL)
