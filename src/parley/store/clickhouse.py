@@ -191,6 +191,9 @@ class ClickHouseSeriesSql(SeriesSql):
     """Activity and user cost resolved through sessions at query time (nothing is updated in place)."""
 
     def _activity(self, mentor_id: str | None) -> str:
+        # Traces and feedback meet the org's sessions in one join: ClickHouse builds a join's
+        # table of sessions each time it is written. (A feedback always names its user, so
+        # only its mentor ever comes from its session.)
         mentor = "" if mentor_id is None else f"WHERE mentor_id = {self.p.add(mentor_id, 'str')}"
         return f"""
         {self._people()},
@@ -198,13 +201,15 @@ class ClickHouseSeriesSql(SeriesSql):
             SELECT user_id, mentor_id, started_at AS at
             FROM sessions WHERE org = {self.org} AND {self.in_range("started_at")}
             UNION ALL
-            SELECT coalesce(t.user_id, s.user_id), coalesce(t.mentor_id, s.mentor_id), t.traced_at
-            FROM traces t LEFT JOIN session_people s ON s.session_id = t.session_id
-            WHERE t.org = {self.org} AND {self.in_range("t.traced_at")}
-            UNION ALL
-            SELECT f.user_id, coalesce(f.mentor_id, s.mentor_id), f.created_at
-            FROM feedback f LEFT JOIN session_people s ON s.session_id = f.session_id
-            WHERE f.org = {self.org} AND {self.in_range("f.created_at")}
+            SELECT coalesce(e.user_id, s.user_id), coalesce(e.mentor_id, s.mentor_id), e.at
+            FROM (
+                SELECT user_id, mentor_id, session_id, traced_at AS at
+                FROM traces WHERE org = {self.org} AND {self.in_range("traced_at")}
+                UNION ALL
+                SELECT user_id, mentor_id, session_id, created_at
+                FROM feedback WHERE org = {self.org} AND {self.in_range("created_at")}
+            ) e
+            LEFT JOIN session_people s ON s.session_id = e.session_id
         ),
         activity AS (SELECT * FROM all_activity {mentor})"""
 
