@@ -11,6 +11,7 @@ time (``ClickHouseChatSql``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -72,6 +73,8 @@ EXPORT_TIMES = ("last_message_at", "created_at", "updated_at")
 EXPORT_TIME_COLUMNS = tuple(CHAT_LIST_COLUMNS.index(column) for column in EXPORT_TIMES)
 UPSERT_ONLY = ("owner_member_id", "chat_type", "channel", "created_at")
 UPDATABLE = CHAT_UPDATE_FIELDS  # the fields a chat.update may set
+# The request fields read from the chat's messages rather than its own events.
+MESSAGE_FIELDS = frozenset({"messageCount", "lastMessageAt"})
 # The owner's and assistant's names, joined onto chat state ``s`` from ``member_state``.
 MEMBER_COLUMNS = "o.name AS owner_name, o.is_anonymous AS is_anonymous, a.name AS assistant_name"
 MEMBER_JOINS = (
@@ -110,13 +113,19 @@ class ChatSql:
         prefix = f"{alias}." if alias else ""
         return f"{prefix}org = {self.org} AND {prefix}workspace_id = {self.ws}"
 
-    def relation(self, *, members: bool = True) -> str:
+    def relation(self, *, members: bool = True, messages: bool = True) -> str:
         """CTEs ending in ``chats``: one row per existing chat (a chat exists once a
         ``chat.upsert`` for it is stored), with the columns ``COLUMNS`` filters on, the
         list's (``CHAT_LIST_COLUMNS``) and ``metadata_text``. ``members=False`` may leave
-        the names and anonymity out, for a statement that neither filters on them nor
-        returns them (see ``reads_members``)."""
+        the names and anonymity out, and ``messages=False`` the message count and the
+        last message's time, for a statement that neither filters on them nor sorts by
+        them nor returns them (see ``relation_for``)."""
         raise NotImplementedError
+
+    def relation_for(self, q: ChatQuery) -> str:
+        """The relation for a statement that returns only the chat's own columns, with
+        what ``where(q)`` and ``order(q)`` read of the rest."""
+        return self.relation(members=self.reads_members(q), messages=self.reads_messages(q))
 
     def tool_names(self, q: ChatQuery) -> str:
         """The distinct names of the tools called in the chats ``q`` selects, unordered."""
@@ -124,13 +133,17 @@ class ChatSql:
 
     @staticmethod
     def reads_members(q: ChatQuery) -> bool:
-        """Whether ``where(q)`` needs the member columns of the relation."""
+        """Whether ``where(q)`` or ``order(q)`` needs the member columns of the relation."""
         return q.is_anonymous is not None
 
+    @staticmethod
+    def reads_messages(q: ChatQuery) -> bool:
+        """Whether ``where(q)`` or ``order(q)`` needs the message columns of the relation."""
+        return q.sort_by in MESSAGE_FIELDS or (q.rule is not None and not MESSAGE_FIELDS.isdisjoint(_fields(q.rule)))
+
     def count(self, q: ChatQuery) -> str:
-        """The statement counting the chats ``q`` selects (the member columns only where
-        ``where(q)`` reads them)."""
-        return f"WITH {self.relation(members=self.reads_members(q))} SELECT count(*) FROM chats WHERE {self.where(q)}"
+        """The statement counting the chats ``q`` selects."""
+        return f"WITH {self.relation_for(q)} SELECT count(*) FROM chats WHERE {self.where(q)}"
 
     def member_state(self) -> str:
         """The ``member_state`` CTE: each member's newest name and anonymity."""
@@ -295,3 +308,12 @@ def times_as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
         text = pc.binary_replace_slice(text, 26, 26, "Z")
         columns[i] = pc.replace_substring(text, ".000000Z", "Z")
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _fields(node: Node) -> Iterator[str]:
+    """The request fields a rule tree names."""
+    if isinstance(node, Rule):
+        yield node.field
+    else:
+        for child in node.children:
+            yield from _fields(child)

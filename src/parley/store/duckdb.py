@@ -872,7 +872,7 @@ class DuckDBStore(SqlStore):
         cursor.execute(
             f"""
             CREATE TEMPORARY TABLE export_order AS
-            WITH {sql.relation(members=sql.reads_members(query))}
+            WITH {sql.relation_for(query)}
             SELECT id, row_number() OVER (ORDER BY {sql.order(query)}) AS position
             FROM chats WHERE {sql.where(query)}
             """,

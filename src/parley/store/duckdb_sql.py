@@ -58,7 +58,7 @@ class DuckDBChatSql(ChatSql):
             f" WHERE {self.tenant()} AND {never_waits()})"
         )
 
-    def relation(self, *, members: bool = True) -> str:
+    def relation(self, *, members: bool = True, messages: bool = True) -> str:
         """CTEs ending in ``chats``: one row per existing chat, every exported field.
 
         ``chat_state`` holds each chat's latest-wins state, kept by the store as
@@ -66,7 +66,9 @@ class DuckDBChatSql(ChatSql):
         A chat exists once upserted, and only an upsert sets ``created_at`` (testing it
         reads 8 bytes a chat where the upsert's version string costs about 30).
         ``members=False`` leaves the names and anonymity out, for a statement that
-        neither filters on them nor returns them (see ``reads_members``).
+        neither filters on them nor returns them (see ``relation_for``). The message
+        columns are kept in ``chat_state`` too, and cost nothing to keep: ``messages`` is
+        not read.
         """
         return f"""
         {f"{self.member_state()}," if members else ""}
@@ -81,7 +83,7 @@ class DuckDBChatSql(ChatSql):
         """The distinct names of the tools called in the chats ``q`` selects, unordered
         (from ``chat_tools``, kept by the store as messages arrive)."""
         return f"""
-        WITH {self.relation(members=self.reads_members(q))}
+        WITH {self.relation_for(q)}
         SELECT DISTINCT name FROM chat_tools
         WHERE {self.tenant()} AND chat_id IN (SELECT id FROM chats WHERE {self.where(q)})
         """

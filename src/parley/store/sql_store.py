@@ -196,7 +196,7 @@ class SqlStore:
         sql, params = self._chat_sql(org, workspace_id)
         query = ChatQuery(owner_member_id=owner_member_id, archived=False, is_test=None, needs_response=True)
         statement = f"""
-        WITH {sql.relation(members=False)}
+        WITH {sql.relation_for(query)}
         SELECT id FROM chats WHERE {sql.where(query)} AND NOT coalesce(muted, false)
         ORDER BY id
         """
@@ -208,7 +208,7 @@ class SqlStore:
         sql, params = self._chat_sql(org, workspace_id)
         day = self.dialect.bucket_key("created_at", "daily", zone_span(tz, start, end), params)
         statement = f"""
-        WITH {sql.relation(members=sql.reads_members(query))}
+        WITH {sql.relation_for(query)}
         SELECT {day} AS day, chat_type, count(*) FROM chats
         WHERE {sql.where(query)} AND created_at BETWEEN {params.add(start, "time")} AND {params.add(end, "time")}
         GROUP BY 1, 2
