@@ -98,6 +98,10 @@ def test_cohorts_hand_worked(client, ingest, admin):
         session("s3", "vet-outside", D - timedelta(hours=1)),
         session("s4", "vet-outside", D + timedelta(days=3)),
         session("s5", "first-instant", D + timedelta(days=1), mentor="m1"),
+        # Active with m1 on the range's last instant, registered on it too: new with m1 on day 3.
+        session("s6", "last-instant", D + timedelta(days=3) - timedelta(microseconds=1), mentor="m1"),
+        # Active with m1 in the range, registered after it: neither new nor a veteran.
+        session("s7", "too-late", D + timedelta(days=1), mentor="m1"),
     )
     body = get(client, admin, "user-cohorts-over-time", start_date="2024-05-01", end_date="2024-05-03")
     assert body == {
@@ -108,10 +112,11 @@ def test_cohorts_hand_worked(client, ingest, admin):
     mentored = get(
         client, admin, "user-cohorts-over-time", start_date="2024-05-01", end_date="2024-05-03", mentor_id="m1"
     )
-    # New with m1: only first-instant was active with m1. Veterans with m1: vet-a on day 1 (s1) and day 2 (t1 via s1).
+    # New with m1: first-instant and last-instant, the two registered in range and active with m1.
+    # Veterans with m1: vet-a on day 1 (s1) and day 2 (t1 via s1).
     assert mentored == {
         "periods": ["2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z", "2024-05-03T00:00:00Z"],
-        "new_users": [1, 0, 0],
+        "new_users": [1, 0, 1],
         "veteran_users": [1, 1, 0],
     }
     weekly = get(

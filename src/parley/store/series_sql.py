@@ -72,17 +72,40 @@ class SeriesSql:
 
     def cohorts(self, granularity: str, tz: str, mentor_id: str | None) -> str:
         """Rows (kind, bucket key, users): kind 'new' or 'veteran'."""
-        mentored = "" if mentor_id is None else "WHERE user_id IN (SELECT user_id FROM activity)"
+        if mentor_id is not None:
+            return self._mentored_cohorts(granularity, tz, mentor_id)
         return f"""
         WITH {self._activity(mentor_id)}
         SELECT 'new' AS kind, {self.bucket("registered_at", granularity, tz)} AS k, count(*) AS n
         FROM {self._registered(self.in_range("registered_at"))} r
-        {mentored}
         GROUP BY 1, 2
         UNION ALL
         SELECT 'veteran' AS kind, {self.bucket("a.at", granularity, tz)} AS k, count(DISTINCT a.user_id) AS n
         FROM activity a JOIN {self._registered(f"registered_at < {self.start}")} r ON r.user_id = a.user_id
         GROUP BY 1, 2
+        """
+
+    def _mentored_cohorts(self, granularity: str, tz: str, mentor_id: str) -> str:
+        """The cohorts of the users active in range with the mentor: new ones by their
+        registration, veterans by their activity, from one join of the activity with the
+        users registered by the end.
+
+        Written as the other cohorts are (the new users counted among those active), it
+        read the activity twice, which ClickHouse runs at each reference: 158 against 118
+        ms in chdb for the org's whole cohorts at scale S.
+        """
+        veteran = f"r.registered_at < {self.start}"
+        by_activity = self.bucket("a.at", granularity, tz)
+        by_registration = self.bucket("r.registered_at", granularity, tz)
+        return f"""
+        WITH {self._activity(mentor_id)}
+        SELECT kind, k, count(DISTINCT user_id) AS n FROM (
+            SELECT CASE WHEN {veteran} THEN 'veteran' ELSE 'new' END AS kind,
+                   CASE WHEN {veteran} THEN {by_activity} ELSE {by_registration} END AS k,
+                   a.user_id AS user_id
+            FROM activity a JOIN {self._registered(f"registered_at <= {self.end}")} r ON r.user_id = a.user_id
+        ) c
+        GROUP BY kind, k
         """
 
     def feedback(self, granularity: str, tz: str, mentor_id: str | None) -> str:
