@@ -91,8 +91,9 @@ class SeriesSql:
         users registered by the end.
 
         Written as the other cohorts are (the new users counted among those active), it
-        read the activity twice, which ClickHouse runs at each reference: 158 against 118
-        ms in chdb for the org's whole cohorts at scale S.
+        read the activity twice, which ClickHouse runs at each reference: a mentor's
+        cohorts over 30 days at scale S took 147 ms against 89 in chdb (7.7 against 6.7
+        in DuckDB).
         """
         veteran = f"r.registered_at < {self.start}"
         by_activity = self.bucket("a.at", granularity, tz)
