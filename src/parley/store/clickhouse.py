@@ -245,12 +245,8 @@ class ClickHouseSeriesSql(SeriesSql):
         takes its price from the price lists themselves, by the same rule: the longest entry
         it matches (of equally long ones, the first in the table's order).
         """
-        d, p = self.d, self.p
-        prefixes = p.add([m for m, _, _ in prices], "str_list")
-        inputs = p.add([i for _, i, _ in prices], "int_list")
-        outputs = p.add([o for _, _, o in prices], "int_list")
-        after = [d.icontains("model", f"'{mark}' || prefix") for mark in "/."]
-        matches = " OR ".join([d.starts_with_ci("model", "prefix"), *after])
+        prefixes, inputs, outputs = self._price_lists(prices)
+        matches = self._takes_price("model", "prefix")
         uncosted = "cost_pusd IS NULL"
         return f"""
         WITH {self._costs(user_id)},

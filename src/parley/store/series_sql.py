@@ -144,10 +144,8 @@ class SeriesSql:
         ``gpt-4o`` price, and so do a router's ``openai/gpt-4o`` and a cloud's
         ``us.anthropic.claude-3-5-sonnet-20241022-v2:0`` theirs.
         """
-        d, p = self.d, self.p
-        prefixes = p.add([m for m, _, _ in prices], "str_list")
-        inputs = p.add([i for _, i, _ in prices], "int_list")
-        outputs = p.add([o for _, _, o in prices], "int_list")
+        d = self.d
+        prefixes, inputs, outputs = self._price_lists(prices)
         priced = (
             f"{d.wide_int('coalesce(c.input_tokens, 0)')} * mp.in_pusd"
             f" + {d.wide_int('coalesce(c.output_tokens, 0)')} * mp.out_pusd"
@@ -165,14 +163,30 @@ class SeriesSql:
                    {d.arg_max_if("p.out_pusd", "length(p.prefix)", "true")} AS out_pusd
             FROM (SELECT DISTINCT model FROM costs WHERE cost_pusd IS NULL AND model IS NOT NULL) m
             CROSS JOIN prices p
-            WHERE {d.starts_with_ci("m.model", "p.prefix")}
-               OR {d.icontains("m.model", "'/' || p.prefix")} OR {d.icontains("m.model", "'.' || p.prefix")}
+            WHERE {self._takes_price("m.model", "p.prefix")}
             GROUP BY m.model
         )
         SELECT {d.text(total)} AS total_pusd,
                coalesce(sum(CASE WHEN c.cost_pusd IS NULL AND mp.model IS NULL THEN c.n ELSE 0 END), 0) AS unpriced
         FROM costs c LEFT JOIN model_price mp ON mp.model = c.model
         """
+
+    def _price_lists(self, prices: list[tuple[str, int, int]]) -> tuple[str, str, str]:
+        """The price table bound as three lists: the model prefixes, their input and their
+        output prices (pico-dollars a token)."""
+        p = self.p
+        return (
+            p.add([m for m, _, _ in prices], "str_list"),
+            p.add([i for _, i, _ in prices], "int_list"),
+            p.add([o for _, _, o in prices], "int_list"),
+        )
+
+    def _takes_price(self, model: str, prefix: str) -> str:
+        """Whether ``model`` takes the price of the entry ``prefix``: it starts with it, or
+        has it after a ``/`` or a ``.`` (see ``user_cost``)."""
+        d = self.d
+        after = [d.icontains(model, f"'{mark}' || {prefix}") for mark in "/."]
+        return " OR ".join([d.starts_with_ci(model, prefix), *after])
 
     def _costs(self, user_id: str) -> str:
         """CTEs ending in ``costs``: rows (model, input_tokens, output_tokens, cost_pusd, n)
