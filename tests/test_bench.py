@@ -47,10 +47,23 @@ def test_bench_at_scale_s(tmp_path: Path, kind: str):
     # A guard against a hang, not a time limit: on chdb the smoke took 140 s in one hour and
     # 350 s in a slower one (the same code), 212 s in such an hour since its reads while
     # ingesting poll 20,000 events rather than 90,000.
+    # 12 warm requests an endpoint and range rather than 52: on chdb the 52 took 76 of the
+    # smoke's 164 s, and a smoke asserts no timing.
     result = run_cli(
-        "duckdb:///unused", "bench", "--scale", "S", "--store", store, "--json", str(out), cwd=tmp_path, timeout=1800
+        "duckdb:///unused",
+        "bench",
+        "--scale",
+        "S",
+        "--store",
+        store,
+        "--json",
+        str(out),
+        "--requests",
+        "12",
+        cwd=tmp_path,
+        timeout=1800,
     )
-    assert "Reads (4 clients, warm)" in result.stdout
+    assert "Reads (4 clients, warm, 12 requests each)" in " ".join(result.stdout.split())  # however rich wraps it
     data = orjson.loads(out.read_bytes())
     scale = SCALES["S"]
     assert data["scale"] == "S" and data["store"] == kind
@@ -78,6 +91,7 @@ def test_bench_at_scale_s(tmp_path: Path, kind: str):
         assert row["reads"] >= 1 and 0 < row["p50_ms"] <= row["p95_ms"] <= row["max_ms"], row
     assert {row["endpoint"] for row in data["reads"]} == ENDPOINTS
     assert len(data["reads"]) == 17
+    assert data["warm_requests"] == 12 and {row["requests"] for row in data["reads"]} == {12}
     for row in data["reads"]:
         assert 0 < row["p50_ms"] <= row["p95_ms"], row
         assert row["cold_ms"] is not None and row["cold_ms"] > 0, row
@@ -102,6 +116,13 @@ def test_bench_at_scale_s(tmp_path: Path, kind: str):
     said = "".join(again.stderr.split())  # without blanks: rich wraps the message, its URL too, anywhere
     assert f"thestoreat{store}holdseventsalready:thebenchloadsitsdatasetintoafreshstore" in said
     assert "Ingest" not in again.stdout
+
+
+def test_fewer_warm_requests_than_clients_are_refused_before_anything_is_generated(tmp_path: Path):
+    refused = run_cli("duckdb:///unused", "bench", "--scale", "S", "--requests", "3", cwd=tmp_path, check=False)
+    assert refused.returncode == 1
+    assert "error: --requests must be at least 4, one for each of the 4 clients" in " ".join(refused.stderr.split())
+    assert refused.stdout == ""
 
 
 def test_the_data_set_file_and_the_held_events_encode_every_event_once(tmp_path: Path):

@@ -43,6 +43,8 @@ from parley.store.port import open_store
 from parley.store.urls import parse_database_url
 
 CLIENTS = 4
+# Warm requests an endpoint and range (the issue asks for 50 or more), unless ``--requests``
+# says otherwise: CI's smoke run, which asserts no timing, takes 12.
 WARM_REQUESTS = 52
 # The export is measured first from a fresh server (its peak RSS from idle), then this many
 # times more on the same server, whose median is steadier than one export (about 80 ms at
@@ -76,6 +78,7 @@ class BenchResult:
     export: dict[str, float] = field(default_factory=dict)
     store_bytes: int = 0
     startup_s: float = 0.0
+    warm_requests: int = WARM_REQUESTS
 
     def as_json(self) -> dict[str, Any]:
         return self.__dict__
@@ -258,9 +261,14 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(ordered) * 1000, 2), "p95_ms": round(p95 * 1000, 2)}
 
 
-def run_bench(scale: str, store_url: str | None = None, workdir: Path | None = None) -> BenchResult:
+def run_bench(
+    scale: str, store_url: str | None = None, workdir: Path | None = None, warm_requests: int | None = None
+) -> BenchResult:
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
+    warm_requests = WARM_REQUESTS if warm_requests is None else warm_requests
+    if warm_requests < CLIENTS:
+        raise ValueError(f"--requests must be at least {CLIENTS}, one for each of the {CLIENTS} clients")
     if store_url is not None:
         _require_fresh(store_url)
     own_dir = workdir is None
@@ -268,7 +276,9 @@ def run_bench(scale: str, store_url: str | None = None, workdir: Path | None = N
         workdir = Path(workdir or tempfile.mkdtemp(prefix="parley-bench-"))
         try:
             database_url = store_url or f"duckdb:///{workdir}/bench.duckdb"
-            result = BenchResult(scale=scale, store=database_url.split("://")[0], machine=machine())
+            result = BenchResult(
+                scale=scale, store=database_url.split("://")[0], machine=machine(), warm_requests=warm_requests
+            )
             _run(result, scale, database_url, workdir)
         finally:
             gc.unfreeze()
@@ -367,7 +377,7 @@ def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path)
         result.while_ingesting = _while_ingesting(base, headers, ingest_keys, held_while_read, polled)
     with _server(database_url, probe) as (base, _pid, _):
         result.http_ingest = _http_ingest(base, ingest_keys, held)
-        result.reads = _reads(base, headers, requests)
+        result.reads = _reads(base, headers, requests, result.warm_requests)
 
     # Cold: a fresh process, one request per endpoint, and the start-up time.
     with _server(database_url, probe) as (base, _pid, startup):
@@ -581,7 +591,9 @@ def _timed_get(job: tuple[httpx.Client, str]) -> float:
     return time.perf_counter() - started
 
 
-def _reads(base: str, headers: dict[str, str], requests: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+def _reads(
+    base: str, headers: dict[str, str], requests: list[tuple[str, str, str]], warm_requests: int
+) -> list[dict[str, Any]]:
     rows = []
     with httpx.Client(
         base_url=base, headers=headers, timeout=300, limits=httpx.Limits(max_connections=CLIENTS)
@@ -592,6 +604,14 @@ def _reads(base: str, headers: dict[str, str], requests: list[tuple[str, str, st
                 raise RuntimeError(f"{name} ({window}) answered {first.status_code}: {first.text[:200]}")
             client.get(url)  # warm
             with _collector_paused(), ThreadPoolExecutor(CLIENTS) as pool:
-                samples = list(pool.map(_timed_get, [(client, url)] * WARM_REQUESTS))
-            rows.append({"endpoint": name, "range": window, "bytes": len(first.content), **_percentiles(samples)})
+                samples = list(pool.map(_timed_get, [(client, url)] * warm_requests))
+            rows.append(
+                {
+                    "endpoint": name,
+                    "range": window,
+                    "bytes": len(first.content),
+                    "requests": len(samples),
+                    **_percentiles(samples),
+                }
+            )
     return rows

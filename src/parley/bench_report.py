@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from parley.bench import READ_PAUSE_S, WARM_EXPORTS, BenchResult
+from parley.bench import CLIENTS, READ_PAUSE_S, WARM_EXPORTS, BenchResult
 
 
 def print_report(result: BenchResult, console: Console) -> None:
@@ -45,7 +45,15 @@ def print_report(result: BenchResult, console: Console) -> None:
             row["endpoint"], row["range"], f"{row['reads']}", f"{row['p50_ms']}", f"{row['p95_ms']}", f"{row['max_ms']}"
         )
     console.print(polled)
-    reads = Table("endpoint", "range", "p50 ms", "p95 ms", "cold ms", "bytes", title="Reads (4 clients, warm)")
+    reads = Table(
+        "endpoint",
+        "range",
+        "p50 ms",
+        "p95 ms",
+        "cold ms",
+        "bytes",
+        title=f"Reads ({CLIENTS} clients, warm, {result.warm_requests} requests each)",
+    )
     for row in result.reads:
         reads.add_row(
             row["endpoint"],
