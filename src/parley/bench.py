@@ -156,7 +156,8 @@ def _cli(database_url: str, *args: str) -> str:
     return done.stdout
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback now (the tests' servers take theirs here too)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -169,7 +170,7 @@ _SERVING: set[subprocess.Popen[bytes]] = set()
 @contextmanager
 def _server(database_url: str, probe: Callable[[str], bool]) -> Iterator[tuple[str, int, float]]:
     """A running ``parley serve``: (base URL, pid, seconds from start to the first good answer)."""
-    port = _free_port()
+    port = free_port()
     started = time.perf_counter()
     process = subprocess.Popen(  # noqa: S603 - our own CLI
         [sys.executable, "-m", "parley", "serve", "--port", str(port)],
