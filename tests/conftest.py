@@ -32,9 +32,9 @@ def pytest_configure(config: pytest.Config) -> None:
     the memory file system, unless told where (``--basetemp``, ``TMPDIR``) or it is small
     (Docker gives 64 MB by default). The stores are the same DuckDB files and chdb
     directories; only writing them costs less. A run of the suite writes about 116,000
-    files and directories: on the 2-core machine it took 855 s
-    rather than 926. A passing test's files are removed after it
-    (``tmp_path_retention_policy``), so they hold the memory of about one test at a time."""
+    files and directories: on the 2-core machine it took 855 s rather than 926. A passing
+    test's files are removed after it (``tmp_path_retention_policy``), so they hold the
+    memory of about one test at a time."""
     if config.option.basetemp or "TMPDIR" in os.environ:
         return
     try:
