@@ -17,10 +17,10 @@ from collections.abc import Callable
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def ended_with(parent: int) -> Callable[[], None] | None:
+def ended_with(parent: int, signum: int = signal.SIGTERM) -> Callable[[], None] | None:
     """A call for a child of ``parent`` to make first, in the child: Linux then sends the
-    child SIGTERM once the parent's thread that started it ends, however it ends, and the
-    child sends it to itself if the parent has ended already (no signal would come).
+    child ``signum`` once the parent's thread that started it ends, however it ends, and
+    the child sends it to itself if the parent has ended already (no signal would come).
     ``prctl`` is found here, so that a forked child (a ``preexec_fn``) only calls it.
     None where there is no ``prctl``."""
     if not sys.platform.startswith("linux"):
@@ -28,8 +28,8 @@ def ended_with(parent: int) -> Callable[[], None] | None:
     prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def ask() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl(PR_SET_PDEATHSIG, signum)
         if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
 
     return ask

@@ -8,9 +8,11 @@ import functools
 import gzip
 import io
 import itertools
+import signal
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +24,7 @@ from pydantic import ValidationError
 
 from parley.admin import ChannelError, KeyInfo, Operator, operator
 from parley.ingest.service import Chunk, LinesReport, collect_young_less_often
+from parley.ingest.stop import LoadStop
 from parley.settings import Settings
 from parley.store.port import StoreLocked, StoreUnavailable
 
@@ -221,12 +224,16 @@ def _event_lines(events: Iterable[dict]) -> Iterator[bytes]:
     return (orjson.dumps(event) for event in events)
 
 
-def load_chunks(op: Operator, chunks: Iterable[Chunk], *, org: str | None, total_bytes: int | None) -> LinesReport:
+def load_chunks(
+    op: Operator, chunks: Iterable[Chunk], *, org: str | None, total_bytes: int | None, stop: LoadStop
+) -> tuple[LinesReport, int]:
     """Send chunks of lines to the store (directly or through the server), with progress,
-    then have it lay out in time order what came out of it."""
+    until ``stop`` ends the reading, then have it lay out in time order what came out of it.
+    The report, and the last line stored (each chunk is reported once it is stored, so
+    every line up to it is)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    total = LinesReport()
+    total, last_line = LinesReport(), 0
     progress = Progress(
         TextColumn("[bold]ingest[/bold]"),
         BarColumn(),
@@ -237,11 +244,33 @@ def load_chunks(op: Operator, chunks: Iterable[Chunk], *, org: str | None, total
     )
     with progress:
         task = progress.add_task("ingest", total=total_bytes, events=0)
-        for chunk, report in op.ingest_chunks(chunks, org=org):
-            total.merge(report)
-            progress.update(task, advance=chunk.nbytes, events=total.accepted + total.duplicates)
+        try:
+            for chunk, report in op.ingest_chunks(stop.feed(chunks), org=org):
+                total.merge(report)
+                last_line = chunk.first_line + len(chunk.lines) - 1
+                progress.update(task, advance=chunk.nbytes, events=total.accepted + total.duplicates)
+        except BrokenProcessPool:
+            if not stop.broke():
+                raise
     op.reorder()
-    return total
+    return total, last_line
+
+
+def _report_stop(stop: LoadStop, last_line: int, *, unit: str, again: str) -> None:
+    """Say how far a load cut short by a signal got, and exit as the signal asked (128 plus
+    its number)."""
+    signum = stop.signum
+    assert signum is not None  # cut short by a signal
+    reached = f"before any {unit} was stored"
+    if last_line:
+        reached = f"after {unit} {last_line}, every {unit} up to it stored"
+    _stderr().print(
+        f"stopped by {signal.Signals(signum).name} {reached} (as reported); {again}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(128 + signum)
 
 
 def _print_report(report: LinesReport) -> None:
@@ -266,12 +295,16 @@ def ingest(
         reason = "is a directory" if file.is_dir() else "does not exist"
         raise typer.BadParameter(f"file {str(file)!r} {reason}.", param_hint="'FILE'")
     source = JsonlFile(file)
-    with _operator(_settings()) as op:
+    with LoadStop.installed() as stop, _operator(_settings()) as op:
         try:
-            report = load_chunks(op, _batched(source.lines(), CHUNK_LINES), org=org, total_bytes=source.size)
+            report, last_line = load_chunks(
+                op, _batched(source.lines(), CHUNK_LINES), org=org, total_bytes=source.size, stop=stop
+            )
         except StoreUnavailable as err:
             _fail(f"{err}; the lines stored before it stay stored, and loading the file again adds the rest")
     _print_report(report)
+    if stop.cut_short:
+        _report_stop(stop, last_line, unit="line", again="loading the same lines again adds the rest")
     if source.error is not None:
         reason = f"could not be read to its end ({source.error})"
         _fail(f"{source.name} {reason}; the lines before it were loaded, as reported")
@@ -320,10 +353,13 @@ def demo(
         typer.echo(f"wrote {count} events to {jsonl}")
         return
     settings = _settings()
-    with _operator(settings) as op:
+    with LoadStop.installed() as stop, _operator(settings) as op:
         chunks = _batched(_event_lines(events), CHUNK_LINES)
-        report = load_chunks(op, chunks, org=None, total_bytes=None)
+        report, last_line = load_chunks(op, chunks, org=None, total_bytes=None, stop=stop)
         _print_report(report)
+        if stop.cut_short:
+            again = f"parley demo --scale {scale} --seed {seed} --end {end_at.isoformat()} adds the rest"
+            _report_stop(stop, last_line, unit="event", again=again)
         sample = workspaces(SCALES[scale], seed)
         first = sample[0]
         ingest_key = op.create_key(org=first.org, workspace=None, member=None, ingest=True)

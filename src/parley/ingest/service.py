@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -45,10 +46,17 @@ def collect_young_less_often() -> None:
 
 
 def _start_worker(loader: int) -> None:
-    """A bulk load's worker ends with its ``loader``: killed (SIGKILL, the OOM killer, a
-    plain SIGTERM), the loader left its workers waiting forever for their next chunk, 70
-    to 200 MB each. And it collects its young objects less often."""
-    end = ended_with(loader)
+    """A bulk load's worker leaves SIGINT and SIGTERM to its ``loader``, which stops the
+    load through its clean-up (``parley.ingest.stop``): a terminal's Ctrl-C and
+    ``timeout``'s SIGTERM reach the whole process group. A worker they ended could die
+    while sending a chunk back, and the pool's reader then waited forever for the rest
+    of it (2 of 18 loads so stopped hung, with a SIGTERM to the group). It ends with its
+    loader (SIGKILL: it holds nothing to clean up): killed outright (SIGKILL, the OOM
+    killer), the loader left its workers waiting forever for their next chunk, 70 to 200
+    MB each. And it collects its young objects less often."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    end = ended_with(loader, signal.SIGKILL)
     if end is not None:
         end()
     collect_young_less_often()

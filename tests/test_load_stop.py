@@ -1,0 +1,148 @@
+"""A bulk load stopped by SIGTERM or Ctrl-C stores the lines it read, says how far it got
+and exits 128 plus the signal's number; loading the same lines again adds exactly the
+rest. The real CLI on a real DuckDB file. ``parley ingest`` reads its lines from a pipe
+left open, so that where it stops does not depend on timing: two whole chunks, then
+part of a third that never ends."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from parley.cli import CHUNK_LINES
+from parley.demo import SCALES, generate
+from tests.conftest import store_url_for
+from tests.processes import cli_env, live_processes, parley_command, run_cli, still_alive
+
+pytestmark = pytest.mark.slow
+
+
+def _default_sigint() -> None:
+    # A job a shell starts in the background ignores SIGINT, and its children inherit that
+    # (the loader then leaves it ignored): the test's loader gets Ctrl-C's default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _loader(command: list[str], url: str, **kwargs: object) -> subprocess.Popen:
+    return subprocess.Popen(
+        command,
+        env=cli_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own group, as a terminal's job is
+        preexec_fn=_default_sigint,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _leaves_signals_to_its_loader(pid: int) -> bool:
+    """Whether ``pid`` ignores SIGINT and SIGTERM (``/proc/PID/status``'s mask)."""
+    mask = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                return int(line.split()[1], 16) & mask == mask
+    return False
+
+
+def _ready_workers(loader: subprocess.Popen) -> list[int]:
+    """The loader's worker processes, once one has started and set its signals."""
+    deadline = time.monotonic() + 60
+    while True:
+        workers = [
+            pid for pid, parent, command in live_processes() if parent == loader.pid and b"spawn_main" in command
+        ]
+        if workers and all(_leaves_signals_to_its_loader(pid) for pid in workers):
+            return workers
+        assert loader.poll() is None and time.monotonic() < deadline, "no worker got ready"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    ("signal_", "whole_group"),
+    [
+        (signal.SIGTERM, False),  # `kill PID`: the loader alone
+        # A terminal's Ctrl-C, and `timeout`'s SIGTERM, reach the workers as well, which
+        # leave them to the loader. (Workers a SIGTERM ended could die while sending a
+        # chunk back, and the pool then waited forever for the rest of it: 2 stops of 18 hung.)
+        (signal.SIGINT, True),
+        (signal.SIGTERM, True),
+    ],
+    ids=["SIGTERM", "SIGINT-group", "SIGTERM-group"],
+)
+def test_a_load_stopped_by_a_signal_stores_what_it_reports_and_no_more(
+    tmp_path: Path, signal_: signal.Signals, whole_group: bool
+):
+    events = generate(SCALES["demo"], seed=3, end=datetime(2024, 6, 15, tzinfo=UTC))
+    data = b"".join(orjson.dumps(event) + b"\n" for event in events)
+    total = data.count(b"\n")
+    assert total > 2 * CHUNK_LINES
+    url = store_url_for("duckdb", tmp_path)
+    loader = _loader(parley_command("ingest", "-"), url, stdin=subprocess.PIPE)
+    try:
+        loader.stdin.write(data)  # and left open: the loader waits for the rest of its third chunk
+        loader.stdin.flush()
+        workers = _ready_workers(loader)
+        (os.killpg if whole_group else os.kill)(loader.pid, signal_)
+        stdout, stderr = (output.decode() for output in loader.communicate(timeout=60))
+        assert loader.returncode == 128 + signal_, stderr
+        assert still_alive(workers, within=30) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(loader.pid, signal.SIGKILL)
+        loader.wait()
+    (reported,) = re.findall(r"^accepted (\d+), duplicates 0, rejected 0$", stdout, re.MULTILINE)
+    assert int(reported) == 2 * CHUNK_LINES  # the two whole chunks read: the second was with a worker
+    assert (
+        f"stopped by {signal_.name} after line {reported}, every line up to it stored (as reported);"
+        " loading the same lines again adds the rest"
+    ) in stderr
+    # Exactly the lines reported are stored: loading them all again finds them, and the rest is new.
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(data)
+    again = run_cli(url, "ingest", str(path))
+    assert f"accepted {total - int(reported)}, duplicates {reported}, rejected 0" in again.stdout
+
+
+def test_a_demo_stopped_by_sigterm_names_the_command_that_adds_the_rest(tmp_path: Path):
+    url = store_url_for("duckdb", tmp_path)
+    wal = Path(url.removeprefix("duckdb://") + ".wal")
+    demo = _loader(parley_command("demo", "--scale", "S"), url)
+    try:
+        deadline = time.monotonic() + 120
+        # Its first chunk is stored: a chunk's rows take megabytes of log, the tables' creation kilobytes.
+        while not (wal.exists() and wal.stat().st_size > 1_000_000):
+            assert demo.poll() is None and time.monotonic() < deadline, "nothing was stored"
+            time.sleep(0.02)
+        demo.send_signal(signal.SIGTERM)
+        stdout, stderr = (output.decode() for output in demo.communicate(timeout=120))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGKILL)
+        demo.wait()
+    assert demo.returncode == 128 + signal.SIGTERM, stderr
+    (reported,) = re.findall(r"^accepted (\d+), duplicates 0, rejected 0$", stdout, re.MULTILINE)
+    stopped = re.search(
+        r"stopped by SIGTERM after event (\d+), every event up to it stored \(as reported\); (parley demo .*)"
+        r" adds the rest",
+        stderr,
+    )
+    assert stopped is not None, stderr
+    assert stopped[1] == reported and int(reported) % CHUNK_LINES == 0 and int(reported) > 0
+    assert "ingest" not in stdout  # no keys, no walkthrough
+    command = shlex.split(stopped[2])
+    end = datetime.fromisoformat(command[command.index("--end") + 1])
+    total = sum(1 for _ in generate(SCALES["S"], seed=7, end=end))
+    assert total > int(reported)
+    again = run_cli(url, *command[1:])
+    assert f"accepted {total - int(reported)}, duplicates {reported}, rejected 0" in again.stdout
