@@ -1,8 +1,8 @@
 """A bulk load stopped by SIGTERM or Ctrl-C stores the lines it read, says how far it got
 and exits 128 plus the signal's number; loading the same lines again adds exactly the
-rest. The real CLI on a real DuckDB file. ``parley ingest`` reads its lines from a pipe
-left open, so that where it stops does not depend on timing: two whole chunks, then
-part of a third that never ends."""
+rest. The real CLI, on a real DuckDB file and in the real chdb engine. ``parley ingest``
+reads its lines from a pipe left open, so that where it stops does not depend on timing:
+two whole chunks, then part of a third that never ends."""
 
 from __future__ import annotations
 
@@ -81,13 +81,13 @@ def _ready_workers(loader: subprocess.Popen) -> list[int]:
     ids=["SIGTERM", "SIGINT-group", "SIGTERM-group"],
 )
 def test_a_load_stopped_by_a_signal_stores_what_it_reports_and_no_more(
-    tmp_path: Path, signal_: signal.Signals, whole_group: bool
+    store_url: str, tmp_path: Path, signal_: signal.Signals, whole_group: bool
 ):
     events = generate(SCALES["demo"], seed=3, end=datetime(2024, 6, 15, tzinfo=UTC))
     data = b"".join(orjson.dumps(event) + b"\n" for event in events)
     total = data.count(b"\n")
     assert total > 2 * CHUNK_LINES
-    url = store_url_for("duckdb", tmp_path)
+    url = store_url
     loader = _loader(parley_command("ingest", "-"), url, stdin=subprocess.PIPE)
     try:
         loader.stdin.write(data)  # and left open: the loader waits for the rest of its third chunk
