@@ -87,8 +87,7 @@ def test_a_load_stopped_by_a_signal_stores_what_it_reports_and_no_more(
     data = b"".join(orjson.dumps(event) + b"\n" for event in events)
     total = data.count(b"\n")
     assert total > 2 * CHUNK_LINES
-    url = store_url
-    loader = _loader(parley_command("ingest", "-"), url, stdin=subprocess.PIPE)
+    loader = _loader(parley_command("ingest", "-"), store_url, stdin=subprocess.PIPE)
     try:
         loader.stdin.write(data)  # and left open: the loader waits for the rest of its third chunk
         loader.stdin.flush()
@@ -110,7 +109,7 @@ def test_a_load_stopped_by_a_signal_stores_what_it_reports_and_no_more(
     # Exactly the lines reported are stored: loading them all again finds them, and the rest is new.
     path = tmp_path / "events.jsonl"
     path.write_bytes(data)
-    again = run_cli(url, "ingest", str(path))
+    again = run_cli(store_url, "ingest", str(path))
     assert f"accepted {total - int(reported)}, duplicates {reported}, rejected 0" in again.stdout
 
 
@@ -131,7 +130,7 @@ def test_a_demo_stopped_by_sigterm_names_the_command_that_adds_the_rest(tmp_path
             os.killpg(demo.pid, signal.SIGKILL)
         demo.wait()
     assert demo.returncode == 128 + signal.SIGTERM, stderr
-    (reported,) = re.findall(r"^accepted (\d+), duplicates 0, rejected 0$", stdout, re.MULTILINE)
+    (reported,) = re.fullmatch(r"accepted (\d+), duplicates 0, rejected 0\n", stdout).groups()  # no keys, no curls
     stopped = re.search(
         r"stopped by SIGTERM after event (\d+), every event up to it stored \(as reported\); (parley demo .*)"
         r" adds the rest",
@@ -139,7 +138,6 @@ def test_a_demo_stopped_by_sigterm_names_the_command_that_adds_the_rest(tmp_path
     )
     assert stopped is not None, stderr
     assert stopped[1] == reported and int(reported) % CHUNK_LINES == 0 and int(reported) > 0
-    assert "ingest" not in stdout  # no keys, no walkthrough
     command = shlex.split(stopped[2])
     end = datetime.fromisoformat(command[command.index("--end") + 1])
     total = sum(1 for _ in generate(SCALES["S"], seed=7, end=end))
