@@ -9,11 +9,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import orjson
 
 from parley.bench import free_port
+from parley.demo import SCALES, generate
 
 STARTUP_TIMEOUT_S = 30
 
@@ -141,3 +144,21 @@ def live_processes() -> Iterator[tuple[int, int, bytes]]:
             continue
         if state not in ("Z", "X"):
             yield int(proc.name), int(parent), command
+
+
+def multiprocessing_children(pid: int) -> list[tuple[int, bytes]]:
+    """(pid, command line) of the processes alive that ``pid`` started through
+    multiprocessing: its workers (``spawn_main``) and their resource tracker."""
+    return [
+        (child, command)
+        for child, parent, command in live_processes()
+        if parent == pid and b"multiprocessing" in command
+    ]
+
+
+def demo_jsonl() -> bytes:
+    """The demo data set (seed 3) as the JSONL that ``parley ingest`` reads: more than two
+    chunks of a bulk load, so that a worker is started for the second."""
+    return b"".join(
+        orjson.dumps(event) + b"\n" for event in generate(SCALES["demo"], seed=3, end=datetime(2024, 6, 15, tzinfo=UTC))
+    )

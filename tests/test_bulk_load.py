@@ -21,7 +21,7 @@ from parley.ingest.events import Event
 from parley.ingest.service import Chunk, LinesReport, ingest_chunks, ingest_lines, prepare_lines, validate_lines
 from parley.store.port import Store, open_store
 from tests.conftest import STORE_KINDS, store_url_for
-from tests.processes import cli_env, live_processes, parley_command, still_alive
+from tests.processes import cli_env, demo_jsonl, multiprocessing_children, parley_command, still_alive
 
 pytestmark = pytest.mark.slow
 
@@ -241,22 +241,11 @@ def test_a_workers_chunk_is_prepared_with_the_cycle_collector_paused_and_left_as
     assert sum(table.num_rows for table in prepared.batch.tables.values()) == CHUNK - 1
 
 
-def _multiprocessing_children(pid: int) -> list[tuple[int, bytes]]:
-    """(pid, command line) of the processes alive that ``pid`` started through
-    multiprocessing: its workers (``spawn_main``) and their resource tracker."""
-    return [
-        (child, command)
-        for child, parent, command in live_processes()
-        if parent == pid and b"multiprocessing" in command
-    ]
-
-
 def test_a_bulk_load_killed_leaves_no_worker_behind(tmp_path: Path):
     # Its workers (and their resource tracker) waited forever for their next chunk, holding
     # 70 to 200 MB each, their parent gone. (So did they after a plain SIGTERM, which now
     # stops the load through its clean-up: tests/test_load_stop.py.)
-    events = generate(SCALES["demo"], seed=3, end=datetime(2024, 6, 15, tzinfo=UTC))
-    lines = b"".join(orjson.dumps(e) + b"\n" for e in events)
+    lines = demo_jsonl()
     assert lines.count(b"\n") > 40_000  # two whole chunks: a worker is started for the second
     loader = subprocess.Popen(
         parley_command("ingest", "-"),
@@ -271,7 +260,7 @@ def test_a_bulk_load_killed_leaves_no_worker_behind(tmp_path: Path):
         loader.stdin.flush()
         deadline = time.monotonic() + 60
         while True:
-            workers = _multiprocessing_children(loader.pid)
+            workers = multiprocessing_children(loader.pid)
             if any(b"spawn_main" in command for _, command in workers):
                 break
             assert loader.poll() is None and time.monotonic() < deadline, "no worker was started"

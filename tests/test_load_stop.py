@@ -13,16 +13,15 @@ import shlex
 import signal
 import subprocess
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-import orjson
 import pytest
 
 from parley.cli import CHUNK_LINES
 from parley.demo import SCALES, generate
 from tests.conftest import store_url_for
-from tests.processes import cli_env, live_processes, parley_command, run_cli, still_alive
+from tests.processes import cli_env, demo_jsonl, multiprocessing_children, parley_command, run_cli, still_alive
 
 pytestmark = pytest.mark.slow
 
@@ -59,9 +58,7 @@ def _ready_workers(loader: subprocess.Popen) -> list[int]:
     """The loader's worker processes, once one has started and set its signals."""
     deadline = time.monotonic() + 60
     while True:
-        workers = [
-            pid for pid, parent, command in live_processes() if parent == loader.pid and b"spawn_main" in command
-        ]
+        workers = [pid for pid, command in multiprocessing_children(loader.pid) if b"spawn_main" in command]
         if workers and all(_leaves_signals_to_its_loader(pid) for pid in workers):
             return workers
         assert loader.poll() is None and time.monotonic() < deadline, "no worker got ready"
@@ -83,8 +80,7 @@ def _ready_workers(loader: subprocess.Popen) -> list[int]:
 def test_a_load_stopped_by_a_signal_stores_what_it_reports_and_no_more(
     store_url: str, tmp_path: Path, signal_: signal.Signals, whole_group: bool
 ):
-    events = generate(SCALES["demo"], seed=3, end=datetime(2024, 6, 15, tzinfo=UTC))
-    data = b"".join(orjson.dumps(event) + b"\n" for event in events)
+    data = demo_jsonl()
     total = data.count(b"\n")
     assert total > 2 * CHUNK_LINES
     loader = _loader(parley_command("ingest", "-"), store_url, stdin=subprocess.PIPE)
