@@ -124,6 +124,12 @@ def alive(pid: int) -> bool:
         return False
 
 
+def cpu_ticks(pid: int) -> int:
+    """The CPU time ``pid`` has used, in clock ticks (``/proc/PID/stat``'s utime and stime)."""
+    fields = _state(Path(f"/proc/{pid}"))
+    return int(fields[11]) + int(fields[12])
+
+
 def still_alive(pids: list[int], *, within: float) -> list[int]:
     """Of ``pids``, those still running once they were given ``within`` seconds to end."""
     deadline = time.monotonic() + within

@@ -1,8 +1,9 @@
 """A bulk load stopped by SIGTERM or Ctrl-C stores the lines it read, says how far it got
-and exits 128 plus the signal's number; loading the same lines again adds exactly the
-rest. The real CLI, on a real DuckDB file and in the real chdb engine. ``parley ingest``
-reads its lines from a pipe left open, so that where it stops does not depend on timing:
-two whole chunks, then part of a third that never ends."""
+and exits 128 plus the signal's number; one whose worker is killed ends too, and says
+so. Loading the same lines again adds exactly the rest. The real CLI, on a real DuckDB
+file and in the real chdb engine. ``parley ingest`` reads its lines from a pipe left
+open, so that where it stops does not depend on timing: two whole chunks, then part of
+a third that never ends."""
 
 from __future__ import annotations
 
@@ -21,7 +22,15 @@ import pytest
 from parley.cli import CHUNK_LINES
 from parley.demo import SCALES, generate
 from tests.conftest import store_url_for
-from tests.processes import cli_env, demo_jsonl, multiprocessing_children, parley_command, run_cli, still_alive
+from tests.processes import (
+    cli_env,
+    cpu_ticks,
+    demo_jsonl,
+    multiprocessing_children,
+    parley_command,
+    run_cli,
+    still_alive,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +116,68 @@ def test_a_load_stopped_by_a_signal_stores_what_it_reports_and_no_more(
     path.write_bytes(data)
     again = run_cli(store_url, "ingest", str(path))
     assert f"accepted {total - int(reported)}, duplicates {reported}, rejected 0" in again.stdout
+
+
+def _idle(pids: list[int], *, quiet: float = 0.5, within: float = 60) -> None:
+    """Wait until ``pids`` have used no CPU for ``quiet`` seconds: done with their chunks,
+    waiting for the next, none sending one back."""
+    deadline = time.monotonic() + within
+    used = [cpu_ticks(pid) for pid in pids]
+    while True:
+        time.sleep(quiet)
+        now = [cpu_ticks(pid) for pid in pids]
+        if now == used:
+            return
+        assert time.monotonic() < deadline, "the workers never went idle"
+        used = now
+
+
+def _reading(pid: int) -> bool:
+    """Whether ``pid`` waits in a pipe's read (``/proc/PID/wchan``): of idle workers, the one
+    holding their queue's lock, the others waiting for the lock."""
+    return "pipe_read" in Path(f"/proc/{pid}/wchan").read_text()
+
+
+def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: str, tmp_path: Path):
+    # Two orgs' copies of the demo data: four whole chunks, so that two workers start.
+    demo = demo_jsonl()
+    data = demo + demo.replace(b'{"org":"', b'{"org":"copy-')
+    total = data.count(b"\n")
+    assert total > 4 * CHUNK_LINES
+    loader = _loader(parley_command("ingest", "-"), store_url, stdin=subprocess.PIPE)
+    try:
+        loader.stdin.write(data)  # and left open
+        loader.stdin.flush()
+        _ready_workers(loader)
+        # Not while one sends its chunk back: the pool's reader would wait forever for the
+        # rest of it (the standard library's ProcessPoolExecutor; 1 load of 20 so killed hung).
+        workers = [pid for pid, command in multiprocessing_children(loader.pid) if b"spawn_main" in command]
+        _idle(workers)
+        assert len(workers) >= 2
+        (reader,) = [pid for pid in workers if _reading(pid)]
+        # As the OOM killer might. The pool ends the other workers, which wait for the queue's
+        # lock that the dead one held, and ignore SIGTERM, which the pool used to send them:
+        # they lived on, and the load waited for them forever.
+        os.kill(reader, signal.SIGKILL)
+        assert still_alive(workers, within=30) == []
+        # Standard input closed: the last chunk ends, and the load finds its pool broken.
+        stdout, stderr = (output.decode() for output in loader.communicate(timeout=60))
+        assert loader.returncode == 1, stderr
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(loader.pid, signal.SIGKILL)
+        loader.wait()
+    # The first chunk was stored by the loader itself; the next three, prepared by the
+    # workers, wait to be stored with others, and none came before the pool broke.
+    assert stdout == f"accepted {CHUNK_LINES}, duplicates 0, rejected 0\n"
+    assert (
+        "stopped: a worker process of the load was killed (the OOM killer, or SIGKILL) after line "
+        f"{CHUNK_LINES}, every line up to it stored (as reported); loading the same lines again adds the rest"
+    ) in stderr
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(data)
+    again = run_cli(store_url, "ingest", str(path))
+    assert f"accepted {total - CHUNK_LINES}, duplicates {CHUNK_LINES}, rejected 0" in again.stdout
 
 
 def test_a_demo_stopped_by_sigterm_names_the_command_that_adds_the_rest(tmp_path: Path):

@@ -224,16 +224,25 @@ def _event_lines(events: Iterable[dict]) -> Iterator[bytes]:
     return (orjson.dumps(event) for event in events)
 
 
+@dataclass
+class Load:
+    """How a bulk load went: its report, the last line stored (each chunk is reported once
+    it is stored, so every line up to it is), and whether a worker process died."""
+
+    report: LinesReport = field(default_factory=LinesReport)
+    last_line: int = 0
+    worker_died: bool = False
+
+
 def load_chunks(
     op: Operator, chunks: Iterable[Chunk], *, org: str | None, total_bytes: int | None, stop: LoadStop
-) -> tuple[LinesReport, int]:
+) -> Load:
     """Send chunks of lines to the store (directly or through the server), with progress,
-    until ``stop`` ends the reading, then have it lay out in time order what came out of it.
-    The report, and the last line stored (each chunk is reported once it is stored, so
-    every line up to it is)."""
+    until ``stop`` ends the reading or a worker dies, then have the store lay out in time
+    order what came out of it."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    total, last_line = LinesReport(), 0
+    load = Load()
     progress = Progress(
         TextColumn("[bold]ingest[/bold]"),
         BarColumn(),
@@ -246,31 +255,31 @@ def load_chunks(
         task = progress.add_task("ingest", total=total_bytes, events=0)
         try:
             for chunk, report in op.ingest_chunks(stop.feed(chunks), org=org):
-                total.merge(report)
-                last_line = chunk.first_line + len(chunk.lines) - 1
-                progress.update(task, advance=chunk.nbytes, events=total.accepted + total.duplicates)
+                load.report.merge(report)
+                load.last_line = chunk.first_line + len(chunk.lines) - 1
+                progress.update(task, advance=chunk.nbytes, events=load.report.accepted + load.report.duplicates)
         except BrokenProcessPool:
-            if not stop.broke():
-                raise
+            load.worker_died = not stop.broke()
     op.reorder()
-    return total, last_line
+    return load
 
 
-def _report_stop(stop: LoadStop, last_line: int, *, unit: str, again: str) -> None:
-    """Say how far a load cut short by a signal got, and exit as the signal asked (128 plus
-    its number)."""
-    signum = stop.signum
-    assert signum is not None  # cut short by a signal
+def _report_cut_short(stop: LoadStop, load: Load, *, unit: str, again: str) -> None:
+    """For a load cut short, by a signal or a worker's death, say how far it got and exit:
+    as the signal asked (128 plus its number), else 1. Nothing for a load that ended."""
+    if load.worker_died:
+        # Its exit code is the pool's to know, not ours: SIGKILL, the OOM killer's, is the likely one.
+        cause, code = "stopped: a worker process of the load was killed (the OOM killer, or SIGKILL)", 1
+    elif stop.cut_short:
+        assert stop.signum is not None  # cut short by a signal
+        cause, code = f"stopped by {signal.Signals(stop.signum).name}", 128 + stop.signum
+    else:
+        return
     reached = f"before any {unit} was stored"
-    if last_line:
-        reached = f"after {unit} {last_line}, every {unit} up to it stored"
-    _stderr().print(
-        f"stopped by {signal.Signals(signum).name} {reached} (as reported); {again}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
-    raise typer.Exit(128 + signum)
+    if load.last_line:
+        reached = f"after {unit} {load.last_line}, every {unit} up to it stored"
+    _stderr().print(f"{cause} {reached} (as reported); {again}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def _print_report(report: LinesReport) -> None:
@@ -297,18 +306,15 @@ def ingest(
     source = JsonlFile(file)
     with LoadStop.installed() as stop, _operator(_settings()) as op:
         try:
-            report, last_line = load_chunks(
-                op, _batched(source.lines(), CHUNK_LINES), org=org, total_bytes=source.size, stop=stop
-            )
+            load = load_chunks(op, _batched(source.lines(), CHUNK_LINES), org=org, total_bytes=source.size, stop=stop)
         except StoreUnavailable as err:
             _fail(f"{err}; the lines stored before it stay stored, and loading the file again adds the rest")
-    _print_report(report)
-    if stop.cut_short:
-        _report_stop(stop, last_line, unit="line", again="loading the same lines again adds the rest")
+    _print_report(load.report)
+    _report_cut_short(stop, load, unit="line", again="loading the same lines again adds the rest")
     if source.error is not None:
         reason = f"could not be read to its end ({source.error})"
         _fail(f"{source.name} {reason}; the lines before it were loaded, as reported")
-    if report.rejected:
+    if load.report.rejected:
         raise typer.Exit(2)
 
 
@@ -355,11 +361,10 @@ def demo(
     settings = _settings()
     with LoadStop.installed() as stop, _operator(settings) as op:
         chunks = _batched(_event_lines(events), CHUNK_LINES)
-        report, last_line = load_chunks(op, chunks, org=None, total_bytes=None, stop=stop)
-        _print_report(report)
-        if stop.cut_short:
-            again = f"parley demo --scale {scale} --seed {seed} --end {end_at.isoformat()} adds the rest"
-            _report_stop(stop, last_line, unit="event", again=again)
+        load = load_chunks(op, chunks, org=None, total_bytes=None, stop=stop)
+        _print_report(load.report)
+        again = f"parley demo --scale {scale} --seed {seed} --end {end_at.isoformat()} adds the rest"
+        _report_cut_short(stop, load, unit="event", again=again)
         sample = workspaces(SCALES[scale], seed)
         first = sample[0]
         ingest_key = op.create_key(org=first.org, workspace=None, member=None, ingest=True)

@@ -8,7 +8,7 @@ JSONL loader (``parley ingest``) come through here.
 from __future__ import annotations
 
 import gc
-import multiprocessing
+import multiprocessing.context
 import os
 import signal
 from collections import deque
@@ -60,6 +60,25 @@ def _start_worker(loader: int) -> None:
     if end is not None:
         end()
     collect_young_less_often()
+
+
+class _Worker(multiprocessing.context.SpawnProcess):
+    """A bulk load's worker process, which the pool ends with SIGKILL.
+
+    When one worker dies, the pool ends the others with ``terminate``, a SIGTERM, and waits
+    for them to end: they may wait forever for the lock of the queue of chunks, which the
+    dead one held. The workers ignore SIGTERM (``_start_worker``), so a load whose worker
+    was killed outright (SIGKILL, the OOM killer) waited forever: 4 loads of 4, before
+    this class (``tests/test_load_stop.py``)."""
+
+    def terminate(self) -> None:
+        self.kill()
+
+
+class _WorkerContext(multiprocessing.context.SpawnContext):
+    """Spawned workers (each starts its own interpreter), as ``_Worker`` processes."""
+
+    Process = _Worker
 
 
 @contextmanager
@@ -339,7 +358,7 @@ def _ingest_chunks(
     workers = workers or os.cpu_count() or 1
     pending: deque[tuple[Chunk, Future[PreparedLines]]] = deque()
     with ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(os.getpid(),)
+        workers, mp_context=_WorkerContext(), initializer=_start_worker, initargs=(os.getpid(),)
     ) as pool:
 
         def submit(chunk: Chunk) -> None:
