@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -211,12 +213,10 @@ def _serving_under(directory: Path) -> list[tuple[int, int]]:
     return found
 
 
-# After its first server answers: its readers starting (a signal then hung the bench for
-# their barrier's time-out, 120 s), and reading while 4 clients ingest.
-@pytest.mark.parametrize("after", [0.2, 1.5], ids=["readers-starting", "reading"])
-def test_a_bench_sent_sigterm_stops_its_servers_and_removes_its_working_directory(tmp_path: Path, after: float):
-    # SIGTERM's default ended the bench at once, leaving its working directory (the data
-    # set's JSONL, gigabytes at scale M) in the temporary one.
+@contextmanager
+def _demo_bench(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int, int]]:
+    """``parley bench --scale demo``, its temporary files under ``tmp_path``, once its first
+    server answers: (the bench, that server's pid, its port)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")} | {"TMPDIR": str(tmp_path)}
     bench = subprocess.Popen(
         [sys.executable, "-m", "parley", "bench", "--scale", "demo"],
@@ -230,17 +230,52 @@ def test_a_bench_sent_sigterm_stops_its_servers_and_removes_its_working_director
         while not (servers := _serving_under(tmp_path)):
             assert bench.poll() is None and time.monotonic() < deadline, "the bench never started its server"
             time.sleep(0.01)
-        ((_, port),) = servers
+        ((server, port),) = servers
         while not healthy(f"http://127.0.0.1:{port}"):
             assert time.monotonic() < deadline, "the bench's server never answered"
             time.sleep(0.01)
+        yield bench, server, port
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(bench.pid, signal.SIGKILL)  # the bench and its servers, on a failure
+        bench.communicate()
+
+
+# After its first server answers: its readers starting (a signal then hung the bench for
+# their barrier's time-out, 120 s), and reading while 4 clients ingest.
+@pytest.mark.parametrize("after", [0.2, 1.5], ids=["readers-starting", "reading"])
+def test_a_bench_sent_sigterm_stops_its_servers_and_removes_its_working_directory(tmp_path: Path, after: float):
+    # SIGTERM's default ended the bench at once, leaving its working directory (the data
+    # set's JSONL, gigabytes at scale M) in the temporary one.
+    with _demo_bench(tmp_path) as (bench, _, _):
         assert [p.name.startswith("parley-bench-") for p in tmp_path.iterdir()] == [True]
         time.sleep(after)
         os.kill(bench.pid, signal.SIGTERM)
         assert bench.wait(timeout=30) == 128 + signal.SIGTERM, bench.stderr.read()
         assert list(tmp_path.iterdir()) == []
-        assert _serving_under(tmp_path) == []
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(bench.pid, signal.SIGKILL)
-        bench.communicate()
+        # A server being started as the signal came (the bench inside ``Popen``) is not the
+        # bench's to stop yet: its parent-death signal ends it as the bench ends.
+        assert still_alive([pid for pid, _ in _serving_under(tmp_path)], within=10) == []
+
+
+def test_a_bench_sent_sigterm_while_a_server_stops_waits_for_it(tmp_path: Path):
+    # The signal cut short the bench's wait for the server it was stopping: the bench ended,
+    # the server still stopping, its store and the working directory removed under it.
+    with _demo_bench(tmp_path) as (bench, server, port):
+        deadline = time.monotonic() + 120
+        while healthy(f"http://127.0.0.1:{port}"):  # until the bench stops it, its first phase done
+            assert time.monotonic() < deadline, "the bench never stopped its first server"
+            time.sleep(0.001)
+        os.kill(server, signal.SIGSTOP)  # held while it stops (it closes the store after its socket)
+        try:
+            if not alive(server):
+                pytest.skip("the server ended before it could be held")
+            os.kill(bench.pid, signal.SIGTERM)
+            with pytest.raises(subprocess.TimeoutExpired):
+                bench.wait(timeout=2)  # it waits for the server
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server, signal.SIGCONT)
+        assert bench.wait(timeout=60) == 128 + signal.SIGTERM, bench.stderr.read()
+        assert not alive(server)
+        assert list(tmp_path.iterdir()) == []

@@ -195,12 +195,18 @@ def _server(database_url: str, probe: Callable[[str], bool]) -> Iterator[tuple[s
             time.sleep(0.01)
         yield base, process.pid, time.perf_counter() - started
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        _SERVING.discard(process)
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server and wait for it to end (SIGKILL after a minute)."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    _SERVING.discard(process)
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -282,6 +288,9 @@ def run_bench(
             )
             _run(result, scale, database_url, workdir)
         finally:
+            # A SIGTERM that came while a server was stopping cut short the wait for it.
+            for process in list(_SERVING):
+                _stop(process)
             gc.unfreeze()
             if own_dir:
                 shutil.rmtree(workdir, ignore_errors=True)
