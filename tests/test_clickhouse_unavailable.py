@@ -258,8 +258,9 @@ def test_a_bulk_load_clickhouse_refuses_stops_with_the_reason_keeps_nothing_and_
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ClickHouse cannot do it now: Code: 252."), last
     assert last.endswith(
-        "(TOO_MANY_PARTS); the lines stored before it stay stored, and loading the file again adds the rest"
+        "(TOO_MANY_PARTS); stopped before any line was stored (as reported); loading the same lines again adds the rest"
     )
+    assert refused.stdout == "accepted 0, duplicates 0, rejected 0\n"
     assert with_engine(url, "ALTER TABLE feedback RESET SETTING parts_to_throw_insert") == {
         "messages": 0,
         "feedback": 1,

@@ -227,19 +227,21 @@ def _event_lines(events: Iterable[dict]) -> Iterator[bytes]:
 @dataclass
 class Load:
     """How a bulk load went: its report, the last line stored (each chunk is reported once
-    it is stored, so every line up to it is), and whether a worker process died."""
+    it is stored, so every line up to it is), whether a worker process died, and why the
+    store failed, if it did."""
 
     report: LinesReport = field(default_factory=LinesReport)
     last_line: int = 0
     worker_died: bool = False
+    failure: str | None = None
 
 
 def load_chunks(
     op: Operator, chunks: Iterable[Chunk], *, org: str | None, total_bytes: int | None, stop: LoadStop
 ) -> Load:
     """Send chunks of lines to the store (directly or through the server), with progress,
-    until ``stop`` ends the reading or a worker dies, then have the store lay out in time
-    order what came out of it."""
+    until ``stop`` ends the reading, a worker dies or the store fails, then have the store
+    lay out in time order what came out of it (unless it failed: it cannot write now)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     load = Load()
@@ -260,14 +262,20 @@ def load_chunks(
                 progress.update(task, advance=chunk.nbytes, events=load.report.accepted + load.report.duplicates)
         except BrokenProcessPool:
             load.worker_died = not stop.broke()
-    op.reorder()
+        except StoreUnavailable as err:
+            load.failure = str(err)
+    if load.failure is None:
+        op.reorder()
     return load
 
 
 def _report_cut_short(stop: LoadStop, load: Load, *, unit: str, again: str) -> None:
-    """For a load cut short, by a signal or a worker's death, say how far it got and exit:
-    as the signal asked (128 plus its number), else 1. Nothing for a load that ended."""
-    if load.worker_died:
+    """For a load cut short, by the store's failure, a worker's death or a signal, say how far
+    it got and exit: as the signal asked (128 plus its number), else 1. Nothing for a load
+    that ended."""
+    if load.failure is not None:
+        cause, code = f"error: {load.failure}; stopped", 1
+    elif load.worker_died:
         # Its exit code is the pool's to know, not ours: SIGKILL, the OOM killer's, is the likely one.
         cause, code = "stopped: a worker process of the load was killed (the OOM killer, or SIGKILL)", 1
     elif stop.cut_short:
@@ -305,10 +313,7 @@ def ingest(
         raise typer.BadParameter(f"file {str(file)!r} {reason}.", param_hint="'FILE'")
     source = JsonlFile(file)
     with LoadStop.installed() as stop, _operator(_settings()) as op:
-        try:
-            load = load_chunks(op, _batched(source.lines(), CHUNK_LINES), org=org, total_bytes=source.size, stop=stop)
-        except StoreUnavailable as err:
-            _fail(f"{err}; the lines stored before it stay stored, and loading the file again adds the rest")
+        load = load_chunks(op, _batched(source.lines(), CHUNK_LINES), org=org, total_bytes=source.size, stop=stop)
     _print_report(load.report)
     _report_cut_short(stop, load, unit="line", again="loading the same lines again adds the rest")
     if source.error is not None:
