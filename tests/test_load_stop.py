@@ -29,6 +29,7 @@ from tests.processes import (
     multiprocessing_children,
     parley_command,
     run_cli,
+    running_server,
     still_alive,
 )
 
@@ -133,9 +134,16 @@ def _idle(pids: list[int], *, quiet: float = 0.5, within: float = 60) -> None:
 
 
 def _reading(pid: int) -> bool:
-    """Whether ``pid`` waits in a pipe's read (``/proc/PID/wchan``): of idle workers, the one
-    holding their queue's lock, the others waiting for the lock."""
+    """Whether ``pid`` waits in a pipe's read (``/proc/PID/wchan``, its main thread's)."""
     return "pipe_read" in Path(f"/proc/{pid}/wchan").read_text()
+
+
+def _waits_for_lines(loader: subprocess.Popen) -> bool:
+    """Whether the loader waits for lines on its standard input, and still does 0.3 s later."""
+    if not _reading(loader.pid):
+        return False
+    time.sleep(0.3)
+    return _reading(loader.pid)
 
 
 def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: str, tmp_path: Path):
@@ -154,11 +162,13 @@ def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: s
         workers = [pid for pid, command in multiprocessing_children(loader.pid) if b"spawn_main" in command]
         _idle(workers)
         assert len(workers) >= 2
-        (reader,) = [pid for pid in workers if _reading(pid)]
+        # Of idle workers, one holds their queue's lock, reading; the others wait for the lock.
+        readers = [pid for pid in workers if _reading(pid)]
+        assert len(readers) == 1, {pid: Path(f"/proc/{pid}/wchan").read_text() for pid in workers}
         # As the OOM killer might. The pool ends the other workers, which wait for the queue's
         # lock that the dead one held, and ignore SIGTERM, which the pool used to send them:
         # they lived on, and the load waited for them forever.
-        os.kill(reader, signal.SIGKILL)
+        os.kill(readers[0], signal.SIGKILL)
         assert still_alive(workers, within=30) == []
         # Standard input closed: the last chunk ends, and the load finds its pool broken.
         stdout, stderr = (output.decode() for output in loader.communicate(timeout=60))
@@ -178,6 +188,42 @@ def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: s
     path.write_bytes(data)
     again = run_cli(store_url, "ingest", str(path))
     assert f"accepted {total - CHUNK_LINES}, duplicates {CHUNK_LINES}, rejected 0" in again.stdout
+
+
+def test_a_load_through_a_server_that_stops_ends_and_says_how_far_it_got(tmp_path: Path):
+    url = store_url_for("duckdb", tmp_path)
+    data = demo_jsonl()
+    total = data.count(b"\n")
+    with running_server(url) as (_, server):
+        loader = _loader(parley_command("ingest", "-"), url, stdin=subprocess.PIPE)  # through the server
+        try:
+            loader.stdin.write(data)  # and left open
+            loader.stdin.flush()
+            # Two chunks sent and answered, one at a time: the loader waits for the third's lines.
+            deadline = time.monotonic() + 60
+            while not _waits_for_lines(loader):
+                assert loader.poll() is None and time.monotonic() < deadline, "the loader never waited for lines"
+                time.sleep(0.02)
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=60) == 0
+            # Standard input closed: the third chunk ends, and its request finds no server.
+            stdout, stderr = (output.decode() for output in loader.communicate(timeout=60))
+            assert loader.returncode == 1, stderr
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(loader.pid, signal.SIGKILL)
+            loader.wait()
+    # A traceback of httpx's ConnectError before, and no report.
+    assert stdout == f"accepted {2 * CHUNK_LINES}, duplicates 0, rejected 0\n"
+    assert re.search(
+        rf"error: the Parley server stopped answering \(.+\); stopped after line {2 * CHUNK_LINES}, every line up "
+        r"to it stored \(as reported\); loading the same lines again adds the rest$",
+        stderr.strip(),
+    ), stderr
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(data)
+    again = run_cli(url, "ingest", str(path))  # the store opened directly, the server gone
+    assert f"accepted {total - 2 * CHUNK_LINES}, duplicates {2 * CHUNK_LINES}, rejected 0" in again.stdout
 
 
 def test_a_demo_stopped_by_sigterm_names_the_command_that_adds_the_rest(tmp_path: Path):

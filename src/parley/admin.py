@@ -15,7 +15,7 @@ import socket
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -24,9 +24,6 @@ from parley.ingest.service import Chunk, LinesReport, ingest_chunks
 from parley.settings import Settings
 from parley.store.port import ApiKeyRecord, Store, StoreLocked, StoreUnavailable, open_configured_store
 from parley.store.urls import parse_database_url
-
-if TYPE_CHECKING:
-    import httpx
 
 ADMIN_TIMEOUT_S = 600.0
 
@@ -202,12 +199,18 @@ class ServerOperator:
 
     @property
     def api_url(self) -> str:
-        return self._answer(self.client.get("/health"))["api"]
+        return self._request("GET", "/health")["api"]
 
     def _post(self, url: str, **kwargs: object) -> Any:
-        return self._answer(self.client.post(url, **kwargs))  # type: ignore[arg-type]
+        return self._request("POST", url, **kwargs)
 
-    def _answer(self, response: httpx.Response) -> Any:
+    def _request(self, method: str, url: str, **kwargs: object) -> Any:
+        import httpx
+
+        try:
+            response = self.client.request(method, url, **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError as err:  # the server stopped (a bulk load through it outlived it)
+            raise ChannelError(f"the Parley server stopped answering ({err})") from err
         if response.status_code == 503:
             raise StoreUnavailable(response.json().get("detail", response.text))
         if response.status_code >= 400:
@@ -219,7 +222,7 @@ class ServerOperator:
         return self._post("/keys", json=payload)["key"]
 
     def list_keys(self) -> list[KeyInfo]:
-        return [KeyInfo.model_validate(key) for key in self._answer(self.client.get("/keys"))]
+        return [KeyInfo.model_validate(key) for key in self._request("GET", "/keys")]
 
     def revoke_key(self, key_or_id: str) -> Revoked:
         return Revoked.model_validate(self._post("/keys/revoke", json={"key_id": key_id_of(key_or_id)}))

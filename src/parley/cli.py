@@ -240,8 +240,8 @@ def load_chunks(
     op: Operator, chunks: Iterable[Chunk], *, org: str | None, total_bytes: int | None, stop: LoadStop
 ) -> Load:
     """Send chunks of lines to the store (directly or through the server), with progress,
-    until ``stop`` ends the reading, a worker dies or the store fails, then have the store
-    lay out in time order what came out of it (unless it failed: it cannot write now)."""
+    until ``stop`` ends the reading, a worker dies, or the store or the server fails, then
+    have the store lay out in time order what came out of it (unless it failed)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     load = Load()
@@ -262,7 +262,7 @@ def load_chunks(
                 progress.update(task, advance=chunk.nbytes, events=load.report.accepted + load.report.duplicates)
         except BrokenProcessPool:
             load.worker_died = not stop.broke()
-        except StoreUnavailable as err:
+        except (StoreUnavailable, ChannelError) as err:  # the store cannot write; the server stopped
             load.failure = str(err)
     if load.failure is None:
         op.reorder()
