@@ -75,6 +75,16 @@ def _ready_workers(loader: subprocess.Popen) -> list[int]:
         time.sleep(0.02)
 
 
+def _loading_again_adds_the_rest(url: str, tmp_path: Path, data: bytes, stored: int) -> None:
+    """Exactly lines 1 to ``stored`` are stored: loading them all again finds them, and the
+    rest is new."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(data)
+    again = run_cli(url, "ingest", str(path))
+    lines = data.count(b"\n")
+    assert f"accepted {lines - stored}, duplicates {stored}, rejected 0" in again.stdout
+
+
 @pytest.mark.parametrize(
     ("signal_", "whole_group"),
     [
@@ -91,8 +101,7 @@ def test_a_load_stopped_by_a_signal_stores_what_it_reports_and_no_more(
     store_url: str, tmp_path: Path, signal_: signal.Signals, whole_group: bool
 ):
     data = demo_jsonl()
-    total = data.count(b"\n")
-    assert total > 2 * CHUNK_LINES
+    assert data.count(b"\n") > 2 * CHUNK_LINES
     loader = _loader(parley_command("ingest", "-"), store_url, stdin=subprocess.PIPE)
     try:
         loader.stdin.write(data)  # and left open: the loader waits for the rest of its third chunk
@@ -112,11 +121,7 @@ def test_a_load_stopped_by_a_signal_stores_what_it_reports_and_no_more(
         f"stopped by {signal_.name} after line {reported}, every line up to it stored (as reported);"
         " loading the same lines again adds the rest"
     ) in stderr
-    # Exactly the lines reported are stored: loading them all again finds them, and the rest is new.
-    path = tmp_path / "events.jsonl"
-    path.write_bytes(data)
-    again = run_cli(store_url, "ingest", str(path))
-    assert f"accepted {total - int(reported)}, duplicates {reported}, rejected 0" in again.stdout
+    _loading_again_adds_the_rest(store_url, tmp_path, data, int(reported))
 
 
 def _idle(pids: list[int], *, quiet: float = 0.5, within: float = 60) -> None:
@@ -150,8 +155,7 @@ def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: s
     # Two orgs' copies of the demo data: four whole chunks, so that two workers start.
     demo = demo_jsonl()
     data = demo + demo.replace(b'{"org":"', b'{"org":"copy-')
-    total = data.count(b"\n")
-    assert total > 4 * CHUNK_LINES
+    assert data.count(b"\n") > 4 * CHUNK_LINES
     loader = _loader(parley_command("ingest", "-"), store_url, stdin=subprocess.PIPE)
     try:
         loader.stdin.write(data)  # and left open
@@ -184,16 +188,12 @@ def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: s
         "stopped: a worker process of the load was killed (the OOM killer, or SIGKILL) after line "
         f"{CHUNK_LINES}, every line up to it stored (as reported); loading the same lines again adds the rest"
     ) in stderr
-    path = tmp_path / "events.jsonl"
-    path.write_bytes(data)
-    again = run_cli(store_url, "ingest", str(path))
-    assert f"accepted {total - CHUNK_LINES}, duplicates {CHUNK_LINES}, rejected 0" in again.stdout
+    _loading_again_adds_the_rest(store_url, tmp_path, data, CHUNK_LINES)
 
 
 def test_a_load_through_a_server_that_stops_ends_and_says_how_far_it_got(tmp_path: Path):
     url = store_url_for("duckdb", tmp_path)
     data = demo_jsonl()
-    total = data.count(b"\n")
     with running_server(url) as (_, server):
         loader = _loader(parley_command("ingest", "-"), url, stdin=subprocess.PIPE)  # through the server
         try:
@@ -220,10 +220,7 @@ def test_a_load_through_a_server_that_stops_ends_and_says_how_far_it_got(tmp_pat
         r"to it stored \(as reported\); loading the same lines again adds the rest$",
         stderr.strip(),
     ), stderr
-    path = tmp_path / "events.jsonl"
-    path.write_bytes(data)
-    again = run_cli(url, "ingest", str(path))  # the store opened directly, the server gone
-    assert f"accepted {total - 2 * CHUNK_LINES}, duplicates {2 * CHUNK_LINES}, rejected 0" in again.stdout
+    _loading_again_adds_the_rest(url, tmp_path, data, 2 * CHUNK_LINES)  # the store opened directly
 
 
 def test_a_demo_stopped_by_sigterm_names_the_command_that_adds_the_rest(tmp_path: Path):
