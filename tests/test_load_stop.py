@@ -14,6 +14,8 @@ import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -42,8 +44,11 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _loader(command: list[str], url: str, **kwargs: object) -> subprocess.Popen:
-    return subprocess.Popen(
+@contextmanager
+def _loader(command: list[str], url: str, **kwargs: object) -> Iterator[subprocess.Popen]:
+    """The command running as a terminal's job; on the way out, whatever is left of its
+    group (on a failure) is killed."""
+    process = subprocess.Popen(
         command,
         env=cli_env(url),
         stdout=subprocess.PIPE,
@@ -52,6 +57,12 @@ def _loader(command: list[str], url: str, **kwargs: object) -> subprocess.Popen:
         preexec_fn=_default_sigint,
         **kwargs,  # type: ignore[arg-type]
     )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _leaves_signals_to_its_loader(pid: int) -> bool:
@@ -102,8 +113,7 @@ def test_a_load_stopped_by_a_signal_stores_what_it_reports_and_no_more(
 ):
     data = demo_jsonl()
     assert data.count(b"\n") > 2 * CHUNK_LINES
-    loader = _loader(parley_command("ingest", "-"), store_url, stdin=subprocess.PIPE)
-    try:
+    with _loader(parley_command("ingest", "-"), store_url, stdin=subprocess.PIPE) as loader:
         loader.stdin.write(data)  # and left open: the loader waits for the rest of its third chunk
         loader.stdin.flush()
         workers = _ready_workers(loader)
@@ -111,10 +121,6 @@ def test_a_load_stopped_by_a_signal_stores_what_it_reports_and_no_more(
         stdout, stderr = (output.decode() for output in loader.communicate(timeout=60))
         assert loader.returncode == 128 + signal_, stderr
         assert still_alive(workers, within=30) == []
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(loader.pid, signal.SIGKILL)
-        loader.wait()
     (reported,) = re.findall(r"^accepted (\d+), duplicates 0, rejected 0$", stdout, re.MULTILINE)
     assert int(reported) == 2 * CHUNK_LINES  # the two whole chunks read: the second was with a worker
     assert (
@@ -156,8 +162,7 @@ def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: s
     demo = demo_jsonl()
     data = demo + demo.replace(b'{"org":"', b'{"org":"copy-')
     assert data.count(b"\n") > 4 * CHUNK_LINES
-    loader = _loader(parley_command("ingest", "-"), store_url, stdin=subprocess.PIPE)
-    try:
+    with _loader(parley_command("ingest", "-"), store_url, stdin=subprocess.PIPE) as loader:
         loader.stdin.write(data)  # and left open
         loader.stdin.flush()
         _ready_workers(loader)
@@ -177,10 +182,6 @@ def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: s
         # Standard input closed: the last chunk ends, and the load finds its pool broken.
         stdout, stderr = (output.decode() for output in loader.communicate(timeout=60))
         assert loader.returncode == 1, stderr
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(loader.pid, signal.SIGKILL)
-        loader.wait()
     # The first chunk was stored by the loader itself; the next three, prepared by the
     # workers, wait to be stored with others, and none came before the pool broke.
     assert stdout == f"accepted {CHUNK_LINES}, duplicates 0, rejected 0\n"
@@ -194,25 +195,22 @@ def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: s
 def test_a_load_through_a_server_that_stops_ends_and_says_how_far_it_got(tmp_path: Path):
     url = store_url_for("duckdb", tmp_path)
     data = demo_jsonl()
-    with running_server(url) as (_, server):
-        loader = _loader(parley_command("ingest", "-"), url, stdin=subprocess.PIPE)  # through the server
-        try:
-            loader.stdin.write(data)  # and left open
-            loader.stdin.flush()
-            # Two chunks sent and answered, one at a time: the loader waits for the third's lines.
-            deadline = time.monotonic() + 60
-            while not _waits_for_lines(loader):
-                assert loader.poll() is None and time.monotonic() < deadline, "the loader never waited for lines"
-                time.sleep(0.02)
-            server.send_signal(signal.SIGTERM)
-            assert server.wait(timeout=60) == 0
-            # Standard input closed: the third chunk ends, and its request finds no server.
-            stdout, stderr = (output.decode() for output in loader.communicate(timeout=60))
-            assert loader.returncode == 1, stderr
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(loader.pid, signal.SIGKILL)
-            loader.wait()
+    with (
+        running_server(url) as (_, server),
+        _loader(parley_command("ingest", "-"), url, stdin=subprocess.PIPE) as loader,  # through the server
+    ):
+        loader.stdin.write(data)  # and left open
+        loader.stdin.flush()
+        # Two chunks sent and answered, one at a time: the loader waits for the third's lines.
+        deadline = time.monotonic() + 60
+        while not _waits_for_lines(loader):
+            assert loader.poll() is None and time.monotonic() < deadline, "the loader never waited for lines"
+            time.sleep(0.02)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+        # Standard input closed: the third chunk ends, and its request finds no server.
+        stdout, stderr = (output.decode() for output in loader.communicate(timeout=60))
+        assert loader.returncode == 1, stderr
     # A traceback of httpx's ConnectError before, and no report.
     assert stdout == f"accepted {2 * CHUNK_LINES}, duplicates 0, rejected 0\n"
     assert re.search(
@@ -226,8 +224,7 @@ def test_a_load_through_a_server_that_stops_ends_and_says_how_far_it_got(tmp_pat
 def test_a_demo_stopped_by_sigterm_names_the_command_that_adds_the_rest(tmp_path: Path):
     url = store_url_for("duckdb", tmp_path)
     wal = Path(url.removeprefix("duckdb://") + ".wal")
-    demo = _loader(parley_command("demo", "--scale", "S"), url)
-    try:
+    with _loader(parley_command("demo", "--scale", "S"), url) as demo:
         deadline = time.monotonic() + 120
         # Its first chunk is stored: a chunk's rows take megabytes of log, the tables' creation kilobytes.
         while not (wal.exists() and wal.stat().st_size > 1_000_000):
@@ -235,10 +232,6 @@ def test_a_demo_stopped_by_sigterm_names_the_command_that_adds_the_rest(tmp_path
             time.sleep(0.02)
         demo.send_signal(signal.SIGTERM)
         stdout, stderr = (output.decode() for output in demo.communicate(timeout=120))
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(demo.pid, signal.SIGKILL)
-        demo.wait()
     assert demo.returncode == 128 + signal.SIGTERM, stderr
     (reported,) = re.fullmatch(r"accepted (\d+), duplicates 0, rejected 0\n", stdout).groups()  # no keys, no curls
     stopped = re.search(
