@@ -16,6 +16,7 @@ import httpx
 import orjson
 
 from parley.bench import free_port
+from parley.child_process import stop
 from parley.demo import SCALES, generate
 
 STARTUP_TIMEOUT_S = 30
@@ -101,12 +102,7 @@ def running_server(
         yield base, process
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, within=20)
         if process.stdout:
             process.stdout.close()
 

@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import orjson
 
-from parley.child_process import ended_with
+from parley.child_process import ended_with, stop
 from parley.demo import SCALES, generate, workspaces
 from parley.ingest.service import collector_paused
 from parley.store.port import open_store
@@ -200,12 +200,7 @@ def _server(database_url: str, probe: Callable[[str], bool]) -> Iterator[tuple[s
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Stop a server and wait for it to end (SIGKILL after a minute)."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop(process, within=60)
     _SERVING.discard(process)
 
 

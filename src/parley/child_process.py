@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -33,3 +34,13 @@ def ended_with(parent: int, signum: int = signal.SIGTERM) -> Callable[[], None] 
             os.kill(os.getpid(), signum)
 
     return ask
+
+
+def stop(process: subprocess.Popen, *, within: float) -> None:
+    """End a child by SIGTERM and wait for it; SIGKILL if it has not ended ``within`` seconds."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
