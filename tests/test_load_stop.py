@@ -75,11 +75,16 @@ def _leaves_signals_to_its_loader(pid: int) -> bool:
     return False
 
 
+def _workers(loader: subprocess.Popen) -> list[int]:
+    """The loader's worker processes alive (not their resource tracker)."""
+    return [pid for pid, command in multiprocessing_children(loader.pid) if b"spawn_main" in command]
+
+
 def _ready_workers(loader: subprocess.Popen) -> list[int]:
     """The loader's worker processes, once one has started and set its signals."""
     deadline = time.monotonic() + 60
     while True:
-        workers = [pid for pid, command in multiprocessing_children(loader.pid) if b"spawn_main" in command]
+        workers = _workers(loader)
         if workers and all(_leaves_signals_to_its_loader(pid) for pid in workers):
             return workers
         assert loader.poll() is None and time.monotonic() < deadline, "no worker got ready"
@@ -168,7 +173,7 @@ def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: s
         _ready_workers(loader)
         # Not while one sends its chunk back: the pool's reader would wait forever for the
         # rest of it (the standard library's ProcessPoolExecutor; 1 load of 20 so killed hung).
-        workers = [pid for pid, command in multiprocessing_children(loader.pid) if b"spawn_main" in command]
+        workers = _workers(loader)  # the second may have started after the first was ready
         _idle(workers)
         assert len(workers) >= 2
         # Of idle workers, one holds their queue's lock, reading; the others wait for the lock.
