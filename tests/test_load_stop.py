@@ -162,36 +162,62 @@ def _waits_for_lines(loader: subprocess.Popen) -> bool:
     return _reading(loader.pid)
 
 
-def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: str, tmp_path: Path):
-    # Two orgs' copies of the demo data: four whole chunks, so that two workers start.
+def _sending(pid: int) -> bool:
+    """Whether ``pid`` waits to write to a full pipe or socket (``/proc/PID/wchan``:
+    ``pipe_write``, ``sock_alloc_send_pskb``), as a worker sending its chunk back to a
+    loader that does not read it does."""
+    wchan = Path(f"/proc/{pid}/wchan").read_text()
+    return "pipe_write" in wchan or "send" in wchan
+
+
+def _held_while_sending(loader: subprocess.Popen, workers: list[int]) -> int:
+    """Stop the loader (SIGSTOP) while a worker prepares a chunk, so that the worker, done,
+    blocks in the middle of sending it back; that worker's pid."""
+    for _ in range(20):
+        busy = [cpu_ticks(pid) for pid in workers]
+        deadline = time.monotonic() + 10
+        while [cpu_ticks(pid) for pid in workers] == busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(loader.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            senders = [pid for pid in workers if _sending(pid)]
+            if senders:
+                return senders[0]
+            time.sleep(0.01)
+        os.kill(loader.pid, signal.SIGCONT)
+    pytest.fail("no worker was caught sending its chunk back")
+
+
+@pytest.mark.parametrize("when", ["waiting", "sending"])
+def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: str, tmp_path: Path, when: str):
+    # Two orgs' copies of the demo data: four whole chunks, the last three for the workers.
     demo = demo_jsonl()
     data = demo + demo.replace(b'{"org":"', b'{"org":"copy-')
-    assert data.count(b"\n") > 4 * CHUNK_LINES
+    assert 4 * CHUNK_LINES < data.count(b"\n") < 5 * CHUNK_LINES
     with _loader(parley_command("ingest", "-"), store_url, stdin=subprocess.PIPE) as loader:
         loader.stdin.write(data)  # and left open
         loader.stdin.flush()
-        _ready_workers(loader)
-        # Not while one sends its chunk back: the pool's reader would wait forever for the
-        # rest of it (the standard library's ProcessPoolExecutor; 1 load of 20 so killed hung).
-        workers = _workers(loader)  # the second may have started after the first was ready
-        _idle(workers)
-        assert len(workers) >= 2
-        # Of idle workers, one holds their queue's lock, reading; the others wait for the lock.
-        readers = [pid for pid in workers if _reading(pid)]
-        assert len(readers) == 1, {pid: Path(f"/proc/{pid}/wchan").read_text() for pid in workers}
-        # As the OOM killer might. The pool ends the other workers, which wait for the queue's
-        # lock that the dead one held, and ignore SIGTERM, which the pool used to send them:
-        # they lived on, and the load waited for them forever.
-        os.kill(readers[0], signal.SIGKILL)
-        assert still_alive(workers, within=30) == []
-        # Standard input closed: the last chunk ends, and the load finds its pool broken.
+        workers = _ready_workers(loader)
+        assert len(workers) == 2
+        if when == "waiting":
+            _idle(workers)  # done with their chunks, waiting for the next
+            killed = workers[0]
+        else:
+            # Killed in the middle of a message: the standard library's ProcessPoolExecutor,
+            # which shares one pipe of results, then waited forever for the rest of it.
+            killed = _held_while_sending(loader, workers)
+        os.kill(killed, signal.SIGKILL)  # as the OOM killer might
+        os.kill(loader.pid, signal.SIGCONT)
+        # Standard input closed: the last chunk ends, and the load meets the dead worker.
         stdout, stderr = (output.decode() for output in loader.communicate(timeout=60))
         assert loader.returncode == 1, stderr
+        assert still_alive(workers, within=30) == []
     # The first chunk was stored by the loader itself; the next three, prepared by the
-    # workers, wait to be stored with others, and none came before the pool broke.
+    # workers, wait to be stored together with the fourth, one of them never to come.
     assert stdout == f"accepted {CHUNK_LINES}, duplicates 0, rejected 0\n"
     assert (
-        "stopped: a worker process of the load was killed (the OOM killer, or SIGKILL) after line "
+        "stopped: a worker process of the load was killed by SIGKILL (the OOM killer's, or kill -9) after line "
         f"{CHUNK_LINES}, every line up to it stored (as reported); loading the same lines again adds the rest"
     ) in stderr
     _loading_again_adds_the_rest(store_url, tmp_path, data, CHUNK_LINES)

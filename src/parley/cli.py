@@ -12,7 +12,6 @@ import signal
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydantic import ValidationError
 from parley.admin import ChannelError, KeyInfo, Operator, operator
 from parley.ingest.service import Chunk, LinesReport, collect_young_less_often
 from parley.ingest.stop import LoadStop
+from parley.ingest.workers import WorkerDied
 from parley.settings import Settings
 from parley.store.port import StoreLocked, StoreUnavailable
 
@@ -227,12 +227,12 @@ def _event_lines(events: Iterable[dict]) -> Iterator[bytes]:
 @dataclass
 class Load:
     """How a bulk load went: its report, the last line stored (each chunk is reported once
-    it is stored, so every line up to it is), whether a worker process died, and why the
-    store failed, if it did."""
+    it is stored, so every line up to it is), the death of a worker process, and why the
+    store failed, if they did."""
 
     report: LinesReport = field(default_factory=LinesReport)
     last_line: int = 0
-    worker_died: bool = False
+    worker_died: WorkerDied | None = None
     failure: str | None = None
 
 
@@ -260,8 +260,9 @@ def load_chunks(
                 load.report.merge(report)
                 load.last_line = chunk.first_line + len(chunk.lines) - 1
                 progress.update(task, advance=chunk.nbytes, events=load.report.accepted + load.report.duplicates)
-        except BrokenProcessPool:
-            load.worker_died = not stop.broke()
+        except WorkerDied as died:
+            if not stop.broke():
+                load.worker_died = died
         except (StoreUnavailable, ChannelError) as err:  # the store cannot write; the server stopped
             load.failure = str(err)
     if load.failure is None:
@@ -275,9 +276,10 @@ def _report_cut_short(stop: LoadStop, load: Load, *, unit: str, again: str) -> N
     that ended."""
     if load.failure is not None:
         cause, code = f"error: {load.failure}; stopped", 1
-    elif load.worker_died:
-        # Its exit code is the pool's to know, not ours: SIGKILL, the OOM killer's, is the likely one.
-        cause, code = "stopped: a worker process of the load was killed (the OOM killer, or SIGKILL)", 1
+    elif load.worker_died is not None:
+        died = load.worker_died
+        likely = " (the OOM killer's, or kill -9)" if died.exitcode == -signal.SIGKILL else ""
+        cause, code = f"stopped: {died}{likely}", 1
     elif stop.cut_short:
         assert stop.signum is not None  # cut short by a signal
         cause, code = f"stopped by {signal.Signals(stop.signum).name}", 128 + stop.signum

@@ -8,12 +8,11 @@ JSONL loader (``parley ingest``) come through here.
 from __future__ import annotations
 
 import gc
-import multiprocessing.context
 import os
 import signal
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -23,6 +22,7 @@ import pyarrow as pa
 
 from parley.child_process import ended_with
 from parley.ingest.events import NOT_A_PATH_SEGMENT, Event, InvalidEvent, validate_event
+from parley.ingest.workers import WorkerPool
 from parley.store.port import Store
 from parley.store.schema import ColumnBatch, column_batch, joined_batches
 
@@ -47,38 +47,20 @@ def collect_young_less_often() -> None:
 
 def _start_worker(loader: int) -> None:
     """A bulk load's worker leaves SIGINT and SIGTERM to its ``loader``, which stops the
-    load through its clean-up (``parley.ingest.stop``): a terminal's Ctrl-C and
-    ``timeout``'s SIGTERM reach the whole process group. A worker they ended could die
-    while sending a chunk back, and the pool's reader then waited forever for the rest
-    of it (2 of 18 loads so stopped hung, with a SIGTERM to the group). It ends with its
-    loader (SIGKILL: it holds nothing to clean up): killed outright (SIGKILL, the OOM
-    killer), the loader left its workers waiting forever for their next chunk, 70 to 200
-    MB each. And it collects its young objects less often."""
+    load through its clean-up (``parley.ingest.stop``), the workers' chunks stored: a
+    terminal's Ctrl-C and ``timeout``'s SIGTERM reach the whole process group. (With the
+    standard library's pool, a worker they ended could die while sending a chunk back,
+    and the pool waited forever for the rest of it: 2 of 18 loads so stopped hung, with
+    a SIGTERM to the group; see ``parley.ingest.workers``.) It ends with its loader
+    (SIGKILL: it holds nothing to clean up): killed outright (SIGKILL, the OOM killer),
+    the loader left its workers waiting forever for their next chunk, 70 to 200 MB each.
+    And it collects its young objects less often."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     end = ended_with(loader, signal.SIGKILL)
     if end is not None:
         end()
     collect_young_less_often()
-
-
-class _Worker(multiprocessing.context.SpawnProcess):
-    """A bulk load's worker process, which the pool ends with SIGKILL.
-
-    When one worker dies, the pool ends the others with ``terminate``, a SIGTERM, and waits
-    for them to end: they may wait forever for the lock of the queue of chunks, which the
-    dead one held. The workers ignore SIGTERM (``_start_worker``), so a load whose worker
-    was killed outright (SIGKILL, the OOM killer) waited forever: 4 loads of 4, before
-    this class (``tests/test_load_stop.py``)."""
-
-    def terminate(self) -> None:
-        self.kill()
-
-
-class _WorkerContext(multiprocessing.context.SpawnContext):
-    """Spawned workers (each starts its own interpreter), as ``_Worker`` processes."""
-
-    Process = _Worker
 
 
 @contextmanager
@@ -357,12 +339,10 @@ def _ingest_chunks(
         return
     workers = workers or os.cpu_count() or 1
     pending: deque[tuple[Chunk, Future[PreparedLines]]] = deque()
-    with ProcessPoolExecutor(
-        workers, mp_context=_WorkerContext(), initializer=_start_worker, initargs=(os.getpid(),)
-    ) as pool:
+    with WorkerPool(workers, prepare_lines, initializer=_start_worker, initargs=(os.getpid(),)) as pool:
 
         def submit(chunk: Chunk) -> None:
-            pending.append((chunk, pool.submit(prepare_lines, chunk.lines, first_line=chunk.first_line, org=org)))
+            pending.append((chunk, pool.submit(chunk.lines, first_line=chunk.first_line, org=org)))
 
         def store_next() -> Iterator[tuple[Chunk, LinesReport]]:
             group = [pending.popleft() for _ in range(min(together, len(pending)))]

@@ -1,0 +1,227 @@
+"""Worker processes for a bulk load, each with a pipe of its own, that end cleanly when one dies.
+
+The standard library's ``ProcessPoolExecutor`` shares one pipe of results among its
+workers, and the loader keeps a copy of its writing end. A worker killed outright
+(SIGKILL, the OOM killer) while it sent a chunk back left the pool's reader waiting for
+the rest of the message, which could never come and never end: 1 load of 20 so killed
+hung. Nor does it say how its worker died.
+
+Here each worker has a pipe of its own, and only the worker holds its far end: the
+loader's thread for that worker sees the end of the pipe as soon as the worker is gone,
+in the middle of a message or between two, and the load ends with ``WorkerDied``, which
+names the signal or the exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import queue
+import signal
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, Generic, TypeVar
+
+R = TypeVar("R")
+
+# Tasks a worker is sent before its first result comes back: one to do, the next read by
+# the worker meanwhile.
+AHEAD = 2
+# How long ``close`` waits for a worker to end once its pipe is closed, before SIGKILL.
+ENDING_S = 5.0
+
+
+class WorkerDied(Exception):
+    """A worker process ended before it sent back what it was given to do."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        self.exitcode = exitcode
+        super().__init__(f"a worker process of the load {self.how}")
+
+    @property
+    def how(self) -> str:
+        """How the worker ended: ``was killed by SIGKILL``, ``exited with code 1``."""
+        code = self.exitcode
+        if code is None:
+            return "ended"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"was killed by {name}"
+        return f"exited with code {code}"
+
+
+class WorkerFailed(Exception):
+    """The work raised an exception in a worker process; its traceback is the message."""
+
+
+def _serve(
+    connection: Connection, work: Callable[..., Any], initializer: Callable[..., None] | None, initargs: tuple
+) -> None:
+    """A worker's life: do ``work`` on each set of arguments the loader sends, and send back
+    the result (or the traceback of its exception), until the loader closes its end.
+
+    A thread reads the next task while the worker does one, so that the worker need not
+    wait for the loader between two tasks, nor the loader's send for the worker."""
+    if initializer is not None:
+        initializer(*initargs)
+    tasks: queue.SimpleQueue[tuple[tuple, dict] | None] = queue.SimpleQueue()
+
+    def read() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            while True:
+                tasks.put(connection.recv())
+        tasks.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    while (task := tasks.get()) is not None:
+        args, kwargs = task
+        try:
+            outcome = (True, work(*args, **kwargs))
+        except Exception:
+            outcome = (False, traceback.format_exc())
+        connection.send(outcome)
+
+
+class WorkerPool(Generic[R]):
+    """``count`` spawned processes that do ``work`` on what ``submit`` gives them, each
+    task to whichever worker is free first.
+
+    A thread of this process serves each worker: it keeps the worker ``AHEAD`` tasks
+    ahead, and reads their results, in order, into the tasks' futures. Once a worker dies,
+    its tasks and every task not yet sent fail with ``WorkerDied``. Use it as a context
+    manager: leaving it drops the tasks not sent, lets the workers finish those they have
+    and end, and kills any that has not ended ``ENDING_S`` later.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        work: Callable[..., R],
+        *,
+        initializer: Callable[..., None] | None = None,
+        initargs: tuple = (),
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._tasks: queue.SimpleQueue[tuple[tuple, dict, Future[R]] | None] = queue.SimpleQueue()
+        self._died: WorkerDied | None = None
+        self._processes: list[BaseProcess] = []
+        self._threads: list[threading.Thread] = []
+        try:
+            for _ in range(count):
+                ours, theirs = context.Pipe()
+                process = context.Process(target=_serve, args=(theirs, work, initializer, initargs))
+                process.start()
+                theirs.close()  # the worker's end is the worker's alone: its death ends the pipe
+                self._processes.append(process)
+                thread = threading.Thread(target=self._serve_worker, args=(process, ours), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        except BaseException:
+            self.close()  # the workers started already
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids."""
+        return [process.pid for process in self._processes if process.pid is not None]
+
+    def submit(self, *args: Any, **kwargs: Any) -> Future[R]:
+        future: Future[R] = Future()
+        self._tasks.put((args, kwargs, future))
+        return future
+
+    def _serve_worker(self, process: BaseProcess, connection: Connection) -> None:
+        sent: deque[Future[R]] = deque()
+        ending = False
+        with connection:
+            while True:
+                while not ending and len(sent) < AHEAD:
+                    try:
+                        task = self._tasks.get(block=not sent)
+                    except queue.Empty:
+                        break
+                    if task is None:
+                        ending = True
+                        break
+                    args, kwargs, future = task
+                    if not future.set_running_or_notify_cancel():
+                        continue
+                    if self._died is not None:
+                        future.set_exception(self._died)
+                        continue
+                    try:
+                        message = ForkingPickler.dumps((args, kwargs))
+                    except Exception as exc:  # the caller sees it as its task's failure
+                        future.set_exception(exc)
+                        continue
+                    sent.append(future)
+                    try:
+                        connection.send_bytes(message)
+                    except OSError:  # the worker is gone
+                        self._lost(process, sent)
+                if not sent:
+                    if ending:
+                        return
+                    continue
+                try:
+                    message = connection.recv_bytes()
+                except (EOFError, OSError):  # the worker is gone, maybe in the middle of a message
+                    self._lost(process, sent)
+                    continue
+                future = sent.popleft()
+                try:
+                    done, value = ForkingPickler.loads(message)
+                except Exception as exc:  # as above
+                    future.set_exception(exc)
+                    continue
+                if done:
+                    future.set_result(value)
+                else:
+                    future.set_exception(WorkerFailed(value))
+
+    def _lost(self, process: BaseProcess, sent: deque[Future[R]]) -> None:
+        """A worker is gone: its tasks fail, and so will every task not yet sent."""
+        _end(process)
+        self._died = self._died or WorkerDied(process.exitcode)
+        while sent:
+            sent.popleft().set_exception(self._died)
+
+    def __enter__(self) -> WorkerPool[R]:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop the tasks not sent, let the workers finish those they have and end, and
+        kill any that has not ended ``ENDING_S`` later."""
+        while True:
+            try:
+                task = self._tasks.get_nowait()
+            except queue.Empty:
+                break
+            if task is not None:
+                task[2].cancel()
+        for _ in self._threads:
+            self._tasks.put(None)
+        for thread in self._threads:
+            thread.join(ENDING_S)
+        for process in self._processes:
+            _end(process)
+
+
+def _end(process: BaseProcess) -> None:
+    """Wait for ``process`` to end, and kill it if it has not ``ENDING_S`` later."""
+    process.join(ENDING_S)
+    if process.is_alive():
+        process.kill()
+        process.join()
