@@ -4,6 +4,9 @@ worker that exits. (A worker killed during a real load: tests/test_load_stop.py.
 from __future__ import annotations
 
 import os
+import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +50,18 @@ def test_a_worker_that_exits_fails_its_task_and_every_later_one():
         with pytest.raises(WorkerDied):
             pool.submit(3).result(timeout=60)
     assert still_alive(pids, within=10) == []
+
+
+def test_a_worker_killed_while_it_waits_fails_every_later_task():
+    # As the standard library's pool breaks: whichever worker a task would have gone to.
+    with WorkerPool(2, _square_or_fail) as pool:
+        assert pool.submit(2).result(timeout=60) == 4
+        killed = pool.pids[0]
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{killed}").exists():  # until the pool has reaped it
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for future in [pool.submit(n) for n in range(4)]:
+            with pytest.raises(WorkerDied, match=r"^a worker process of the load was killed by SIGKILL$"):
+                future.result(timeout=60)

@@ -35,6 +35,8 @@ R = TypeVar("R")
 AHEAD = 2
 # How long ``close`` waits for a worker to end once its pipe is closed, before SIGKILL.
 ENDING_S = 5.0
+# How often a worker's thread, waiting for a task, looks whether its worker still runs.
+WATCHING_S = 0.2
 
 
 class WorkerDied(Exception):
@@ -96,8 +98,9 @@ class WorkerPool(Generic[R]):
     task to whichever worker is free first.
 
     A thread of this process serves each worker: it keeps the worker ``AHEAD`` tasks
-    ahead, and reads their results, in order, into the tasks' futures. Once a worker dies,
-    its tasks and every task not yet sent fail with ``WorkerDied``. Use it as a context
+    ahead, and reads their results, in order, into the tasks' futures. Once a worker dies
+    (doing a task or waiting for one), its tasks and every task not yet sent fail with
+    ``WorkerDied``, as the standard library's pool breaks. Use it as a context
     manager: leaving it drops the tasks not sent, lets the workers finish those they have
     and end, and kills any that has not ended ``ENDING_S`` later.
     """
@@ -140,60 +143,78 @@ class WorkerPool(Generic[R]):
         return future
 
     def _serve_worker(self, process: BaseProcess, connection: Connection) -> None:
+        with connection:
+            ended = self._keep_busy(process, connection)
+        if ended:
+            return
+        died = self._lost(process)  # every task left fails, until the pool closes
+        while (task := self._tasks.get()) is not None:
+            if task[2].set_running_or_notify_cancel():
+                task[2].set_exception(died)
+
+    def _keep_busy(self, process: BaseProcess, connection: Connection) -> bool:
+        """Keep the worker ``AHEAD`` tasks ahead and read their results into their futures,
+        until the pool closes (True) or the worker is gone (False, its tasks failed)."""
         sent: deque[Future[R]] = deque()
         ending = False
-        with connection:
-            while True:
-                while not ending and len(sent) < AHEAD:
-                    try:
-                        task = self._tasks.get(block=not sent)
-                    except queue.Empty:
+        while True:
+            while not ending and len(sent) < AHEAD:
+                try:
+                    task = self._tasks.get(timeout=WATCHING_S) if not sent else self._tasks.get_nowait()
+                except queue.Empty:
+                    if sent:
                         break
-                    if task is None:
-                        ending = True
-                        break
-                    args, kwargs, future = task
-                    if not future.set_running_or_notify_cancel():
-                        continue
-                    if self._died is not None:
-                        future.set_exception(self._died)
-                        continue
-                    try:
-                        message = ForkingPickler.dumps((args, kwargs))
-                    except Exception as exc:  # the caller sees it as its task's failure
-                        future.set_exception(exc)
-                        continue
-                    sent.append(future)
-                    try:
-                        connection.send_bytes(message)
-                    except OSError:  # the worker is gone
-                        self._lost(process, sent)
-                if not sent:
-                    if ending:
-                        return
+                    if not process.is_alive():  # dead while it waited for a task
+                        return False
+                    continue
+                if task is None:
+                    ending = True
+                    break
+                args, kwargs, future = task
+                if not future.set_running_or_notify_cancel():
+                    continue
+                if self._died is not None:  # another worker is gone
+                    future.set_exception(self._died)
                     continue
                 try:
-                    message = connection.recv_bytes()
-                except (EOFError, OSError):  # the worker is gone, maybe in the middle of a message
-                    self._lost(process, sent)
-                    continue
-                future = sent.popleft()
-                try:
-                    done, value = ForkingPickler.loads(message)
-                except Exception as exc:  # as above
+                    message = ForkingPickler.dumps((args, kwargs))
+                except Exception as exc:  # the caller sees it as its task's failure
                     future.set_exception(exc)
                     continue
-                if done:
-                    future.set_result(value)
-                else:
-                    future.set_exception(WorkerFailed(value))
+                sent.append(future)
+                try:
+                    connection.send_bytes(message)
+                except OSError:  # the worker is gone
+                    return self._fail(sent, process)
+            if not sent:
+                return True  # ending, with nothing left to read
+            try:
+                message = connection.recv_bytes()
+            except (EOFError, OSError):  # the worker is gone, maybe in the middle of a message
+                return self._fail(sent, process)
+            future = sent.popleft()
+            try:
+                done, value = ForkingPickler.loads(message)
+            except Exception as exc:  # as above
+                future.set_exception(exc)
+                continue
+            if done:
+                future.set_result(value)
+            else:
+                future.set_exception(WorkerFailed(value))
 
-    def _lost(self, process: BaseProcess, sent: deque[Future[R]]) -> None:
-        """A worker is gone: its tasks fail, and so will every task not yet sent."""
+    def _fail(self, sent: deque[Future[R]], process: BaseProcess) -> bool:
+        """Fail the tasks a worker that is gone had; False, for ``_keep_busy``."""
+        died = self._lost(process)
+        while sent:
+            sent.popleft().set_exception(died)
+        return False
+
+    def _lost(self, process: BaseProcess) -> WorkerDied:
+        """The pool's ``WorkerDied``, once a worker is gone: the first to go names it."""
         _end(process)
         self._died = self._died or WorkerDied(process.exitcode)
-        while sent:
-            sent.popleft().set_exception(self._died)
+        return self._died
 
     def __enter__(self) -> WorkerPool[R]:
         return self
