@@ -87,15 +87,15 @@ def _serve(
     while (task := tasks.get()) is not None:
         args, kwargs = task
         try:
-            outcome = (True, work(*args, **kwargs))
-        except Exception:
-            outcome = (False, traceback.format_exc())
-        connection.send(outcome)
+            message = ForkingPickler.dumps((True, work(*args, **kwargs)))
+        except Exception:  # in the work, or a result that cannot be sent
+            message = ForkingPickler.dumps((False, traceback.format_exc()))
+        connection.send_bytes(message)
 
 
 class WorkerPool(Generic[R]):
     """``count`` spawned processes that do ``work`` on what ``submit`` gives them, each
-    task to whichever worker is free first.
+    task to the first worker with room for it.
 
     A thread of this process serves each worker: it keeps the worker ``AHEAD`` tasks
     ahead, and reads their results, in order, into the tasks' futures. Once a worker dies
