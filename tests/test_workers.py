@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -14,10 +15,12 @@ from parley.ingest.workers import WorkerDied, WorkerFailed, WorkerPool
 from tests.processes import still_alive
 
 
-def _square_or_fail(n: int, *, exit_on: int | None = None) -> int:
+def _square_or_fail(n: int, *, exit_on: int | None = None, unsendable: bool = False) -> object:
     """Run in the workers (so at module level, where a spawned process finds it)."""
     if n == exit_on:
         os._exit(3)
+    if unsendable:
+        return threading.Lock()  # cannot be pickled
     if n < 0:
         raise ValueError(f"negative: {n}")
     return n * n
@@ -29,12 +32,16 @@ def test_every_task_comes_back_to_its_own_future():
         assert [future.result(timeout=60) for future in futures] == [n * n for n in range(200)]
 
 
-def test_an_exception_in_a_task_fails_that_task_alone():
+def test_an_exception_in_a_task_or_a_result_that_cannot_be_sent_fails_that_task_alone():
     with WorkerPool(2, _square_or_fail) as pool:
         failing, next_one = pool.submit(-4), pool.submit(5)
         with pytest.raises(WorkerFailed, match="ValueError: negative: -4"):
             failing.result(timeout=60)
         assert next_one.result(timeout=60) == 25
+        unsendable, after = pool.submit(6, unsendable=True), pool.submit(7)
+        with pytest.raises(WorkerFailed, match=r"cannot pickle '_thread\.lock' object"):
+            unsendable.result(timeout=60)
+        assert after.result(timeout=60) == 49
 
 
 def test_a_worker_that_exits_fails_its_task_and_every_later_one():
