@@ -126,6 +126,14 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def reaped(pid: int, *, within: float) -> None:
+    """Wait until ``pid`` is gone from ``/proc``: its parent has reaped it (seen it end)."""
+    deadline = time.monotonic() + within
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, f"{pid} was never reaped"
+        time.sleep(0.01)
+
+
 def still_alive(pids: list[int], *, within: float) -> list[int]:
     """Of ``pids``, those still running once they were given ``within`` seconds to end."""
     deadline = time.monotonic() + within

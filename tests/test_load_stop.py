@@ -30,6 +30,7 @@ from tests.processes import (
     demo_jsonl,
     multiprocessing_children,
     parley_command,
+    reaped,
     run_cli,
     running_server,
     still_alive,
@@ -189,14 +190,6 @@ def _held_while_sending(loader: subprocess.Popen, workers: list[int]) -> int:
     pytest.fail("no worker was caught sending its chunk back")
 
 
-def _reaped(pid: int, within: float = 30) -> None:
-    """Wait until ``pid`` is gone from ``/proc``: its parent has reaped it."""
-    deadline = time.monotonic() + within
-    while Path(f"/proc/{pid}").exists():
-        assert time.monotonic() < deadline, f"{pid} was never reaped"
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize("when", ["waiting", "sending"])
 def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: str, tmp_path: Path, when: str):
     # Two orgs' copies of the demo data: four whole chunks, the last three for the workers.
@@ -217,7 +210,7 @@ def test_a_load_whose_worker_is_killed_ends_and_says_how_far_it_got(store_url: s
             killed = _held_while_sending(loader, workers)
         os.kill(killed, signal.SIGKILL)  # as the OOM killer might
         os.kill(loader.pid, signal.SIGCONT)
-        _reaped(killed)  # the loader has seen it die: so will the chunk that ends the input
+        reaped(killed, within=30)  # the loader has seen it die: so will the chunk that ends the input
         # Standard input closed: the last chunk ends, and the load meets the dead worker.
         stdout, stderr = (output.decode() for output in loader.communicate(timeout=60))
         assert loader.returncode == 1, stderr

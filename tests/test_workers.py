@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
 from parley.ingest.workers import WorkerDied, WorkerFailed, WorkerPool
-from tests.processes import still_alive
+from tests.processes import reaped, still_alive
 
 
 def _square_or_fail(n: int, *, exit_on: int | None = None, unsendable: bool = False) -> object:
@@ -65,10 +63,7 @@ def test_a_worker_killed_while_it_waits_fails_every_later_task():
         assert pool.submit(2).result(timeout=60) == 4
         killed = pool.pids[0]
         os.kill(killed, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while Path(f"/proc/{killed}").exists():  # until the pool has reaped it
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        reaped(killed, within=30)  # the pool has seen it die
         for future in [pool.submit(n) for n in range(4)]:
             with pytest.raises(WorkerDied, match=r"^a worker process of the load was killed by SIGKILL$"):
                 future.result(timeout=60)
