@@ -62,7 +62,8 @@ class WorkerDied(Exception):
 
 
 class WorkerFailed(Exception):
-    """The work raised an exception in a worker process; its traceback is the message."""
+    """The work raised an exception in a worker process, or its result could not be pickled
+    to be sent back; the worker's traceback is the message."""
 
 
 def _serve(
