@@ -82,11 +82,12 @@ def _workers(loader: subprocess.Popen) -> list[int]:
 
 
 def _ready_workers(loader: subprocess.Popen) -> list[int]:
-    """The loader's worker processes, once one has started and set its signals."""
+    """The loader's worker processes, one per core, once every one has started and set its
+    signals."""
     deadline = time.monotonic() + 60
     while True:
         workers = _workers(loader)
-        if workers and all(_leaves_signals_to_its_loader(pid) for pid in workers):
+        if len(workers) == os.cpu_count() and all(_leaves_signals_to_its_loader(pid) for pid in workers):
             return workers
         assert loader.poll() is None and time.monotonic() < deadline, "no worker got ready"
         time.sleep(0.02)
