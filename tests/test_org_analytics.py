@@ -84,6 +84,7 @@ def test_cohorts_hand_worked(client, ingest, admin):
         user("first-instant", D),  # registered on the range's first instant: new on day 1
         user("last-instant", D + timedelta(days=3) - timedelta(microseconds=1)),  # last instant: new on day 3
         user("too-late", D + timedelta(days=3)),
+        user("quiet-new", D + timedelta(days=1, hours=3)),  # active nowhere: new on day 2 all the same
         user("vet-a", D - timedelta(days=30)),
         user("vet-b", D - timedelta(microseconds=1)),  # just before the range: a veteran
         user("vet-outside", D - timedelta(days=5)),  # active only outside the range
@@ -106,7 +107,7 @@ def test_cohorts_hand_worked(client, ingest, admin):
     body = get(client, admin, "user-cohorts-over-time", start_date="2024-05-01", end_date="2024-05-03")
     assert body == {
         "periods": ["2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z", "2024-05-03T00:00:00Z"],
-        "new_users": [1, 0, 1],
+        "new_users": [1, 1, 1],
         "veteran_users": [1, 2, 2],
     }
     mentored = get(
@@ -122,7 +123,7 @@ def test_cohorts_hand_worked(client, ingest, admin):
     weekly = get(
         client, admin, "user-cohorts-over-time", start_date="2024-05-01", end_date="2024-05-03", aggregation="weekly"
     )
-    assert weekly == {"periods": ["2024-04-29T00:00:00Z"], "new_users": [2], "veteran_users": [3]}
+    assert weekly == {"periods": ["2024-04-29T00:00:00Z"], "new_users": [3], "veteran_users": [3]}
 
 
 def test_a_session_arriving_after_its_traces_and_feedback_still_names_their_people(client, ingest, admin):
