@@ -144,19 +144,21 @@ class WorkerPool(Generic[R]):
         return future
 
     def _serve_worker(self, process: BaseProcess, connection: Connection) -> None:
+        sent: deque[Future[R]] = deque()
         with connection:
-            ended = self._keep_busy(process, connection)
-        if ended:
-            return
-        died = self._lost(process)  # every task left fails, until the pool closes
+            if self._keep_busy(process, connection, sent):
+                return
+        died = self._lost(process)  # its tasks fail, and every task left, until the pool closes
+        while sent:
+            sent.popleft().set_exception(died)
         while (task := self._tasks.get()) is not None:
             if task[2].set_running_or_notify_cancel():
                 task[2].set_exception(died)
 
-    def _keep_busy(self, process: BaseProcess, connection: Connection) -> bool:
+    def _keep_busy(self, process: BaseProcess, connection: Connection, sent: deque[Future[R]]) -> bool:
         """Keep the worker ``AHEAD`` tasks ahead and read their results into their futures,
-        until the pool closes (True) or the worker is gone (False, its tasks failed)."""
-        sent: deque[Future[R]] = deque()
+        until the pool closes (True) or the worker is gone (False, its tasks left in
+        ``sent``)."""
         ending = False
         while True:
             while not ending and len(sent) < AHEAD:
@@ -186,13 +188,13 @@ class WorkerPool(Generic[R]):
                 try:
                     connection.send_bytes(message)
                 except OSError:  # the worker is gone
-                    return self._fail(sent, process)
+                    return False
             if not sent:
                 return True  # ending, with nothing left to read
             try:
                 message = connection.recv_bytes()
             except (EOFError, OSError):  # the worker is gone, maybe in the middle of a message
-                return self._fail(sent, process)
+                return False
             future = sent.popleft()
             try:
                 done, value = ForkingPickler.loads(message)
@@ -203,13 +205,6 @@ class WorkerPool(Generic[R]):
                 future.set_result(value)
             else:
                 future.set_exception(WorkerFailed(value))
-
-    def _fail(self, sent: deque[Future[R]], process: BaseProcess) -> bool:
-        """Fail the tasks a worker that is gone had; False, for ``_keep_busy``."""
-        died = self._lost(process)
-        while sent:
-            sent.popleft().set_exception(died)
-        return False
 
     def _lost(self, process: BaseProcess) -> WorkerDied:
         """The pool's ``WorkerDied``, once a worker is gone: the first to go names it."""
