@@ -79,7 +79,7 @@ def get(client, headers, path, **params):
 # -- cohorts ----------------------------------------------------------------------
 
 
-def test_cohorts_hand_worked(client, ingest, admin):
+def test_cohorts_hand_worked(client, ingest, admin, store):
     ingest(
         user("first-instant", D),  # registered on the range's first instant: new on day 1
         user("last-instant", D + timedelta(days=3) - timedelta(microseconds=1)),  # last instant: new on day 3
@@ -124,6 +124,14 @@ def test_cohorts_hand_worked(client, ingest, admin):
         client, admin, "user-cohorts-over-time", start_date="2024-05-01", end_date="2024-05-03", aggregation="weekly"
     )
     assert weekly == {"periods": ["2024-04-29T00:00:00Z"], "new_users": [3], "veteran_users": [3]}
+    # The store itself answers only days with users: vet-outside, a veteran with no activity
+    # in range, is in no day (not under a day of None). The span's end is its last instant.
+    last = D + timedelta(days=3) - timedelta(microseconds=1)
+    span = {"org": "acme", "start": D.replace(tzinfo=None), "end": last.replace(tzinfo=None)}
+    assert store.user_cohorts(**span, granularity="daily", tz="UTC", mentor_id=None) == (
+        {date(2024, 5, 1): 1, date(2024, 5, 2): 1, date(2024, 5, 3): 1},
+        {date(2024, 5, 1): 1, date(2024, 5, 2): 2, date(2024, 5, 3): 2},
+    )
 
 
 def test_a_session_arriving_after_its_traces_and_feedback_still_names_their_people(client, ingest, admin):
