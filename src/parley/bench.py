@@ -56,13 +56,16 @@ STARTUP_TIMEOUT_S = 120
 # dashboard's panel that polls, so that the readers share the machine with the writes
 # rather than starve them.
 READ_PAUSE_S = 0.25
-# The events sent while the readers poll. At scales M and export, enough for DuckDB's
-# write-ahead log to pass its checkpoint threshold (256 MB) more than once, a checkpoint
-# every 15 to 20 s at about 30,000 events/s. At the smaller scales, five batches a client:
-# their phase would write tens of megabytes of log at most and meet no checkpoint anyway,
-# and every reader still polls while the writes go on. (At scale S, 90,000 events took
-# 200 s of chdb's 6-minute run in CI, its engine running one statement at a time.)
-EVENTS_WHILE_READ = {"M": 1_500_000, "export": 1_500_000}
+# The events sent while the readers poll: five batches a client, enough for every reader to
+# poll while the writes go on. On DuckDB at scales M and export, enough for its write-ahead
+# log to pass its checkpoint threshold (256 MB) more than once, a checkpoint every 15 to 20 s
+# at about 30,000 events/s: the smaller scales would write tens of megabytes of log at most
+# and meet no checkpoint anyway, and ClickHouse has none to meet. (On chdb at scale M the ten
+# readers take most of the machine: 846 events/s went in beside them, against 8,655 alone, on
+# 2026-12-03, and 1,500,000 events would take half an hour. At scale S, 90,000 events took
+# 200 s of chdb's 6-minute run in CI.)
+EVENTS_WHILE_READ = HTTP_BATCH * CLIENTS * 5
+EVENTS_THROUGH_CHECKPOINTS = {"M": 1_500_000, "export": 1_500_000}
 
 
 @dataclass
@@ -243,6 +246,12 @@ def _write_dataset(events: Iterator[dict[str, Any]], jsonl: Path, tail: int) -> 
     return written, list(held)
 
 
+def _events_while_read(scale_name: str, database_url: str) -> int:
+    if parse_database_url(database_url).engine == "duckdb":
+        return EVENTS_THROUGH_CHECKPOINTS.get(scale_name, EVENTS_WHILE_READ)
+    return EVENTS_WHILE_READ
+
+
 def _by_org(events: list[tuple[str, bytes]]) -> dict[str, list[bytes]]:
     """The encoded events as each org's ingest key sends them: by org, in order."""
     by_org: dict[str, list[bytes]] = defaultdict(list)
@@ -336,7 +345,7 @@ def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path)
     end = datetime.now(UTC).replace(microsecond=0)
     jsonl = workdir / "events.jsonl"
     http_events = max(HTTP_BATCH * CLIENTS * 5, min(200_000, scale.chats_per_workspace * 10))
-    read_events = EVENTS_WHILE_READ.get(scale_name, HTTP_BATCH * CLIENTS * 5)
+    read_events = _events_while_read(scale_name, database_url)
     bulk_events, tail = _write_dataset(generate(scale, seed=7, end=end), jsonl, read_events + http_events)
     result.events = bulk_events + len(tail)
     # The older slice first, so that every slice reaches the store in the data set's order.
