@@ -64,7 +64,8 @@ def test_a_batch_refused_part_way_is_a_503_and_kept_nowhere_so_its_resend_counts
     # Feedback is the batch's last table: every other table's insert succeeds first.
     store._transport.command("ALTER TABLE feedback MODIFY SETTING parts_to_throw_insert = 1")
     if deletes == "refused":  # what was inserted cannot be deleted again either (SUPPORT_IS_DISABLED)
-        store._transport.command("SET enable_lightweight_delete = 0")
+        with store._transport.writing():  # a setting of the session the store writes through
+            store._transport.command("SET enable_lightweight_delete = 0")
 
     assert_unavailable(client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key)))
     if deletes == "allowed":
@@ -73,7 +74,8 @@ def test_a_batch_refused_part_way_is_a_503_and_kept_nowhere_so_its_resend_counts
         statuses = [201] * len(batch)
     else:  # left cut short until the batch is sent again: only its feedback is missing
         assert {table: rows_of(store, table, ids) for table in TABLES} == {**dict.fromkeys(TABLES, 1), "feedback": 0}
-        store._transport.command("SET enable_lightweight_delete = 1")
+        with store._transport.writing():
+            store._transport.command("SET enable_lightweight_delete = 1")
         statuses = [200] * (len(batch) - 1) + [201]
 
     store._transport.command("ALTER TABLE feedback RESET SETTING parts_to_throw_insert")
