@@ -90,6 +90,20 @@ def test_a_newer_upsert_replaces_every_field(client, ingest, admin):
     )
 
 
+def test_events_at_one_instant_are_ordered_by_their_ids(client, ingest, admin):
+    at = T + timedelta(hours=1)
+    # Two upserts at one instant, the one with the larger id arriving first: its fields
+    # stand, a null among them.
+    ingest(chat(6, ts=at, title="Larger", channel="slack") | {"id": "up-b"})
+    ingest(chat(6, ts=at, title="Smaller", channel="web", assistant_member_id=7, muted=True) | {"id": "up-a"})
+    # Updates at that instant: of those setting a field, the largest id's value wins.
+    ingest(update(6, ts=at, archived=True, muted=False) | {"id": "up-c"})
+    ingest(update(6, ts=at, title=None, archived=False) | {"id": "up-0"})
+    state = only(client, admin, 6)
+    assert (state["title"], state["channel"], state["assistantMemberId"]) == ("Larger", "slack", None)
+    assert (state["archived"], state["muted"]) == (True, False)
+
+
 def named(member_id: int, name: str, *, ts: datetime, id: str, anonymous: bool = False):
     renamed = member(member_id, "basic", ts=ts, id=id, anonymous=anonymous)
     return renamed | {"body": {**renamed["body"], "name": name}}

@@ -35,7 +35,15 @@ import pyarrow.compute as pc
 from parley.ingest.events import Event
 from parley.metrics.chats.query import ChatQuery
 from parley.store import schema
-from parley.store.chat_sql import MEMBER_COLUMNS, MEMBER_JOINS, UPDATABLE, UPSERT_ONLY, ChatSql, times_as_text
+from parley.store.chat_sql import (
+    CHAT_LIST_COLUMNS,
+    MEMBER_COLUMNS,
+    MEMBER_JOINS,
+    UPDATABLE,
+    UPSERT_ONLY,
+    ChatSql,
+    times_as_text,
+)
 from parley.store.dialect import Params
 from parley.store.port import ApiKeyRecord, StoreLocked, StoreOutcome, StoreUnavailable
 from parley.store.series_sql import SeriesSql
@@ -65,6 +73,7 @@ NOT_NULL = {"org": "String", "event_id": "String", "ts": "DateTime64(6, 'UTC')"}
 # insert into more than 100 partitions by default.
 QUERY_SETTINGS = {"join_use_nulls": 1, "max_partitions_per_insert_block": 0}
 EXPORT_BATCH_ROWS = 10_000
+ID_COLUMN = f"c{CHAT_LIST_COLUMNS.index('id')}"  # of ChatSql.export_columns
 # Statements at once on the embedded engine (a connection each): two cores' worth and a
 # little more, so that a request's short statements fill the gaps of another's.
 CHDB_CONNECTIONS = 4
@@ -139,6 +148,28 @@ class ClickHouseDialect:
 DIALECT = ClickHouseDialect()
 
 
+def _ranked(table: str, key: str, where: str) -> str:
+    """The rows of ``table`` meeting ``where``, each with its ``rank`` among the rows of its
+    ``key``: 1, 2, ... in the order of their events' ``(ts, event_id)``, which ``_newest``
+    reads."""
+    rank = f"row_number() OVER (PARTITION BY {key} ORDER BY ts, event_id) AS rank"
+    return f"(SELECT *, {rank} FROM {table} WHERE {where})"
+
+
+def _newest(column: str, condition: str) -> str:
+    """Aggregated over ``_ranked`` rows: the value of ``column`` in the newest row meeting
+    ``condition``, null when that value is null or no row meets it.
+
+    ``argMaxIf`` passes over null values, so the newest value's nullness is found apart, a
+    flag aggregated by a number. ``ClickHouseDialect.latest`` carries each value in a tuple
+    by the pair ``(ts, event_id)``, which took 2.7 times as long for the chats' state (the
+    largest workspace of scale M, 67,442 events of 50,000 chats: 406 against 147 ms, the
+    four fields only an upsert sets taken as one tuple) and 1.5 times for the users'
+    registrations (an org's 50,000: 46 against 32 ms).
+    """
+    return f"if(argMaxIf(isNull({column}), rank, {condition}), NULL, argMaxIf({column}, rank, {condition}))"
+
+
 class ClickHouseChatSql(ChatSql):
     """Chat state folded from the chat events at query time."""
 
@@ -149,9 +180,9 @@ class ClickHouseChatSql(ChatSql):
         # workspace, 23,000 messages).
         d = self.d
         upserted = "op = 'upsert'"
-        fields = [f"{d.latest(c, upserted)} AS {c}" for c in UPSERT_ONLY]
-        fields += [f"{d.latest(c, d.has('fields_set', repr(c)))} AS {c}" for c in UPDATABLE]
-        fields.append(f"{d.latest('metadata_text', d.has('fields_set', repr('metadata')))} AS metadata_text")
+        set_by = {c: d.has("fields_set", repr(c)) for c in UPDATABLE}
+        set_by["metadata_text"] = set_by["metadata"]
+        fields = [f"{_newest(c, condition)} AS {c}" for c, condition in set_by.items()]
         message_stats = f"""
         message_stats AS (
             SELECT chat_id, count() AS message_count, max(created_at) AS last_message_at
@@ -161,15 +192,19 @@ class ClickHouseChatSql(ChatSql):
         message_columns = ", coalesce(m.message_count, 0) AS message_count, m.last_message_at AS last_message_at"
         return f"""
         chat_state AS (
-            SELECT chat_id, {", ".join(fields)}, max(ts) AS updated_at, countIf({upserted}) AS upserts
-            FROM chat_events WHERE {self.tenant()}
-            GROUP BY chat_id
+            SELECT * EXCEPT upsert, {", ".join(f"upsert.{i} AS {c}" for i, c in enumerate(UPSERT_ONLY, start=1))}
+            FROM (
+                SELECT chat_id, argMaxIf(tuple({", ".join(UPSERT_ONLY)}), rank, {upserted}) AS upsert,
+                       {", ".join(fields)}, max(ts) AS updated_at, countIf({upserted}) AS upserts
+                FROM {_ranked("chat_events", "chat_id", self.tenant())}
+                GROUP BY chat_id
+            )
         ),
         {message_stats if messages else ""}
         {f"{self.member_state()}," if members else ""}
         chats AS (
             SELECT s.chat_id AS id,
-                   {", ".join(f"s.{c} AS {c}" for c in (*UPSERT_ONLY, *UPDATABLE, "metadata_text"))},
+                   {", ".join(f"s.{c} AS {c}" for c in (*UPSERT_ONLY, *set_by))},
                    s.updated_at AS updated_at
                    {message_columns if messages else ""}
                    {f", {MEMBER_COLUMNS}" if members else ""}
@@ -274,10 +309,11 @@ class ClickHouseSeriesSql(SeriesSql):
         return self._cohorts_in_one_join(granularity, tz, mentor_id)
 
     def _registered(self, condition: str) -> str:
-        registered = self.d.latest("registered_at", "true")
         return f"""(
             SELECT user_id, registered_at FROM (
-                SELECT user_id, {registered} AS registered_at FROM users WHERE org = {self.org} GROUP BY user_id
+                SELECT user_id, {_newest("registered_at", "true")} AS registered_at
+                FROM {_ranked("users", "user_id", f"org = {self.org}")}
+                GROUP BY user_id
             ) WHERE {condition}
         )"""
 
@@ -858,7 +894,10 @@ class ClickHouseStore(SqlStore):
     def export_chats(
         self, *, org: str, workspace_id: str, query: ChatQuery, batch_rows: int = EXPORT_BATCH_ROWS
     ) -> Generator[pa.RecordBatch, None, None]:
-        """Sorted ids first, then rows a batch of ids at a time (as the DuckDB store does)."""
+        """Sorted ids first, then rows a batch of ids at a time (as the DuckDB store does),
+        put in the ids' order by Arrow. ClickHouse's ``ORDER BY indexOf(ids, id)`` searched
+        the batch's list for each row: at scale M, 200 of a batch's 350 ms (10,000 of the
+        largest workspace's 50,000 chats)."""
         sql, params = self._chat_sql(org, workspace_id, query)
         ordered = (
             f"WITH {sql.relation_for(query)} SELECT id FROM chats WHERE {sql.where(query)} ORDER BY {sql.order(query)}"
@@ -872,9 +911,11 @@ class ClickHouseStore(SqlStore):
             WITH {rows_sql.relation()}
             SELECT {rows_sql.export_columns()} FROM chats
             WHERE id IN {ids_param}
-            ORDER BY indexOf({ids_param}, id)
             """
-            for batch in self._transport.query(statement, row_params.values).to_batches():
+            rows = self._transport.query(statement, row_params.values)
+            found = rows.column(ID_COLUMN)
+            position = pc.index_in(found, value_set=pa.array(chunk, found.type))
+            for batch in rows.take(pc.sort_indices(position)).to_batches():
                 yield times_as_text(batch)
 
 
