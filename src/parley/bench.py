@@ -249,9 +249,10 @@ def _write_dataset(events: Iterator[dict[str, Any]], jsonl: Path, tail: int) -> 
             held.append((org, bytes(memoryview(orjson.dumps(event)))))
             if len(held) > tail:
                 write_oldest_held()
-        # The file keeps at least half of the data set. The demo scale's (39,997 to 40,304
-        # events, by the hour of its end) held 40,000 back and left the bulk load none at
-        # some hours: nor the workspaces' members, and no read answered.
+        # The file keeps at least half of the data set. The demo scale's count depends on the
+        # hour its data ends (39,997 events at 07:30 UTC, 40,304 at noon): holding 40,000
+        # back left the bulk load none at some hours, the workspaces' members neither, and
+        # no read answered.
         while len(held) > written:
             write_oldest_held()
     return written, list(held)
