@@ -20,7 +20,7 @@ import orjson
 import pyarrow
 import pytest
 
-from parley.bench import _events_while_read, _write_dataset
+from parley.bench import _events_while_read, _read_probe, _server, _write_dataset
 from parley.demo import SCALES, generate
 from parley.store.port import open_store
 from tests.conftest import store_url_for
@@ -183,6 +183,21 @@ def test_the_file_keeps_at_least_half_of_the_data_set(tmp_path: Path):
     assert jsonl.read_bytes().splitlines() == events[:written]
     newest = [orjson.loads(event) for event in events[written:]]
     assert held == [(event.pop("org"), orjson.dumps(event)) for event in newest]
+
+
+def test_a_server_refusing_the_first_read_is_said_at_once_with_its_reason(tmp_path: Path):
+    # A key for a member of a store that holds no event: the server answers 403, and will
+    # go on doing so. The probe used to wait out the start-up time-out, then say "did not
+    # answer in time".
+    url = store_url_for("duckdb", tmp_path)
+    key = run_cli(url, "keys", "create", "--org", "acme", "--workspace", "w1", "--member", "1").stdout
+    headers = {"Authorization": f"Bearer {key.strip().splitlines()[-1]}"}
+    probe = _read_probe("/api/v2/w/w1/chats", headers)
+    with pytest.raises(RuntimeError) as refused, _server(url, probe):
+        pass
+    assert str(refused.value) == (
+        'parley serve refused the bench\'s first read (403): {"detail":"member 1 is not known in workspace w1"}'
+    )
 
 
 def test_the_held_events_keep_only_their_bytes(tmp_path: Path):

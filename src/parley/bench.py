@@ -170,6 +170,23 @@ def free_port() -> int:
 _SERVING: set[subprocess.Popen[bytes]] = set()
 
 
+def _read_probe(url: str, headers: dict[str, str]) -> Callable[[str], bool]:
+    """A probe for ``_server``: whether a server answers the read at ``url`` with 200.
+
+    A server that refuses it (a 4xx) is up and will go on refusing: said at once, with the
+    server's reason, where the probe used to wait out the start-up time-out and report no
+    answer (its admin's member unknown to a store that had loaded no event, 2026-12-03).
+    """
+
+    def probe(base: str) -> bool:
+        response = httpx.get(base + url, headers=headers, timeout=30)
+        if 400 <= response.status_code < 500:
+            raise RuntimeError(f"parley serve refused the bench's first read ({response.status_code}): {response.text}")
+        return response.status_code == 200
+
+    return probe
+
+
 @contextmanager
 def _server(database_url: str, probe: Callable[[str], bool]) -> Iterator[tuple[str, int, float]]:
     """A running ``parley serve``: (base URL, pid, seconds from start to the first good answer)."""
@@ -395,10 +412,7 @@ def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path)
     }
     headers = {"Authorization": f"Bearer {admin_key}"}
     requests = _read_requests(ws.org, ws.workspace_id, end)
-    probe_url = requests[0][2]
-
-    def probe(base: str) -> bool:
-        return httpx.get(base + probe_url, headers=headers, timeout=30).status_code == 200
+    probe = _read_probe(requests[0][2], headers)
 
     polled = [request for request in requests if request[1] != "365d"]
     with _server(database_url, probe) as (base, _pid, _):
