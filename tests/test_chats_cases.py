@@ -231,6 +231,50 @@ def test_search_since_a_date_finds_messages_older_than_their_chat(client, store,
     assert found() == [1, 2, 3, 5]
 
 
+def test_created_bounds_read_each_chats_newest_upsert_and_all_its_events(client, ingest, admin):
+    """A store may read only the chats created within a request's bounds (ClickHouse folds
+    those chats alone): a creation that a newer upsert moved into or out of the bounds, and
+    a chat's events and messages from before them, count as when every chat is read."""
+    june = datetime(2024, 6, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    ingest(
+        # Created June 1, then June 15 by a newer upsert; its one message is of June 3.
+        chat(1, ts=june, created=june),
+        said(1, "m1", june + 2 * day, "hello from one"),
+        chat(1, ts=june + 11 * day, created=june + 14 * day),
+        # Created June 14, then June 2.
+        chat(2, ts=june + 13 * day, created=june + 13 * day),
+        chat(2, ts=june + 15 * day, created=june + day),
+        said(2, "m2", june + 16 * day, "hello from two"),
+        # Created June 20 by an event of June 5, renamed June 6.
+        chat(3, ts=june + 4 * day, created=june + 19 * day),
+        update(3, ts=june + 5 * day, title="Three"),
+        # Created June 3, then June 25.
+        chat(4, ts=june + 2 * day, created=june + 2 * day),
+        chat(4, ts=june + 3 * day, created=june + 24 * day),
+    )
+
+    def listed(**params):
+        body = client.get(BASE, params={"sortBy": "id", "sortOrder": "asc", **params}, headers=admin).json()
+        assert body["total"] == len(body["items"])
+        return [(c["id"], c["title"], c["createdAt"], c["messageCount"], c["lastMessageAt"]) for c in body["items"]]
+
+    one = (1, None, "2024-06-15T00:00:00Z", 1, "2024-06-03T00:00:00Z")
+    two = (2, None, "2024-06-02T00:00:00Z", 1, "2024-06-17T00:00:00Z")
+    three = (3, "Three", "2024-06-20T00:00:00Z", 0, None)
+    four = (4, None, "2024-06-25T00:00:00Z", 0, None)
+    assert listed(createdAfter="2024-06-10T00:00:00Z") == [one, three, four]
+    assert listed(createdBefore="2024-06-10T00:00:00Z") == [two]
+    assert listed(createdAfter="2024-06-10T00:00:00Z", createdBefore="2024-06-20T00:00:00Z") == [one, three]
+    assert listed(search="hello", createdAfter="2024-06-10T00:00:00Z") == [one]
+    assert listed(search="hello", createdBefore="2024-06-10T00:00:00Z") == [two]
+    exported = client.get(f"{BASE}/export", params={"createdAfter": "2024-06-14T00:00:00Z"}, headers=admin)
+    assert sorted(int(row["id"]) for row in csv.DictReader(io.StringIO(exported.text, newline=""))) == [1, 3, 4]
+    # The 30 days ending June 15 (NOW): chat 2 on June 2 and chat 1 on June 15 alone.
+    counted = {d["date"]: d["count"] for d in _daily(client, admin) if d["count"]}
+    assert counted == {"2024-06-02": 1, "2024-06-15": 1}
+
+
 def test_reorder_rewrites_message_text_by_workspace_and_time(tmp_path):
     from parley.ingest.service import ingest_batch
     from parley.store.duckdb import DuckDBStore

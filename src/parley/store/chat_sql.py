@@ -82,6 +82,9 @@ MEMBER_JOINS = (
     "LEFT JOIN member_state a ON a.member_id = s.assistant_member_id"
 )
 CMP = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+# Bounds a statement's own conditions put on a chat's ``created_at`` (inclusive; None: none).
+CreatedBounds = tuple[datetime | None, datetime | None]
+UNBOUNDED: CreatedBounds = (None, None)
 
 
 @dataclass(frozen=True)
@@ -113,19 +116,23 @@ class ChatSql:
         prefix = f"{alias}." if alias else ""
         return f"{prefix}org = {self.org} AND {prefix}workspace_id = {self.ws}"
 
-    def relation(self, *, members: bool = True, messages: bool = True) -> str:
+    def relation(self, *, members: bool = True, messages: bool = True, created: CreatedBounds = UNBOUNDED) -> str:
         """CTEs ending in ``chats``: one row per existing chat (a chat exists once a
         ``chat.upsert`` for it is stored), with the columns ``COLUMNS`` filters on, the
         list's (``CHAT_LIST_COLUMNS``) and ``metadata_text``. ``members=False`` may leave
         the names and anonymity out, and ``messages=False`` the message count and the
         last message's time, for a statement that neither filters on them nor sorts by
-        them nor returns them (see ``relation_for``)."""
+        them nor returns them (see ``relation_for``). ``created``: the bounds that the
+        statement's own conditions put on ``created_at``; an engine may leave out of the
+        relation chats created outside them."""
         raise NotImplementedError
 
-    def relation_for(self, q: ChatQuery) -> str:
+    def relation_for(self, q: ChatQuery, *, created: CreatedBounds | None = None) -> str:
         """The relation for a statement that returns only the chat's own columns, with
-        what ``where(q)`` and ``order(q)`` read of the rest."""
-        return self.relation(members=self.reads_members(q), messages=self.reads_messages(q))
+        what ``where(q)`` and ``order(q)`` read of the rest. ``created``: as in
+        ``relation``, by default the bounds of ``q``'s own."""
+        bounds = created_bounds(q) if created is None else created
+        return self.relation(members=self.reads_members(q), messages=self.reads_messages(q), created=bounds)
 
     def tool_names(self, q: ChatQuery) -> str:
         """The distinct names of the tools called in the chats ``q`` selects, unordered."""
@@ -308,6 +315,11 @@ def times_as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
         text = pc.binary_replace_slice(text, 26, 26, "Z")
         columns[i] = pc.replace_substring(text, ".000000Z", "Z")
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def created_bounds(q: ChatQuery) -> CreatedBounds:
+    """The bounds ``ChatSql.where(q)`` puts on ``created_at``."""
+    return q.created_after, q.created_before
 
 
 def _fields(node: Node) -> Iterator[str]:

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Any
 
 from parley.metrics.chats.query import ChatQuery
-from parley.store.chat_sql import CHAT_LIST_COLUMNS, Backdated, ChatSql
+from parley.store.chat_sql import CHAT_LIST_COLUMNS, Backdated, ChatSql, created_bounds
 from parley.store.dialect import Dialect, Params
 from parley.store.port import ApiKeyRecord, CallsByAssistantRow, MemberState, NotRemembered
 from parley.store.series_sql import SeriesSql
@@ -178,7 +178,7 @@ class SqlStore:
     ) -> tuple[list[dict[str, Any]], int]:
         sql, params = self._chat_sql(org, workspace_id, query)
         page = f"""
-        WITH {sql.relation()}
+        WITH {sql.relation(created=created_bounds(query))}
         SELECT {", ".join(CHAT_LIST_COLUMNS)}, count(*) OVER () AS total
         FROM chats WHERE {sql.where(query)}
         ORDER BY {sql.order(query)}
@@ -208,7 +208,7 @@ class SqlStore:
         sql, params = self._chat_sql(org, workspace_id)
         day = self.dialect.bucket_key("created_at", "daily", zone_span(tz, start, end), params)
         statement = f"""
-        WITH {sql.relation_for(query)}
+        WITH {sql.relation_for(query, created=(start, end))}
         SELECT {day} AS day, chat_type, count(*) FROM chats
         WHERE {sql.where(query)} AND created_at BETWEEN {params.add(start, "time")} AND {params.add(end, "time")}
         GROUP BY 1, 2
