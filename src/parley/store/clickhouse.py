@@ -225,10 +225,12 @@ class ClickHouseChatSql(ChatSql):
         every chat created within them, each with all its events, and a fold of theirs
         reads those chats alone.
 
-        At scale M (the largest workspace: 50,000 chats, 4,355 of them created in the
-        bench's 30 days), in process: the 30-day chats list 311 -> 138 ms, 1,398 -> 430 under
-        4 threads; the search 387 -> 203; the daily creation 143 -> 57. Over 365 days
-        every chat is kept, and the list took as long as before.
+        At scale M (the largest workspace: 50,000 chats, 5,447 of them created in the
+        bench's 30 days), in process, runs of the old and new code interleaved: the 30-day
+        chats list 317 to 354 -> 97 to 132 ms, 828 to 1,159 -> 431 to 498 under 4 threads;
+        the search 285 to 400 -> 147 to 190; the daily creation 117 to 133 -> 57 to 76.
+        Over 365 days every chat is kept: the list and the search took as long as before
+        within the runs' spread (the search 332 to 434 against 294 to 426).
         """
         if since is None and before is None:
             return ""
