@@ -575,6 +575,51 @@ def test_a_duckdb_store_made_before_message_times_fills_them_when_opened(tmp_pat
     assert firsts == [(1, june.replace(tzinfo=None)), (2, june.replace(tzinfo=None))]
 
 
+def test_a_clickhouse_store_made_before_the_chat_messages_projection_gets_it_when_opened(tmp_path):
+    import time
+
+    from parley.ingest.service import ingest_batch
+    from parley.metrics.chats.query import ChatQuery
+    from parley.store.port import open_store
+    from tests.conftest import store_url_for
+
+    url = store_url_for("chdb", tmp_path)
+    first, second = T - timedelta(days=40), T + timedelta(hours=1)  # two months: two parts
+    store = open_store(url)
+    try:
+        batch = [chat(1), said(1, "m1", first, "a"), said(1, "m2", second, "b"), chat(2), said(2, "m3", T, "c")]
+        assert ingest_batch(store, org="acme", batch=batch).errors == []
+        # As a Parley before it left the table: no projection, and deletes left to refuse one.
+        store._transport.command("ALTER TABLE messages DROP PROJECTION chat_messages")
+        store._transport.command("ALTER TABLE messages RESET SETTING lightweight_mutation_projection_mode")
+    finally:
+        store.close()
+
+    def counts() -> list[tuple]:
+        found, _ = store.list_chats(org="acme", workspace_id=WS, query=ChatQuery(), limit=10, offset=0)
+        return sorted((row["id"], row["message_count"], row["last_message_at"]) for row in found)
+
+    def utc(moment: datetime) -> datetime:
+        return moment.replace(tzinfo=None)  # the store's times: naive UTC
+
+    def parts(sql: str) -> int:
+        return store._fetchall(f"{sql} WHERE database = currentDatabase() AND table = 'messages' AND active", {})[0][0]
+
+    store = open_store(url)
+    try:
+        assert counts() == [(1, 2, utc(second)), (2, 1, utc(T))]
+        waited = 0.0
+        while parts("SELECT count() FROM system.projection_parts") < 2 and waited < 30:
+            time.sleep(0.1)  # the existing parts get it by a mutation, in the background
+            waited += 0.1
+        assert parts("SELECT count() FROM system.parts") == parts("SELECT count() FROM system.projection_parts") == 2
+        assert counts() == [(1, 2, utc(second)), (2, 1, utc(T))]
+        store._delete(["messages"], "event_id", [("acme", batch[2]["id"])])  # refused without the setting
+        assert counts() == [(1, 1, utc(first)), (2, 1, utc(T))]
+    finally:
+        store.close()
+
+
 def test_a_duckdb_store_written_by_a_newer_parley_is_refused(tmp_path):
     import duckdb
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from parley.ingest.events import validate_event
 from parley.ingest.service import Chunk, ingest_batch, prepare_lines, store_prepared
 from parley.store.port import Store, open_store
 from tests.conftest import assert_unavailable, bearer, store_url_for
-from tests.factories import T0, event, iso, messages, one_of_each
+from tests.factories import T0, WS, event, iso, messages, one_of_each
 from tests.processes import run_cli
 from tests.test_clickhouse_connect import URL, connect_store
 
@@ -85,6 +85,41 @@ def test_a_batch_refused_part_way_is_a_503_and_kept_nowhere_so_its_resend_counts
     dates = {"start_date": day.date().isoformat(), "end_date": day.date().isoformat()}
     answer = client.get("/analytics/calls/by-assistant", params=dates, headers=admin).json()["data"]
     assert [(a["assistant_id"], a["total_calls"]) for a in answer["assistants"]] == [("a1", 1)]
+
+
+def chat_messages(client, admin: dict[str, str]) -> list[tuple[int, int, str]]:
+    """Each chat of WS in the list: (id, message count, newest message's time)."""
+    items = client.get(f"/api/v2/w/{WS}/chats", headers=admin).json()["items"]
+    return [(c["id"], c["messageCount"], c["lastMessageAt"]) for c in items]
+
+
+def said(n: int, at: datetime) -> dict:
+    body = {"workspace_id": WS, "chat_id": 1, "message_id": f"m{n}", "role": "user", "content": "hi"}
+    return event("message.create", {**body, "created_at": iso(at)}, ts=at, id=f"m{n}")
+
+
+def test_a_refused_batchs_messages_leave_their_chats_counts_as_they_were(
+    ingest, client, admin, ingest_key: str, store: Store
+):
+    """A chat's message count and newest message come from the ``chat_messages``
+    projection: a refused batch's messages, deleted again, leave it too."""
+    day = T0 + timedelta(days=1)
+    chat = {"workspace_id": WS, "chat_id": 1, "owner_member_id": 1, "chat_type": "dm", "channel": "web"}
+    feedback = {"feedback_id": "f0", "user_id": "u0", "rating": "negative", "created_at": iso(day)}
+    ingest(event("chat.upsert", {**chat, "created_at": iso(T0)}), said(1, T0), said(2, day))
+    ingest(event("feedback.create", feedback, ts=day))
+    assert chat_messages(client, admin) == [(1, 2, iso(day))]
+    store._transport.command("ALTER TABLE feedback MODIFY SETTING parts_to_throw_insert = 1")
+    later = day + timedelta(hours=1)
+    batch = [said(3, later), event("feedback.create", {**feedback, "feedback_id": "f1"}, ts=day)]
+
+    assert_unavailable(client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key)))
+    assert rows_of(store, "messages", ["m3"]) == 0
+    assert chat_messages(client, admin) == [(1, 2, iso(day))]
+
+    store._transport.command("ALTER TABLE feedback RESET SETTING parts_to_throw_insert")
+    ingest(*batch)
+    assert chat_messages(client, admin) == [(1, 3, iso(later))]
 
 
 def feedback_event(n: int) -> dict:

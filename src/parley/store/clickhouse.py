@@ -641,11 +641,32 @@ _FIXED_DDL = (
 )
 
 
+# Aggregate projections, by table: (name, query). ClickHouse keeps each in every part of
+# its table, written with the part's rows and merged with them, and a statement that
+# groups the table's rows by the projection's keys reads it instead of the rows, exactly.
+# ``chat_messages`` holds each chat's message count and newest message (``message_stats``
+# in ``ClickHouseChatSql.relation``): a chats list read every message of the workspace.
+PROJECTIONS = {
+    "messages": (
+        "chat_messages",
+        "SELECT org, workspace_id, chat_id, count(), max(created_at) GROUP BY org, workspace_id, chat_id",
+    ),
+}
+# A lightweight delete (a refused batch withdrawn, ``_withdraw``) of a table with a
+# projection rebuilds the projection of the parts it touches; ClickHouse refuses such a
+# delete by default (``throw``).
+PROJECTION_SETTINGS = "lightweight_mutation_projection_mode = 'rebuild'"
+
+
 def _table_ddl(table: schema.Table) -> str:
     cols = ", ".join(f"{c.name} {NOT_NULL.get(c.name, COLUMN_TYPES[c.type])}" for c in table.columns)
+    projection = PROJECTIONS.get(table.name)
+    if projection is not None:
+        cols += f", PROJECTION {projection[0]} ({projection[1]})"
     return (
         f"CREATE TABLE IF NOT EXISTS {table.name} ({cols}) ENGINE = MergeTree "
         "PARTITION BY toYYYYMM(ts) ORDER BY (org, ts, event_id)"
+        + ("" if projection is None else f" SETTINGS {PROJECTION_SETTINGS}")
     )
 
 
@@ -702,11 +723,33 @@ class ClickHouseStore(SqlStore):
             raise RuntimeError(f"this store has schema version {found[0][0]}; upgrade Parley")
         for table in schema.TABLES:
             self._transport.command(_table_ddl(table))
+        for table, (name, query) in PROJECTIONS.items():
+            self._add_projection(table, name, query)
         if not found or int(found[0][0]) < schema.SCHEMA_VERSION:
             # Of a meta key's rows, FINAL keeps the newest: this one.
             self._transport.insert(
                 "parley_meta", pa.table({"key": ["schema_version"], "value": [str(schema.SCHEMA_VERSION)]})
             )
+
+    def _add_projection(self, table: str, name: str, query: str) -> None:
+        """Give ``table``, made before its projection ``name``, the projection: its parts
+        written from now on have it, and the others get it by a mutation in the background.
+        Until a part has it, a statement reads that part's rows instead (same answer).
+
+        A table that is not a MergeTree, a cluster's Distributed front, is left alone: the
+        operator adds the projection to its local tables (docs/clickhouse.md, "A cluster").
+        """
+        here = "database = currentDatabase()"
+        (engine, known), *_ = self._fetchall(
+            f"SELECT engine, (SELECT count() FROM system.projections WHERE {here} AND table = {{t:String}}"
+            f" AND name = {{n:String}}) FROM system.tables WHERE {here} AND name = {{t:String}}",
+            {"t": table, "n": name},
+        )
+        if known or not engine.endswith("MergeTree"):
+            return
+        self._transport.command(f"ALTER TABLE {table} MODIFY SETTING {PROJECTION_SETTINGS}")
+        self._transport.command(f"ALTER TABLE {table} ADD PROJECTION IF NOT EXISTS {name} ({query})")
+        self._transport.command(f"ALTER TABLE {table} MATERIALIZE PROJECTION {name}")
 
     def _fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple]:
         table = _naive_utc(self._transport.query(sql, params))
