@@ -187,6 +187,8 @@ class ClickHouseChatSql(ChatSql):
         set_by = {c: d.has("fields_set", repr(c)) for c in UPDATABLE}
         set_by["metadata_text"] = set_by["metadata"]
         fields = [f"{_newest(c, condition)} AS {c}" for c, condition in set_by.items()]
+        # Read from the projection ``chat_messages`` (``PROJECTIONS``): keep its grouping
+        # and aggregates, or the statement reads every message of the workspace again.
         message_stats = f"""
         message_stats AS (
             SELECT chat_id, count() AS message_count, max(created_at) AS last_message_at
