@@ -614,6 +614,9 @@ def test_a_clickhouse_store_made_before_the_chat_messages_projection_gets_it_whe
             waited += 0.1
         assert parts("SELECT count() FROM system.parts") == parts("SELECT count() FROM system.projection_parts") == 2
         assert counts() == [(1, 2, utc(second)), (2, 1, utc(T))]
+        sql, params = store._chat_sql("acme", WS, ChatQuery())
+        plan = store._fetchall(f"EXPLAIN WITH {sql.relation()} SELECT id, message_count FROM chats", params.values)
+        assert sum("ReadFromMergeTree (chat_messages)" in line for (line,) in plan) == 1  # not the messages
         store._delete(["messages"], "event_id", [("acme", batch[2]["id"])])  # refused without the setting
         assert counts() == [(1, 1, utc(first)), (2, 1, utc(T))]
     finally:
