@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from parley.store.port import Store, open_store
 from tests.conftest import assert_unavailable, bearer, store_url_for
 from tests.factories import T0, WS, event, iso, messages, one_of_each
 from tests.processes import run_cli
+from tests.test_chats_cases import chat, said
 from tests.test_clickhouse_connect import URL, connect_store
 
 # The tables of one_of_each's events, one event each, in the order the store inserts them.
@@ -93,28 +94,22 @@ def chat_messages(client, admin: dict[str, str]) -> list[tuple[int, int, str]]:
     return [(c["id"], c["messageCount"], c["lastMessageAt"]) for c in items]
 
 
-def said(n: int, at: datetime) -> dict:
-    body = {"workspace_id": WS, "chat_id": 1, "message_id": f"m{n}", "role": "user", "content": "hi"}
-    return event("message.create", {**body, "created_at": iso(at)}, ts=at, id=f"m{n}")
-
-
 def test_a_refused_batchs_messages_leave_their_chats_counts_as_they_were(
     ingest, client, admin, ingest_key: str, store: Store
 ):
     """A chat's message count and newest message come from the ``chat_messages``
     projection: a refused batch's messages, deleted again, leave it too."""
     day = T0 + timedelta(days=1)
-    chat = {"workspace_id": WS, "chat_id": 1, "owner_member_id": 1, "chat_type": "dm", "channel": "web"}
     feedback = {"feedback_id": "f0", "user_id": "u0", "rating": "negative", "created_at": iso(day)}
-    ingest(event("chat.upsert", {**chat, "created_at": iso(T0)}), said(1, T0), said(2, day))
+    ingest(chat(1, ts=T0, created=T0), said(1, "m1", T0, "hi"), said(1, "m2", day, "hi"))
     ingest(event("feedback.create", feedback, ts=day))
     assert chat_messages(client, admin) == [(1, 2, iso(day))]
     store._transport.command("ALTER TABLE feedback MODIFY SETTING parts_to_throw_insert = 1")
     later = day + timedelta(hours=1)
-    batch = [said(3, later), event("feedback.create", {**feedback, "feedback_id": "f1"}, ts=day)]
+    batch = [said(1, "m3", later, "hi"), event("feedback.create", {**feedback, "feedback_id": "f1"}, ts=day)]
 
     assert_unavailable(client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key)))
-    assert rows_of(store, "messages", ["m3"]) == 0
+    assert rows_of(store, "messages", [batch[0]["id"]]) == 0
     assert chat_messages(client, admin) == [(1, 2, iso(day))]
 
     store._transport.command("ALTER TABLE feedback RESET SETTING parts_to_throw_insert")
