@@ -16,6 +16,8 @@ handler of the store catches, so that nothing the store would do after it runs.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +26,7 @@ import pytest
 
 from parley.ingest.events import validate_event
 from parley.ingest.service import Chunk, ingest_batch, prepare_lines, store_prepared
-from parley.store.port import Store, open_store
+from parley.store.port import Store, StoreOutcome, open_store
 from tests.conftest import assert_unavailable, bearer, store_url_for
 from tests.factories import T0, WS, event, iso, messages, one_of_each
 from tests.processes import run_cli
@@ -115,6 +117,57 @@ def test_a_refused_batchs_messages_leave_their_chats_counts_as_they_were(
     store._transport.command("ALTER TABLE feedback RESET SETTING parts_to_throw_insert")
     ingest(*batch)
     assert chat_messages(client, admin) == [(1, 3, iso(later))]
+
+
+class Refused(Exception):
+    """ClickHouse refusing an insert for what it holds."""
+
+
+def test_a_batch_the_engine_refuses_fails_its_caller_alone_when_stored_with_others(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    """Batches that wait for the writer are stored in one write (``GroupCommit``). When
+    ClickHouse refuses it, each batch is stored alone again: the refused one fails its
+    caller, and nothing of it is kept; the other is stored, once."""
+    good = [validate_event(e, "acme") for e in messages(0, 3, padding=0)]
+    body = {"feedback_id": "f1", "user_id": "u1", "rating": "positive", "created_at": iso(T0)}
+    refused = [validate_event(event("feedback.create", body, id="f1"), "acme")]
+    real = store._transport.insert
+
+    def insert(table: str, rows) -> None:
+        if table == "feedback":  # the refused batch's only table
+            raise Refused(table)
+        real(table, rows)
+
+    monkeypatch.setattr(store._transport, "insert", insert)
+    outcomes: dict[str, StoreOutcome] = {}
+    errors: dict[str, BaseException] = {}
+
+    def send(name: str, events: list) -> None:
+        try:
+            outcomes[name] = store.ingest(events)
+        except RuntimeError as err:
+            errors[name] = err
+
+    threads = [threading.Thread(target=send, args=args) for args in [("good", good), ("refused", refused)]]
+    with store._write_lock:  # the writer is busy: both batches wait for it, and go together
+        for n, thread in enumerate(threads, start=1):
+            thread.start()
+            while len(store._commits.pending) < n:
+                time.sleep(0.001)
+    for thread in threads:
+        thread.join(timeout=60)
+
+    ids = [e.id for e in good]
+    assert outcomes == {"good": StoreOutcome(ids, [], {})}
+    assert list(errors) == ["refused"] and isinstance(errors["refused"].__cause__, Refused)
+    assert rows_of(store, "messages", ids) == 3
+    assert rows_of(store, "event_ledger", [*ids, "f1"]) == 3
+    monkeypatch.undo()
+    assert store.ingest(refused) == StoreOutcome(["f1"], [], {})
+    assert store.ingest(good) == StoreOutcome([], ids, {})
+    assert rows_of(store, "messages", ids) == 3
+    assert rows_of(store, "feedback", ["f1"]) == 1
 
 
 def feedback_event(n: int) -> dict:

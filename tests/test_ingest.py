@@ -24,7 +24,7 @@ from parley.ingest import events as ingest_events
 from parley.ingest.events import EVENT_TYPES, InvalidEvent, validate_event, validate_in_two_steps
 from parley.ingest.router import gunzip
 from parley.ingest.service import validate_lines
-from parley.store.port import Store, StoreOutcome, open_store
+from parley.store.port import Store, StoreOutcome
 from parley.store.schema import STR, Column, ColumnBatch, column_batch, joined_batches
 from tests.conftest import bearer
 from tests.factories import T0, WS, call, days, event, iso, member
@@ -559,113 +559,101 @@ def test_values_the_store_cannot_hold_are_a_400_for_that_event_only(client, inge
 
 
 def _wait_until_queued(store, batches: int) -> None:
-    """Until ``batches`` batches wait for the DuckDB store's writer."""
+    """Until ``batches`` batches wait for the store's writer."""
     deadline = time.monotonic() + 10
-    while len(store._pending) < batches:
+    while len(store._commits.pending) < batches:
         assert time.monotonic() < deadline, "a batch never queued"
         time.sleep(0.001)
 
 
-def test_concurrent_batches_share_one_transaction(tmp_path):
+def _writes(store: Store, *ids: str) -> int:
+    """How many writes stored the events ``ids``: each write claims its events at one time."""
+    quoted = ", ".join(f"'{i}'" for i in ids)
+    sql = f"SELECT count(DISTINCT ingested_at) FROM event_ledger WHERE event_id IN ({quoted})"
+    return store._fetchall(sql, {})[0][0]
+
+
+def test_concurrent_batches_share_one_write(store: Store):
     """Group commit: batches that wait for the writer are stored together, each id new once."""
-    store = open_store(f"duckdb:///{tmp_path}/parley.duckdb")
-    try:
 
-        def calls(*ids: str) -> list:
-            return [validate_event(call(f"call-{i}", "a1", T0, duration=60, id=i), "acme") for i in ids]
+    def calls(*ids: str) -> list:
+        return [validate_event(call(f"call-{i}", "a1", T0, duration=60, id=i), "acme") for i in ids]
 
-        store.ingest(calls("old"))
-        batches = [calls("a", "b"), calls("b", "c"), calls("c", "c"), calls("old")]
-        outcomes: dict[int, StoreOutcome] = {}
-        threads = [
-            threading.Thread(target=lambda i=i: outcomes.update({i: store.ingest(batches[i])})) for i in range(4)
-        ]
-        with store._write_lock:  # the writer is busy: every batch has to wait for it, in this order
-            for n, thread in enumerate(threads, start=1):
-                thread.start()
-                _wait_until_queued(store, n)
-        for thread in threads:
-            thread.join(timeout=30)
-        assert outcomes == {
-            0: StoreOutcome(["a", "b"], [], {}),
-            1: StoreOutcome(["c"], ["b"], {}),
-            2: StoreOutcome([], ["c", "c"], {}),
-            3: StoreOutcome([], ["old"], {}),
-        }
-        commits = store._fetchall(
-            "SELECT count(DISTINCT ingested_at) FROM event_ledger WHERE event_id IN ('a', 'b', 'c')", {}
-        )
-        assert commits == [(1,)]
-        assert store.count_events(org="acme") == 4
-    finally:
-        store.close()
-
-
-def test_a_transaction_waits_for_the_callers_the_last_one_answered(tmp_path):
-    """The next transaction waits for as many batches as the last one stored and saw come
-    while it ran, at most ``group_wait_s``; a lone caller never waits."""
-    store = open_store(f"duckdb:///{tmp_path}/parley.duckdb")
-    store.group_wait_s = 10.0  # generous, so that a slow machine still sees the same groups
-    try:
-
-        def ingest_later(delay: float, *ids: str) -> threading.Thread:
-            events = [validate_event(call(f"call-{i}", "a1", T0, duration=60, id=i), "acme") for i in ids]
-            thread = threading.Thread(target=store.ingest, args=(events,))
-            time.sleep(delay)
+    store.ingest(calls("old"))
+    batches = [calls("a", "b"), calls("b", "c"), calls("c", "c"), calls("old")]
+    outcomes: dict[int, StoreOutcome] = {}
+    threads = [threading.Thread(target=lambda i=i: outcomes.update({i: store.ingest(batches[i])})) for i in range(4)]
+    with store._write_lock:  # the writer is busy: every batch has to wait for it, in this order
+        for n, thread in enumerate(threads, start=1):
             thread.start()
-            return thread
+            _wait_until_queued(store, n)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert outcomes == {
+        0: StoreOutcome(["a", "b"], [], {}),
+        1: StoreOutcome(["c"], ["b"], {}),
+        2: StoreOutcome([], ["c", "c"], {}),
+        3: StoreOutcome([], ["old"], {}),
+    }
+    assert _writes(store, "a", "b", "c") == 1
+    assert store.count_events(org="acme") == 4
 
-        def commits(*ids: str) -> int:
-            sql = (
-                f"SELECT count(DISTINCT ingested_at) FROM event_ledger WHERE event_id IN ({', '.join('?' * len(ids))})"
-            )
-            return store._con.execute(sql, list(ids)).fetchall()[0][0]
 
-        # Alone: "solo-1" is committed before "solo-2" comes, half a second later, which
-        # then does not wait.
-        started = time.monotonic()
-        for thread in [ingest_later(0, "solo-1"), ingest_later(0.5, "solo-2")]:
-            thread.join(timeout=30)
-        assert commits("solo-1", "solo-2") == 2
-        assert time.monotonic() - started < 5
+def test_a_write_waits_for_the_callers_the_last_one_answered(store: Store):
+    """The next write waits for as many batches as the last one stored and saw come while
+    it ran, at most ``GroupCommit.wait_s``; a lone caller never waits."""
+    store._commits.wait_s = 10.0  # generous, so that a slow machine still sees the same groups
 
-        # Two batches that waited for the writer share a transaction...
-        with store._write_lock:
-            pair = [ingest_later(0, "pair-1"), ingest_later(0, "pair-2")]
-            _wait_until_queued(store, 2)
-        for thread in pair:
-            thread.join(timeout=30)
-        assert commits("pair-1", "pair-2") == 1
+    def ingest_later(delay: float, *ids: str) -> threading.Thread:
+        events = [validate_event(call(f"call-{i}", "a1", T0, duration=60, id=i), "acme") for i in ids]
+        thread = threading.Thread(target=store.ingest, args=(events,))
+        time.sleep(delay)
+        thread.start()
+        return thread
 
-        # ... so the next transaction waits for "next-2", which comes 0.3 s after "next-1".
-        for thread in [ingest_later(0, "next-1"), ingest_later(0.3, "next-2")]:
-            thread.join(timeout=30)
-        assert commits("next-1", "next-2") == 1
+    # Alone: "solo-1" is stored before "solo-2" comes, half a second later, which then
+    # does not wait.
+    started = time.monotonic()
+    for thread in [ingest_later(0, "solo-1"), ingest_later(0.5, "solo-2")]:
+        thread.join(timeout=30)
+    assert _writes(store, "solo-1", "solo-2") == 2
+    assert time.monotonic() - started < 5
 
-        # A batch that comes while a transaction runs is expected back too: "early" is
-        # stored alone while "late-1" comes, and "late-1" then waits for "late-2".
-        store.group_wait_s = 0.01
-        ingest_later(0, "expected-back").join(timeout=30)  # the next expects one batch
-        store.group_wait_s = 10.0
-        store_group = store._store_group
+    # Two batches that waited for the writer share a write...
+    with store._write_lock:
+        pair = [ingest_later(0, "pair-1"), ingest_later(0, "pair-2")]
+        _wait_until_queued(store, 2)
+    for thread in pair:
+        thread.join(timeout=30)
+    assert _writes(store, "pair-1", "pair-2") == 1
 
-        def store_group_while_one_comes(group):
-            if any(e.id == "early" for ticket in group for e in ticket.events):
-                late.append(ingest_later(0, "late-1"))
-                _wait_until_queued(store, 1)
-            store_group(group)
+    # ... so the next write waits for "next-2", which comes 0.3 s after "next-1".
+    for thread in [ingest_later(0, "next-1"), ingest_later(0.3, "next-2")]:
+        thread.join(timeout=30)
+    assert _writes(store, "next-1", "next-2") == 1
 
-        late: list[threading.Thread] = []
-        store._store_group = store_group_while_one_comes
-        ingest_later(0, "early").join(timeout=30)
-        late.append(ingest_later(0.3, "late-2"))
-        for thread in late:
-            thread.join(timeout=30)
-        assert commits("early", "late-1") == 2
-        assert commits("late-1", "late-2") == 1
-        assert store.count_events(org="acme") == 10
-    finally:
-        store.close()
+    # A batch that comes while a write runs is expected back too: "early" is stored alone
+    # while "late-1" comes, and "late-1" then waits for "late-2".
+    store._commits.wait_s = 0.01
+    ingest_later(0, "expected-back").join(timeout=30)  # the next expects one batch
+    store._commits.wait_s = 10.0
+    store_group = store._commits.store_group
+
+    def store_group_while_one_comes(group):
+        if any(e.id == "early" for ticket in group for e in ticket.events):
+            late.append(ingest_later(0, "late-1"))
+            _wait_until_queued(store, 1)
+        store_group(group)
+
+    late: list[threading.Thread] = []
+    store._commits.store_group = store_group_while_one_comes
+    ingest_later(0, "early").join(timeout=30)
+    late.append(ingest_later(0.3, "late-2"))
+    for thread in late:
+        thread.join(timeout=30)
+    assert _writes(store, "early", "late-1") == 2
+    assert _writes(store, "late-1", "late-2") == 1
+    assert store.count_events(org="acme") == 10
 
 
 # The same instants spelt as ISO-8601 with the offsets' minutes, and as PostgreSQL prints a

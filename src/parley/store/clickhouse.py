@@ -47,6 +47,7 @@ from parley.store.chat_sql import (
     times_as_text,
 )
 from parley.store.dialect import Params
+from parley.store.group_commit import GroupCommit, Key
 from parley.store.port import ApiKeyRecord, StoreLocked, StoreOutcome, StoreUnavailable
 from parley.store.series_sql import SeriesSql
 from parley.store.sql_store import SqlStore
@@ -715,7 +716,15 @@ class ClickHouseStore(SqlStore):
         self.url = url
         self._transport = transport
         self._write_lock = threading.Lock()
-        self._migrate()
+        # Concurrent callers' batches stored together (see ``ingest``).
+        self._commits = GroupCommit(self._write_lock, self._store_events)
+        try:
+            self._migrate()
+        except BaseException:
+            # Released at once, not when the cycle collector finds this store (``_commits``
+            # refers back to it): the same store can be opened again straight away.
+            self._transport.close()
+            raise
 
     def _migrate(self) -> None:
         for ddl in _FIXED_DDL:
@@ -768,18 +777,23 @@ class ClickHouseStore(SqlStore):
     # -- ingestion ----------------------------------------------------------------
 
     def ingest(self, events: Sequence[Event]) -> StoreOutcome:
-        first: dict[tuple[str, str], Event] = {}
-        duplicates: list[str] = []
-        for event in events:
-            if (event.org, event.id) in first:
-                duplicates.append(event.id)
-            else:
-                first[(event.org, event.id)] = event
-        with self._write_lock, self._transport.writing():
+        """Store new events, skipping ids already stored for their org.
+
+        Concurrent callers' batches are stored together (``GroupCommit``): one set of
+        look-ups and one insert a table for all of them, where each batch paid its own.
+        ClickHouse makes a part of each insert and merges them in the background, and its
+        documentation asks for fewer, larger inserts. A write that fails stores each batch
+        alone again, so that only the caller whose batch ClickHouse refuses sees it fail.
+        """
+        return self._commits.ingest(events)
+
+    def _store_events(self, events: list[Event]) -> tuple[set[Key], dict[Key, str]]:
+        """Store distinct events (the caller holds the write lock): the keys stored now."""
+        first = {(e.org, e.id): e for e in events}
+        with self._transport.writing():
             claims = self._claims(first)
             cut_short = self._without_rows([first[key] for key, before_rows in claims.items() if before_rows])
             fresh = [e for key, e in first.items() if key not in claims or key in cut_short]
-            duplicates += [e.id for key, e in first.items() if key in claims and key not in cut_short]
             keyed = [(e, schema.entity_key(e)) for e in fresh]
             firsts: dict[tuple[str, str], Event] = {}
             for event, key in keyed:
@@ -795,14 +809,13 @@ class ClickHouseStore(SqlStore):
                 if key not in claimers or ((e.org, e.id) in cut_short and claimers[key] & {e.id, None})
             }
             stored = [e for e, key in keyed if key is None or id(e) in winners]
-            duplicates += [e.id for e, key in keyed if key is not None and id(e) not in winners]
             new_entities = [(org, key, e.id) for (org, key), e in firsts.items() if id(e) in winners]
             self._insert(
                 schema.column_batch(stored).tables,
                 schema.event_ledger_rows(fresh),
                 schema.entity_ledger_rows(new_entities),
             )
-        return StoreOutcome([e.id for e in stored], duplicates, {})
+        return {(e.org, e.id) for e in stored}, {}
 
     def ingest_columns(self, batch: schema.ColumnBatch) -> list[tuple[str, str]] | None:
         ids = dict.fromkeys(zip(batch.ledger["org"].to_pylist(), batch.ledger["event_id"].to_pylist(), strict=True))

@@ -12,11 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -45,6 +43,7 @@ from parley.store.duckdb_state import (
     reorder_sql,
     state_sql,
 )
+from parley.store.group_commit import GroupCommit, Key
 from parley.store.port import (
     ApiKeyRecord,
     MemberState,
@@ -116,22 +115,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at TIMESTAMP
 );
 """
-
-
-Key = tuple[str, str]  # (org, event id)
-
-
-@dataclass(eq=False, slots=True)
-class _Ticket:
-    """One caller's batch, waiting to be stored by whichever caller holds the write lock."""
-
-    events: Sequence[Event]
-    outcome: StoreOutcome | None = None
-    error: BaseException | None = None
-
-    @property
-    def settled(self) -> bool:
-        return self.outcome is not None or self.error is not None
 
 
 def _table_ddl(table: schema.Table) -> str:
@@ -237,8 +220,6 @@ class DuckDBStore(SqlStore):
     fold_every_observations = 500_000
     # ``reorder`` rewrites an org's rows of a table once it has one new row for this many stored.
     reorder_share = 8
-    # The most a transaction waits for the callers expected back (see ``_await_callers``).
-    group_wait_s = 0.100
 
     def __init__(self, path: Path, *, threads: int | None = None, memory_limit: str | None = None) -> None:
         self.path = Path(path)
@@ -278,14 +259,8 @@ class DuckDBStore(SqlStore):
         self.checkpointing = False
         self._index_gate = threading.Condition()
         self._index_reads = 0
-        # Guards the waiting batches, ``_storing`` and ``_expected``; notified as each batch
-        # comes and as each transaction of batches ends.
-        self._arrived = threading.Condition()
-        self._pending: list[_Ticket] = []
-        self._storing = False  # a caller is storing the waiting batches
-        # How many batches the next transaction waits for: those the last one stored (their
-        # callers are on their way back) and those that came while it ran.
-        self._expected = 1
+        # Concurrent callers' batches stored in one transaction (see ``ingest``).
+        self._commits = GroupCommit(self._write_lock, self._store_isolating)
         # Every read cursor opened (closed with the store), and those no statement is using.
         self._cursors_lock = threading.Lock()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -295,7 +270,13 @@ class DuckDBStore(SqlStore):
         # ``reorder`` last rewrote them (a message without content adds none).
         self._added: dict[str, dict[str, int]] = {table: defaultdict(int) for table in REORDERED}
         self._auth = _AuthCache()
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            # Released at once, not when the cycle collector finds this store (``_commits``
+            # refers back to it): the same store can be opened again straight away.
+            self._con.close()
+            raise
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -385,72 +366,12 @@ class DuckDBStore(SqlStore):
     def ingest(self, events: Sequence[Event]) -> StoreOutcome:
         """Store new events durably, skipping ids already stored for their org.
 
-        Concurrent callers commit together (group commit): one caller at a time stores
+        Concurrent callers commit together (``GroupCommit``): one caller at a time stores
         every batch waiting in one transaction, so the fixed cost of a transaction (ledger
-        look-ups, the chat-state merge, the commit) is paid once for all of them; it first
-        waits a little for the callers the last transaction answered (see
-        ``_await_callers``). Each caller returns only once the transaction holding its
-        events has committed.
+        look-ups, the chat-state merge, the commit) is paid once for all of them. Each
+        caller returns only once the transaction holding its events has committed.
         """
-        ticket = _Ticket(events)
-        with self._arrived:
-            self._pending.append(ticket)
-            self._arrived.notify_all()
-            # While another caller stores, wait: it may take this batch too. (Not on the
-            # write lock: the next caller to store holds it while it waits for this one.)
-            while self._storing and not ticket.settled:
-                self._arrived.wait()
-            store_them = not ticket.settled
-            self._storing |= store_them
-        if store_them:
-            self._store_pending()
-        if isinstance(ticket.error, StoreUnavailable):
-            raise StoreUnavailable(str(ticket.error)) from ticket.error
-        if ticket.error is not None:
-            raise RuntimeError("the transaction that held these events failed") from ticket.error
-        assert ticket.outcome is not None
-        return ticket.outcome
-
-    def _store_pending(self) -> None:
-        """Store the waiting batches in one transaction, once the callers expected back
-        have come; the caller has set ``_storing``."""
-        group: list[_Ticket] = []
-        try:
-            with self._write_lock:
-                self._await_callers()
-                with self._arrived:
-                    group, self._pending = self._pending, []
-                try:
-                    self._store_group(group)
-                except BaseException as exc:
-                    for waiting in group:
-                        waiting.error = exc
-                    raise
-        finally:
-            with self._arrived:
-                self._storing = False
-                self._expected = len(group) + len(self._pending)
-                self._arrived.notify_all()
-
-    def _await_callers(self) -> None:
-        """Wait, holding the write lock, until as many batches wait as the last transaction
-        expects (``_expected``), at most ``group_wait_s``.
-
-        Callers that were answered come back with their next batches, and the transaction
-        that takes them together pays its fixed cost (its look-ups, the commit) once. The
-        bench's 4 clients of 1,000 events each came back 40 to 60 ms after their answer.
-        Before, a transaction waited only after one of several batches, and only until none
-        had come for 10 ms: a batch that came while a transaction ran was then stored
-        alone, the rest together (transactions of 1,000 and 3,000 events in turn, or 2,000
-        and 2,000), and a full group still waited 10 ms after its last batch. A lone caller
-        never waits: its last transaction expects one batch, its own. A caller that does not
-        come back costs the others one wait; the transaction after expects one fewer.
-        (PostgreSQL's ``commit_delay`` likewise waits only when other transactions are active.)
-        """
-        deadline = time.monotonic() + self.group_wait_s
-        with self._arrived:
-            while len(self._pending) < self._expected and (left := deadline - time.monotonic()) > 0:
-                self._arrived.wait(left)
+        return self._commits.ingest(events)
 
     def _fold_cost_days(self) -> None:
         """Fold crowded days of ``user_cost_days`` (see ``fold_cost_days_sql``) in a transaction
@@ -591,23 +512,6 @@ class DuckDBStore(SqlStore):
             log.exception("rewriting the %s rows of org %r failed; the store is unchanged", table, org)
             return False
         return True
-
-    def _store_group(self, group: list[_Ticket]) -> None:
-        """Store the tickets' events together; an id stored once is new for its first ticket only."""
-        stored, failed = self._store_isolating([event for ticket in group for event in ticket.events])
-        claimed: set[Key] = set()
-        for ticket in group:
-            outcome = StoreOutcome([], [], {})
-            for event in ticket.events:
-                key = (event.org, event.id)
-                if key in failed:
-                    outcome.failed[event.id] = failed[key]
-                elif key in stored and key not in claimed:
-                    claimed.add(key)
-                    outcome.stored.append(event.id)
-                else:
-                    outcome.duplicates.append(event.id)
-            ticket.outcome = outcome
 
     def _store_isolating(self, events: list[Event]) -> tuple[set[Key], dict[Key, str]]:
         """(keys newly stored, reasons for keys the engine refused); the caller holds the write lock."""
