@@ -94,7 +94,7 @@ class GroupCommit:
                     group, self.pending = self.pending, []
                 try:
                     self.store_group(group)
-                except BaseException as exc:  # the process interrupted: no caller may wait on
+                except BaseException as exc:  # an interruption: settle every ticket, none waits for ever
                     for ticket in group:
                         if not ticket.settled:
                             ticket.error = exc
@@ -157,6 +157,7 @@ class GroupCommit:
             ticket.outcome = outcome
 
     def _store_distinct(self, events: list[Event]) -> tuple[set[Key], dict[Key, str]]:
+        """``store_events`` of each id's first copy in ``events``."""
         unique: dict[Key, Event] = {}
         for event in events:
             unique.setdefault((event.org, event.id), event)
