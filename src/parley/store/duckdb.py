@@ -514,21 +514,17 @@ class DuckDBStore(SqlStore):
         return True
 
     def _store_isolating(self, events: list[Event]) -> tuple[set[Key], dict[Key, str]]:
-        """(keys newly stored, reasons for keys the engine refused); the caller holds the write lock."""
-        unique: dict[Key, Event] = {}
-        for event in events:
-            unique.setdefault((event.org, event.id), event)
-        if not unique:
-            return set(), {}
+        """(keys newly stored, reasons for keys the engine refused) of distinct ``events``,
+        as ``GroupCommit`` hands them; the caller holds the write lock."""
         try:
-            return set(self._store_batch(list(unique.values()))), {}
+            return set(self._store_batch(events)), {}
         except (duckdb.Error, pa.ArrowException, OverflowError):
-            if len(unique) == 1:
-                return set(), dict.fromkeys(unique, "the store refused this event")
+            if len(events) == 1:
+                return set(), {(events[0].org, events[0].id): "the store refused this event"}
             # Isolate the event the engine refused so that its neighbours still land.
             stored: set[Key] = set()
             failed: dict[Key, str] = {}
-            for event in unique.values():
+            for event in events:
                 one_stored, one_failed = self._store_isolating([event])
                 stored |= one_stored
                 failed |= one_failed
