@@ -28,6 +28,7 @@ def get(client, headers, **params):
 def test_hand_worked_example(client, ingest, admin):
     ingest(
         event("assistant.upsert", {"assistant_id": "a1", "name": "Sales Bot"}),
+        event("assistant.upsert", {"assistant_id": "a9", "name": "Idle Bot"}),  # no calls: not listed
         call("c1", "a1", D + timedelta(hours=9), duration=301.2, id="c1-first"),
         call("c2", "a1", D + timedelta(hours=10), ended=D + timedelta(hours=10, minutes=2, seconds=30)),
         call("c3", "a1", D + timedelta(hours=11)),  # no duration: counts, adds 0
