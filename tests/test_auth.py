@@ -10,6 +10,7 @@ import pytest
 from parley.auth.keys import create_key, revoke_key, verify_key
 from parley.store.duckdb import KEYS, MEMBER, DuckDBStore, _AuthCache
 from parley.store.port import NotRemembered, Store, open_store
+from parley.store.schema import SCHEMA_VERSION
 from tests.conftest import STORE_KINDS, bearer, store_url_for
 from tests.factories import T0, WS, WS_OTHER, call, member
 
@@ -154,7 +155,7 @@ def test_a_store_from_before_revocation_is_brought_up_and_its_keys_can_be_revoke
     store = open_store(url)
     try:
         meta = "SELECT value FROM parley_meta" + (" FINAL" if kind == "chdb" else "") + " WHERE key = 'schema_version'"
-        assert store._fetchall(meta, {}) == [("6",)]
+        assert store._fetchall(meta, {}) == [(str(SCHEMA_VERSION),)]
         assert verify_key(store, key) is not None
         record, _ = revoke_key(store, key)
         assert verify_key(store, key) == record and record.revoked_at is not None

@@ -6,9 +6,7 @@ kind of scan it reads an index for, and it takes the table's checkpoint lock to 
 scale M under ingestion such a read waited up to 2.3 s (docs/benchmarks.md, "Reads during
 a live server's checkpoints"). So every read of such a table puts conditions on two
 columns or more, or on none, even where DuckDB's statistics drop a condition that every
-row meets: in a store of one org, ``org = 'acme'`` (see ``never_waits``). The one
-exception is a user's cost, which finds its days through their index except while the
-store checkpoints, and which a checkpoint waits for when it finds one running.
+row meets: in a store of one org, ``org = 'acme'`` (see ``never_waits``).
 """
 
 from __future__ import annotations
@@ -32,22 +30,21 @@ from tests.factories import WS, member, one_of_each, read_urls
 
 class _Recorded:
     """A real DuckDB connection that notes every statement run through it or through the
-    cursors it makes, with how many reads the store had admitted to an index as it ran."""
+    cursors it makes."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, statements: list[tuple[str, Any, int]], store: DuckDBStore):
+    def __init__(self, con: duckdb.DuckDBPyConnection, statements: list[tuple[str, Any]]):
         self._con = con
         self._statements = statements
-        self._store = store
 
     def cursor(self) -> _Recorded:
-        return _Recorded(self._con.cursor(), self._statements, self._store)
+        return _Recorded(self._con.cursor(), self._statements)
 
     def execute(self, sql: str, parameters: Any = None) -> Any:
-        self._statements.append((sql, parameters, self._store._index_reads))
+        self._statements.append((sql, parameters))
         return self._con.execute(sql, parameters)
 
     def sql(self, sql: str, *, params: Any = None) -> Any:
-        self._statements.append((sql, params, self._store._index_reads))
+        self._statements.append((sql, params))
         return self._con.sql(sql, params=params)
 
     def __getattr__(self, name: str) -> Any:
@@ -75,18 +72,15 @@ def test_no_read_scans_a_table_with_an_index_by_one_column(tmp_path: Path):
             assert client.post("/api/v2/ingest", json={"batch": events}, headers=ingest).json()["errors"] == []
             admin = bearer(create_key(store, org="acme", workspace_id=WS, member_id=1))
             real = store._con
-            statements: list[tuple[str, Any, int]] = []
-            store._con = _Recorded(real, statements, store)  # type: ignore[assignment]
+            statements: list[tuple[str, Any]] = []
+            store._con = _Recorded(real, statements)  # type: ignore[assignment]
             store._idle_cursors.clear()
             try:
                 for url in read_urls(NOW):
                     assert client.get(url, headers=admin).status_code == 200, url
-                read = len(statements)
-                store.checkpointing = True
                 cost = next(url for url in read_urls(NOW) if "/user-cost/" in url)
                 assert client.get(cost, headers=admin).json() == {"total_cost": 0.25}
             finally:
-                store.checkpointing = False
                 store._con = real
         indexed = {
             table
@@ -96,29 +90,13 @@ def test_no_read_scans_a_table_with_an_index_by_one_column(tmp_path: Path):
             ).fetchall()
         }
         shapes = []
-        for sql, params, _ in statements:
+        for sql, params in statements:
             plan = json.loads(real.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchall()[0][1])
             shapes.append({scan for op in plan["operator"] for scan in _scans(op) if scan[0] in indexed})
     finally:
         store.close()
-    scanned = set().union(*shapes[:read])
+    scanned = set().union(*shapes)
     # The tables with an index that the endpoints read (the ledgers, user_numbers and
     # parley_meta are read by ingestion and start-up alone).
-    assert {table for table, _, _ in scanned} == {
-        "api_keys",
-        "chat_state",
-        "member_names",
-        "user_state",
-        "user_cost_days",
-    }
-    assert {scan for scan in scanned if scan[2] == 1} == {("user_cost_days", "Index Scan", 1)}
-    # That read ran admitted to the index: a checkpoint due meanwhile would have waited for it.
-    through_index = [
-        admitted
-        for (_, _, admitted), shape in zip(statements, shapes, strict=True)
-        if any(kind == "Index Scan" for _, kind, _ in shape)
-    ]
-    assert through_index == [1]
-    # While the store checkpoints, a user's cost scans its days with conditions on two
-    # columns (the key was remembered: no read of api_keys).
-    assert set().union(*shapes[read:]) == {("user_cost_days", "Sequential Scan", 2)}
+    assert {table for table, _, _ in scanned} == {"api_keys", "chat_state", "member_names", "user_state"}
+    assert {scan for scan in scanned if scan[2] == 1} == set()

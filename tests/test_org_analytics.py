@@ -448,47 +448,52 @@ def test_cost_matches_a_plain_python_reference(client, ingest, admin, store):
     random.Random(9).shuffle(events)  # sessions after their traces, traces after their observations
     for i in range(0, len(events), 50):
         ingest(*events[i : i + 50])
-    # The DuckDB store finds a user's days by a scan rather than its index while it checkpoints.
-    for checkpointing in (False, True) if isinstance(store, DuckDBStore) else (False,):
-        if checkpointing:
-            store.checkpointing = True
-        for start, end in COST_RANGES:
-            lo, hi = _instant(start, is_end=False), _instant(end, is_end=True)
-            for who in ("ann", "ben"):
-                expected = sum((usd for owner, at, usd in costs if owner == who and lo <= at <= hi), Decimal(0))
-                got = get(client, admin, "user-cost", start_date=start, end_date=end, username=who)
-                assert got == {"total_cost": float(round(expected, 6))}, (who, start, end, checkpointing)
+        if i == 250:  # the DuckDB store's rows so far put in user order, the rest appended after them
+            store.reorder()
+    for start, end in COST_RANGES:
+        lo, hi = _instant(start, is_end=False), _instant(end, is_end=True)
+        for who in ("ann", "ben"):
+            expected = sum((usd for owner, at, usd in costs if owner == who and lo <= at <= hi), Decimal(0))
+            got = get(client, admin, "user-cost", start_date=start, end_date=end, username=who)
+            assert got == {"total_cost": float(round(expected, 6))}, (who, start, end)
 
 
-def test_a_duckdb_user_cost_reads_its_days_by_index_except_while_the_store_checkpoints(tmp_path):
-    # DuckDB holds up a scan of a table with an index for the whole of a checkpoint when the
-    # scan has one condition, the only kind it reads an index for: while the store
-    # checkpoints, a user's cost reads its days by a scan with two conditions instead.
+def test_a_duckdb_user_cost_reads_the_users_rows_that_reorder_keeps_together(tmp_path):
+    # No index: the rows carry the user's md5 and day, and ``reorder`` writes each org's rows
+    # in that order, so that the zone maps of the user's md5 leave one row group to scan.
     from parley.ingest.events import validate_event
+    from parley.store.duckdb_state import cost_user_key
 
     store = DuckDBStore(tmp_path / "parley.duckdb")
+    users = ["ann", "ben", "cat"]
     try:
-        at = {"t0": D + timedelta(hours=1), "t1": D + timedelta(hours=13), "t2": D + timedelta(days=1), "t3": D}
-        events = [trace("t0", at["t0"], user_id="ann"), observation("o0", "t0", D, cost=8)]  # before the range
-        events += [trace("t1", at["t1"], user_id="ann"), observation("o1", "t1", D, cost=0.25)]
-        events += [trace("t2", at["t2"], user_id="ann"), observation("o2", "t2", D, cost=0.5)]
-        events += [trace("t3", at["t3"], user_id="ben"), observation("o3", "t3", D, cost=4)]
+        events = []
+        for day in range(3):  # each day's traces in turn: a row per user, day and model
+            for n, who in enumerate(users):
+                at = D + timedelta(days=day, hours=n)
+                tid = f"t{day}{who}"
+                events += [trace(tid, at, user_id=who), observation(f"o{tid}", tid, at, cost=n + 1)]
+                events.append(observation(f"x{tid}", tid, at, model="gpt-4o", tokens_in=1000))
         store.ingest([validate_event(e, "acme") for e in events])
-        # From noon of the first day (a day the range cuts) to the end of the second (a whole day).
-        start = (D + timedelta(hours=12)).replace(tzinfo=None)
-        end = (D + timedelta(days=2)).replace(tzinfo=None) - timedelta(microseconds=1)
-        plans = {}
-        for checkpointing in (False, True):
-            store.checkpointing = checkpointing
-            total, unpriced = store.user_cost(org="acme", user_id="ann", start=start, end=end, prices=[])
-            assert (total, unpriced) == (750_000_000_000, 0), checkpointing  # 0.75 USD in pico-dollars
-            with store._reading_index() as by_index:  # as ``user_cost`` decides
-                sql, params = store._series("acme", start, end, by_index=by_index)
-                plan = store._fetchall("EXPLAIN ANALYZE " + sql.user_cost("ann", []), params.values)[0][1]
-            plans[checkpointing] = (plan.count("Index Scan"), plan.count("Sequential Scan"))
-        assert plans == {False: (2, 0), True: (0, 2)}  # the whole day's look-up and the cut day's
+        store.ingest([validate_event(e, "globex") for e in events[:6]])
+        rows = "SELECT org, user_md5, day, model FROM user_cost_days ORDER BY rowid"
+        assert store._fetchall("SELECT count(*) FROM user_cost_days", {})[0][0] == 3 * 3 * 2 + 2 * 2
+        store.reorder()
+        acme = [row[1:3] for row in store._fetchall(rows, {}) if row[0] == "acme"]
+        assert acme == sorted(acme) and len(acme) == 18  # the user's md5, then the day
+        md5 = {
+            who: store._fetchall("SELECT md5_number($k)", {"k": cost_user_key("acme", who)})[0][0] for who in users
+        }
+        assert {who: sum(1 for m, _ in acme if m == md5[who]) for who in users} == {"ann": 6, "ben": 6, "cat": 6}
+        prices = [("gpt-4o", 2_500_000, 10_000_000)]
+        span = {"start": D.replace(tzinfo=None), "end": (D + timedelta(days=3)).replace(tzinfo=None)}
+        for n, who in enumerate(users):  # three days of n + 1 USD and 1,000 gpt-4o input tokens
+            expected = 3 * ((n + 1) * 10**12 + 1000 * 2_500_000)
+            assert store.user_cost(org="acme", user_id=who, prices=prices, **span) == (expected, 0), who
+        assert store.user_cost(org="globex", user_id="ben", prices=[], **span) == (2 * 10**12, 1)  # day 0 only
+        indexes = "SELECT count(*) FROM duckdb_indexes() WHERE table_name = 'user_cost_days'"
+        assert store._fetchall(indexes, {}) == [(0,)]
     finally:
-        store.checkpointing = False
         store.close()
 
 
@@ -818,7 +823,7 @@ def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
     try:
         assert ingest_batch(store, org="acme", batch=[trace("t", D + timedelta(hours=5), user_id="ann")]).errors == []
         expected = 0
-        for i in range(1, 31):  # one batch each: 30 rows for ann's day before the fold
+        for i in range(1, 31):  # one batch each: 15 rows of ann's day and model gpt-4o, 15 without a model
             if i % 2 == 0:
                 obs = observation(f"o{i}", "t", D, cost=i / 100)
                 expected += i * 10**10
@@ -834,7 +839,7 @@ def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
         assert store.user_cost(**span) == (expected, 3)
         with store._write_lock:
             store._fold_cost_days()
-        assert store._fetchall(rows, {})[0][0] == 1
+        assert store._fetchall(rows, {})[0][0] == 5  # one for each model of more than FOLD_ROWS rows; house-model's 3
         assert store.user_cost(**span) == (expected, 3)
         # A range that cuts the day reads the folded day's observations (the trace is at 05:00).
         morning = span["start"] + timedelta(hours=4), span["start"] + timedelta(hours=6)
@@ -845,7 +850,7 @@ def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
         for i in range(FOLD_ROWS + 2):
             more = observation(f"m{i}", "t", D, cost=1)
             assert ingest_batch(store, org="acme", batch=[more]).errors == []
-        assert store._fetchall(rows, {})[0][0] == 1
+        assert store._fetchall(rows, {})[0][0] == 5
         assert store.user_cost(**span) == (expected + (FOLD_ROWS + 2) * 10**12, 3)
     finally:
         store.close()
@@ -863,16 +868,25 @@ def test_cost_days_of_an_org_whose_name_is_not_ascii(store):
         assert store.user_cost(org=org, user_id="ann", prices=[], **whole_day) == (expected, 0), org
 
 
-def test_cost_days_written_without_their_observations_are_made_again(tmp_path):
+# user_cost_days as Parley wrote it before: without each day's observations, then found by
+# an index on each user's day.
+_UNCOSTED = "uncosted STRUCT(model VARCHAR, input_tokens HUGEINT, output_tokens HUGEINT, n BIGINT)[] NOT NULL"
+_EARLIER_COST_DAYS = [
+    f"CREATE TABLE user_cost_days (day_key VARCHAR NOT NULL, cost_pusd HUGEINT NOT NULL, {_UNCOSTED})",
+    f"CREATE TABLE user_cost_days (day_key VARCHAR NOT NULL, cost_pusd HUGEINT NOT NULL, {_UNCOSTED},"
+    " observations STRUCT(traced_at TIMESTAMP, model VARCHAR, input_tokens BIGINT, output_tokens BIGINT,"
+    " cost_pusd BIGINT)[] NOT NULL); CREATE INDEX user_cost_days_key ON user_cost_days (day_key)",
+]
+
+
+@pytest.mark.parametrize("ddl", _EARLIER_COST_DAYS, ids=["without-observations", "by-day-key"])
+def test_cost_days_written_by_an_earlier_parley_are_made_again(tmp_path, ddl):
     stored = [trace("t", D + timedelta(hours=5), user_id="ann"), observation("o", "t", D, cost=3)]
     store = _reopened_without(tmp_path / "parley.duckdb", stored, "user_cost_days", "cost_pending")
     path = store.path
-    with store._write_lock:  # the table as this session's first version wrote it
+    with store._write_lock:
         store._con.execute("DROP TABLE user_cost_days")
-        store._con.execute(
-            "CREATE TABLE user_cost_days (day_key VARCHAR NOT NULL, cost_pusd HUGEINT NOT NULL,"
-            " uncosted STRUCT(model VARCHAR, input_tokens HUGEINT, output_tokens HUGEINT, n BIGINT)[] NOT NULL)"
-        )
+        store._con.execute(ddl)
     store.close()
     from parley.store.duckdb import DuckDBStore
 
@@ -881,6 +895,7 @@ def test_cost_days_written_without_their_observations_are_made_again(tmp_path):
         start = D.replace(tzinfo=None)
         cut = {"start": start + timedelta(hours=4), "end": start + timedelta(hours=6)}
         assert store.user_cost(org="acme", user_id="ann", prices=[], **cut) == (3 * 10**12, 0)
+        assert "user_md5" in {name for (name,) in store._fetchall("SELECT name FROM pragma_table_info('user_cost_days')", {})}
     finally:
         store.close()
 

@@ -51,3 +51,46 @@ def pico_per_token(usd_per_million: Decimal) -> int:
 def as_rows(prices: dict[str, ModelPrice]) -> list[tuple[str, int, int]]:
     """(lower-case model prefix, input and output pico-dollars per token)."""
     return [(name, pico_per_token(p.input), pico_per_token(p.output)) for name, p in sorted(prices.items())]
+
+
+def price_of(model: str | None, prices: list[tuple[str, int, int]]) -> tuple[int, int] | None:
+    """The (input, output) price of ``model`` in ``prices`` (``as_rows``), or None.
+
+    A model takes the price of the longest entry its name, lower-cased, starts with, or
+    that follows a ``/`` or a ``.`` in it (of equally long ones, the first): a dated name
+    such as ``gpt-4o-2024-08-06`` takes the ``gpt-4o`` price, and so do a router's
+    ``openai/gpt-4o`` and a cloud's ``us.anthropic.claude-3-5-sonnet-20241022-v2:0`` theirs.
+    """
+    if model is None:
+        return None
+    name = model.lower()
+    best: tuple[str, int, int] | None = None
+    for prefix, input_price, output_price in prices:
+        if (best is None or len(prefix) > len(best[0])) and (
+            name.startswith(prefix) or f"/{prefix}" in name or f".{prefix}" in name
+        ):
+            best = (prefix, input_price, output_price)
+    return None if best is None else best[1:]
+
+
+def price_by_model(rows: list[tuple], prices: list[tuple[str, int, int]]) -> tuple[int, int]:
+    """(total cost in pico-dollars, observations left unpriced) of a user's cost by model:
+    rows (model, cost of the observations that carry one, input and output tokens of those
+    that do not, how many do not), the sums as text or integers.
+
+    The store sums the observations per model in the database; the price table, the
+    operator's, is applied here to those few sums. Priced in SQL, the table's entries
+    matched against the models in the statement, a user's cost took 3 to 4 ms more at
+    scale M (docs/benchmarks.md, "A user's cost by a scan of the user's rows").
+    """
+    total = unpriced = 0
+    for model, known, input_tokens, output_tokens, uncosted in rows:
+        total += int(known)
+        if not uncosted:
+            continue
+        price = price_of(model, prices)
+        if price is None:
+            unpriced += int(uncosted)
+        else:
+            total += int(input_tokens) * price[0] + int(output_tokens) * price[1]
+    return total, unpriced

@@ -98,17 +98,6 @@ class ClickHouseDialect:
     def unnest(self, list_expr: str) -> str:
         return f"arrayJoin({list_expr})"
 
-    def zip_rows(self, columns: dict[str, str]) -> str:
-        # Several arrayJoin() in one SELECT multiply; zip the arrays into tuples first.
-        zipped = f"arrayJoin(arrayZip({', '.join(columns.values())}))"
-        return ", ".join(f"{zipped}.{i} AS {name}" for i, name in enumerate(columns, start=1))
-
-    def starts_with_ci(self, text: str, prefix: str) -> str:
-        return f"startsWith(lowerUTF8({text}), {prefix})"
-
-    def wide_int(self, expr: str) -> str:
-        return f"toInt128({expr})"
-
     def has(self, list_expr: str, value_sql: str) -> str:
         return f"has({list_expr}, {value_sql})"
 
@@ -304,34 +293,16 @@ class ClickHouseSeriesSql(SeriesSql):
             )
         )"""
 
-    def user_cost(self, user_id: str, prices: list[tuple[str, int, int]]) -> str:
-        """As ``SeriesSql.user_cost``, with ``costs`` read once.
-
-        ClickHouse runs a CTE at each of its references, and the shared statement reads
-        ``costs`` twice (its models' prices, then the sum): each a scan of the org's
-        observations. Here the user's rows are summed per model in one pass, and each model
-        takes its price from the price lists themselves, by the same rule: the longest entry
-        it matches (of equally long ones, the first in the table's order).
-        """
-        prefixes, inputs, outputs = self._price_lists(prices)
-        matches = self._takes_price("model", "prefix")
+    def user_cost_by_model(self, user_id: str) -> str:
+        # ``costs`` is read once: ClickHouse runs a CTE at each of its references.
         uncosted = "cost_pusd IS NULL"
         return f"""
-        WITH {self._costs(user_id)},
-        by_model AS (
-            SELECT sum(toInt128(cost_pusd)) AS known,
-                   sumIf(toInt128(coalesce(input_tokens, 0)), {uncosted}) AS input_tokens,
-                   sumIf(toInt128(coalesce(output_tokens, 0)), {uncosted}) AS output_tokens,
-                   sumIf(n, {uncosted}) AS unpriced,
-                   arrayMap(prefix -> if(model IS NOT NULL AND ({matches}), length(prefix), 0), {prefixes}) AS lengths,
-                   if(arrayMax(lengths) > 0, indexOf(lengths, arrayMax(lengths)), 0) AS price
-            FROM costs GROUP BY model
-        )
-        SELECT toString(coalesce(sum(known), 0) + sum(if(
-                   price > 0, input_tokens * {inputs}[price] + output_tokens * {outputs}[price], 0
-               ))) AS total_pusd,
-               sum(if(price > 0, 0, unpriced)) AS unpriced
-        FROM by_model
+        WITH {self._costs(user_id)}
+        SELECT model, toString(sum(toInt128(coalesce(cost_pusd, 0)))),
+               toString(sumIf(toInt128(coalesce(input_tokens, 0)), {uncosted})),
+               toString(sumIf(toInt128(coalesce(output_tokens, 0)), {uncosted})),
+               toUInt64(sumIf(n, {uncosted}))
+        FROM costs GROUP BY model
         """
 
     def cohorts(self, granularity: str, tz: str, mentor_id: str | None) -> str:

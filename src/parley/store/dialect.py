@@ -37,15 +37,6 @@ class Dialect(Protocol):
     def unnest(self, list_expr: str) -> str:
         """One row per element of a list column."""
 
-    def zip_rows(self, columns: dict[str, str]) -> str:
-        """A SELECT list giving one row per position of equally long lists, named by the keys."""
-
-    def starts_with_ci(self, text: str, prefix: str) -> str:
-        """Whether ``text``, lower-cased, starts with the (lower-case) ``prefix``."""
-
-    def wide_int(self, expr: str) -> str:
-        """An integer type wide enough for token x price products and their sums."""
-
     def has(self, list_expr: str, value_sql: str) -> str: ...
 
     def icontains(self, haystack: str, needle: str) -> str:

@@ -82,9 +82,6 @@ CHECKPOINT_BYTES = 256_000_000
 BULK_CHECKPOINT_BYTES = 1_000_000_000
 # DuckDB's own threshold, set beyond reach: DuckDB never checkpoints by itself.
 NO_AUTOMATIC_CHECKPOINT = "1000TB"
-# The longest a checkpoint waits for the reads through an index that it found running (each
-# takes milliseconds); past it the checkpoint runs, and such a read may wait for it to end.
-INDEX_READS_WAIT_S = 2.0
 # Most members remembered for authentication; past it, forget all and start over.
 AUTH_CACHE_ENTRIES = 4096
 # The kinds of what ``_AuthCache`` remembers: every key at once, and each member.
@@ -253,12 +250,6 @@ class DuckDBStore(SqlStore):
         self._con.execute("SET enable_progress_bar = false")
         self._write_lock = threading.Lock()
         self.checkpoint_bytes = CHECKPOINT_BYTES
-        # Set while a checkpoint runs, or waits to: reads then find a user's cost days
-        # without the index. ``_index_gate`` guards it and counts the reads admitted to the
-        # index, which a checkpoint waits for (see ``_reading_index``).
-        self.checkpointing = False
-        self._index_gate = threading.Condition()
-        self._index_reads = 0
         # Concurrent callers' batches stored in one transaction (see ``ingest``).
         self._commits = GroupCommit(self._write_lock, self._store_isolating)
         # Every read cursor opened (closed with the store), and those no statement is using.
@@ -316,8 +307,9 @@ class DuckDBStore(SqlStore):
             con.execute("DROP TABLE user_activity")
             con.execute("DROP TABLE IF EXISTS user_state")
             had -= {"user_activity", "user_state"}
-        if "user_cost_days" in had and "observations" not in _columns(con, "user_cost_days"):
-            # Written before the days kept their observations: made again from the events.
+        if "user_cost_days" in had and "user_md5" not in _columns(con, "user_cost_days"):
+            # Written before a user's rows were found by user_md5 (or kept their
+            # observations): made again from the events.
             con.execute("DROP TABLE user_cost_days")
             con.execute("DROP TABLE cost_pending")
             had -= {"user_cost_days", "cost_pending"}
@@ -402,18 +394,16 @@ class DuckDBStore(SqlStore):
         """Checkpoint once the write-ahead log holds ``checkpoint_bytes``; the caller holds
         the write lock, and the events the log holds are committed already.
 
-        The store checkpoints, not DuckDB at a commit, so that the reads know when one runs
-        (``checkpointing``). DuckDB holds up a scan of a table with an index (a primary key
-        included) for the whole of a checkpoint when the scan's conditions are on exactly
-        one column, which is the only kind it reads an index for. On a server at scale M
-        taking about 30,000 events/s over HTTP, checkpoints came every 15 to 20 s and took
-        0.5 to 2.7 s, and a user's cost and cohorts waited for them, up to 2.3 s. So every
-        read of such a table keeps conditions on two columns or more (``never_waits``), or
-        has none (the keys, read whole by ``_all_api_keys``), with one exception: a user's
-        cost finds its days through the index except while a checkpoint runs
-        (``DuckDBSeriesSql._days``). A checkpoint that fails is logged, and tried again after the
-        next write; the log keeps the events. Before it starts, the reads through the index
-        that are running end (``_reading_index``).
+        The store checkpoints, not DuckDB at a commit, by the log's size after a write's
+        transaction, with a larger threshold while a bulk load runs (``bulk_load``). DuckDB
+        holds up a scan of a table with an index (a primary key included) for the whole of a
+        checkpoint when the scan's conditions are on exactly one column, which is the only
+        kind it reads an index for. On a server at scale M taking about 30,000 events/s over
+        HTTP, checkpoints came every 15 to 20 s and took 0.5 to 2.7 s, and a user's cost and
+        cohorts waited for them, up to 2.3 s. So every read of such a table keeps conditions
+        on two columns or more (``never_waits``), or has none (the keys, read whole by
+        ``_all_api_keys``). A checkpoint that fails is logged, and tried again after the
+        next write; the log keeps the events.
         """
         try:
             logged = os.stat(f"{self.path}.wal").st_size
@@ -421,40 +411,10 @@ class DuckDBStore(SqlStore):
             return
         if logged < self.checkpoint_bytes:
             return
-        with self._index_gate:
-            self.checkpointing = True
-            if not self._index_gate.wait_for(lambda: not self._index_reads, INDEX_READS_WAIT_S):
-                log.warning("checkpointing with %d reads through an index still running", self._index_reads)
         try:
             self._con.execute("CHECKPOINT")
         except duckdb.Error:
             log.exception("checkpoint failed; the write-ahead log keeps every event, and it is tried again")
-        finally:
-            with self._index_gate:
-                self.checkpointing = False
-
-    @contextmanager
-    def _reading_index(self) -> Iterator[bool]:
-        """Whether a read may find its rows through an index: not once a checkpoint is due.
-
-        A read admitted holds the checkpoint back until it ends. Deciding by the flag alone
-        left a race: a read could find no checkpoint running, wait behind a commit (DuckDB
-        starts no transaction while one applies its changes), then meet the checkpoint that
-        the commit made due and wait for all of it. At scale M under ingestion a user's cost
-        so took 0.8 to 1.7 s after the commit of a fold of ``user_cost_days``; a commit of
-        300,000 rows deleted and inserted held such reads 3.7 to 8.2 s, commit and
-        checkpoint, and 3.9 to 4.4 s once admitted, the commit alone.
-        """
-        with self._index_gate:
-            admitted = not self.checkpointing
-            self._index_reads += admitted
-        try:
-            yield admitted
-        finally:
-            if admitted:
-                with self._index_gate:
-                    self._index_reads -= 1
-                    self._index_gate.notify_all()
 
     @contextmanager
     def bulk_load(self) -> Iterator[None]:

@@ -21,7 +21,7 @@ from parley.store.chat_sql import (
     ChatSql,
     CreatedBounds,
 )
-from parley.store.duckdb_state import cost_day_key
+from parley.store.duckdb_state import cost_user_key
 from parley.store.series_sql import SeriesSql
 from parley.timeseries import ONE_DAY
 
@@ -164,50 +164,40 @@ class DuckDBSeriesSql(SeriesSql):
             f" WHERE org = {self.org} AND {condition} AND {never_waits(key='user_no')})"
         )
 
-    def _costs(self, user_id: str) -> str:
-        """CTEs ending in ``costs``: rows (model, input_tokens, output_tokens, cost_pusd, n)
-        whose priced sum is the user's cost in range; ``n`` observations a row stands for.
+    def user_cost_by_model(self, user_id: str) -> str:
+        """Read from ``user_cost_days`` (kept at ingestion): the rows of the UTC days wholly
+        in range, and the observations of a day the range cuts (a range given in date-times),
+        each checked against the range.
 
-        Read from ``user_cost_days`` (kept at ingestion), found by key: the sums of the
-        UTC days wholly in range, and the observations of a day the range cuts (a range
-        given in date-times), each checked against the range.
+        The user's rows are found by ``user_md5``, whose zone maps leave one row group of the
+        org's rows that ``reorder`` put in order (and each row group written since), then by
+        day. The scan has conditions on several columns of a table without an index, so it
+        never waits for a checkpoint (see ``never_waits``).
         """
         whole, cut = utc_days(self.start_at, self.end_at)
-        ctes, parts = [], []
+        user = f"org = {self.org} AND user_md5 = md5_number({self.p.add(cost_user_key(self.org_id, user_id), 'str')})"
+        parts = []
         if whole:
-            ctes.append(
-                f"whole_days AS (SELECT cost_pusd, uncosted FROM user_cost_days WHERE {self._days(user_id, whole)})"
-            )
+            first, last = self.p.add(whole[0], "date"), self.p.add(whole[-1], "date")
             parts.append(
-                "SELECT NULL AS model, 0 AS input_tokens, 0 AS output_tokens, cost_pusd, 0 AS n FROM whole_days"
-            )
-            parts.append(
-                "SELECT u.model, u.input_tokens, u.output_tokens, NULL, u.n"
-                " FROM (SELECT unnest(uncosted) AS u FROM whole_days)"
+                "SELECT model, cost_pusd, input_tokens, output_tokens, n FROM user_cost_days"
+                f" WHERE {user} AND day BETWEEN {first} AND {last}"
             )
         if cut:
+            days = " OR ".join(f"day = {self.p.add(day, 'date')}" for day in cut)
+            uncosted = "o.cost_pusd IS NULL"
             parts.append(
-                "SELECT o.model, o.input_tokens, o.output_tokens, o.cost_pusd, 1"
-                " FROM (SELECT unnest(observations) AS o FROM user_cost_days"
-                f" WHERE {self._days(user_id, cut)})"
+                f"SELECT model, coalesce(o.cost_pusd, 0), CASE WHEN {uncosted} THEN coalesce(o.input_tokens, 0) END,"
+                f" CASE WHEN {uncosted} THEN coalesce(o.output_tokens, 0) END, CAST({uncosted} AS INTEGER)"
+                f" FROM (SELECT model, unnest(observations) AS o FROM user_cost_days WHERE {user} AND ({days}))"
                 f" WHERE {self.in_range('o.traced_at')}"
             )
-        ctes.append(f"costs(model, input_tokens, output_tokens, cost_pusd, n) AS ({' UNION ALL '.join(parts)})")
-        return ", ".join(ctes)
-
-    def _days(self, user_id: str, days: list[date]) -> str:
-        """The condition that finds the user's ``days`` in ``user_cost_days``: through the
-        index on ``day_key``, or while the store checkpoints (``by_index`` false) by a scan.
-
-        DuckDB reads an index only for a scan whose conditions are on exactly one column,
-        and such a scan waits until a running checkpoint ends (up to 2.3 s at scale M under
-        ingestion). With ``never_waits``'s condition it is a scan of the whole table that
-        does not wait: 42 to 45 ms at scale M (85 to 88 with the second condition it had,
-        ``len(observations) >= 0``, which read every row's list), against 1.4 for the index.
+        return f"""
+        SELECT model, CAST(coalesce(sum(cost_pusd), 0) AS VARCHAR), CAST(coalesce(sum(input_tokens), 0) AS VARCHAR),
+               CAST(coalesce(sum(output_tokens), 0) AS VARCHAR), coalesce(sum(n), 0)
+        FROM ({" UNION ALL ".join(parts)}) AS costs(model, cost_pusd, input_tokens, output_tokens, n)
+        GROUP BY model
         """
-        keys = self.p.add([cost_day_key(self.org_id, user_id, day.isoformat()) for day in days], "str_list")
-        found = f"list_contains({keys}, day_key)"
-        return found if self.by_index else f"{found} AND {never_waits()}"
 
 
 def utc_days(start: datetime, end: datetime) -> tuple[list[date], list[date]]:

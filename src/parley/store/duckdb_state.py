@@ -349,16 +349,25 @@ def record_activity_sql(table: str, source: str) -> list[str]:
 # The tables whose every stored row adds one row to ``user_activity``.
 ACTIVITY_SOURCES = ("sessions", "traces", "feedback")
 
-# Tables ``reorder`` rewrites org by org in time order, with the order; the queries that
-# read them filter on these times. Each table's rows grow with the stored rows of one
-# table: user activity with sessions, traces and feedback; message text with messages.
-REORDERED = {"user_activity": "active_at", "message_text": "workspace_id, created_at"}
-REORDERED_SOURCES = {"user_activity": ACTIVITY_SOURCES, "message_text": ("messages",)}
+# Tables ``reorder`` rewrites org by org, with the order: in time order for the reads that
+# filter on these times, a user's rows together for a user's cost (see ``USER_COST_DDL``).
+# Each table's rows grow with the stored rows of one table: user activity with sessions,
+# traces and feedback; message text with messages; the cost days with observations.
+REORDERED = {
+    "user_activity": "active_at",
+    "message_text": "workspace_id, created_at",
+    "user_cost_days": "user_md5, day",
+}
+REORDERED_SOURCES = {
+    "user_activity": ACTIVITY_SOURCES,
+    "message_text": ("messages",),
+    "user_cost_days": ("observations",),
+}
 
 
 def reorder_sql(table: str) -> list[str]:
     """Statements that rewrite the rows of org ``$org`` in ``table`` (one of ``REORDERED``) in
-    time order, in one transaction; the first returns how many rows it wrote, the second
+    its order, in one transaction; the first returns how many rows it wrote, the second
     how many it removed.
 
     A bulk load (an export from another system, a platform catching up) brings an org's
@@ -456,24 +465,30 @@ def merge_users_sql(source: str, numbers: str = "user_numbers") -> str:
 
 # -- user cost ----------------------------------------------------------------------------
 
-# Each user's LLM cost per UTC day of the trace: the cost of the observations that carry
-# one, and the tokens of those that do not, by model, to be priced at query time (the
+# Each user's LLM cost per UTC day of the trace and model: the cost of the observations
+# that carry one, and the tokens of those that do not, to be priced when asked (the
 # operator's price table can change; stored tokens cannot). Each stored batch adds one
-# row per day it touches, and a query sums a day's rows, found through the index on
-# the key: a user's 30 days are 30 look-ups, not a scan. (A primary key merged ON
-# CONFLICT kept one row per day but cost 150 to 225 ms a batch of 7,000 observations
-# at scale M, against 9 to 11 ms for these appends.)
+# row per user, day and model it touches. There is no index: ``reorder`` keeps each org's
+# rows in (user, day) order, by ``user_md5``, an integer the row-group zone maps can
+# bound, so a user's cost scans the one row group that holds the user's rows, whatever
+# the range (a user's id is text, of which the zone maps hold the first 8 bytes only).
+# Found through an index on a day key instead, a user's 30 days took 30 look-ups of
+# about 0.1 ms each at scale M. (A primary key merged ON CONFLICT kept one row per day
+# but cost 150 to 225 ms a batch of 7,000 observations at scale M, against 9 to 11 ms
+# for these appends.)
 USER_COST_DDL = """
 CREATE TABLE IF NOT EXISTS user_cost_days (
-    day_key VARCHAR NOT NULL,  -- see cost_day_key
-    cost_pusd HUGEINT NOT NULL,
-    uncosted STRUCT(model VARCHAR, input_tokens HUGEINT, output_tokens HUGEINT, n BIGINT)[] NOT NULL,
+    org VARCHAR NOT NULL,
+    user_md5 UHUGEINT NOT NULL,  -- see cost_user_key
+    day DATE NOT NULL,  -- the UTC day of the trace
+    model VARCHAR,
+    cost_pusd HUGEINT NOT NULL,  -- of the observations that carry a cost
+    input_tokens HUGEINT NOT NULL,  -- of those that do not
+    output_tokens HUGEINT NOT NULL,
+    n BIGINT NOT NULL,  -- how many do not
     -- each observation, for a range given in date-times that cuts the day
-    observations STRUCT(
-        traced_at TIMESTAMP, model VARCHAR, input_tokens BIGINT, output_tokens BIGINT, cost_pusd BIGINT
-    )[] NOT NULL
+    observations STRUCT(traced_at TIMESTAMP, input_tokens BIGINT, output_tokens BIGINT, cost_pusd BIGINT)[] NOT NULL
 );
-CREATE INDEX IF NOT EXISTS user_cost_days_key ON user_cost_days (day_key);
 """
 
 # Observations whose user is not known yet: their trace is not stored, or it names no
@@ -492,13 +507,13 @@ CREATE TABLE IF NOT EXISTS cost_pending (
 """
 
 
-def cost_day_key(org: str, user_id: str, day: str) -> str:
-    """The key of a user's day in ``user_cost_days``: the day (YYYY-MM-DD), the org's length
-    in bytes, then org and user id, so that no two (org, user) pairs share a key."""
-    return f"{day}{len(org.encode())}:{org}{user_id}"
+def cost_user_key(org: str, user_id: str) -> str:
+    """A user's key, whose ``md5_number`` is ``user_cost_days.user_md5``: the org's length in
+    bytes, then org and user id, so that no two (org, user) pairs share a key."""
+    return f"{len(org.encode())}:{org}{user_id}"
 
 
-_COST_DAY_KEY = "strftime(traced_at, '%Y-%m-%d') || strlen(org) || ':' || org || user_id"
+_COST_USER_MD5 = "md5_number(strlen(org) || ':' || org || user_id)"
 
 # A step's observations: (org, trace_id, session_id, traced_at, user_id, waiting, model,
 # input_tokens, output_tokens, cost_pusd), ``waiting`` when the user can still arrive.
@@ -519,30 +534,25 @@ def _resolve(observations: str, traces: str, sessions: str) -> str:
     """
 
 
-def _add_cost_days(source: str) -> str:
-    """Add the resolved observations of ``source`` to their users' days, in one pass: the
-    sums and observations of each day's models, then each day's row from its models."""
+def _add_cost_days(source: str, *, in_order: bool = False) -> str:
+    """Add the resolved observations of ``source`` to their users' days, a row per user, day
+    and model; ``in_order``, in the order ``reorder`` keeps (filling the table whole)."""
+    order = f"ORDER BY org, {REORDERED['user_cost_days']}" if in_order else ""
     return f"""
     INSERT INTO user_cost_days
-    SELECT day_key, coalesce(sum(cost_pusd), 0), coalesce(list({_UNCOSTED}) FILTER (WHERE n > 0), []),
-           flatten(list(observations))
-    FROM (
-        SELECT {_COST_DAY_KEY} AS day_key, model, sum(cost_pusd) AS cost_pusd,
-               sum(coalesce(input_tokens, 0)) FILTER (WHERE cost_pusd IS NULL) AS input_tokens,
-               sum(coalesce(output_tokens, 0)) FILTER (WHERE cost_pusd IS NULL) AS output_tokens,
-               count(*) FILTER (WHERE cost_pusd IS NULL) AS n,
-               list({_OBSERVED}) AS observations
-        FROM {source} WHERE user_id IS NOT NULL AND traced_at IS NOT NULL
-        GROUP BY day_key, model
-    )
-    GROUP BY day_key
+    SELECT org, {_COST_USER_MD5} AS user_md5, day, model, coalesce(sum(cost_pusd), 0),
+           coalesce(sum(input_tokens) FILTER (WHERE cost_pusd IS NULL), 0),
+           coalesce(sum(output_tokens) FILTER (WHERE cost_pusd IS NULL), 0),
+           count(*) FILTER (WHERE cost_pusd IS NULL),
+           list({_OBSERVED})
+    FROM (SELECT *, CAST(traced_at AS DATE) AS day FROM {source} WHERE user_id IS NOT NULL AND traced_at IS NOT NULL)
+    GROUP BY org, user_id, day, model
+    {order}
     """
 
 
-_UNCOSTED = "{'model': model, 'input_tokens': input_tokens, 'output_tokens': output_tokens, 'n': n}"
 _OBSERVED = (
-    "{'traced_at': traced_at, 'model': model, 'input_tokens': input_tokens,"
-    " 'output_tokens': output_tokens, 'cost_pusd': cost_pusd}"
+    "{'traced_at': traced_at, 'input_tokens': input_tokens, 'output_tokens': output_tokens, 'cost_pusd': cost_pusd}"
 )
 
 
@@ -554,7 +564,7 @@ def _keep_waiting(source: str) -> str:
     """
 
 
-def _settle(step: str, settled: str | None) -> list[Statement]:
+def _settle(step: str, settled: str | None, *, in_order: bool = False) -> list[Statement]:
     """Resolve the observations ``step`` selects: count the resolved ones into their days,
     drop the pending rows ``settled`` names (a DELETE's USING and WHERE), keep what still waits.
 
@@ -565,7 +575,7 @@ def _settle(step: str, settled: str | None) -> list[Statement]:
     statement however few rows it reads: the cost days' insert alone took 4 to 8 ms an
     empty step.
     """
-    changes = [_add_cost_days(_STEP)]
+    changes = [_add_cost_days(_STEP, in_order=in_order)]
     if settled is not None:
         changes.append(f"DELETE FROM cost_pending p USING {settled}")
     changes.append(_keep_waiting(_STEP))
@@ -600,40 +610,32 @@ def record_cost_sql(table: str, source: str) -> list[Statement]:
     return []
 
 
-# A day's rows are folded into one when it has more than this many: a query fetches
-# each row it sums through the index, at about 13 microseconds a row.
+# A user's day and model's rows are folded into one when they are more than this many.
 FOLD_ROWS = 4
+_COST_ROW = ("org", "user_md5", "day", "model")
 
 
 def fold_cost_days_sql() -> list[str]:
-    """Statements that fold the days of ``user_cost_days`` with more than ``FOLD_ROWS`` rows
-    into one row each (the same sums), so that a heavy user's year stays a few hundred rows."""
+    """Statements that fold each user's day and model with more than ``FOLD_ROWS`` rows in
+    ``user_cost_days`` into one row (the same sums), so that a heavy user's year stays a
+    few thousand rows, which the scan of a user's cost reads whole (rows appended since
+    ``reorder`` last ran are not in user order)."""
+    key = ", ".join(_COST_ROW)
+
+    def same(a: str, b: str) -> str:
+        return " AND ".join(f"{a}.{c} IS NOT DISTINCT FROM {b}.{c}" for c in _COST_ROW)
+
     return [
         f"""
         CREATE TEMP TABLE cost_fold AS
-        WITH crowded AS (
-            SELECT d.* FROM user_cost_days d
-            SEMI JOIN (SELECT day_key FROM user_cost_days GROUP BY day_key HAVING count(*) > {FOLD_ROWS}) c
-                ON c.day_key = d.day_key
-        ),
-        tokens AS (
-            SELECT day_key, list({_UNCOSTED}) AS uncosted
-            FROM (
-                SELECT day_key, u.model AS model, sum(u.input_tokens) AS input_tokens,
-                       sum(u.output_tokens) AS output_tokens, sum(u.n) AS n
-                FROM (SELECT day_key, unnest(uncosted) AS u FROM crowded)
-                GROUP BY day_key, u.model
-            )
-            GROUP BY day_key
-        )
-        SELECT c.day_key, c.cost_pusd, coalesce(t.uncosted, []) AS uncosted, c.observations
-        FROM (
-            SELECT day_key, sum(cost_pusd) AS cost_pusd, flatten(list(observations)) AS observations
-            FROM crowded GROUP BY day_key
-        ) c
-        LEFT JOIN tokens t ON t.day_key = c.day_key
+        SELECT {", ".join(f"d.{c}" for c in _COST_ROW)}, sum(d.cost_pusd) AS cost_pusd,
+               sum(d.input_tokens) AS input_tokens, sum(d.output_tokens) AS output_tokens, sum(d.n) AS n,
+               flatten(list(d.observations)) AS observations
+        FROM user_cost_days d
+        SEMI JOIN (SELECT {key} FROM user_cost_days GROUP BY {key} HAVING count(*) > {FOLD_ROWS}) c ON {same("d", "c")}
+        GROUP BY {", ".join(f"d.{c}" for c in _COST_ROW)}
         """,
-        "DELETE FROM user_cost_days d USING cost_fold f WHERE d.day_key = f.day_key",
+        f"DELETE FROM user_cost_days d USING cost_fold f WHERE {same('d', 'f')}",
         "INSERT INTO user_cost_days SELECT * FROM cost_fold",
         "DROP TABLE cost_fold",
     ]
@@ -641,7 +643,7 @@ def fold_cost_days_sql() -> list[str]:
 
 def backfill_cost_sql() -> list[Statement]:
     """``user_cost_days`` and ``cost_pending`` from every stored observation (a store made before them)."""
-    return _settle(_resolve("observations", "traces", "sessions"), None)
+    return _settle(_resolve("observations", "traces", "sessions"), None, in_order=True)
 
 
 # -- what the adapter runs ----------------------------------------------------------------

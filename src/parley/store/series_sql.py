@@ -17,14 +17,10 @@ from parley.timeseries import zone_span
 
 
 class SeriesSql:
-    def __init__(
-        self, dialect: Dialect, params: Params, *, org: str, start: datetime, end: datetime, by_index: bool = True
-    ) -> None:
+    def __init__(self, dialect: Dialect, params: Params, *, org: str, start: datetime, end: datetime) -> None:
         self.d = dialect
         self.p = params
         self.org_id, self.start_at, self.end_at = org, start, end
-        # Whether a look-up by key may use an index (the store decides; see ``DuckDBSeriesSql._days``).
-        self.by_index = by_index
 
     # Bound when a statement first uses them: DuckDB refuses parameters a statement leaves unused.
     @cached_property
@@ -151,60 +147,10 @@ class SeriesSql:
         GROUP BY 1
         """
 
-    def user_cost(self, user_id: str, prices: list[tuple[str, int, int]]) -> str:
-        """One row: (total cost in pico-dollars, observations left unpriced).
-
-        An observation without ``cost_usd`` is priced from its tokens by the longest
-        entry of the price table that its model name starts with, or that follows a
-        ``/`` or a ``.`` in it: a dated name such as ``gpt-4o-2024-08-06`` takes the
-        ``gpt-4o`` price, and so do a router's ``openai/gpt-4o`` and a cloud's
-        ``us.anthropic.claude-3-5-sonnet-20241022-v2:0`` theirs.
+    def user_cost_by_model(self, user_id: str) -> str:
+        """The user's LLM cost in range, a row per model (NULL included): (model, the cost in
+        pico-dollars of its observations that carry one, the input and the output tokens of
+        those that do not, how many do not). The sums leave the engine as text: a 128-bit
+        integer has no portable wire type. The store prices the tokens (``pricing.price_of``).
         """
-        d = self.d
-        prefixes, inputs, outputs = self._price_lists(prices)
-        priced = (
-            f"{d.wide_int('coalesce(c.input_tokens, 0)')} * mp.in_pusd"
-            f" + {d.wide_int('coalesce(c.output_tokens, 0)')} * mp.out_pusd"
-        )
-        # The sum leaves the engine as text: a 128-bit integer has no portable wire type.
-        total = f"coalesce(sum(coalesce({d.wide_int('c.cost_pusd')}, {priced}, 0)), 0)"
-        return f"""
-        WITH {self._costs(user_id)},
-        prices AS (
-            SELECT {d.zip_rows({"prefix": prefixes, "in_pusd": inputs, "out_pusd": outputs})}
-        ),
-        model_price AS (
-            SELECT m.model,
-                   {d.arg_max_if("p.in_pusd", "length(p.prefix)", "true")} AS in_pusd,
-                   {d.arg_max_if("p.out_pusd", "length(p.prefix)", "true")} AS out_pusd
-            FROM (SELECT DISTINCT model FROM costs WHERE cost_pusd IS NULL AND model IS NOT NULL) m
-            CROSS JOIN prices p
-            WHERE {self._takes_price("m.model", "p.prefix")}
-            GROUP BY m.model
-        )
-        SELECT {d.text(total)} AS total_pusd,
-               coalesce(sum(CASE WHEN c.cost_pusd IS NULL AND mp.model IS NULL THEN c.n ELSE 0 END), 0) AS unpriced
-        FROM costs c LEFT JOIN model_price mp ON mp.model = c.model
-        """
-
-    def _price_lists(self, prices: list[tuple[str, int, int]]) -> tuple[str, str, str]:
-        """The price table bound as three lists: the model prefixes, their input and their
-        output prices (pico-dollars a token)."""
-        p = self.p
-        return (
-            p.add([m for m, _, _ in prices], "str_list"),
-            p.add([i for _, i, _ in prices], "int_list"),
-            p.add([o for _, _, o in prices], "int_list"),
-        )
-
-    def _takes_price(self, model: str, prefix: str) -> str:
-        """Whether ``model`` takes the price of the entry ``prefix``: it starts with it, or
-        has it after a ``/`` or a ``.`` (see ``user_cost``)."""
-        d = self.d
-        after = [d.icontains(model, f"'{mark}' || {prefix}") for mark in "/."]
-        return " OR ".join([d.starts_with_ci(model, prefix), *after])
-
-    def _costs(self, user_id: str) -> str:
-        """CTEs ending in ``costs``: rows (model, input_tokens, output_tokens, cost_pusd, n)
-        whose priced sum is the user's cost in range; ``n`` observations a row stands for."""
         raise NotImplementedError

@@ -14,6 +14,7 @@ from datetime import date, datetime
 from typing import Any
 
 from parley.metrics.chats.query import ChatQuery
+from parley.pricing import price_by_model
 from parley.store.chat_sql import CHAT_LIST_COLUMNS, Backdated, ChatSql, created_bounds
 from parley.store.dialect import Dialect, Params
 from parley.store.port import ApiKeyRecord, CallsByAssistantRow, MemberState, NotRemembered
@@ -228,9 +229,9 @@ class SqlStore:
 
     # -- time series --------------------------------------------------------------
 
-    def _series(self, org: str, start: datetime, end: datetime, *, by_index: bool = True) -> tuple[SeriesSql, Params]:
+    def _series(self, org: str, start: datetime, end: datetime) -> tuple[SeriesSql, Params]:
         params = self._params()
-        return self.series_sql_class(self.dialect, params, org=org, start=start, end=end, by_index=by_index), params
+        return self.series_sql_class(self.dialect, params, org=org, start=start, end=end), params
 
     def assistants_usage(
         self, *, org: str, workspace_id: str, start: datetime, end: datetime, tz: str
@@ -258,12 +259,5 @@ class SqlStore:
     def user_cost(
         self, *, org: str, user_id: str, start: datetime, end: datetime, prices: list[tuple[str, int, int]]
     ) -> tuple[int, int]:
-        with self._reading_index() as by_index:
-            sql, params = self._series(org, start, end, by_index=by_index)
-            total, unpriced = self._fetchall(sql.user_cost(user_id, prices), params.values)[0]
-        return int(total), int(unpriced)
-
-    def _reading_index(self) -> AbstractContextManager[bool]:
-        """Whether a read may find its rows through an index (the DuckDB store's checkpoints
-        say no while they run); always, by default."""
-        return nullcontext(True)
+        sql, params = self._series(org, start, end)
+        return price_by_model(self._fetchall(sql.user_cost_by_model(user_id), params.values), prices)
