@@ -172,7 +172,10 @@ class DuckDBSeriesSql(SeriesSql):
         The user's rows are found by ``user_md5``, whose zone maps leave one row group of the
         org's rows that ``reorder`` put in order (and each row group written since), then by
         day. The scan has conditions on several columns of a table without an index, so it
-        never waits for a checkpoint (see ``never_waits``).
+        never waits for a checkpoint (see ``never_waits``). A cut day's observations are
+        read by the row ids of its rows: a scan with the observations among its columns read
+        them from every row group it scanned (the user's two cut days over 30 days at scale
+        M, in rows never put in order: 35 ms, against 11 by row id; 1.2 and 1.6 in order).
         """
         whole, cut = utc_days(self.start_at, self.end_at)
         user = f"org = {self.org} AND user_md5 = md5_number({self.p.add(cost_user_key(self.org_id, user_id), 'str')})"
@@ -189,7 +192,8 @@ class DuckDBSeriesSql(SeriesSql):
             parts.append(
                 f"SELECT model, coalesce(o.cost_pusd, 0), CASE WHEN {uncosted} THEN coalesce(o.input_tokens, 0) END,"
                 f" CASE WHEN {uncosted} THEN coalesce(o.output_tokens, 0) END, CAST({uncosted} AS INTEGER)"
-                f" FROM (SELECT model, unnest(observations) AS o FROM user_cost_days WHERE {user} AND ({days}))"
+                " FROM (SELECT model, unnest(observations) AS o FROM user_cost_days"
+                f" WHERE rowid IN (SELECT rowid FROM user_cost_days WHERE {user} AND ({days})))"
                 f" WHERE {self.in_range('o.traced_at')}"
             )
         return f"""
