@@ -618,8 +618,9 @@ _COST_ROW = ("org", "user_md5", "day", "model")
 def fold_cost_days_sql() -> list[str]:
     """Statements that fold each user's day and model with more than ``FOLD_ROWS`` rows in
     ``user_cost_days`` into one row (the same sums), so that a heavy user's year stays a
-    few thousand rows, which the scan of a user's cost reads whole (rows appended since
-    ``reorder`` last ran are not in user order)."""
+    few thousand rows: a user's cost reads each of the user's rows, and a scan of the rows
+    written since ``reorder`` last ran reads every one of them. The folded rows are written
+    after the others, out of user order until the next ``reorder``."""
     key = ", ".join(_COST_ROW)
 
     def same(a: str, b: str) -> str:
