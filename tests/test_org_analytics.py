@@ -462,7 +462,6 @@ def test_a_duckdb_user_cost_reads_the_users_rows_that_reorder_keeps_together(tmp
     # No index: the rows carry the user's md5 and day, and ``reorder`` writes each org's rows
     # in that order, so that the zone maps of the user's md5 leave one row group to scan.
     from parley.ingest.events import validate_event
-    from parley.store.duckdb_state import cost_user_key
 
     store = DuckDBStore(tmp_path / "parley.duckdb")
     users = ["ann", "ben", "cat"]
@@ -482,7 +481,7 @@ def test_a_duckdb_user_cost_reads_the_users_rows_that_reorder_keeps_together(tmp
         acme = [row[1:3] for row in store._fetchall(rows, {}) if row[0] == "acme"]
         assert acme == sorted(acme) and len(acme) == 18  # the user's md5, then the day
         md5 = {
-            who: store._fetchall("SELECT md5_number($k)", {"k": cost_user_key("acme", who)})[0][0] for who in users
+            who: store._fetchall("SELECT md5_number($k)", {"k": f"4:acme{who}"})[0][0] for who in users
         }
         assert {who: sum(1 for m, _ in acme if m == md5[who]) for who in users} == {"ann": 6, "ben": 6, "cat": 6}
         prices = [("gpt-4o", 2_500_000, 10_000_000)]

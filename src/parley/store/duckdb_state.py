@@ -479,7 +479,7 @@ def merge_users_sql(source: str, numbers: str = "user_numbers") -> str:
 USER_COST_DDL = """
 CREATE TABLE IF NOT EXISTS user_cost_days (
     org VARCHAR NOT NULL,
-    user_md5 UHUGEINT NOT NULL,  -- see cost_user_key
+    user_md5 UHUGEINT NOT NULL,  -- see cost_user_md5
     day DATE NOT NULL,  -- the UTC day of the trace
     model VARCHAR,
     cost_pusd HUGEINT NOT NULL,  -- of the observations that carry a cost
@@ -507,13 +507,14 @@ CREATE TABLE IF NOT EXISTS cost_pending (
 """
 
 
-def cost_user_key(org: str, user_id: str) -> str:
-    """A user's key, whose ``md5_number`` is ``user_cost_days.user_md5``: the org's length in
-    bytes, then org and user id, so that no two (org, user) pairs share a key."""
-    return f"{len(org.encode())}:{org}{user_id}"
+def cost_user_md5(org: str, user_id: str) -> str:
+    """SQL for ``user_cost_days.user_md5`` of the user ``user_id`` of ``org`` (columns or
+    bound parameters): the ``md5_number`` of the org's length in bytes, then org and user
+    id, so that no two (org, user) pairs share a key. Written once for the rows stored and
+    the reads that look for them; of parameters DuckDB makes it a constant, which the zone
+    maps compare."""
+    return f"md5_number(strlen({org}) || ':' || {org} || {user_id})"
 
-
-_COST_USER_MD5 = "md5_number(strlen(org) || ':' || org || user_id)"
 
 # A step's observations: (org, trace_id, session_id, traced_at, user_id, waiting, model,
 # input_tokens, output_tokens, cost_pusd), ``waiting`` when the user can still arrive.
@@ -540,7 +541,7 @@ def _add_cost_days(source: str, *, in_order: bool = False) -> str:
     order = f"ORDER BY org, {REORDERED['user_cost_days']}" if in_order else ""
     return f"""
     INSERT INTO user_cost_days
-    SELECT org, {_COST_USER_MD5} AS user_md5, day, model, coalesce(sum(cost_pusd), 0),
+    SELECT org, {cost_user_md5("org", "user_id")} AS user_md5, day, model, coalesce(sum(cost_pusd), 0),
            coalesce(sum(input_tokens) FILTER (WHERE cost_pusd IS NULL), 0),
            coalesce(sum(output_tokens) FILTER (WHERE cost_pusd IS NULL), 0),
            count(*) FILTER (WHERE cost_pusd IS NULL),
@@ -621,7 +622,7 @@ def fold_cost_days_sql() -> list[str]:
     few thousand rows: a user's cost reads each of the user's rows, and a scan of the rows
     written since ``reorder`` last ran reads every one of them. The folded rows are written
     after the others, out of user order until the next ``reorder``."""
-    key = ", ".join(_COST_ROW)
+    key, rows_key = ", ".join(_COST_ROW), ", ".join(f"d.{c}" for c in _COST_ROW)
 
     def same(a: str, b: str) -> str:
         return " AND ".join(f"{a}.{c} IS NOT DISTINCT FROM {b}.{c}" for c in _COST_ROW)
@@ -629,12 +630,12 @@ def fold_cost_days_sql() -> list[str]:
     return [
         f"""
         CREATE TEMP TABLE cost_fold AS
-        SELECT {", ".join(f"d.{c}" for c in _COST_ROW)}, sum(d.cost_pusd) AS cost_pusd,
+        SELECT {rows_key}, sum(d.cost_pusd) AS cost_pusd,
                sum(d.input_tokens) AS input_tokens, sum(d.output_tokens) AS output_tokens, sum(d.n) AS n,
                flatten(list(d.observations)) AS observations
         FROM user_cost_days d
         SEMI JOIN (SELECT {key} FROM user_cost_days GROUP BY {key} HAVING count(*) > {FOLD_ROWS}) c ON {same("d", "c")}
-        GROUP BY {", ".join(f"d.{c}" for c in _COST_ROW)}
+        GROUP BY {rows_key}
         """,
         f"DELETE FROM user_cost_days d USING cost_fold f WHERE {same('d', 'f')}",
         "INSERT INTO user_cost_days SELECT * FROM cost_fold",
