@@ -480,9 +480,7 @@ def test_a_duckdb_user_cost_reads_the_users_rows_that_reorder_keeps_together(tmp
         store.reorder()
         acme = [row[1:3] for row in store._fetchall(rows, {}) if row[0] == "acme"]
         assert acme == sorted(acme) and len(acme) == 18  # the user's md5, then the day
-        md5 = {
-            who: store._fetchall("SELECT md5_number($k)", {"k": f"4:acme{who}"})[0][0] for who in users
-        }
+        md5 = {who: store._fetchall("SELECT md5_number($k)", {"k": f"4:acme{who}"})[0][0] for who in users}
         assert {who: sum(1 for m, _ in acme if m == md5[who]) for who in users} == {"ann": 6, "ben": 6, "cat": 6}
         prices = [("gpt-4o", 2_500_000, 10_000_000)]
         span = {"start": D.replace(tzinfo=None), "end": (D + timedelta(days=3)).replace(tzinfo=None)}
@@ -894,7 +892,9 @@ def test_cost_days_written_by_an_earlier_parley_are_made_again(tmp_path, ddl):
         start = D.replace(tzinfo=None)
         cut = {"start": start + timedelta(hours=4), "end": start + timedelta(hours=6)}
         assert store.user_cost(org="acme", user_id="ann", prices=[], **cut) == (3 * 10**12, 0)
-        assert "user_md5" in {name for (name,) in store._fetchall("SELECT name FROM pragma_table_info('user_cost_days')", {})}
+        assert "user_md5" in {
+            name for (name,) in store._fetchall("SELECT name FROM pragma_table_info('user_cost_days')", {})
+        }
     finally:
         store.close()
 

@@ -150,7 +150,8 @@ class SeriesSql:
     def user_cost_by_model(self, user_id: str) -> str:
         """The user's LLM cost in range, a row per model (NULL included): (model, the cost in
         pico-dollars of its observations that carry one, the input and the output tokens of
-        those that do not, how many do not). The sums leave the engine as text: a 128-bit
-        integer has no portable wire type. The store prices the tokens (``pricing.price_of``).
+        those that do not, how many do not). The sums are 128-bit integers: ClickHouse's
+        leave as text, which has a portable wire type, DuckDB's as the Python client's ints.
+        The store prices the tokens (``pricing.price_of``).
         """
         raise NotImplementedError
