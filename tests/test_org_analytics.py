@@ -853,6 +853,52 @@ def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
         store.close()
 
 
+def test_folds_wait_for_a_share_of_the_cost_days_rows(tmp_path):
+    from parley.ingest.service import ingest_batch
+    from parley.store.duckdb import DuckDBStore
+
+    path = tmp_path / "parley.duckdb"
+    rows = "SELECT count(*) FROM user_cost_days"
+    ten_days = {"org": "acme", "user_id": "ann", "prices": [], "start": D.replace(tzinfo=None)}
+    ten_days["end"] = ten_days["start"] + timedelta(days=10) - timedelta(microseconds=1)
+
+    def one_by_one(store, day: int, first: int, count: int) -> None:
+        for i in range(first, first + count):
+            assert ingest_batch(store, org="acme", batch=[observation(f"x{i}", f"t{day}", D, cost=1)]).errors == []
+
+    store = DuckDBStore(path)
+    store.fold_every_observations = 10**9
+    try:
+        # Ten days of ann's, a trace and an observation each: ten rows no fold can join.
+        days = [D + timedelta(days=i) for i in range(10)]
+        batch = [trace(f"t{i}", at, user_id="ann") for i, at in enumerate(days)]
+        batch += [observation(f"o{i}", f"t{i}", at, cost=1) for i, at in enumerate(days)]
+        assert ingest_batch(store, org="acme", batch=batch).errors == []
+        with store._write_lock:
+            store._fold_cost_days()
+        assert store._fetchall(rows, {})[0][0] == 10
+        # 2 observations would be due, but the table's 10 rows ask for 10 (a share of 1).
+        store.fold_every_observations, store.fold_share = 2, 1
+        one_by_one(store, 0, 0, 9)
+        assert store._fetchall(rows, {})[0][0] == 19  # a row a batch, none folded yet
+        one_by_one(store, 0, 9, 1)
+        assert store._fetchall(rows, {})[0][0] == 10  # day 0's 11 rows folded into one
+        assert store.user_cost(**ten_days) == (20 * 10**12, 0)
+    finally:
+        store.close()
+    # A store opened again counts the rows it holds.
+    store = DuckDBStore(path)
+    store.fold_every_observations, store.fold_share = 2, 1
+    try:
+        one_by_one(store, 1, 10, 9)
+        assert store._fetchall(rows, {})[0][0] == 19
+        one_by_one(store, 1, 19, 1)
+        assert store._fetchall(rows, {})[0][0] == 10
+        assert store.user_cost(**ten_days) == (30 * 10**12, 0)
+    finally:
+        store.close()
+
+
 def test_cost_days_of_an_org_whose_name_is_not_ascii(store):
     from parley.ingest.service import ingest_batch
 
