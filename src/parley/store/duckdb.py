@@ -381,8 +381,9 @@ class DuckDBStore(SqlStore):
         number of observations between folds made the folding of a stream grow with the
         store, as its size times the events: at scale M a fold held ingestion up for a
         second every 500,000 observations. Waiting also for a share of the table's rows
-        keeps a fold's cost per observation the same at any size; the table grows by at
-        most that share between folds (a batch adds a row per user, day and model).
+        keeps a fold's cost per observation the same at any size. An observation adds a
+        row at most, so once that share is the larger count, the table grows by at most
+        that share between folds.
         """
         due = max(self.fold_every_observations, self._cost_rows_after_fold // self.fold_share)
         return self._observations_since_fold >= due
