@@ -117,6 +117,10 @@ class WorkerPool(Generic[R]):
         context = multiprocessing.get_context("spawn")
         self._tasks: queue.SimpleQueue[tuple[tuple, dict, Future[R]] | None] = queue.SimpleQueue()
         self._died: WorkerDied | None = None
+        # Held while a worker's end is seen (its process reaped) and recorded in ``_died``,
+        # and while a task's thread reads ``_died`` before sending the task: a task given
+        # once a worker is reaped fails, rather than go to another worker in between.
+        self._death = threading.Lock()
         self._processes: list[BaseProcess] = []
         self._threads: list[threading.Thread] = []
         try:
@@ -167,7 +171,7 @@ class WorkerPool(Generic[R]):
                 except queue.Empty:
                     if sent:
                         break
-                    if not process.is_alive():  # dead while it waited for a task
+                    if self._ended(process):  # dead while it waited for a task
                         return False
                     continue
                 if task is None:
@@ -176,8 +180,10 @@ class WorkerPool(Generic[R]):
                 args, kwargs, future = task
                 if not future.set_running_or_notify_cancel():
                     continue
-                if self._died is not None:  # another worker is gone
-                    future.set_exception(self._died)
+                with self._death:
+                    died = self._died
+                if died is not None:  # a worker is gone
+                    future.set_exception(died)
                     continue
                 try:
                     message = ForkingPickler.dumps((args, kwargs))
@@ -206,11 +212,21 @@ class WorkerPool(Generic[R]):
             else:
                 future.set_exception(WorkerFailed(value))
 
+    def _ended(self, process: BaseProcess) -> bool:
+        """Whether ``process`` has ended; if so, the pool's ``WorkerDied`` is set in the same
+        step as the process is reaped (``is_alive`` reaps it)."""
+        with self._death:
+            if process.is_alive():
+                return False
+            self._died = self._died or WorkerDied(process.exitcode)
+            return True
+
     def _lost(self, process: BaseProcess) -> WorkerDied:
         """The pool's ``WorkerDied``, once a worker is gone: the first to go names it."""
-        _end(process)
-        self._died = self._died or WorkerDied(process.exitcode)
-        return self._died
+        with self._death:
+            _end(process)
+            self._died = self._died or WorkerDied(process.exitcode)
+            return self._died
 
     def __enter__(self) -> WorkerPool[R]:
         return self
