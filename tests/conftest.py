@@ -34,7 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     directories; only writing them costs less. A run of the suite writes about 116,000
     files and directories: on the 2-core machine it took 855 s rather than 926. A passing
     test's files are removed after it (``tmp_path_retention_policy``), so they hold the
-    memory of about one test per process at a time (`make test` runs two)."""
+    memory of about one test per process at a time (``make test`` runs two)."""
     if config.option.basetemp or "TMPDIR" in os.environ:
         return
     try:
