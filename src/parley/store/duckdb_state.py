@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parley.store import schema
 from parley.store.chat_sql import UPDATABLE, UPSERT_ONLY
 
 
@@ -379,6 +380,39 @@ def reorder_sql(table: str) -> list[str]:
     return [
         f"INSERT INTO {table} SELECT * FROM {table} WHERE org = $org ORDER BY {REORDERED[table]}",
         f"DELETE FROM {table} WHERE org = $org AND rowid <= $last",
+    ]
+
+
+# The order a store fed as it goes puts its newest rows in (``sort_newest_sql``), by table:
+# each org's rows together, and in each org a workspace's (where the table has them), then
+# the order ``reorder`` keeps. Each table grows with the stored rows of these tables.
+CLUSTERED = {
+    **{t.name: "org, workspace_id, ts" if "workspace_id" in t.column_names else "org, ts" for t in schema.TABLES},
+    "chat_tools": "org, workspace_id, chat_id",
+    **{table: f"org, {order}" for table, order in REORDERED.items()},
+}
+CLUSTERED_SOURCES = {
+    **{t.name: (t.name,) for t in schema.TABLES},
+    "chat_tools": ("messages",),
+    **REORDERED_SOURCES,
+}
+
+
+def sort_newest_sql(table: str) -> list[str]:
+    """Statements that rewrite the rows of ``table`` (one of ``CLUSTERED``) after rowid
+    ``$mark`` in its order, in one transaction; the first returns how many rows it wrote,
+    the second how many it removed (those up to ``$last``, the largest rowid before the copy).
+
+    Events that arrive as they happen are written in the order they come: every org's and
+    workspace's rows of an hour interleaved. A read of one workspace's month then reads
+    every workspace's rows of that month, and a user's cost every row of the range.
+    Rewritten in this order every so many rows, each run of rows holds one org's and
+    workspace's rows together, which the row groups' zone maps of ``org`` and
+    ``workspace_id`` tell apart, and the runs stay in the order of time.
+    """
+    return [
+        f"INSERT INTO {table} SELECT * FROM {table} WHERE rowid > $mark ORDER BY {CLUSTERED[table]}",
+        f"DELETE FROM {table} WHERE rowid > $mark AND rowid <= $last",
     ]
 
 

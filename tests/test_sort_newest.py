@@ -1,0 +1,151 @@
+"""A DuckDB store fed as events happen puts its newest rows in order every so many rows:
+each org's, and in it each workspace's, together (``DuckDBStore._sort_newest``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from parley.ingest.service import ingest_batch
+from parley.store.duckdb import DuckDBStore
+from tests.factories import T0, WS, WS_OTHER, call, event, iso
+
+ORGS = ("globex", "acme")  # globex first: arrival order is not the sorted order
+WORKSPACES = (WS_OTHER, WS)
+
+
+def _session(sid: str, user_id: str, hour: int):
+    at = T0 + timedelta(hours=hour)
+    return event("session.create", {"session_id": sid, "user_id": user_id, "started_at": iso(at)}, ts=at)
+
+
+def _arrivals(hours: range) -> list[tuple[str, list]]:
+    """Hour by hour, each org's batch: a call of 60 s in each workspace and a session, as
+    a live platform sends them, every org's and workspace's interleaved."""
+    return [
+        (
+            org,
+            [
+                call(f"c{hour}-{org}-{ws[-1]}", "a1", T0 + timedelta(hours=hour), workspace=ws, duration=60)
+                for ws in WORKSPACES
+            ]
+            + [_session(f"s{hour}-{org}", f"u{hour}", hour)],
+        )
+        for hour in hours
+        for org in ORGS
+    ]
+
+
+def _stored(store: DuckDBStore, sql: str) -> list[tuple]:
+    return store._con.execute(sql).fetchall()
+
+
+def _calls(store: DuckDBStore) -> list[tuple]:
+    return _stored(store, "SELECT org, workspace_id, call_id FROM calls ORDER BY rowid")
+
+
+def _activity(store: DuckDBStore) -> list[tuple]:
+    return _stored(store, "SELECT org, hour(active_at) FROM user_activity ORDER BY rowid")
+
+
+def _in_runs(rows: list[tuple], run: int, key) -> list[tuple]:
+    """``rows`` as they came, each whole run of ``run`` of them sorted by ``key``."""
+    whole = len(rows) - len(rows) % run
+    return [row for start in range(0, whole, run) for row in sorted(rows[start : start + run], key=key)] + rows[whole:]
+
+
+def _expected_calls(arrivals: list[tuple[str, list]]) -> list[tuple]:
+    return [(org, e["body"]["workspace_id"], e["body"]["call_id"]) for org, batch in arrivals for e in batch[:-1]]
+
+
+def _store(arrivals: list[tuple[str, list]], store: DuckDBStore) -> None:
+    for org, batch in arrivals:
+        assert ingest_batch(store, org=org, batch=batch).errors == []
+
+
+def test_the_newest_rows_are_put_in_order_by_org_and_workspace_every_so_many(tmp_path):
+    arrivals = _arrivals(range(5))  # 10 batches: 20 calls, 10 sessions (each a row of activity)
+    store = DuckDBStore(tmp_path / "parley.duckdb")
+    store.sort_newest_rows = 8
+    try:
+        _store(arrivals, store)
+        calls, activity = _calls(store), _activity(store)
+        totals = {
+            (org, ws): store.calls_by_assistant(
+                org=org,
+                workspace_id=ws,
+                start=T0.replace(tzinfo=None),
+                end=(T0 + timedelta(days=1)).replace(tzinfo=None),
+            )
+            for org in ORGS
+            for ws in WORKSPACES
+        }
+        distinct = _stored(store, "SELECT count(*), count(DISTINCT event_id) FROM calls")
+    finally:
+        store.close()
+    # Two calls a batch: every 4 batches the 8 newest calls are rewritten by org, workspace
+    # and time, and the last 4 (two batches) wait for the next run.
+    came = _expected_calls(arrivals)
+    assert calls == _in_runs(came, 8, key=lambda r: (r[0], r[1], int(r[2][1 : r[2].index("-")])))
+    assert calls[:8] == [
+        ("acme", WS, "c0-acme-1"),
+        ("acme", WS, "c1-acme-1"),
+        ("acme", WS_OTHER, "c0-acme-2"),
+        ("acme", WS_OTHER, "c1-acme-2"),
+        ("globex", WS, "c0-globex-1"),
+        ("globex", WS, "c1-globex-1"),
+        ("globex", WS_OTHER, "c0-globex-2"),
+        ("globex", WS_OTHER, "c1-globex-2"),
+    ]
+    assert calls[16:] == came[16:]  # as they came
+    # One session a batch, each a row of activity: the first 8 by org and time, 2 as they came.
+    hours = [(org, 10 + hour) for hour in range(5) for org in ORGS]
+    assert activity == _in_runs(hours, 8, key=lambda r: r)
+    assert activity[:4] == [("acme", 10), ("acme", 11), ("acme", 12), ("acme", 13)]
+    # Nothing lost or written twice, and the reads count what came: 5 calls of 60 s each.
+    assert distinct == [(20, 20)]
+    for key, rows in totals.items():
+        assert [(r.assistant_id, r.total_calls, r.total_duration_us) for r in rows] == [("a1", 5, 300_000_000)], key
+
+
+def test_a_bulk_loads_rows_stay_as_they_came_and_the_rows_after_it_are_counted_from_its_end(tmp_path):
+    loaded, live = _arrivals(range(3)), _arrivals(range(3, 7))  # 12 calls, then 16
+    store = DuckDBStore(tmp_path / "parley.duckdb")
+    store.sort_newest_rows = 8
+    try:
+        with store.bulk_load():
+            _store(loaded, store)
+        assert _calls(store) == _expected_calls(loaded)  # 12 calls, none put in order
+        _store(live[:3], store)
+        after_three = _calls(store)
+        _store(live[3:], store)
+        calls = _calls(store)
+    finally:
+        store.close()
+    came = _expected_calls(loaded + live)
+    assert after_three == came[:18]  # 6 calls since the load: fewer than 8
+    assert calls[:12] == came[:12]  # the load's, untouched
+    assert calls[12:] == _in_runs(came[12:], 8, key=lambda r: (r[0], r[1], int(r[2][1 : r[2].index("-")])))
+    assert calls[12:] != came[12:]
+
+
+def test_a_store_opened_again_counts_from_the_rows_it_holds(tmp_path):
+    # The marks are per process: a store opened again takes what it holds as it is, and
+    # puts in order the rows that come after.
+    path = tmp_path / "parley.duckdb"
+    first, then = _arrivals(range(3)), _arrivals(range(3, 7))
+    store = DuckDBStore(path)
+    store.sort_newest_rows = 8
+    try:
+        _store(first, store)  # 12 calls: 8 put in order, 4 waiting
+    finally:
+        store.close()
+    store = DuckDBStore(path)
+    store.sort_newest_rows = 8
+    try:
+        _store(then, store)  # 16 more: two runs of 8 from where the store was opened
+        calls = _calls(store)
+    finally:
+        store.close()
+    came = _expected_calls(first + then)
+    by_key = {"key": lambda r: (r[0], r[1], int(r[2][1 : r[2].index("-")]))}
+    assert calls == _in_runs(came[:12], 8, **by_key) + _in_runs(came[12:], 8, **by_key)
