@@ -546,13 +546,13 @@ class DuckDBStore(SqlStore):
 
         Scale M's data set, fed as it happened (every table rewritten in the order of time,
         all orgs interleaved), read with every table's runs of 1,000,000 rows in this order
-        against without, 4 clients, 4 orgs of 5 workspaces: a chats search over 30 days
-        107 ms p50 against 174, over 365 days 252 against 1,160; the assistants' usage over
-        365 days 149 against 386; cohorts over 365 days 209 against 334; a user's cost over
-        365 days 38 against 179; the tool-call names 59 against 108 (benchmarks.md, "A
-        store fed as it goes"). Putting 1,000,000 messages in order takes about 2.6 s, the
-        cost days' 1 s, and holds ingestion up meanwhile. A rewrite that fails changes
-        nothing and is logged, and is tried again once as many rows came again.
+        against without, 4 clients, 4 orgs of 5 workspaces, p50 in two rounds: over 365
+        days the chats search 252 and 360 ms against 1,160 and 1,535, the assistants' usage
+        149 and 205 against 386 and 539, cohorts 209 and 301 against 334 and 553, a user's
+        cost 38 and 55 against 179 and 301 (benchmarks.md, "A store fed as it goes").
+        Putting 1,000,000 messages in order takes about 2.7 s, as many rows of the other
+        large tables 0.9 to 1.8, and holds ingestion up meanwhile. A rewrite that fails
+        changes nothing and is logged, and is tried again once as many rows came again.
         """
         try:
             with self._writing() as con:
