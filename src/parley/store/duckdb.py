@@ -524,21 +524,7 @@ class DuckDBStore(SqlStore):
         held = self._con.execute(f"SELECT count(*) FROM {table} WHERE org = ?", [org]).fetchall()[0][0]
         if added * self.reorder_share < held:
             return False
-        try:
-            with self._writing() as con:
-                last = con.execute(f"SELECT max(rowid) FROM {table}").fetchall()[0][0]
-                copy, delete = reorder_sql(table)
-                written = con.execute(copy, {"org": org}).fetchall()[0][0]
-                removed = con.execute(delete, {"org": org, "last": last}).fetchall()[0][0]
-                if removed != written:  # never seen; the transaction then changes nothing
-                    raise duckdb.InvalidInputException(f"wrote {written} rows of {org!r}, removed {removed}")
-        except (duckdb.Error, StoreUnavailable):
-            log.exception("rewriting the %s rows of org %r failed; the store is unchanged", table, org)
-            return False
-        # The org's rows are in order now, and the rows of other orgs written since the
-        # newest were last put in order stay as they are.
-        self._newest_sorted({table: self._last_rowids_or_marks()[table]})
-        return True
+        return self._rewrite(table, reorder_sql(table), {"org": org}, f"the {table} rows of org {org!r}")
 
     def _sort_newest(self, table: str) -> None:
         """Rewrite the rows of ``table`` written since the last time in its order (see
@@ -552,23 +538,32 @@ class DuckDBStore(SqlStore):
         cost 38 and 55 against 179 and 301 (benchmarks.md, "A store fed as it goes").
         Putting 1,000,000 messages in order takes about 2.7 s, as many rows of the other
         large tables 0.9 to 1.8, and holds ingestion up meanwhile. A rewrite that fails
-        changes nothing and is logged, and is tried again once as many rows came again.
+        is tried again once as many rows came again.
         """
+        mark = {"mark": self._sorted_upto[table]}
+        if not self._rewrite(table, sort_newest_sql(table), mark, f"the newest {table} rows"):
+            self._unsorted[table] = 0
+
+    def _rewrite(self, table: str, statements: list[str], params: dict[str, Any], rows: str) -> bool:
+        """Run a copy of rows of ``table`` in its order and the delete of the rows it copied
+        (``reorder_sql``, ``sort_newest_sql``) in a transaction of their own, then mark the
+        table's rows as in order up to its new end; whether it did. A rewrite that fails
+        changes nothing and is logged, naming ``rows``. The caller holds the write lock."""
         try:
             with self._writing() as con:
-                mark = self._sorted_upto[table]
                 last = con.execute(f"SELECT max(rowid) FROM {table}").fetchall()[0][0]
-                copy, delete = sort_newest_sql(table)
-                written = con.execute(copy, {"mark": mark}).fetchall()[0][0]
-                removed = con.execute(delete, {"mark": mark, "last": last}).fetchall()[0][0]
+                copy, delete = statements
+                written = con.execute(copy, params).fetchall()[0][0]
+                removed = con.execute(delete, {**params, "last": last}).fetchall()[0][0]
                 if removed != written:  # never seen; the transaction then changes nothing
-                    raise duckdb.InvalidInputException(f"wrote {written} rows of {table}, removed {removed}")
+                    raise duckdb.InvalidInputException(f"wrote {written} of {rows}, removed {removed}")
         except (duckdb.Error, StoreUnavailable):
-            log.exception("putting the newest %s rows in order failed; the store is unchanged", table)
-            self._unsorted[table] = 0
-            return
+            log.exception("rewriting %s failed; the store is unchanged", rows)
+            return False
         # Read once committed: inside the transaction its new rows have rowids of its own.
+        # After ``reorder``, the rows of other orgs written since the last run stay as they are.
         self._newest_sorted({table: self._last_rowids_or_marks()[table]})
+        return True
 
     def _store_isolating(self, events: list[Event]) -> tuple[set[Key], dict[Key, str]]:
         """(keys newly stored, reasons for keys the engine refused) of distinct ``events``,
