@@ -53,6 +53,12 @@ def _in_runs(rows: list[tuple], run: int, key) -> list[tuple]:
     return [row for start in range(0, whole, run) for row in sorted(rows[start : start + run], key=key)] + rows[whole:]
 
 
+def _call_key(row: tuple) -> tuple:
+    """A call row's place in a run: org, workspace, then the hour in its id (c<hour>-...)."""
+    org, workspace_id, call_id = row
+    return org, workspace_id, int(call_id[1 : call_id.index("-")])
+
+
 def _expected_calls(arrivals: list[tuple[str, list]]) -> list[tuple]:
     return [(org, e["body"]["workspace_id"], e["body"]["call_id"]) for org, batch in arrivals for e in batch[:-1]]
 
@@ -85,7 +91,7 @@ def test_the_newest_rows_are_put_in_order_by_org_and_workspace_every_so_many(tmp
     # Two calls a batch: every 4 batches the 8 newest calls are rewritten by org, workspace
     # and time, and the last 4 (two batches) wait for the next run.
     came = _expected_calls(arrivals)
-    assert calls == _in_runs(came, 8, key=lambda r: (r[0], r[1], int(r[2][1 : r[2].index("-")])))
+    assert calls == _in_runs(came, 8, key=_call_key)
     assert calls[:8] == [
         ("acme", WS, "c0-acme-1"),
         ("acme", WS, "c1-acme-1"),
@@ -99,7 +105,7 @@ def test_the_newest_rows_are_put_in_order_by_org_and_workspace_every_so_many(tmp
     assert calls[16:] == came[16:]  # as they came
     # One session a batch, each a row of activity: the first 8 by org and time, 2 as they came.
     hours = [(org, 10 + hour) for hour in range(5) for org in ORGS]
-    assert activity == _in_runs(hours, 8, key=lambda r: r)
+    assert activity == _in_runs(hours, 8, key=tuple)
     assert activity[:4] == [("acme", 10), ("acme", 11), ("acme", 12), ("acme", 13)]
     # Nothing lost or written twice, and the reads count what came: 5 calls of 60 s each.
     assert distinct == [(20, 20)]
@@ -124,7 +130,7 @@ def test_a_bulk_loads_rows_stay_as_they_came_and_the_rows_after_it_are_counted_f
     came = _expected_calls(loaded + live)
     assert after_three == came[:18]  # 6 calls since the load: fewer than 8
     assert calls[:12] == came[:12]  # the load's, untouched
-    assert calls[12:] == _in_runs(came[12:], 8, key=lambda r: (r[0], r[1], int(r[2][1 : r[2].index("-")])))
+    assert calls[12:] == _in_runs(came[12:], 8, key=_call_key)
     assert calls[12:] != came[12:]
 
 
@@ -147,5 +153,4 @@ def test_a_store_opened_again_counts_from_the_rows_it_holds(tmp_path):
     finally:
         store.close()
     came = _expected_calls(first + then)
-    by_key = {"key": lambda r: (r[0], r[1], int(r[2][1 : r[2].index("-")]))}
-    assert calls == _in_runs(came[:12], 8, **by_key) + _in_runs(came[12:], 8, **by_key)
+    assert calls == _in_runs(came[:12], 8, key=_call_key) + _in_runs(came[12:], 8, key=_call_key)
