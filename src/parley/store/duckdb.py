@@ -161,10 +161,11 @@ def _run(con: duckdb.DuckDBPyConnection, statements: Iterable[Statement]) -> Non
             con.execute(statement)
 
 
-def _last_rowids(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """The largest rowid of each table of ``CLUSTERED`` (-1 for an empty one)."""
-    row = con.execute(f"SELECT {', '.join(f'(SELECT max(rowid) FROM {t})' for t in CLUSTERED)}").fetchall()[0]
-    return {table: -1 if last is None else last for table, last in zip(CLUSTERED, row, strict=True)}
+def _last_rowids(con: duckdb.DuckDBPyConnection, tables: Iterable[str] = CLUSTERED) -> dict[str, int]:
+    """The largest rowid of each of ``tables`` (-1 for an empty one)."""
+    tables = list(tables)
+    row = con.execute(f"SELECT {', '.join(f'(SELECT max(rowid) FROM {t})' for t in tables)}").fetchall()[0]
+    return {table: -1 if last is None else last for table, last in zip(tables, row, strict=True)}
 
 
 def _cost_rows(con: duckdb.DuckDBPyConnection) -> int:
@@ -504,14 +505,14 @@ class DuckDBStore(SqlStore):
                     if self._reorder(table, org, added):
                         del added_by_org[org]
 
-    def _last_rowids_or_marks(self) -> dict[str, int]:
-        """The largest rowid of each table, or where they were last marked if the store
-        cannot read them: the next sort then rewrites more rows than it needs, no fewer."""
+    def _last_rowids_or_marks(self, tables: Iterable[str] = CLUSTERED) -> dict[str, int]:
+        """The largest rowid of each of ``tables``, or where they were last marked if the
+        store cannot read them: the next sort then rewrites more rows than it needs, no fewer."""
         try:
-            return _last_rowids(self._con)
+            return _last_rowids(self._con, tables)
         except duckdb.Error:
             log.exception("reading the tables' last rowids failed; their marks stay")
-            return self._sorted_upto
+            return {table: self._sorted_upto[table] for table in tables}
 
     def _newest_sorted(self, upto: dict[str, int]) -> None:
         """Mark the rows up to ``upto`` (by table) as put in order; the caller holds the write lock."""
@@ -562,7 +563,7 @@ class DuckDBStore(SqlStore):
             return False
         # Read once committed: inside the transaction its new rows have rowids of its own.
         # After ``reorder``, the rows of other orgs written since the last run stay as they are.
-        self._newest_sorted({table: self._last_rowids_or_marks()[table]})
+        self._newest_sorted(self._last_rowids_or_marks((table,)))
         return True
 
     def _store_isolating(self, events: list[Event]) -> tuple[set[Key], dict[Key, str]]:
