@@ -20,7 +20,7 @@ import orjson
 import pyarrow
 import pytest
 
-from parley.bench import _events_while_read, _read_probe, _server, _write_dataset
+from parley.bench import _batches, _events_while_read, _read_probe, _server, _write_dataset
 from parley.demo import SCALES, generate
 from parley.store.port import open_store
 from tests.conftest import store_url_for
@@ -157,18 +157,35 @@ def test_only_duckdb_at_the_large_scales_ingests_through_checkpoints_while_read(
     assert _events_while_read(scale_name, store) == events
 
 
-def test_the_data_set_file_and_the_held_events_encode_every_event_once(tmp_path: Path):
-    # The file's lines are the events with their org, as orjson writes them; the newest are
-    # held back for HTTP instead, without their org, in order.
+def _newest(events: list[bytes], count: int) -> tuple[list[bytes], list[tuple[str, bytes]]]:
+    """The plain split: the lines but the newest ``count`` by time (then place), in order;
+    and those newest in time order, as (org, the event without its org)."""
+    timed = sorted(
+        (datetime.fromisoformat(orjson.loads(event)["timestamp"]), place) for place, event in enumerate(events)
+    )
+    newest = [place for _, place in timed[len(events) - count :]]
+    held = set(newest)
+    kept = [event for place, event in enumerate(events) if place not in held]
+    as_sent = [orjson.loads(events[place]) for place in newest]
+    return kept, [(event.pop("org"), orjson.dumps(event)) for event in as_sent]
+
+
+def test_the_newest_events_across_every_org_are_held_back_in_time_order(tmp_path: Path):
+    # The file's lines are the other events with their org, as orjson writes them, in the
+    # generator's order; the newest by time are held back for HTTP instead, without their
+    # org, in time order. (The last 500 lines, held back until 2026-12-04, were all globex's.)
     end = datetime(2026, 11, 30, tzinfo=UTC)
     events = [orjson.dumps(event) for event in generate(SCALES["demo"], seed=7, end=end)]
     jsonl = tmp_path / "events.jsonl"
     written, held = _write_dataset(generate(SCALES["demo"], seed=7, end=end), jsonl, 500)
-    assert written == len(events) - 500
-    assert jsonl.read_bytes().splitlines() == events[:written]
-    newest = [orjson.loads(event) for event in events[written:]]
-    assert held == [(event.pop("org"), orjson.dumps(event)) for event in newest]
-    assert {org for org, _ in held} == {"globex"}  # org by org: the newest events are the last org's
+    kept, newest = _newest(events, 500)
+    assert written == len(events) - 500 == len(kept)
+    assert jsonl.read_bytes().splitlines() == kept
+    assert held == newest
+    assert {org for org, _ in held} == {"acme", "globex"}
+    oldest_held = datetime.fromisoformat(orjson.loads(held[0][1])["timestamp"])
+    assert all(datetime.fromisoformat(orjson.loads(line)["timestamp"]) <= oldest_held for line in kept)
+    assert list(tmp_path.iterdir()) == [jsonl]  # the copy with every event is gone
 
 
 def test_the_file_keeps_at_least_half_of_the_data_set(tmp_path: Path):
@@ -180,9 +197,23 @@ def test_the_file_keeps_at_least_half_of_the_data_set(tmp_path: Path):
     jsonl = tmp_path / "events.jsonl"
     written, held = _write_dataset(generate(SCALES["demo"], seed=7, end=end), jsonl, 40_000)
     assert (written, len(held)) == (19_999, 19_998)
-    assert jsonl.read_bytes().splitlines() == events[:written]
-    newest = [orjson.loads(event) for event in events[written:]]
-    assert held == [(event.pop("org"), orjson.dumps(event)) for event in newest]
+    kept, newest = _newest(events, 19_998)
+    assert jsonl.read_bytes().splitlines() == kept
+    assert held == newest
+
+
+def test_the_orgs_batches_go_as_they_fill(monkeypatch: pytest.MonkeyPatch):
+    # Batches of 2: each org's events in order, a batch sent when it is full, the part-filled
+    # ones last in the order they were begun.
+    monkeypatch.setattr("parley.bench.HTTP_BATCH", 2)
+    events = [("a", b"1"), ("b", b"2"), ("b", b"3"), ("a", b"4"), ("c", b"5"), ("a", b"6"), ("b", b"7")]
+    assert _batches(events) == [
+        ("b", b'{"batch":[2,3]}'),
+        ("a", b'{"batch":[1,4]}'),
+        ("c", b'{"batch":[5]}'),
+        ("a", b'{"batch":[6]}'),
+        ("b", b'{"batch":[7]}'),
+    ]
 
 
 def test_a_server_refusing_the_first_read_is_said_at_once_with_its_reason(tmp_path: Path):
