@@ -599,6 +599,32 @@ def test_concurrent_batches_share_one_write(store: Store):
     assert store.count_events(org="acme") == 4
 
 
+def test_concurrent_batches_claiming_one_entity_keep_its_first_claim(store: Store):
+    """Batches that wait for the writer together, with no id in common: a call claimed
+    under another id in a later batch is a duplicate there, as it is in one batch."""
+
+    def calls(*claims: tuple[str, str, int]) -> list:
+        return [validate_event(call(f"call-{c}", "a1", T0, duration=d, id=i), "acme") for i, c, d in claims]
+
+    batches = [calls(("a", "1", 10), ("b", "2", 20)), calls(("c", "2", 30), ("d", "3", 40)), calls(("e", "4", 50))]
+    outcomes: dict[int, StoreOutcome] = {}
+    threads = [threading.Thread(target=lambda i=i: outcomes.update({i: store.ingest(batches[i])})) for i in range(3)]
+    with store._write_lock:
+        for n, thread in enumerate(threads, start=1):
+            thread.start()
+            _wait_until_queued(store, n)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert outcomes == {
+        0: StoreOutcome(["a", "b"], [], {}),
+        1: StoreOutcome(["d"], ["c"], {}),
+        2: StoreOutcome(["e"], [], {}),
+    }
+    assert _writes(store, "a", "b", "d", "e") == 1
+    stored = store._fetchall("SELECT call_id, duration_us FROM calls ORDER BY call_id", {})
+    assert stored == [("call-1", 10_000_000), ("call-2", 20_000_000), ("call-3", 40_000_000), ("call-4", 50_000_000)]
+
+
 def test_a_write_waits_for_the_callers_the_last_one_answered(store: Store):
     """The next write waits for as many batches as the last one stored and saw come while
     it ran, at most ``GroupCommit.wait_s``; a lone caller never waits."""

@@ -784,7 +784,7 @@ def test_a_cost_steps_changes_run_only_when_the_step_has_rows(tmp_path):
     import duckdb
 
     from parley.store.duckdb import _run
-    from parley.store.duckdb_state import IfRows, lookups_sql, record_cost_sql
+    from parley.store.duckdb_state import IfRows, IfWrote, lookups_sql, record_cost_sql
 
     con = duckdb.connect(str(tmp_path / "steps.duckdb"))
     con.execute("CREATE TABLE log (n INTEGER)")
@@ -795,11 +795,20 @@ def test_a_cost_steps_changes_run_only_when_the_step_has_rows(tmp_path):
     con.execute("INSERT INTO step VALUES (7)")
     _run(con, [guarded])
     assert con.execute("SELECT n FROM log ORDER BY n").fetchall() == [(-1,), (0,), (7,)]
-    # Every cost step guards what it changes, and always drops its table.
+
+    # A statement that writes no row leaves what it guards unrun; one that writes a row runs it.
+    def writes(above: int) -> IfWrote:
+        return IfWrote(f"INSERT INTO log SELECT n * 10 FROM step WHERE n > {above}", ("INSERT INTO log VALUES (-2)",))
+
+    _run(con, [writes(7)])  # the step holds 7 alone
+    assert con.execute("SELECT n FROM log ORDER BY n").fetchall() == [(-1,), (0,), (7,)]
+    _run(con, [writes(6)])
+    assert con.execute("SELECT n FROM log ORDER BY n").fetchall() == [(-2,), (-1,), (0,), (7,), (70,)]
+    # Every cost step guards what it changes by the rows its step wrote, and always drops its table.
     for table in ("observations", "traces", "sessions"):
-        create, changes, drop = record_cost_sql(table, f"new_{table}")
-        assert create.startswith("CREATE TEMP TABLE cost_step") and drop == "DROP TABLE cost_step"
-        assert isinstance(changes, IfRows) and changes.relation == "cost_step"
+        changes, drop = record_cost_sql(table, f"new_{table}")
+        assert changes.statement.startswith("CREATE TEMP TABLE cost_step") and drop == "DROP TABLE cost_step"
+        assert isinstance(changes, IfWrote)
         assert any("INSERT INTO user_cost_days" in statement for statement in changes.statements)
     # Numbering a batch's users is guarded too (their numbers are looked up first).
     lookups, _ = lookups_sql({"sessions": "new_sessions"})

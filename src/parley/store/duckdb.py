@@ -38,6 +38,7 @@ from parley.store.duckdb_state import (
     REORDERED,
     REORDERED_SOURCES,
     IfRows,
+    IfWrote,
     Statement,
     fill_first_message_sql,
     fold_cost_days_sql,
@@ -152,10 +153,14 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
 
 
 def _run(con: duckdb.DuckDBPyConnection, statements: Iterable[Statement]) -> None:
-    """Execute ``statements`` in order, those of an ``IfRows`` only if its relation has a row."""
+    """Execute ``statements`` in order, those of an ``IfRows`` only if its relation has a row,
+    those of an ``IfWrote`` only if its statement wrote one."""
     for statement in statements:
         if isinstance(statement, IfRows):
             if con.execute(f"SELECT EXISTS (FROM {statement.relation})").fetchall()[0][0]:
+                _run(con, statement.statements)
+        elif isinstance(statement, IfWrote):
+            if con.execute(statement.statement).fetchall()[0][0]:
                 _run(con, statement.statements)
         else:
             con.execute(statement)
