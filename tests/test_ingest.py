@@ -566,6 +566,23 @@ def _wait_until_queued(store, batches: int) -> None:
         time.sleep(0.001)
 
 
+def _ingest_together(store: Store, batches: list[list]) -> dict[int, StoreOutcome]:
+    """Each batch's outcome, the batches ingested from a thread each while the writer is busy,
+    so that every one waits for it, in this order."""
+    outcomes: dict[int, StoreOutcome] = {}
+    threads = [
+        threading.Thread(target=lambda i=i, batch=batch: outcomes.update({i: store.ingest(batch)}))
+        for i, batch in enumerate(batches)
+    ]
+    with store._write_lock:
+        for n, thread in enumerate(threads, start=1):
+            thread.start()
+            _wait_until_queued(store, n)
+    for thread in threads:
+        thread.join(timeout=30)
+    return outcomes
+
+
 def _writes(store: Store, *ids: str) -> int:
     """How many writes stored the events ``ids``: each write claims its events at one time."""
     quoted = ", ".join(f"'{i}'" for i in ids)
@@ -580,15 +597,7 @@ def test_concurrent_batches_share_one_write(store: Store):
         return [validate_event(call(f"call-{i}", "a1", T0, duration=60, id=i), "acme") for i in ids]
 
     store.ingest(calls("old"))
-    batches = [calls("a", "b"), calls("b", "c"), calls("c", "c"), calls("old")]
-    outcomes: dict[int, StoreOutcome] = {}
-    threads = [threading.Thread(target=lambda i=i: outcomes.update({i: store.ingest(batches[i])})) for i in range(4)]
-    with store._write_lock:  # the writer is busy: every batch has to wait for it, in this order
-        for n, thread in enumerate(threads, start=1):
-            thread.start()
-            _wait_until_queued(store, n)
-    for thread in threads:
-        thread.join(timeout=30)
+    outcomes = _ingest_together(store, [calls("a", "b"), calls("b", "c"), calls("c", "c"), calls("old")])
     assert outcomes == {
         0: StoreOutcome(["a", "b"], [], {}),
         1: StoreOutcome(["c"], ["b"], {}),
@@ -607,15 +616,7 @@ def test_concurrent_batches_claiming_one_entity_keep_its_first_claim(store: Stor
         return [validate_event(call(f"call-{c}", "a1", T0, duration=d, id=i), "acme") for i, c, d in claims]
 
     batches = [calls(("a", "1", 10), ("b", "2", 20)), calls(("c", "2", 30), ("d", "3", 40)), calls(("e", "4", 50))]
-    outcomes: dict[int, StoreOutcome] = {}
-    threads = [threading.Thread(target=lambda i=i: outcomes.update({i: store.ingest(batches[i])})) for i in range(3)]
-    with store._write_lock:
-        for n, thread in enumerate(threads, start=1):
-            thread.start()
-            _wait_until_queued(store, n)
-    for thread in threads:
-        thread.join(timeout=30)
-    assert outcomes == {
+    assert _ingest_together(store, batches) == {
         0: StoreOutcome(["a", "b"], [], {}),
         1: StoreOutcome(["d"], ["c"], {}),
         2: StoreOutcome(["e"], [], {}),
