@@ -68,10 +68,17 @@ def _store(arrivals: list[tuple[str, list]], store: DuckDBStore) -> None:
         assert ingest_batch(store, org=org, batch=batch).errors == []
 
 
+def _sorting(store: DuckDBStore, every: int, run: int | None = None) -> DuckDBStore:
+    """``store``, putting its newest rows in order every ``every`` rows, in runs of ``run``
+    (by default ``every``: each run put in order once)."""
+    store.sort_newest_rows = every
+    store.sorted_run_rows = every if run is None else run
+    return store
+
+
 def test_the_newest_rows_are_put_in_order_by_org_and_workspace_every_so_many(tmp_path):
     arrivals = _arrivals(range(5))  # 10 batches: 20 calls, 10 sessions (each a row of activity)
-    store = DuckDBStore(tmp_path / "parley.duckdb")
-    store.sort_newest_rows = 8
+    store = _sorting(DuckDBStore(tmp_path / "parley.duckdb"), 8)
     try:
         _store(arrivals, store)
         calls, activity = _calls(store), _activity(store)
@@ -113,10 +120,47 @@ def test_the_newest_rows_are_put_in_order_by_org_and_workspace_every_so_many(tmp
         assert [(r.assistant_id, r.total_calls, r.total_duration_us) for r in rows] == [("a1", 5, 300_000_000)], key
 
 
+def test_a_run_is_put_in_order_again_as_it_grows_until_it_is_whole(tmp_path):
+    arrivals = _arrivals(range(5))  # 10 batches: 20 calls, 10 sessions
+    store = _sorting(DuckDBStore(tmp_path / "parley.duckdb"), 4, run=8)
+    try:
+        _store(arrivals[:3], store)  # 6 calls: the first 4 put in order, 2 as they came
+        after_three = _calls(store)
+        _store(arrivals[3:], store)
+        calls, activity = _calls(store), _activity(store)
+        distinct = _stored(store, "SELECT count(*), count(DISTINCT event_id) FROM calls")
+    finally:
+        store.close()
+    came = _expected_calls(arrivals)
+    assert after_three == sorted(came[:4], key=_call_key) + came[4:6]
+    # At 8 calls the run of 8 is put in order as one, not as two runs of 4; the next run
+    # begins after it, and its first 4 of the last 4 calls are put in order in turn.
+    assert calls == _in_runs(came[:16], 8, key=_call_key) + sorted(came[16:], key=_call_key)
+    assert calls[:8] == [
+        ("acme", WS, "c0-acme-1"),
+        ("acme", WS, "c1-acme-1"),
+        ("acme", WS_OTHER, "c0-acme-2"),
+        ("acme", WS_OTHER, "c1-acme-2"),
+        ("globex", WS, "c0-globex-1"),
+        ("globex", WS, "c1-globex-1"),
+        ("globex", WS_OTHER, "c0-globex-2"),
+        ("globex", WS_OTHER, "c1-globex-2"),
+    ]
+    assert calls[16:] == [
+        ("acme", WS, "c4-acme-1"),
+        ("acme", WS_OTHER, "c4-acme-2"),
+        ("globex", WS, "c4-globex-1"),
+        ("globex", WS_OTHER, "c4-globex-2"),
+    ]
+    # A row of activity a batch: a whole run of 8 in order, and 2 waiting for the next 4.
+    hours = [(org, 10 + hour) for hour in range(5) for org in ORGS]
+    assert activity == _in_runs(hours[:8], 8, key=tuple) + hours[8:]
+    assert distinct == [(20, 20)]
+
+
 def test_a_bulk_loads_rows_stay_as_they_came_and_the_rows_after_it_are_counted_from_its_end(tmp_path):
     loaded, live = _arrivals(range(3)), _arrivals(range(3, 7))  # 12 calls, then 16
-    store = DuckDBStore(tmp_path / "parley.duckdb")
-    store.sort_newest_rows = 8
+    store = _sorting(DuckDBStore(tmp_path / "parley.duckdb"), 8)
     try:
         with store.bulk_load():
             _store(loaded, store)
@@ -139,14 +183,12 @@ def test_a_store_opened_again_counts_from_the_rows_it_holds(tmp_path):
     # puts in order the rows that come after.
     path = tmp_path / "parley.duckdb"
     first, then = _arrivals(range(3)), _arrivals(range(3, 7))
-    store = DuckDBStore(path)
-    store.sort_newest_rows = 8
+    store = _sorting(DuckDBStore(path), 8)
     try:
         _store(first, store)  # 12 calls: 8 put in order, 4 waiting
     finally:
         store.close()
-    store = DuckDBStore(path)
-    store.sort_newest_rows = 8
+    store = _sorting(DuckDBStore(path), 8)
     try:
         _store(then, store)  # 16 more: two runs of 8 from where the store was opened
         calls = _calls(store)
