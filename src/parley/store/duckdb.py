@@ -563,11 +563,11 @@ class DuckDBStore(SqlStore):
         vectors of 2,048 rows from DuckDB's compressed columns, and in rows as they came the
         rows it wants are spread over every vector. Scale M's data set with its newest
         1,700,000 events sent over HTTP as the bench sends them, the 30-day chats search
-        took 75.6 ms p50 under 4 clients, 52.1 with runs rewritten every 250,000 rows
-        (benchmarks.md, "Runs of rows in order rewritten as they grow"). A run rewritten as
-        it grows sorts 2.5 times the rows that runs of 1,000,000 alone sort, and keeps their
-        size for the reads over a year. A rewrite that fails is tried again once as many
-        rows came again.
+        took 64.3 to 75.6 ms p50 under 4 clients with runs of 1,000,000 alone, 52.6 to 56.8
+        with runs rewritten as they grow (benchmarks.md, "Runs of rows in order rewritten
+        as they grow"). A run rewritten as it grows sorts 2.5 times the rows that runs of
+        1,000,000 alone sort, and keeps their size for the reads over a year. A rewrite that
+        fails is tried again once as many rows came again.
         """
         self._in_run[table] += self._unsorted[table]
         self._unsorted[table] = 0
