@@ -11,6 +11,18 @@ from tests.factories import T0, WS, WS_OTHER, call, event, iso
 
 ORGS = ("globex", "acme")  # globex first: arrival order is not the sorted order
 WORKSPACES = (WS_OTHER, WS)
+# The first 8 calls of ``_arrivals`` (hours 0 and 1, both orgs, both workspaces) put in
+# order as one run, worked by hand: org, then workspace, then hour.
+FIRST_EIGHT_CALLS_IN_ORDER = [
+    ("acme", WS, "c0-acme-1"),
+    ("acme", WS, "c1-acme-1"),
+    ("acme", WS_OTHER, "c0-acme-2"),
+    ("acme", WS_OTHER, "c1-acme-2"),
+    ("globex", WS, "c0-globex-1"),
+    ("globex", WS, "c1-globex-1"),
+    ("globex", WS_OTHER, "c0-globex-2"),
+    ("globex", WS_OTHER, "c1-globex-2"),
+]
 
 
 def _session(sid: str, user_id: str, hour: int):
@@ -99,16 +111,7 @@ def test_the_newest_rows_are_put_in_order_by_org_and_workspace_every_so_many(tmp
     # and time, and the last 4 (two batches) wait for the next run.
     came = _expected_calls(arrivals)
     assert calls == _in_runs(came, 8, key=_call_key)
-    assert calls[:8] == [
-        ("acme", WS, "c0-acme-1"),
-        ("acme", WS, "c1-acme-1"),
-        ("acme", WS_OTHER, "c0-acme-2"),
-        ("acme", WS_OTHER, "c1-acme-2"),
-        ("globex", WS, "c0-globex-1"),
-        ("globex", WS, "c1-globex-1"),
-        ("globex", WS_OTHER, "c0-globex-2"),
-        ("globex", WS_OTHER, "c1-globex-2"),
-    ]
+    assert calls[:8] == FIRST_EIGHT_CALLS_IN_ORDER
     assert calls[16:] == came[16:]  # as they came
     # One session a batch, each a row of activity: the first 8 by org and time, 2 as they came.
     hours = [(org, 10 + hour) for hour in range(5) for org in ORGS]
@@ -136,16 +139,7 @@ def test_a_run_is_put_in_order_again_as_it_grows_until_it_is_whole(tmp_path):
     # At 8 calls the run of 8 is put in order as one, not as two runs of 4; the next run
     # begins after it, and its first 4 of the last 4 calls are put in order in turn.
     assert calls == _in_runs(came[:16], 8, key=_call_key) + sorted(came[16:], key=_call_key)
-    assert calls[:8] == [
-        ("acme", WS, "c0-acme-1"),
-        ("acme", WS, "c1-acme-1"),
-        ("acme", WS_OTHER, "c0-acme-2"),
-        ("acme", WS_OTHER, "c1-acme-2"),
-        ("globex", WS, "c0-globex-1"),
-        ("globex", WS, "c1-globex-1"),
-        ("globex", WS_OTHER, "c0-globex-2"),
-        ("globex", WS_OTHER, "c1-globex-2"),
-    ]
+    assert calls[:8] == FIRST_EIGHT_CALLS_IN_ORDER
     assert calls[16:] == [
         ("acme", WS, "c4-acme-1"),
         ("acme", WS_OTHER, "c4-acme-2"),
