@@ -172,9 +172,7 @@ def test_a_bulk_loads_rows_stay_as_they_came_and_the_rows_after_it_are_counted_f
     assert calls[12:] != came[12:]
 
 
-def test_a_store_opened_again_counts_from_the_rows_it_holds(tmp_path):
-    # The marks are per process: a store opened again takes what it holds as it is, and
-    # puts in order the rows that come after.
+def test_a_store_closed_and_opened_again_goes_on_with_its_run(tmp_path):
     path = tmp_path / "parley.duckdb"
     first, then = _arrivals(range(3)), _arrivals(range(3, 7))
     store = _sorting(DuckDBStore(path), 8)
@@ -184,9 +182,36 @@ def test_a_store_opened_again_counts_from_the_rows_it_holds(tmp_path):
         store.close()
     store = _sorting(DuckDBStore(path), 8)
     try:
-        _store(then, store)  # 16 more: two runs of 8 from where the store was opened
+        _store(then, store)  # 16 more: the 4 waiting and the first 4 make the next run of 8
         calls = _calls(store)
     finally:
         store.close()
     came = _expected_calls(first + then)
-    assert calls == _in_runs(came[:12], 8, key=_call_key) + _in_runs(came[12:], 8, key=_call_key)
+    # Runs of 8 over all 28 calls, as if one process had taken them; 4 still waiting.
+    assert calls == _in_runs(came, 8, key=_call_key)
+    # Not runs counted again from the opening: the 4 left by the first process stayed as
+    # they came that way.
+    assert calls != _in_runs(came[:12], 8, key=_call_key) + _in_runs(came[12:], 8, key=_call_key)
+
+
+def test_a_store_that_ended_without_closing_counts_from_the_rows_it_holds(tmp_path):
+    # A process that ends without closing (killed after its last commit) keeps no runs;
+    # the runs kept at the last close were forgotten by the opening that took them up.
+    path = tmp_path / "parley.duckdb"
+    arrivals = _arrivals(range(7))  # 14 batches, 28 calls
+    store = _sorting(DuckDBStore(path), 8)
+    try:
+        _store(arrivals[:6], store)  # 12 calls: 8 put in order, 4 waiting
+    finally:
+        store.close()
+    store = _sorting(DuckDBStore(path), 8)
+    _store(arrivals[6:7], store)  # 2 more: 6 waiting
+    store._con.close()  # ends without closing the store
+    store = _sorting(DuckDBStore(path), 8)
+    try:
+        _store(arrivals[7:], store)  # 14 more: counted from the opening, a run of 8 and 6 waiting
+        calls = _calls(store)
+    finally:
+        store.close()
+    came = _expected_calls(arrivals)
+    assert calls == _in_runs(came[:12], 8, key=_call_key) + came[12:14] + _in_runs(came[14:], 8, key=_call_key)
