@@ -539,7 +539,7 @@ class DuckDBStore(SqlStore):
         since its last rewrite stayed as they came for good: up to 250,000 rows of each
         table at every restart (a deployment, the bench's second server). A mark past a
         table's last row, or for a table the store does not know, is ignored; runs that
-        cannot be read are logged and left, as a store that cannot forget them.
+        cannot be read or forgotten are logged, and the opening counts from the rows.
         """
         try:
             row = self._con.execute("SELECT value FROM parley_meta WHERE key = ?", [RUNS_KEY]).fetchone()
