@@ -136,8 +136,9 @@ def test_a_run_is_put_in_order_again_as_it_grows_until_it_is_whole(tmp_path):
         store.close()
     came = _expected_calls(arrivals)
     assert after_three == sorted(came[:4], key=_call_key) + came[4:6]
-    # At 8 calls the run of 8 is put in order as one, not as two runs of 4; the next run
-    # begins after it, and its first 4 of the last 4 calls are put in order in turn.
+    # At 8 calls the run of 8 is put in order as one, not as two runs of 4; the next runs
+    # begin after it, and the last 4 calls, the first of a run not yet whole, are put in
+    # order in turn.
     assert calls == _in_runs(came[:16], 8, key=_call_key) + sorted(came[16:], key=_call_key)
     assert calls[:8] == FIRST_EIGHT_CALLS_IN_ORDER
     assert calls[16:] == [
