@@ -91,13 +91,18 @@ def _latest(expr: str, where: str) -> str:
     return f"(arg_max({{'v': {expr}}}, version) FILTER (WHERE {where})).v"
 
 
+def _is_newer(new: str, old: str) -> str:
+    """Whether version ``new`` is newer than ``old``: a NULL version is never newer, and
+    any version is newer than none."""
+    return f"({new} IS NOT NULL AND ({old} IS NULL OR {new} > {old}))"
+
+
 def _take_if_newer(table: str, version: str, *columns: str) -> list[str]:
     """SET expressions of an ``ON CONFLICT`` merge into ``table``: ``columns`` and ``version``
-    take the incoming row's values when its ``version`` is newer (a NULL version is never
-    newer), and keep the stored ones otherwise."""
+    take the incoming row's values when its ``version`` is newer (``_is_newer``), and keep
+    the stored ones otherwise."""
     # Every SET expression reads the row as it was, so the version column can be among them.
-    new, old = f"excluded.{version}", f"{table}.{version}"
-    newer = f"({new} IS NOT NULL AND ({old} IS NULL OR {new} > {old}))"
+    newer = _is_newer(f"excluded.{version}", f"{table}.{version}")
     return [f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE {table}.{c} END" for c in (*columns, version)]
 
 
@@ -152,9 +157,9 @@ def merge_chat_state_sql(chat_events: str | None, messages: str | None) -> list[
 
 def _newer(version: str, *columns: str) -> list[str]:
     """Select expressions of ``columns`` and ``version``: the batch's (``r``) when its
-    ``version`` is newer than the stored row's (``o``; a NULL version is never newer, and a
-    chat not stored yet has none), the stored ones otherwise."""
-    newer = f"(r.{version} IS NOT NULL AND (o.{version} IS NULL OR r.{version} > o.{version}))"
+    ``version`` is newer than the stored row's (``o``, ``_is_newer``; a chat not stored yet
+    has none), the stored ones otherwise."""
+    newer = _is_newer(f"r.{version}", f"o.{version}")
     return [f"CASE WHEN {newer} THEN r.{c} ELSE o.{c} END AS {c}" for c in (*columns, version)]
 
 
