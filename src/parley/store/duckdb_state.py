@@ -374,12 +374,12 @@ def record_activity_sql(sources: dict[str, str]) -> list[str]:
     tables: DuckDB plans each statement, about 6 ms apiece on the 2-core machine however
     few its rows, and a live stream's transactions bring all three.
     """
-    activity = {
-        "sessions": _SESSION_ACTIVITY.format(source=sources.get("sessions")),
-        "traces": _TRACE_ACTIVITY.format(source=sources.get("traces"), people=SESSIONS_LOOKUP),
-        "feedback": _FEEDBACK_ACTIVITY.format(source=sources.get("feedback"), people=SESSIONS_LOOKUP),
-    }
-    rows = [select for table, select in activity.items() if table in sources]
+    activity = {"sessions": _SESSION_ACTIVITY, "traces": _TRACE_ACTIVITY, "feedback": _FEEDBACK_ACTIVITY}
+    rows = [
+        select.format(source=sources[table], people=SESSIONS_LOOKUP)
+        for table, select in activity.items()
+        if table in sources
+    ]
     if not rows:
         return []
     statements = [f"INSERT INTO user_activity {_numbered(' UNION ALL '.join(rows), NUMBERS_LOOKUP)}"]
