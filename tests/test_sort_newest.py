@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from parley.ingest.service import ingest_batch
+from parley.metrics.chats.query import ChatQuery
 from parley.store.duckdb import DuckDBStore
 from tests.factories import T0, WS, WS_OTHER, call, event, iso
 
@@ -216,3 +217,98 @@ def test_a_store_that_ended_without_closing_counts_from_the_rows_it_holds(tmp_pa
         store.close()
     came = _expected_calls(arrivals)
     assert calls == _in_runs(came[:12], 8, key=_call_key) + came[12:14] + _in_runs(came[14:], 8, key=_call_key)
+
+
+def _chats_arrivals(hours: range) -> list[tuple[str, list]]:
+    """Hour by hour, each org's batch: in each workspace chat ``hour + 1`` created that
+    hour, and a message in chat 1, which writes that chat's row again at the table's end."""
+
+    def batch(org: str, hour: int) -> list:
+        at = T0 + timedelta(hours=hour)
+        chats = [
+            event(
+                "chat.upsert",
+                {
+                    "workspace_id": ws,
+                    "chat_id": hour + 1,
+                    "owner_member_id": 1,
+                    "chat_type": "dm",
+                    "channel": "web",
+                    "title": f"{org} {hour}",
+                    "created_at": iso(at),
+                },
+                ts=at,
+            )
+            for ws in WORKSPACES
+        ]
+        said = [
+            event(
+                "message.create",
+                {
+                    "workspace_id": ws,
+                    "chat_id": 1,
+                    "message_id": f"m{hour}",
+                    "role": "user",
+                    "content": "hi",
+                    "created_at": iso(at),
+                },
+                ts=at,
+            )
+            for ws in WORKSPACES
+        ]
+        return chats + said
+
+    return [(org, batch(org, hour)) for hour in hours for org in ORGS]
+
+
+def _chat_rows(store: DuckDBStore) -> list[tuple]:
+    return _stored(store, "SELECT org, workspace_id, chat_id, message_count FROM chat_state ORDER BY rowid")
+
+
+def test_the_chats_written_again_as_messages_come_are_put_in_order_too(tmp_path):
+    arrivals = _chats_arrivals(range(4))  # 8 batches, each 2 chat events and 2 messages: 32 counted
+    store = _sorting(DuckDBStore(tmp_path / "parley.duckdb"), 32)
+    try:
+        _store(arrivals[:7], store)
+        before = _chat_rows(store)
+        _store(arrivals[7:], store)  # the 32nd counted: the 16 chats put in order
+        in_order = _chat_rows(store)
+        _store(_chats_arrivals(range(4, 5))[:1], store)  # globex, hour 4: chats 5, chat 1 again
+        after = _chat_rows(store)
+        page, total = store.list_chats(
+            org="globex", workspace_id=WS, query=ChatQuery(sort_by="id", descending=False), limit=10, offset=0
+        )
+    finally:
+        store.close()
+    # Worked by hand: each org's, then each workspace's chats 1 to 4 by the hour they were
+    # created; chat 1 has the 4 messages of hours 0 to 3, the others none.
+    expected = [
+        (org, ws, chat, 4 if chat == 1 else 0)
+        for org in ("acme", "globex")
+        for ws in (WS, WS_OTHER)
+        for chat in range(1, 5)
+    ]
+    assert in_order == expected
+    # As they came: the 7th batch's (globex, hour 3) chats last, chat 1 moved there by its message.
+    assert sorted(before[-4:]) == [
+        ("globex", WS, 1, 4),
+        ("globex", WS, 4, 0),
+        ("globex", WS_OTHER, 1, 4),
+        ("globex", WS_OTHER, 4, 0),
+    ]
+    assert sorted(before) != before
+    # The next batch's chats after the run, chat 1 of globex's workspaces moved to them.
+    assert after[:8] == expected[:8]
+    assert sorted(after[8:]) == sorted(
+        [row for row in expected[8:] if row[2] != 1]
+        + [("globex", ws, 1, 5) for ws in WORKSPACES]
+        + [("globex", ws, 5, 0) for ws in WORKSPACES]
+    )
+    assert total == 5
+    assert [(c["id"], c["title"], c["message_count"]) for c in page] == [
+        (1, "globex 0", 5),
+        (2, "globex 1", 0),
+        (3, "globex 2", 0),
+        (4, "globex 3", 0),
+        (5, "globex 4", 0),
+    ]

@@ -32,6 +32,7 @@ from parley.store.chat_sql import ChatSql, times_as_text
 from parley.store.dialect import DuckDBDialect
 from parley.store.duckdb_sql import DuckDBChatSql, DuckDBSeriesSql
 from parley.store.duckdb_state import (
+    ASIDE,
     CHAT_STATE_DDL,
     CLUSTERED,
     CLUSTERED_SOURCES,
@@ -40,6 +41,7 @@ from parley.store.duckdb_state import (
     REORDERED_SOURCES,
     IfRows,
     IfWrote,
+    Rewrite,
     Statement,
     fill_first_message_sql,
     fold_cost_days_sql,
@@ -622,18 +624,24 @@ class DuckDBStore(SqlStore):
         if done and self._in_run[table] >= self.sorted_run_rows:
             self._newest_sorted(self._last_rowids_or_marks((table,)))
 
-    def _rewrite(self, table: str, statements: list[str], params: dict[str, Any], rows: str) -> bool:
-        """Run a copy of rows of ``table`` in its order and the delete of the rows it copied
-        (``reorder_sql``, ``sort_newest_sql``) in a transaction of their own; whether it did.
-        A rewrite that fails changes nothing and is logged, naming ``rows``. The caller holds
-        the write lock, and marks the rows in order once committed (``_newest_sorted``):
-        inside the transaction the new rows have rowids of its own."""
+    def _rewrite(self, table: str, rewrite: Rewrite, params: dict[str, Any], rows: str) -> bool:
+        """Write rows of ``table`` again in its order (``reorder_sql``, ``sort_newest_sql``)
+        in a transaction of their own; whether it did. A rewrite that fails changes nothing
+        and is logged, naming ``rows``. The caller holds the write lock, and marks the rows
+        in order once committed (``_newest_sorted``): inside the transaction the new rows
+        have rowids of its own."""
         try:
             with self._writing() as con:
                 last = con.execute(f"SELECT max(rowid) FROM {table}").fetchall()[0][0]
-                copy, delete = statements
-                written = con.execute(copy, params).fetchall()[0][0]
-                removed = con.execute(delete, {**params, "last": last}).fetchall()[0][0]
+                bounded = {**params, "last": last}
+                if rewrite.aside is None:
+                    written = con.execute(rewrite.copy, params).fetchall()[0][0]
+                    removed = con.execute(rewrite.delete, bounded).fetchall()[0][0]
+                else:
+                    con.execute(rewrite.aside, bounded)
+                    removed = con.execute(rewrite.delete, bounded).fetchall()[0][0]
+                    written = con.execute(rewrite.copy).fetchall()[0][0]
+                    con.execute(f"DROP TABLE {ASIDE}")
                 if removed != written:  # never seen; the transaction then changes nothing
                     raise duckdb.InvalidInputException(f"wrote {written} of {rows}, removed {removed}")
         except (duckdb.Error, StoreUnavailable):

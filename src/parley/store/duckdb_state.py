@@ -413,21 +413,36 @@ REORDERED_SOURCES = {
 }
 
 
-def reorder_sql(table: str) -> list[str]:
-    """Statements that rewrite the rows of org ``$org`` in ``table`` (one of ``REORDERED``) in
-    its order, in one transaction; the first returns how many rows it wrote, the second
-    how many it removed.
+@dataclass(frozen=True)
+class Rewrite:
+    """Statements that write rows of a table again in its order, in one transaction of their
+    own (``DuckDBStore._rewrite``): ``copy`` returns how many rows it wrote, ``delete`` how
+    many it removed, of those up to ``$last``, the largest rowid before the copy.
+
+    ``copy`` writes the rows after the table's last one, then ``delete`` removes them where
+    they were: the two name disjoint rows, since rowids do not move inside a transaction.
+    A table with a primary key (``KEYED``) cannot hold a row and its copy: there ``aside``
+    first copies the rows up to ``$last`` into ``ASIDE``, ``delete`` removes them, and
+    ``copy`` writes them back from ``ASIDE``.
+    """
+
+    copy: str
+    delete: str
+    aside: str | None = None
+
+
+def reorder_sql(table: str) -> Rewrite:
+    """The rewrite of the rows of org ``$org`` in ``table`` (one of ``REORDERED``) in its order.
 
     A bulk load (an export from another system, a platform catching up) brings an org's
     events out of time order: their rows then give each row group a year of times, and a
     30-day cohort or search reads them all. Rewritten in order, each row group holds a few
-    weeks. The copy and the delete name disjoint rows: rowids do not move inside a
-    transaction, and the copies are appended after ``$last``, the largest rowid before the copy.
+    weeks.
     """
-    return [
-        f"INSERT INTO {table} SELECT * FROM {table} WHERE org = $org ORDER BY {REORDERED[table]}",
-        f"DELETE FROM {table} WHERE org = $org AND rowid <= $last",
-    ]
+    return Rewrite(
+        copy=f"INSERT INTO {table} SELECT * FROM {table} WHERE org = $org ORDER BY {REORDERED[table]}",
+        delete=f"DELETE FROM {table} WHERE org = $org AND rowid <= $last",
+    )
 
 
 # The order a store fed as it goes puts its newest rows in (``sort_newest_sql``), by table:
@@ -436,31 +451,49 @@ def reorder_sql(table: str) -> list[str]:
 CLUSTERED = {
     **{t.name: "org, workspace_id, ts" if "workspace_id" in t.column_names else "org, ts" for t in schema.TABLES},
     "chat_tools": "org, workspace_id, chat_id",
+    "chat_state": "org, workspace_id, created_at",
     **{table: f"org, {order}" for table, order in REORDERED.items()},
 }
+# What a table's new rows are counted by. A chat's row is written again, at the table's
+# end, by each batch that brings its events or messages: ``chat_state`` counts those.
 CLUSTERED_SOURCES = {
     **{t.name: (t.name,) for t in schema.TABLES},
     "chat_tools": ("messages",),
+    "chat_state": ("chat_events", "messages"),
     **REORDERED_SOURCES,
 }
+# Tables of ``CLUSTERED`` with a primary key, which holds no row twice: their rows are set
+# aside before they are deleted, then written back (``Rewrite.aside``).
+KEYED = frozenset({"chat_state"})
+# The temporary table a rewrite sets a keyed table's rows aside in.
+ASIDE = "rows_aside"
 
 
-def sort_newest_sql(table: str) -> list[str]:
-    """Statements that rewrite the rows of ``table`` (one of ``CLUSTERED``) after rowid
-    ``$mark`` in its order, in one transaction; the first returns how many rows it wrote,
-    the second how many it removed (those up to ``$last``, the largest rowid before the copy).
+def sort_newest_sql(table: str) -> Rewrite:
+    """The rewrite of the rows of ``table`` (one of ``CLUSTERED``) after rowid ``$mark`` in
+    its order.
 
     Events that arrive as they happen are written in the order they come: every org's and
     workspace's rows of an hour interleaved. A read of one workspace's month then reads
     every workspace's rows of that month, and a user's cost every row of the range.
     Rewritten in this order every so many rows, each run of rows holds one org's and
     workspace's rows together, which the row groups' zone maps of ``org`` and
-    ``workspace_id`` tell apart, and the runs stay in the order of time.
+    ``workspace_id`` tell apart, and the runs stay in the order of time. ``chat_state``
+    writes a chat's row again at its end for each batch that brings the chat's events or
+    messages: its newest rows are the chats in use, every workspace's interleaved, and a
+    run holds each workspace's together by the time they were created.
     """
-    return [
-        f"INSERT INTO {table} SELECT * FROM {table} WHERE rowid > $mark ORDER BY {CLUSTERED[table]}",
-        f"DELETE FROM {table} WHERE rowid > $mark AND rowid <= $last",
-    ]
+    newest = "rowid > $mark AND rowid <= $last"
+    if table in KEYED:
+        return Rewrite(
+            aside=f"CREATE OR REPLACE TEMP TABLE {ASIDE} AS SELECT * FROM {table} WHERE {newest}",
+            delete=f"DELETE FROM {table} WHERE {newest}",
+            copy=f"INSERT INTO {table} SELECT * FROM {ASIDE} ORDER BY {CLUSTERED[table]}",
+        )
+    return Rewrite(
+        copy=f"INSERT INTO {table} SELECT * FROM {table} WHERE rowid > $mark ORDER BY {CLUSTERED[table]}",
+        delete=f"DELETE FROM {table} WHERE {newest}",
+    )
 
 
 def backfill_activity_sql() -> str:
