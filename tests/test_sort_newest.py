@@ -3,11 +3,13 @@ each org's, and in it each workspace's, together (``DuckDBStore._sort_newest``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from parley.ingest.service import ingest_batch
 from parley.metrics.chats.query import ChatQuery
 from parley.store.duckdb import DuckDBStore
+from parley.store.duckdb_state import sort_newest_sql
 from tests.factories import T0, WS, WS_OTHER, call, event, iso
 
 ORGS = ("globex", "acme")  # globex first: arrival order is not the sorted order
@@ -313,4 +315,29 @@ def test_the_chats_written_again_as_messages_come_are_put_in_order_too(tmp_path)
         (3, "globex 2", 0),
         (4, "globex 3", 0),
         (5, "globex 4", 0),
+    ]
+
+
+def test_a_chat_rewrite_that_fails_leaves_the_chats_as_they_were_and_the_next_one_runs(tmp_path):
+    arrivals = _chats_arrivals(range(2))  # 4 batches: 8 chats, chat 1 of each workspace messaged twice
+    store = _sorting(DuckDBStore(tmp_path / "parley.duckdb"), 1_000)  # no rewrite while storing
+    try:
+        _store(arrivals, store)
+        came = _chat_rows(store)
+        mark = {"mark": -1}
+        # Set aside and deleted, then a copy the engine refuses: the transaction changes nothing.
+        broken = replace(sort_newest_sql("chat_state"), copy="INSERT INTO chat_state SELECT * FROM no_such_table")
+        failed = store._rewrite("chat_state", broken, mark, "the chats")
+        after_failure = _chat_rows(store)
+        done = store._rewrite("chat_state", sort_newest_sql("chat_state"), mark, "the chats")
+        in_order = _chat_rows(store)
+    finally:
+        store.close()
+    assert came != sorted(came)  # as they came: globex's first
+    assert failed is False
+    assert after_failure == came
+    assert done is True
+    assert in_order == sorted(came)  # org, workspace, then creation: chat 1 before chat 2
+    assert in_order == [
+        (org, ws, chat, 2 if chat == 1 else 0) for org in ("acme", "globex") for ws in (WS, WS_OTHER) for chat in (1, 2)
     ]
