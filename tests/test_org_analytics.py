@@ -400,6 +400,34 @@ def test_a_batch_finds_traces_and_sessions_both_in_itself_and_stored_before(clie
     assert [p["feedback_count"] for p in get(client, admin, "user-feedback", **params)[0]] == [2]  # f1, f2
 
 
+def test_a_batch_finds_the_traces_and_sessions_it_names_stored_days_before_it(client, ingest, admin):
+    # The DuckDB store reads the stored rows of the day before the batch's first, then
+    # the rest of the table for what it has not found: a batch here names some of each.
+    later = D + timedelta(days=3, hours=12)
+    ingest(session("s1", "ann", D, mentor="m1"), trace("t1", D, session_id="s1"), observation("o1", "t1", D, cost=1))
+    ingest(session("s2", "cat", later - timedelta(hours=1)), trace("t2", later - timedelta(hours=1), session_id="s2"))
+    ingest(
+        observation("o2", "t1", later, cost=2),  # its trace 3 days before, the user its session's
+        trace("t3", later, session_id="s1"),  # its session 3 days before
+        observation("o3", "t3", later, cost=4),
+        observation("o4", "t2", later, cost=8),  # its trace an hour before
+        trace("t4", later, session_id="s2"),  # its session an hour before
+        observation("o5", "t4", later, cost=16),
+        feedback("f1", "ann", later, session_id="s1"),  # the mentor of a session 3 days before
+        feedback("f2", "cat", later, session_id="s2"),  # no mentor
+    )
+    days = {"early": ("2024-05-01", "2024-05-01"), "late": ("2024-05-04", "2024-05-04")}
+    totals = {
+        (who, when): get(client, admin, "user-cost", start_date=start, end_date=end, username=who)["total_cost"]
+        for who in ("ann", "cat")
+        for when, (start, end) in days.items()
+    }
+    # A trace's cost counts on the trace's day, for its session's user.
+    assert totals == {("ann", "early"): 3.0, ("ann", "late"): 4.0, ("cat", "early"): 0.0, ("cat", "late"): 24.0}
+    params = {"start_date": "2024-05-04", "end_date": "2024-05-04", "mentor_id": "m1"}
+    assert [p["feedback_count"] for p in get(client, admin, "user-feedback", **params)[0]] == [1]  # f1
+
+
 # Ranges for the cost reference: whole days, and date-times that cut days (and hours) in two.
 COST_RANGES = [
     ("2024-05-03", "2024-05-07"),
