@@ -796,8 +796,8 @@ def _look_up(
     name sessions begun moments before them, and observations traces, so each mostly
     comes in the same transaction as what it names or a recent one; the row groups' zone
     maps of ``ts`` then skip the rest of the table, and the whole table is read only for
-    a key still not found. At scale M, the 4,000 events of a live transaction: 1.7 ms
-    for the sessions' recent rows, 26 for all of them; the traces' 2.1 against 40.
+    a key still not found. At scale M, a live transaction of 4,000 events: the sessions'
+    look-up 4 ms against 32 for all of them, the traces' 5 to 6 against 12.
     """
     recent = f"(SELECT * FROM {table} WHERE ts >= {since} - INTERVAL {RECENT})"
     missing = _unmatched(wanted, lookup, key)
