@@ -303,6 +303,51 @@ def test_reorder_rewrites_message_text_by_workspace_and_time(tmp_path):
         store.close()
 
 
+def test_reorder_rewrites_chat_state_by_workspace_and_creation(tmp_path):
+    from parley.ingest.service import ingest_batch
+    from parley.metrics.chats.query import ChatQuery
+    from parley.store.duckdb import DuckDBStore
+
+    june = datetime(2024, 6, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    store = DuckDBStore(tmp_path / "parley.duckdb")
+
+    def stored(org):
+        sql = "SELECT workspace_id, chat_id FROM chat_state WHERE org = ? ORDER BY rowid"
+        return [(workspace[-1], chat_id) for workspace, chat_id in store._con.execute(sql, [org]).fetchall()]
+
+    def listed(org, workspace):
+        rows, total = store.list_chats(
+            org=org, workspace_id=workspace, query=ChatQuery(sort_by="id", descending=False), limit=50, offset=0
+        )
+        return [(r["id"], r["title"], r["created_at"].day, r["message_count"]) for r in rows], total
+
+    def batch(org, *events):
+        assert ingest_batch(store, org=org, batch=list(events)).errors == []
+
+    try:
+        # Ids in one order, creation times in another; a message writes chat 3's row again at the end.
+        batch("acme", chat(1, created=june + 5 * day, title="One"), chat(2, created=june + 2 * day))
+        batch("acme", chat(7, created=june + 4 * day, workspace_id=WS_OTHER), chat(3, created=june + 3 * day))
+        batch("acme", chat(4, created=june), said(3, "m1", june + 6 * day, "hello"))
+        batch("globex", chat(9, created=june + 9 * day), chat(8, created=june + 8 * day))
+        before = listed("acme", WS), listed("acme", WS_OTHER), listed("globex", WS)
+        in_order = [("1", 1), ("1", 3), ("1", 2), ("1", 4), ("2", 7)]  # newest first
+        came = stored("acme")  # each batch's chats in the merge's order, chats 3 and 4 last
+        assert came != in_order and sorted(came) == sorted(in_order) and set(came[-2:]) == {("1", 3), ("1", 4)}
+        store.reorder()
+        assert stored("acme") == in_order
+        assert stored("globex") == [("1", 9), ("1", 8)]
+        assert (listed("acme", WS), listed("acme", WS_OTHER), listed("globex", WS)) == before
+        assert before[0] == ([(1, "One", 6, 0), (2, None, 3, 0), (3, None, 4, 1), (4, None, 1, 0)], 4)
+        # The rows rewritten are the chats' state still: a later event updates each in place.
+        batch("acme", update(1, ts=T + timedelta(days=1), title="Renamed"), said(4, "m2", june + 7 * day, "hi"))
+        assert listed("acme", WS) == ([(1, "Renamed", 6, 0), (2, None, 3, 0), (3, None, 4, 1), (4, None, 1, 1)], 4)
+        assert store._con.execute("SELECT count(*) FROM chat_state").fetchall() == [(7,)]
+    finally:
+        store.close()
+
+
 def _daily(client, headers, **params):
     response = client.get(f"{BASE}/stats/daily-creation", params=params, headers=headers)
     assert response.status_code == 200, response.text

@@ -283,12 +283,12 @@ def test_the_chats_written_again_as_messages_come_are_put_in_order_too(tmp_path)
     finally:
         store.close()
     # Worked by hand: each org's, then each workspace's chats 1 to 4 by the hour they were
-    # created; chat 1 has the 4 messages of hours 0 to 3, the others none.
+    # created, newest first; chat 1 has the 4 messages of hours 0 to 3, the others none.
     expected = [
         (org, ws, chat, 4 if chat == 1 else 0)
         for org in ("acme", "globex")
         for ws in (WS, WS_OTHER)
-        for chat in range(1, 5)
+        for chat in range(4, 0, -1)
     ]
     assert in_order == expected
     # As they came: the 7th batch's (globex, hour 3) chats last, chat 1 moved there by its message.
@@ -337,7 +337,7 @@ def test_a_chat_rewrite_that_fails_leaves_the_chats_as_they_were_and_the_next_on
     assert failed is False
     assert after_failure == came
     assert done is True
-    assert in_order == sorted(came)  # org, workspace, then creation: chat 1 before chat 2
-    assert in_order == [
-        (org, ws, chat, 2 if chat == 1 else 0) for org in ("acme", "globex") for ws in (WS, WS_OTHER) for chat in (1, 2)
+    assert sorted(in_order) == sorted(came)
+    assert in_order == [  # org, workspace, then creation, newest first: chat 2 before chat 1
+        (org, ws, chat, 2 if chat == 1 else 0) for org in ("acme", "globex") for ws in (WS, WS_OTHER) for chat in (2, 1)
     ]

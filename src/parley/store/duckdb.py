@@ -506,9 +506,10 @@ class DuckDBStore(SqlStore):
                 self._newest_sorted(self._last_rowids_or_marks())
 
     def reorder(self) -> None:
-        """Rewrite in time order the ``user_activity`` and ``message_text`` rows of each org
-        that took at least one new row for every ``reorder_share`` it holds since they were
-        last rewritten, each table and org in a transaction of its own (see ``reorder_sql``).
+        """Rewrite in their order (``REORDERED``: mostly time) the rows of each org in those
+        tables that took at least one new row for every ``reorder_share`` it holds since they
+        were last rewritten, each table and org in a transaction of its own (see
+        ``reorder_sql``).
 
         Not done as events arrive: sorting each org as its rows doubled made loading the
         largest org of scale M 12 to 13% slower, more than the sorts themselves took. Once
