@@ -443,6 +443,22 @@ class Rewrite:
     aside: str | None = None
 
 
+def _in_order(table: str, rows: str, order: str) -> Rewrite:
+    """The rewrite of the rows of ``table`` meeting ``rows`` (and up to ``$last``) in ``order``;
+    a ``KEYED`` table's set aside first."""
+    removed = f"{rows} AND rowid <= $last"
+    if table in KEYED:
+        return Rewrite(
+            aside=f"CREATE OR REPLACE TEMP TABLE {ASIDE} AS SELECT * FROM {table} WHERE {removed}",
+            delete=f"DELETE FROM {table} WHERE {removed}",
+            copy=f"INSERT INTO {table} SELECT * FROM {ASIDE} ORDER BY {order}",
+        )
+    return Rewrite(
+        copy=f"INSERT INTO {table} SELECT * FROM {table} WHERE {rows} ORDER BY {order}",
+        delete=f"DELETE FROM {table} WHERE {removed}",
+    )
+
+
 def reorder_sql(table: str) -> Rewrite:
     """The rewrite of the rows of org ``$org`` in ``table`` (one of ``REORDERED``) in its order.
 
@@ -462,17 +478,7 @@ def reorder_sql(table: str) -> Rewrite:
     18.3 ms of CPU, the 30-day list by last message 9.4 -> 8.0, that over 365 days 16.1 ->
     15.9 (17.4 oldest first) (benchmarks.md, "The chat state in order after a bulk load").
     """
-    rows = "org = $org AND rowid <= $last"
-    if table in KEYED:
-        return Rewrite(
-            aside=f"CREATE OR REPLACE TEMP TABLE {ASIDE} AS SELECT * FROM {table} WHERE {rows}",
-            delete=f"DELETE FROM {table} WHERE {rows}",
-            copy=f"INSERT INTO {table} SELECT * FROM {ASIDE} ORDER BY {REORDERED[table]}",
-        )
-    return Rewrite(
-        copy=f"INSERT INTO {table} SELECT * FROM {table} WHERE org = $org ORDER BY {REORDERED[table]}",
-        delete=f"DELETE FROM {table} WHERE {rows}",
-    )
+    return _in_order(table, "org = $org", REORDERED[table])
 
 
 # The order a store fed as it goes puts its newest rows in (``sort_newest_sql``), by table:
@@ -505,17 +511,7 @@ def sort_newest_sql(table: str) -> Rewrite:
     messages: its newest rows are the chats in use, every workspace's interleaved, and a
     run holds each workspace's together by the time they were created, newest first.
     """
-    newest = "rowid > $mark AND rowid <= $last"
-    if table in KEYED:
-        return Rewrite(
-            aside=f"CREATE OR REPLACE TEMP TABLE {ASIDE} AS SELECT * FROM {table} WHERE {newest}",
-            delete=f"DELETE FROM {table} WHERE {newest}",
-            copy=f"INSERT INTO {table} SELECT * FROM {ASIDE} ORDER BY {CLUSTERED[table]}",
-        )
-    return Rewrite(
-        copy=f"INSERT INTO {table} SELECT * FROM {table} WHERE rowid > $mark ORDER BY {CLUSTERED[table]}",
-        delete=f"DELETE FROM {table} WHERE {newest}",
-    )
+    return _in_order(table, "rowid > $mark", CLUSTERED[table])
 
 
 def backfill_activity_sql() -> str:
