@@ -19,7 +19,9 @@ import duckdb
 import httpx
 import pytest
 
-from tests.factories import WS, member, messages
+from parley.errors import STORE_UNAVAILABLE
+from parley.store.duckdb import PART_UNAVAILABLE
+from tests.factories import T0, WS, event, iso, member, messages
 from tests.processes import run_cli, running_server
 
 pytestmark = [
@@ -32,8 +34,15 @@ LIMIT = 4_000_000
 
 
 def stored_messages(path: Path) -> int:
+    return stored(path)["messages"]
+
+
+def stored(path: Path) -> dict[str, int]:
+    """How many messages and traces the store holds."""
     with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute("SELECT count(*) FROM messages").fetchall()[0][0]
+        return {
+            table: con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] for table in ("messages", "traces")
+        }
 
 
 def test_an_ingest_the_store_cannot_write_is_a_503_and_nothing_of_it_is_kept(tmp_path: Path):
@@ -73,6 +82,60 @@ def test_an_ingest_the_store_cannot_write_is_a_503_and_nothing_of_it_is_kept(tmp
         response = httpx.post(f"{base}/api/v2/ingest", json={"batch": refused}, headers=ingest, timeout=60)
         assert [s["status"] for s in response.json()["successes"]] == [201] * 500
     assert stored_messages(path) == acknowledged + 500
+
+
+def traces(first: int, count: int) -> list[dict]:
+    """Traces ``first`` to ``first + count - 1`` of user u1, their ids 250 characters long;
+    event ids ``t<n>``."""
+    return [
+        event("trace.create", {"trace_id": f"{n}-".ljust(250, "x"), "user_id": "u1", "timestamp": iso(T0)}, id=f"t{n}")
+        for n in range(first, first + count)
+    ]
+
+
+def test_a_batch_of_chats_and_people_acknowledges_only_what_the_store_kept(tmp_path: Path):
+    # A batch's messages and its traces are written by two transactions at once (the
+    # chats' part and the people's, ``DuckDBStore._store_events``); on a full disk both
+    # may fail, or one alone. Every event is acknowledged (201) only if stored; the rest
+    # are refused whole (503) or each with the part's reason (500), and sent again with
+    # room, each is stored once.
+    path = tmp_path / "parley.duckdb"
+    url = f"duckdb:///{path}"
+    ingest = {
+        "Authorization": f"Bearer {run_cli(url, 'keys', 'create', '--org', 'acme', '--ingest').stdout.split()[-1]}"
+    }
+    acknowledged = {"messages": 0, "traces": 0}
+    refused: list[dict] = []
+    with running_server(url, file_size_limit=LIMIT) as (base, _):
+        for b in range(100):
+            batch = messages(b * 400, 400) + traces(b * 100, 100)
+            table = {e["id"]: "messages" if e["type"] == "message.create" else "traces" for e in batch}
+            response = httpx.post(f"{base}/api/v2/ingest", json={"batch": batch}, headers=ingest, timeout=60)
+            if response.status_code == 503:
+                assert response.json() == {"detail": STORE_UNAVAILABLE}
+                refused = batch
+                break
+            assert response.status_code == 207, response.text
+            body = response.json()
+            for success in body["successes"]:
+                assert success["status"] == 201
+                acknowledged[table[success["id"]]] += 1
+            assert {(e["status"], e["message"]) for e in body["errors"]} <= {(500, PART_UNAVAILABLE)}
+            refused = [e for e in batch if e["id"] in {error["id"] for error in body["errors"]}]
+            if refused:  # one part written, the other refused: each of the refused part's events
+                assert {table[e["id"]] for e in refused} in ({"messages"}, {"traces"})
+                assert len(refused) == (400 if table[refused[0]["id"]] == "messages" else 100)
+                break
+        assert refused, "the store never filled up"
+        assert acknowledged["messages"] > 0
+    assert stored(path) == acknowledged
+    with running_server(url) as (base, _):
+        response = httpx.post(f"{base}/api/v2/ingest", json={"batch": refused}, headers=ingest, timeout=60)
+        assert response.json()["errors"] == []
+        assert [s["status"] for s in response.json()["successes"]] == [201] * len(refused)
+    for e in refused:
+        acknowledged["messages" if e["type"] == "message.create" else "traces"] += 1
+    assert stored(path) == acknowledged
 
 
 BULK_LINES = 100_000  # 5 chunks of 20,000 lines; the first fits in the log, not the second

@@ -897,6 +897,14 @@ def lookups_sql(sources: dict[str, str]) -> tuple[list[Statement], list[str]]:
     return statements, drops
 
 
+# The tables of the people: their look-ups, user numbers, activity, state and cost read
+# these tables alone, and the state of the others (chats, message text and tool names,
+# member names) reads none of them. So a batch's rows of these and its other rows may be
+# stored by two transactions, each with its own events' ledger keys (an entity's key names
+# its event type), and ``state_sql`` of one never needs the other's rows.
+PEOPLE_TABLES = frozenset({"users", *ACTIVITY_SOURCES, "observations"})
+
+
 def state_sql(sources: dict[str, str]) -> list[Statement]:
     """The statements that bring the kept state up to date with the rows just stored, in
     the transaction that stores them, after the batch's look-ups (``lookups_sql``):

@@ -20,9 +20,9 @@ from parley.store.port import StoreOutcome, StoreUnavailable
 
 Key = tuple[str, str]  # (org, event id)
 # Stores distinct events, the writer held: (the keys newly stored, the reason for each key
-# the engine refused). It raises for a failure of the whole write, after which sending the
-# same events again stores each once (DuckDB's transaction rolled back; ClickHouse's batch
-# withdrawn, or left cut short for a resend to finish).
+# the engine refused or could not write). It raises for a failure of the whole write, after
+# which sending the same events again stores each once (DuckDB's transactions rolled back;
+# ClickHouse's batch withdrawn, or left cut short for a resend to finish).
 StoreEvents = Callable[[list[Event]], tuple[set[Key], dict[Key, str]]]
 
 
