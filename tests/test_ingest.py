@@ -25,7 +25,7 @@ from parley.ingest.events import EVENT_TYPES, InvalidEvent, validate_event, vali
 from parley.ingest.router import gunzip
 from parley.ingest.service import validate_lines
 from parley.store.port import Store, StoreOutcome
-from parley.store.schema import STR, Column, ColumnBatch, column_batch, joined_batches
+from parley.store.schema import STR, Column, ColumnBatch, column_batch, entity_key, joined_batches
 from tests.conftest import bearer
 from tests.factories import T0, WS, call, days, event, iso, member
 
@@ -879,3 +879,16 @@ def test_batches_are_joined_in_order_unless_two_claim_one_event_or_entity():
     assert joined_batches([first, batch(message("e-4", "m-1"))]) is None  # a message again
     other_org = column_batch([validate_event(message("e-1", "m-1"), "globex")])  # ids and entities are per org
     assert joined_batches([first, other_org]) is not None
+
+
+def test_an_entity_is_keyed_by_its_type_and_ids_as_the_ledgers_keep_it():
+    # A store's entity ledger holds these keys: the same entity sent again, to a store an
+    # earlier Parley wrote, must give the same key.
+    message = {"workspace_id": WS, "chat_id": 1, "message_id": "m-7", "role": "user", "created_at": iso(T0)}
+    trace = {"trace_id": "t-9", "timestamp": iso(T0)}
+    keys = [
+        entity_key(validate_event(event(kind, body), "acme"))
+        for kind, body in (("message.create", message), ("trace.create", trace))
+    ]
+    assert keys == [f"message.create\x1f{WS}\x1fm-7", "trace.create\x1ft-9"]
+    assert entity_key(validate_event(member(3, "admin"), "acme")) is None
