@@ -120,6 +120,52 @@ def test_an_id_repeated_inside_one_batch_is_stored_once(client, ingest_key, stor
     assert store.count_events(org="acme") == 1
 
 
+def test_a_batch_of_chats_and_people_mixing_stored_and_new_events_stores_only_the_new(
+    client, ingest_key, store: Store, member_key
+):
+    # On DuckDB the calls and the traces and sessions below are stored by two transactions
+    # at once (the rest and the people's part); each finds its own stored events, and an id
+    # sent twice under two types is one event, its first copy's.
+    def trace(n: int, id: str) -> dict[str, Any]:
+        return event("trace.create", {"trace_id": f"t{n}", "user_id": "u1", "timestamp": iso(T0)}, id=id)
+
+    def session(n: int, id: str) -> dict[str, Any]:
+        return event("session.create", {"session_id": f"s{n}", "user_id": "u1", "started_at": iso(T0)}, id=id)
+
+    first = [member(1, "admin", id="m-1"), call("c1", "a1", T0, duration=60, id="c-1"), trace(1, "t-1")]
+    client.post("/api/v2/ingest", json={"batch": first}, headers=bearer(ingest_key))
+    batch = [
+        call("c2", "a1", T0, duration=120, id="c-2"),
+        trace(1, "t-1"),  # stored already
+        call("c1", "a1", T0, duration=60, id="c-1"),  # stored already
+        trace(2, "t-2"),
+        session(1, "same"),
+        call("c3", "a1", T0, duration=30, id="same"),  # the session's id: a repeat
+        trace(1, "t-1-resent"),  # the stored trace under a new event id
+    ]
+    body = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key)).json()
+    assert body == {
+        "successes": [
+            {"id": "c-2", "status": 201},
+            {"id": "t-1", "status": 200},
+            {"id": "c-1", "status": 200},
+            {"id": "t-2", "status": 201},
+            {"id": "same", "status": 201},
+            {"id": "same", "status": 200},
+            {"id": "t-1-resent", "status": 200},
+        ],
+        "errors": [],
+    }
+    # m-1, c-1, t-1; then c-2, t-2, same, and t-1-resent's id (claimed, its entity not stored again)
+    assert store.count_events(org="acme") == 3 + 4
+    calls = client.get(
+        "/analytics/calls/by-assistant",
+        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
+        headers=bearer(member_key(1)),
+    ).json()["data"]["assistants"]
+    assert [(a["total_calls"], a["total_duration_minutes"]) for a in calls] == [(2, (60 + 120) / 60)]
+
+
 def test_event_ids_are_per_org(client, ingest_key, store: Store):
     from parley.auth.keys import create_key
 
