@@ -672,6 +672,53 @@ def test_concurrent_batches_claiming_one_entity_keep_its_first_claim(store: Stor
     assert stored == [("call-1", 10_000_000), ("call-2", 20_000_000), ("call-3", 40_000_000), ("call-4", 50_000_000)]
 
 
+def test_concurrent_batches_of_chats_and_people_are_stored_as_one_batch(client, store: Store, admin, member_key):
+    """Batches that wait for the writer together, each of the people's events, the rest or
+    both (on DuckDB two transactions, each taking its part of every batch): an observation
+    finds the trace another batch brings, and that trace the session of a third, as in
+    one batch."""
+
+    def acme(*raws: dict[str, Any]) -> list:
+        return [validate_event(raw, "acme") for raw in raws]
+
+    def observation(n: int, cost: float) -> dict[str, Any]:
+        body = {"observation_id": f"o{n}", "trace_id": "t1", "type": "generation", "start_time": iso(T0)}
+        return event("observation.create", {**body, "cost_usd": cost}, id=f"obs-{n}")
+
+    session = event("session.create", {"session_id": "s1", "user_id": "u1", "started_at": iso(T0)}, id="ses")
+    trace = event("trace.create", {"trace_id": "t1", "session_id": "s1", "timestamp": iso(T0)}, id="tra")
+    batches = [
+        acme(call("c1", "a1", T0, duration=60, id="c-1"), session),
+        acme(trace, call("c2", "a1", T0, duration=120, id="c-2")),
+        acme(observation(1, 0.25), observation(2, 0.5)),
+        acme(call("c3", "a2", T0, duration=30, id="c-3")),
+    ]
+    assert _ingest_together(store, batches) == {
+        0: StoreOutcome(["c-1", "ses"], [], {}),
+        1: StoreOutcome(["tra", "c-2"], [], {}),
+        2: StoreOutcome(["obs-1", "obs-2"], [], {}),
+        3: StoreOutcome(["c-3"], [], {}),
+    }
+    # One write of the calls, one of the people's events (on DuckDB each part is a
+    # transaction of its own; a ClickHouse write claims all at one time).
+    assert _writes(store, "c-1", "c-2", "c-3") == _writes(store, "ses", "tra", "obs-1", "obs-2") == 1
+    cost = client.get(
+        "/api/ai-analytics/orgs/acme/users/u1/user-cost/",
+        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
+        headers=admin,
+    )
+    assert cost.json() == {"total_cost": 0.75}
+    calls = client.get(
+        "/analytics/calls/by-assistant",
+        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
+        headers=bearer(member_key(1)),
+    ).json()["data"]["assistants"]
+    assert sorted((a["assistant_id"], a["total_calls"], a["total_duration_minutes"]) for a in calls) == [
+        ("a1", 2, (60 + 120) / 60),
+        ("a2", 1, 30 / 60),
+    ]
+
+
 def test_a_write_waits_for_the_callers_the_last_one_answered(store: Store):
     """The next write waits for as many batches as the last one stored and saw come while
     it ran, at most ``GroupCommit.wait_s``; a lone caller never waits."""
