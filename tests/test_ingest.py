@@ -30,6 +30,15 @@ from tests.conftest import bearer
 from tests.factories import T0, WS, call, days, event, iso, member
 
 
+def _calls_on_may_1(client, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """The calls by assistant of 2024-05-01 (the day of ``T0``), as ``headers``' member sees them."""
+    response = client.get(
+        "/analytics/calls/by-assistant", params={"start_date": "2024-05-01", "end_date": "2024-05-01"}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["data"]["assistants"]
+
+
 def test_one_bad_event_never_drops_its_neighbours(client, ingest_key, store: Store):
     batch = [
         call("c1", "a1", T0, duration=60, id="good-1"),
@@ -78,11 +87,7 @@ def test_retrying_a_whole_batch_is_a_no_op_that_succeeds(client, ingest_key, sto
     assert [s["status"] for s in first["successes"]] == [201, 201]
     assert again == {"successes": [{"id": "m-1", "status": 200}, {"id": "c-1", "status": 200}], "errors": []}
     assert store.count_events(org="acme") == 2
-    calls = client.get(
-        "/analytics/calls/by-assistant",
-        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
-        headers=bearer(member_key(1)),
-    ).json()["data"]["assistants"]
+    calls = _calls_on_may_1(client, bearer(member_key(1)))
     assert [(a["total_calls"], a["total_duration_minutes"]) for a in calls] == [(1, 2.0)]
 
 
@@ -105,11 +110,7 @@ def test_a_batch_mixing_stored_and_new_events_stores_only_the_new(client, ingest
         ],
         "errors": [],
     }
-    calls = client.get(
-        "/analytics/calls/by-assistant",
-        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
-        headers=bearer(member_key(1)),
-    ).json()["data"]["assistants"]
+    calls = _calls_on_may_1(client, bearer(member_key(1)))
     assert [(a["total_calls"], a["total_duration_minutes"]) for a in calls] == [(3, (60 + 120 + 30) / 60)]
 
 
@@ -158,11 +159,7 @@ def test_a_batch_of_chats_and_people_mixing_stored_and_new_events_stores_only_th
     }
     # m-1, c-1, t-1; then c-2, t-2, same, and t-1-resent's id (claimed, its entity not stored again)
     assert store.count_events(org="acme") == 3 + 4
-    calls = client.get(
-        "/analytics/calls/by-assistant",
-        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
-        headers=bearer(member_key(1)),
-    ).json()["data"]["assistants"]
+    calls = _calls_on_may_1(client, bearer(member_key(1)))
     assert [(a["total_calls"], a["total_duration_minutes"]) for a in calls] == [(2, (60 + 120) / 60)]
 
 
@@ -317,12 +314,8 @@ def test_a_gzip_body_is_stored_as_the_plain_one_would_be(client, ingest_key, mem
     assert response.json() == {"successes": [{"id": "g1", "status": 201}, {"id": "g2", "status": 201}], "errors": []}
     again = _post_encoded(client, ingest_key, gzip.compress(body), "X-GZIP")
     assert again.json()["successes"] == [{"id": "g1", "status": 200}, {"id": "g2", "status": 200}]
-    got = client.get(
-        "/analytics/calls/by-assistant",
-        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
-        headers=bearer(member_key(1)),
-    )
-    assert [(a["total_calls"], a["total_duration_minutes"]) for a in got.json()["data"]["assistants"]] == [(2, 1.5)]
+    calls = _calls_on_may_1(client, bearer(member_key(1)))
+    assert [(a["total_calls"], a["total_duration_minutes"]) for a in calls] == [(2, 1.5)]
 
 
 def test_zero_bytes_after_a_gzip_member_are_padding_as_gzip_takes_them(client, ingest_key, member_key, ingest):
@@ -335,11 +328,7 @@ def test_zero_bytes_after_a_gzip_member_are_padding_as_gzip_takes_them(client, i
     response = _post_encoded(client, ingest_key, padded, "gzip")
     assert response.status_code == 207, response.text
     assert response.json() == {"successes": [{"id": "z1", "status": 201}, {"id": "z2", "status": 201}], "errors": []}
-    calls = client.get(
-        "/analytics/calls/by-assistant",
-        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
-        headers=bearer(member_key(1)),
-    ).json()["data"]["assistants"]
+    calls = _calls_on_may_1(client, bearer(member_key(1)))
     assert [(a["assistant_id"], a["total_calls"]) for a in calls] == [("a1", 2)]
     # Zeros, then what is not gzip: refused as ever.
     refused = _post_encoded(client, ingest_key, gzip.compress(body) + bytes(8) + b"xyz", "gzip")
@@ -672,7 +661,7 @@ def test_concurrent_batches_claiming_one_entity_keep_its_first_claim(store: Stor
     assert stored == [("call-1", 10_000_000), ("call-2", 20_000_000), ("call-3", 40_000_000), ("call-4", 50_000_000)]
 
 
-def test_concurrent_batches_of_chats_and_people_are_stored_as_one_batch(client, store: Store, admin, member_key):
+def test_concurrent_batches_of_chats_and_people_are_stored_as_one_batch(client, store: Store, admin):
     """Batches that wait for the writer together, each of the people's events, the rest or
     both (on DuckDB two transactions, each taking its part of every batch): an observation
     finds the trace another batch brings, and that trace the session of a third, as in
@@ -708,11 +697,7 @@ def test_concurrent_batches_of_chats_and_people_are_stored_as_one_batch(client, 
         headers=admin,
     )
     assert cost.json() == {"total_cost": 0.75}
-    calls = client.get(
-        "/analytics/calls/by-assistant",
-        params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
-        headers=bearer(member_key(1)),
-    ).json()["data"]["assistants"]
+    calls = _calls_on_may_1(client, admin)
     assert sorted((a["assistant_id"], a["total_calls"], a["total_duration_minutes"]) for a in calls) == [
         ("a1", 2, (60 + 120) / 60),
         ("a2", 1, 30 / 60),
