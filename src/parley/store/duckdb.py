@@ -160,6 +160,9 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
         raise StoreUnavailable(f"the store could not commit: {err}") from err
 
 
+# The event types whose rows go to the people's tables (see ``DuckDBStore._store_events``).
+PEOPLE_TYPES = frozenset(t for t, table in schema.TABLE_FOR_TYPE.items() if table.name in PEOPLE_TABLES)
+
 PART_UNAVAILABLE = "the store could not write this event now (the server's log says why): send it again later"
 
 
@@ -693,8 +696,10 @@ class DuckDBStore(SqlStore):
         sent again. What follows a commit (``_stored``: counts, folds, rewrites) and a
         checkpoint run once both have ended.
         """
-        people = [e for e in events if schema.TABLE_FOR_TYPE[e.type].name in PEOPLE_TABLES]
-        others = [e for e in events if schema.TABLE_FOR_TYPE[e.type].name not in PEOPLE_TABLES]
+        people: list[Event] = []
+        others: list[Event] = []
+        for event in events:
+            (people if event.type in PEOPLE_TYPES else others).append(event)
         committed: list[schema.ColumnBatch] = []
         try:
             if not people or not others:
