@@ -428,6 +428,36 @@ def test_a_batch_finds_the_traces_and_sessions_it_names_stored_days_before_it(cl
     assert [p["feedback_count"] for p in get(client, admin, "user-feedback", **params)[0]] == [1]  # f1
 
 
+def test_a_batch_naming_more_sessions_than_a_scan_takes_as_a_list_finds_each(client, ingest, admin):
+    # Each later batch names 60 sessions stored an hour before it: more than the 50 keys
+    # DuckDB pushes into a scan as a list, so the DuckDB store finds them by row id, in a
+    # batch that brings a session of its own and in one that brings none.
+    earlier = D + timedelta(days=3, hours=11)
+    later = earlier + timedelta(hours=1)
+    ingest(*(session(f"s{i}", f"u{i}", earlier + timedelta(seconds=i)) for i in range(120)))
+    for first, new_session in ((0, [session("s-new", "u-new", later)]), (60, [])):
+        named = range(first, first + 60)
+        ingest(
+            *new_session,
+            *(trace(f"t{i}", later, session_id=f"s{i}") for i in named),
+            *(observation(f"o{i}", f"t{i}", later, cost=i + 1) for i in named),
+        )
+    costs = {
+        who: get(client, admin, "user-cost", start_date="2024-05-04", end_date="2024-05-04", username=who)
+        for who in ("u0", "u1", "u59", "u60", "u61", "u119", "u-new")
+    }
+    # Each trace's cost counts for its session's user.
+    assert {who: cost["total_cost"] for who, cost in costs.items()} == {
+        "u0": 1.0,
+        "u1": 2.0,
+        "u59": 60.0,
+        "u60": 61.0,
+        "u61": 62.0,
+        "u119": 120.0,
+        "u-new": 0.0,
+    }
+
+
 # Ranges for the cost reference: whole days, and date-times that cut days (and hours) in two.
 COST_RANGES = [
     ("2024-05-03", "2024-05-07"),
