@@ -840,17 +840,18 @@ def _recent(table: str, columns: str, key: str, wanted: str, since: str, *, many
     """The ``columns`` of the rows of ``table`` of ``RECENT`` before ``since`` whose ``key``
     (with their org) a row of ``wanted`` names.
 
-    For a few keys DuckDB pushes the join's keys into the scan as a list, which the row
-    groups' zone maps compare: the observations' traces not in the batch, mostly none or
-    a few. For more (``many_keys``; above its ``dynamic_or_filter_threshold``, 50) it
-    pushes their least and greatest instead, which prunes nothing where ids follow no
-    order and makes the scan test the key of every row it passes over: where the bulk
-    load left a day's rows in every vector, a scan of scale M's recent sessions for 76
-    keys took 16 ms, against 4 with no join filter. That is the sessions of a live mix's
-    traces and feedback, 76 keys in a transaction of 4,000 events. Their recent keys are
-    then made first (``MATERIALIZED``), which no join filter reaches, and the rows they
-    match read by row id: that transaction's look-up 8.4 against 30.4 ms (benchmarks.md,
-    "The sessions' look-up by row id").
+    DuckDB pushes the keys a join wants into the scan of the other side: as a list when
+    they are few rows (its ``dynamic_or_filter_threshold``, 50), else as their least and
+    greatest. The observations' traces not in the batch are mostly none or a few, of an
+    org or two, and the zone maps of org and id skip most row groups for them (8 of 40 for
+    2 traces at scale M). The sessions a live mix's traces, feedback and observations'
+    traces name are more (``many_keys``): 76 rows naming 16 sessions of every org in a
+    transaction of 4,000 events. Pushed either way, they skip nothing, and the scan tests
+    them on the key of every row it passes over, where the bulk load left a day's rows in
+    every vector of the table: that day's sessions joined to 76 keys took 16 ms, against
+    4 with no join filter. Their recent keys are then made first (``MATERIALIZED``), which
+    no join filter reaches, and the rows they match read by row id: that transaction's
+    look-up 8.4 against 30.4 ms (benchmarks.md, "The sessions' look-up by row id").
     """
     is_recent = f"ts >= {since} - INTERVAL {RECENT}"
     if not many_keys:
