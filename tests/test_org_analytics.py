@@ -429,9 +429,10 @@ def test_a_batch_finds_the_traces_and_sessions_it_names_stored_days_before_it(cl
 
 
 def test_a_batch_naming_more_sessions_than_a_scan_takes_as_a_list_finds_each(client, ingest, admin):
-    # Each later batch names 60 sessions stored an hour before it: more than the 50 keys
-    # DuckDB pushes into a scan as a list, so the DuckDB store finds them by row id, in a
-    # batch that brings a session of its own and in one that brings none.
+    # Each later batch names 60 sessions stored an hour before it, more than the 50 keys
+    # DuckDB pushes into a scan as a list: the DuckDB store finds them among the recent
+    # sessions by row id (``_recent``), in a batch that brings a session of its own and in
+    # one that brings none (the look-up's two statements).
     earlier = D + timedelta(days=3, hours=11)
     later = earlier + timedelta(hours=1)
     ingest(*(session(f"s{i}", f"u{i}", earlier + timedelta(seconds=i)) for i in range(120)))
