@@ -857,7 +857,7 @@ def _recent(table: str, columns: str, key: str, wanted: str, since: str, *, many
     if not many_keys:
         return f"SELECT {columns} FROM {_named_in(f'(SELECT * FROM {table} WHERE {is_recent})', key, wanted)}"
     recent = f"SELECT rowid AS rid, org, {key} FROM {table} WHERE {is_recent}"
-    ids = f"SELECT x.rid FROM recent x SEMI JOIN {wanted} s ON s.org = x.org AND s.{key} = x.{key}"
+    ids = f"SELECT rid FROM {_named_in('recent', key, wanted)}"
     return f"SELECT {columns} FROM {table} WHERE rowid IN (WITH recent AS MATERIALIZED ({recent}) {ids})"
 
 
