@@ -795,6 +795,46 @@ def test_reorder_rewrites_in_time_order_the_activity_of_orgs_that_grew_by_an_eig
         store.close()
 
 
+def test_reorder_rewrites_sessions_and_traces_in_time_order_and_later_batches_find_them(tmp_path):
+    # A load brings a user's sessions and traces together, their times interleaved; a later
+    # batch's look-ups read the stored rows of the day before it first (``_recent``), which
+    # the zone maps of ``ts`` skip to only once the rows are in time order.
+    from parley.ingest.service import ingest_batch
+
+    store = DuckDBStore(tmp_path / "parley.duckdb")
+    hour = timedelta(hours=1)
+
+    def stored_hours(table, org):
+        rows = store._con.execute(f"SELECT ts FROM {table} WHERE org = ? ORDER BY rowid", [org]).fetchall()
+        return [int((at.replace(tzinfo=UTC) - D) / hour) for (at,) in rows]
+
+    def store_in(org, events):
+        assert ingest_batch(store, org=org, batch=events).errors == []
+
+    def cost(who):
+        span = {"start": D.replace(tzinfo=None), "end": (D + timedelta(days=1)).replace(tzinfo=None)}
+        return store.user_cost(org="acme", user_id=who, prices=[], **span)
+
+    try:
+        store_in(
+            "acme", [session(f"s{h}", who, D + h * hour) for h, who in ((5, "ann"), (1, "ann"), (4, "bob"), (2, "bob"))]
+        )
+        store_in("acme", [trace(f"t{h}", D + h * hour, session_id=s) for h, s in ((6, "s5"), (3, "s1"), (7, "s2"))])
+        store_in("globex", [session("s3", "cat", D + 3 * hour), session("s0", "cat", D)])
+        assert (stored_hours("sessions", "acme"), stored_hours("traces", "acme")) == ([5, 1, 4, 2], [6, 3, 7])
+        store.reorder()
+        assert (stored_hours("sessions", "acme"), stored_hours("traces", "acme")) == ([1, 2, 4, 5], [3, 6, 7])
+        assert stored_hours("sessions", "globex") == [0, 3]
+        # A trace naming a session rewritten, observations naming traces rewritten and the new one.
+        later = D + 8 * hour
+        store_in("acme", [trace("t8", later, session_id="s4"), observation("o8", "t8", later, cost=2)])
+        store_in("acme", [observation("o6", "t6", later, cost=3), observation("o7", "t7", later, cost=5)])
+        # Each trace's cost counts for its session's user: ann's t6 (s5); bob's t8 (s4) and t7 (s2).
+        assert (cost("ann"), cost("bob"), cost("cat")) == ((3 * 10**12, 0), (7 * 10**12, 0), (0, 0))
+    finally:
+        store.close()
+
+
 def test_a_duckdb_store_made_before_user_cost_days_fills_them_when_opened(tmp_path):
     from parley.ingest.service import ingest_batch
 
