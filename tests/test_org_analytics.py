@@ -796,9 +796,10 @@ def test_reorder_rewrites_in_time_order_the_activity_of_orgs_that_grew_by_an_eig
 
 
 def test_reorder_rewrites_sessions_and_traces_in_time_order_and_later_batches_find_them(tmp_path):
-    # A load brings a user's sessions and traces together, their times interleaved; a later
-    # batch's look-ups read the stored rows of the day before it first (``_recent``), which
-    # the zone maps of ``ts`` skip to only once the rows are in time order.
+    # A load may bring a user's sessions and traces together, their times interleaved; a
+    # later batch's look-ups read the stored rows of the day before it first (``_recent``),
+    # which the zone maps of ``ts`` narrow to a few row groups only once the rows are in
+    # time order. The rows rewritten are found by the look-ups all the same.
     from parley.ingest.service import ingest_batch
 
     store = DuckDBStore(tmp_path / "parley.duckdb")
