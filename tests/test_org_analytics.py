@@ -747,6 +747,73 @@ def test_a_duckdb_store_whose_activity_names_users_by_id_numbers_them_when_opene
     assert after == [*numbers, ("cat", 4)]
 
 
+def test_a_duckdb_batch_of_new_users_inserts_them_and_one_naming_a_stored_user_merges(tmp_path):
+    # A batch whose users have no row yet is inserted plainly; one naming a stored user (by
+    # user_md5) takes the merge, newest registration winning. A plain insert of a stored user
+    # would break the primary key, and the batch would be refused.
+    from parley.ingest.service import ingest_batch
+
+    store = DuckDBStore(tmp_path / "parley.duckdb")
+    day = timedelta(days=1)
+
+    def store_in(org, *events):
+        assert ingest_batch(store, org=org, batch=list(events)).errors == []
+
+    def state():
+        rows = "SELECT org, user_id, registered_at, user_md5 FROM user_state ORDER BY org, user_id"
+        return [(org, who, at.day, md5) for org, who, at, md5 in store._con.execute(rows).fetchall()]
+
+    def md5(org, who):
+        return store._con.execute("SELECT md5_number(?)", [f"{len(org)}:{org}{who}"]).fetchall()[0][0]
+
+    try:
+        store_in("acme", user("ann", D + day, ts=D + day), user("bob", D + 2 * day, ts=D + 2 * day))  # both new
+        store_in("globex", user("ann", D + 4 * day))  # another org's ann: new too
+        # ann stored: merged, her later registration wins; cat new, in the same batch.
+        store_in("acme", user("ann", D + 5 * day, ts=D + 5 * day), user("cat", D + 3 * day))
+        store_in("acme", user("bob", D, ts=D))  # older than bob's stored registration: kept as it was
+        store_in("acme", user("dan", D + 6 * day))
+        assert state() == [
+            ("acme", "ann", 6, md5("acme", "ann")),
+            ("acme", "bob", 3, md5("acme", "bob")),
+            ("acme", "cat", 4, md5("acme", "cat")),
+            ("acme", "dan", 7, md5("acme", "dan")),
+            ("globex", "ann", 5, md5("globex", "ann")),
+        ]
+    finally:
+        store.close()
+
+
+def test_a_duckdb_store_whose_user_state_lacks_user_md5_makes_it_again_when_opened(tmp_path):
+    import duckdb
+
+    from parley.ingest.service import ingest_batch
+
+    path = tmp_path / "parley.duckdb"
+    store = DuckDBStore(path)
+    assert ingest_batch(store, org="acme", batch=[user("ann", D), user("bob", D + timedelta(days=1))]).errors == []
+    assert (
+        ingest_batch(store, org="acme", batch=[user("ann", D + timedelta(days=2), ts=D + timedelta(days=2))]).errors
+        == []
+    )
+    store.close()
+    with duckdb.connect(str(path)) as con:  # as Parley 7 left it
+        con.execute("ALTER TABLE user_state DROP COLUMN user_md5")
+        con.execute("UPDATE parley_meta SET value = '7' WHERE key = 'schema_version'")
+    store = DuckDBStore(path)
+    rows = "SELECT user_id, registered_at, user_md5 = md5_number('4:acme' || user_id) FROM user_state ORDER BY 1"
+    try:
+        remade = [(who, at.day, same) for who, at, same in store._con.execute(rows).fetchall()]
+        # A stored user's later registration and a new user, each found (or not) by user_md5.
+        batch = [user("bob", D + timedelta(days=4), ts=D + timedelta(days=4)), user("cat", D)]
+        assert ingest_batch(store, org="acme", batch=batch).errors == []
+        after = [(who, at.day, same) for who, at, same in store._con.execute(rows).fetchall()]
+    finally:
+        store.close()
+    assert remade == [("ann", 3, True), ("bob", 2, True)]
+    assert after == [("ann", 3, True), ("bob", 5, True), ("cat", 1, True)]
+
+
 def test_reorder_rewrites_in_time_order_the_activity_of_orgs_that_grew_by_an_eighth(tmp_path):
     from parley.ingest.service import ingest_batch
     from parley.store.duckdb import DuckDBStore

@@ -181,12 +181,14 @@ def _part_unavailable(
 
 
 def _run(con: duckdb.DuckDBPyConnection, statements: Iterable[Statement]) -> None:
-    """Execute ``statements`` in order, those of an ``IfRows`` only if its relation has a row,
-    those of an ``IfWrote`` only if its statement wrote one."""
+    """Execute ``statements`` in order, those of an ``IfRows`` only if its relation has a row
+    (else its ``otherwise``), those of an ``IfWrote`` only if its statement wrote one."""
     for statement in statements:
         if isinstance(statement, IfRows):
             if con.execute(f"SELECT EXISTS (FROM {statement.relation})").fetchall()[0][0]:
                 _run(con, statement.statements)
+            else:
+                _run(con, statement.otherwise)
         elif isinstance(statement, IfWrote):
             if con.execute(statement.statement).fetchall()[0][0]:
                 _run(con, statement.statements)
@@ -382,6 +384,10 @@ class DuckDBStore(SqlStore):
             con.execute("DROP TABLE user_cost_days")
             con.execute("DROP TABLE cost_pending")
             had -= {"user_cost_days", "cost_pending"}
+        if "user_state" in had and "user_md5" not in _columns(con, "user_state"):
+            # Written before a batch found its users' rows by user_md5: made again from the events.
+            con.execute("DROP TABLE user_state")
+            had -= {"user_state"}
         for name, ddl, fills in DERIVED_TABLES:
             con.execute(ddl)
             if name not in had:

@@ -29,8 +29,10 @@ from parley.ingest.events import CHAT_UPDATE_FIELDS, ChatUpdate, Event
 # member_names (an older Parley would store member events without it, whose names would then
 # stay old). 6: keys carry a revocation time, revoked_at (an older Parley would let a revoked
 # key in). 7: DuckDB keeps user_cost_days a row per user, day and model, named by user_md5 (an
-# older Parley would refuse every batch with an observation).
-SCHEMA_VERSION = 7
+# older Parley would refuse every batch with an observation). 8: DuckDB's user_state carries
+# user_md5, by which a batch finds its users' rows (an older Parley would refuse every batch
+# with a user upsert).
+SCHEMA_VERSION = 8
 
 # Logical column types, mapped to engine types by each adapter.
 STR, INT, BOOL, TIME, JSON, STR_LIST = "str", "int", "bool", "time", "json", "str_list"
