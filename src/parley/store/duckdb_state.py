@@ -485,11 +485,11 @@ def reorder_sql(table: str) -> Rewrite:
     15.9 (17.4 oldest first) (benchmarks.md, "The chat state in order after a bulk load").
 
     The bench's load brings sessions and traces a user's at a time: each vector of 2,048
-    rows held a year of times, and a live batch's look-ups of the day before it (``_recent``) read
-    the whole table. In time order, at scale M, in process, a live mix's transactions of
-    4,000 events: the sessions' look-up about 6.5 ms against 12, the traces' 5 against
-    11.5 (benchmarks.md, "Sessions and traces in time order after a bulk load"). Putting
-    scale M's 1.9M sessions and 4.4M traces in order took about 5 s.
+    rows held a year of times, and a live batch's look-ups of the day before it
+    (``_recent``) read the whole table. In time order, at scale M, in process, a live
+    mix's transactions of 4,000 events: the sessions' look-up about 6.5 ms against 12,
+    the traces' 5 against 11.5 (benchmarks.md, "Sessions and traces in time order after a
+    bulk load"). Putting scale M's 1.9M sessions and 4.4M traces in order took about 5 s.
     """
     return _in_order(table, "org = $org", REORDERED[table])
 
