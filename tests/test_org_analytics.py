@@ -700,6 +700,95 @@ def test_a_duckdb_store_made_before_user_activity_and_state_fills_them_when_open
     assert sorted(veterans.values()) == [1, 1, 1]  # vet with m1 on each day: s1, t1 through s1, f1 through s1
 
 
+def _waiting_rows(store):
+    """(session id, user id, mentor id, waiting) of every stored trace's and feedback's activity."""
+    return store._con.execute(
+        "SELECT a.session_id, u.user_id, a.mentor_id, a.waiting FROM user_activity a"
+        " LEFT JOIN user_numbers u USING (org, user_no) WHERE a.session_id IS NOT NULL ORDER BY ALL"
+    ).fetchall()
+
+
+def test_duckdb_activity_stored_before_its_session_waits_for_it_and_no_other_row_waits(tmp_path):
+    # A trace or feedback whose session is not stored yet keeps a NULL user or mentor and is
+    # marked waiting; the session, in a later batch, fills it in and clears the mark. The
+    # batch's own sessions and those stored before resolve their rows at once, which never
+    # wait, nor do those naming no session.
+    from parley.ingest.service import ingest_batch
+
+    store = DuckDBStore(tmp_path / "parley.duckdb")
+
+    def store_in(*events):
+        assert ingest_batch(store, org="acme", batch=list(events)).errors == []
+
+    try:
+        store_in(user("vet", D - timedelta(days=10)), session("s0", "ann", D, mentor="m0"))
+        store_in(
+            trace("t1", D + timedelta(hours=1), session_id="s1"),  # s1 comes later
+            feedback("f1", "vet", D + timedelta(hours=2), session_id="s1"),
+            trace("t9", D + timedelta(hours=3), session_id="s9"),  # s9 never comes
+            trace("t0", D + timedelta(hours=4), session_id="s0"),  # s0 stored before
+            trace("t2", D + timedelta(hours=5), session_id="s2"),  # s2 in the same batch
+            session("s2", "bob", D + timedelta(hours=5), mentor="m2"),
+            trace("tx", D + timedelta(hours=6), user_id="cat"),  # no session
+        )
+        before = _waiting_rows(store)
+        store_in(session("s1", "vet", D, mentor="m1"))
+        after = _waiting_rows(store)
+        span = {"org": "acme", "start": D.replace(tzinfo=None), "end": (D + timedelta(days=1)).replace(tzinfo=None)}
+        _, veterans = store.user_cohorts(**span, granularity="hourly", tz="UTC", mentor_id="m1")
+    finally:
+        store.close()
+    assert before == [  # NULLs sort last
+        ("s0", "ann", "m0", False),
+        ("s1", "vet", None, True),
+        ("s1", None, None, True),
+        ("s2", "bob", "m2", False),
+        ("s9", None, None, True),
+    ]
+    assert after == [
+        ("s0", "ann", "m0", False),
+        ("s1", "vet", "m1", False),
+        ("s1", "vet", "m1", False),
+        ("s2", "bob", "m2", False),
+        ("s9", None, None, True),
+    ]
+    # vet with m1: s1 at 00:00, then t1 and f1 through s1 at 01:00 and 02:00
+    assert veterans == {D.replace(tzinfo=None) + timedelta(hours=h): 1 for h in (0, 1, 2)}
+
+
+def test_a_duckdb_store_whose_activity_has_no_waiting_mark_marks_it_when_opened(tmp_path):
+    # A store written before the mark: opened, its rows whose session is not stored are
+    # marked waiting, so that the session, when it comes, still fills them in.
+    import duckdb
+
+    from parley.ingest.service import ingest_batch
+
+    path = tmp_path / "parley.duckdb"
+    store = DuckDBStore(path)
+    events = [
+        user("vet", D - timedelta(days=10)),
+        trace("t1", D + timedelta(hours=1), session_id="s1"),  # s1 comes after the upgrade
+        session("s0", "vet", D + timedelta(hours=2), mentor="m1"),
+        trace("t0", D + timedelta(days=1), session_id="s0"),
+    ]
+    assert ingest_batch(store, org="acme", batch=events).errors == []
+    store.close()
+    with duckdb.connect(str(path)) as con:  # as Parley 8 left it
+        con.execute("ALTER TABLE user_activity DROP COLUMN waiting")
+        con.execute("UPDATE parley_meta SET value = '8' WHERE key = 'schema_version'")
+    store = DuckDBStore(path)
+    span = {"org": "acme", "start": D.replace(tzinfo=None), "end": (D + timedelta(days=2)).replace(tzinfo=None)}
+    try:
+        opened = _waiting_rows(store)
+        assert ingest_batch(store, org="acme", batch=[session("s1", "vet", D, mentor="m1")]).errors == []
+        _, veterans = store.user_cohorts(**span, granularity="hourly", tz="UTC", mentor_id="m1")
+    finally:
+        store.close()
+    assert opened == [("s0", "vet", "m1", False), ("s1", None, None, True)]
+    # vet with m1: s1 at 00:00, t1 through s1 at 01:00, s0 at 02:00, t0 through s0 the next day
+    assert sorted(veterans) == [D.replace(tzinfo=None) + timedelta(hours=h) for h in (0, 1, 2, 24)]
+
+
 def test_a_duckdb_store_whose_activity_names_users_by_id_numbers_them_when_opened(tmp_path):
     import duckdb
 

@@ -48,6 +48,7 @@ from parley.store.duckdb_state import (
     fill_first_message_sql,
     fold_cost_days_sql,
     lookups_sql,
+    mark_waiting_sql,
     reorder_sql,
     sort_newest_sql,
     state_sql,
@@ -378,6 +379,10 @@ class DuckDBStore(SqlStore):
             con.execute("DROP TABLE user_activity")
             con.execute("DROP TABLE IF EXISTS user_state")
             had -= {"user_activity", "user_state"}
+        if "user_activity" in had and "waiting" not in _columns(con, "user_activity"):
+            # Written before activity was marked waiting for its session: marked now.
+            con.execute("ALTER TABLE user_activity ADD COLUMN waiting BOOLEAN NOT NULL DEFAULT false")
+            con.execute(mark_waiting_sql())
         if "user_cost_days" in had and "user_md5" not in _columns(con, "user_cost_days"):
             # Written before a user's rows were found by user_md5 (or kept their
             # observations): made again from the events.

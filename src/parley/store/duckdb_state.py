@@ -319,11 +319,12 @@ def number_users_sql(source: str, into: str = "user_numbers") -> str:
 
 
 def _numbered(rows: str, numbers: str = "user_numbers") -> str:
-    """``rows`` (org, session_id, user_id, mentor_id, active_at) with the user's number for
-    its id, from ``numbers`` (``user_numbers`` or the rows of it a batch looked up)."""
+    """``rows`` (org, session_id, user_id, mentor_id, active_at, waiting) with the user's
+    number for its id, from ``numbers`` (``user_numbers`` or the rows of it a batch looked
+    up): rows of ``user_activity``."""
     return f"""
-    SELECT a.org, a.session_id, u.user_no, a.mentor_id, a.active_at
-    FROM ({rows}) a(org, session_id, user_id, mentor_id, active_at)
+    SELECT a.org, a.session_id, u.user_no, a.mentor_id, a.active_at, a.waiting
+    FROM ({rows}) a(org, session_id, user_id, mentor_id, active_at, waiting)
     LEFT JOIN {numbers} u ON u.org = a.org AND u.user_id = a.user_id
     """
 
@@ -336,21 +337,25 @@ CREATE TABLE IF NOT EXISTS user_activity (
     session_id VARCHAR,  -- the session a trace or feedback names; NULL on a session's own row
     user_no INTEGER,  -- see user_numbers
     mentor_id VARCHAR,
-    active_at TIMESTAMP NOT NULL
+    active_at TIMESTAMP NOT NULL,
+    waiting BOOLEAN NOT NULL DEFAULT false  -- stored before its session (see record_activity_sql)
 );
 """
 
 # A trace's user and mentor are its own, else its session's; a feedback's user is its
-# own and its mentor its own, else its session's. ``{people}`` is the sessions to look in.
+# own and its mentor its own, else its session's. ``{people}`` is the sessions to look in;
+# a row that names a session not among them waits for it.
 _TRACE_ACTIVITY = """
-SELECT t.org, t.session_id, coalesce(t.user_id, s.user_id), coalesce(t.mentor_id, s.mentor_id), t.traced_at
+SELECT t.org, t.session_id, coalesce(t.user_id, s.user_id), coalesce(t.mentor_id, s.mentor_id), t.traced_at,
+       t.session_id IS NOT NULL AND s.session_id IS NULL
 FROM {source} t LEFT JOIN {people} s ON s.org = t.org AND s.session_id = t.session_id
 """
 _FEEDBACK_ACTIVITY = """
-SELECT f.org, f.session_id, f.user_id, coalesce(f.mentor_id, s.mentor_id), f.created_at
+SELECT f.org, f.session_id, f.user_id, coalesce(f.mentor_id, s.mentor_id), f.created_at,
+       f.session_id IS NOT NULL AND s.session_id IS NULL
 FROM {source} f LEFT JOIN {people} s ON s.org = f.org AND s.session_id = f.session_id
 """
-_SESSION_ACTIVITY = "SELECT org, NULL, user_id, mentor_id, started_at FROM {source}"
+_SESSION_ACTIVITY = "SELECT org, NULL, user_id, mentor_id, started_at, false FROM {source}"
 
 
 def _named_in(table: str, key: str, source: str) -> str:
@@ -370,9 +375,15 @@ def record_activity_sql(sources: dict[str, str]) -> list[str]:
 
     They read the batch's look-ups (see ``lookups_sql``): its users are numbered already,
     and a trace's user, if not its own, is its session's. A trace or feedback stored
-    before its session keeps a NULL user or mentor until the session arrives; the session
-    then fills them in. Sessions are stored once, so a resolved row never changes again,
-    and the table is the same whatever the order of arrival. One insert for the three
+    before its session keeps a NULL user or mentor until the session arrives, marked
+    ``waiting``; the session then fills them in and clears the mark. Sessions are stored
+    once, so a resolved row never changes again, and the table is the same whatever the
+    order of arrival. The update looks at waiting rows alone, which the zone maps of
+    ``waiting`` find in a few row groups: it looked at the rows with a NULL user or
+    mentor before, and once the table held one (a trace come before its session, or a
+    session without a mentor) DuckDB read all of it for every batch of sessions, 6.8M
+    rows at scale M, a median of 55 to 74 ms a transaction in the server against 2 to 3
+    (benchmarks.md, "Activity waiting for its session"). One insert for the three
     tables: DuckDB plans each statement, about 6 ms apiece on the 2-core machine however
     few its rows, and a live stream's transactions bring all three.
     """
@@ -386,12 +397,15 @@ def record_activity_sql(sources: dict[str, str]) -> list[str]:
         return []
     statements = [f"INSERT INTO user_activity {_numbered(' UNION ALL '.join(rows), NUMBERS_LOOKUP)}"]
     if "sessions" in sources:
-        sessions = f"SELECT org, session_id, user_id, mentor_id, started_at FROM {sources['sessions']}"
         statements.append(f"""
             UPDATE user_activity a
-            SET user_no = coalesce(a.user_no, s.user_no), mentor_id = coalesce(a.mentor_id, s.mentor_id)
-            FROM ({_numbered(sessions, NUMBERS_LOOKUP)}) s
-            WHERE a.org = s.org AND a.session_id = s.session_id AND (a.user_no IS NULL OR a.mentor_id IS NULL)
+            SET user_no = coalesce(a.user_no, s.user_no), mentor_id = coalesce(a.mentor_id, s.mentor_id),
+                waiting = false
+            FROM (
+                SELECT s.org, s.session_id, u.user_no, s.mentor_id
+                FROM {sources["sessions"]} s LEFT JOIN {NUMBERS_LOOKUP} u ON u.org = s.org AND u.user_id = s.user_id
+            ) s
+            WHERE a.waiting AND a.org = s.org AND a.session_id = s.session_id
             """)
     return statements
 
@@ -537,6 +551,16 @@ def backfill_activity_sql() -> str:
     return f"""
     INSERT INTO user_activity {_numbered(everything)}
     ORDER BY 1, 5  -- org by org, in time order: the org and range filters of cohorts skip the rest
+    """
+
+
+def mark_waiting_sql() -> str:
+    """Mark the activity of the traces and feedback whose session is not stored (a store
+    made before ``user_activity`` had ``waiting``)."""
+    return """
+    UPDATE user_activity a SET waiting = true
+    WHERE a.session_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.org = a.org AND s.session_id = a.session_id)
     """
 
 

@@ -31,8 +31,9 @@ from parley.ingest.events import CHAT_UPDATE_FIELDS, ChatUpdate, Event
 # key in). 7: DuckDB keeps user_cost_days a row per user, day and model, named by user_md5 (an
 # older Parley would refuse every batch with an observation). 8: DuckDB's user_state carries
 # user_md5, by which a batch finds its users' rows (an older Parley would refuse every batch
-# with a user upsert).
-SCHEMA_VERSION = 8
+# with a user upsert). 9: DuckDB's user activity marks the rows waiting for their session (an
+# older Parley would refuse every batch with a session, trace or feedback).
+SCHEMA_VERSION = 9
 
 # Logical column types, mapped to engine types by each adapter.
 STR, INT, BOOL, TIME, JSON, STR_LIST = "str", "int", "bool", "time", "json", "str_list"
