@@ -382,8 +382,8 @@ def record_activity_sql(sources: dict[str, str]) -> list[str]:
     ``waiting`` find in a few row groups: it looked at the rows with a NULL user or
     mentor before, and once the table held one (a trace come before its session, or a
     session without a mentor) DuckDB read all of it for every batch of sessions, 6.8M
-    rows at scale M, a median of 55 to 74 ms a transaction in the server against 2 to 3
-    (benchmarks.md, "Activity waiting for its session"). One insert for the three
+    rows at scale M, a median of 55 to 74 ms a transaction in the server against 1.6 to
+    2.6 (benchmarks.md, "Activity waiting for its session"). One insert for the three
     tables: DuckDB plans each statement, about 6 ms apiece on the 2-core machine however
     few its rows, and a live stream's transactions bring all three.
     """
