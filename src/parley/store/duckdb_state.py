@@ -397,14 +397,12 @@ def record_activity_sql(sources: dict[str, str]) -> list[str]:
         return []
     statements = [f"INSERT INTO user_activity {_numbered(' UNION ALL '.join(rows), NUMBERS_LOOKUP)}"]
     if "sessions" in sources:
+        sessions = f"SELECT org, session_id, user_id, mentor_id, started_at, false FROM {sources['sessions']}"
         statements.append(f"""
             UPDATE user_activity a
             SET user_no = coalesce(a.user_no, s.user_no), mentor_id = coalesce(a.mentor_id, s.mentor_id),
                 waiting = false
-            FROM (
-                SELECT s.org, s.session_id, u.user_no, s.mentor_id
-                FROM {sources["sessions"]} s LEFT JOIN {NUMBERS_LOOKUP} u ON u.org = s.org AND u.user_id = s.user_id
-            ) s
+            FROM ({_numbered(sessions, NUMBERS_LOOKUP)}) s
             WHERE a.waiting AND a.org = s.org AND a.session_id = s.session_id
             """)
     return statements
