@@ -758,8 +758,10 @@ class ClickHouseStore(SqlStore):
         """
         return self._commits.ingest(events)
 
-    def _store_events(self, events: list[Event]) -> tuple[set[Key], dict[Key, str]]:
-        """Store distinct events (the caller holds the write lock): the keys stored now."""
+    def _store_events(self, events: list[Event], batches: int = 1) -> tuple[set[Key], dict[Key, str]]:
+        """Store distinct events (the caller holds the write lock): the keys stored now.
+        ``batches`` (how many callers' batches they come from) changes nothing here: the
+        state a read needs is folded when it reads."""
         first = {(e.org, e.id): e for e in events}
         with self._transport.writing():
             claims = self._claims(first)

@@ -1026,6 +1026,47 @@ def _table_state_sql(table: str, source: str) -> list[Statement]:
     return record_cost_sql(table, source)
 
 
+# -- state kept later -------------------------------------------------------------------
+
+# The events whose rows are stored and answered for, and whose state (``state_sql``) is
+# still to be kept: written in the transaction that stores their rows, emptied in the one
+# that keeps their state, so that a crash in between loses none of it (the store keeps the
+# state of what it names when it opens). ``people``: the part of a group that stored them
+# (see ``PEOPLE_TABLES``).
+STATE_QUEUE_DDL = """
+CREATE TABLE IF NOT EXISTS state_queue (
+    org VARCHAR NOT NULL,
+    event_id VARCHAR NOT NULL,
+    people BOOLEAN NOT NULL
+);
+"""
+
+
+def _keys_of(sources: dict[str, str]) -> str:
+    return _union([f"SELECT org, event_id FROM {source}" for source in sources.values()])
+
+
+def queue_state_sql(sources: dict[str, str]) -> str:
+    """The statement that queues the events of the rows just stored in ``sources`` (each
+    table with rows, to the relation holding them), their state to be kept later."""
+    people = all(table in PEOPLE_TABLES for table in sources)
+    return f"INSERT INTO state_queue SELECT org, event_id, {str(people).lower()} FROM {_keys_of(sources)}"
+
+
+def unqueue_state_sql(sources: dict[str, str]) -> str:
+    """The statement that takes the events of ``sources`` off ``state_queue``, their state kept."""
+    return f"DELETE FROM state_queue q USING {_keys_of(sources)} k WHERE q.org = k.org AND q.event_id = k.event_id"
+
+
+def queued_rows_sql(table: str, into: str) -> str:
+    """The statement that copies the rows of ``table`` whose events ``state_queue`` holds into
+    the temporary table ``into``."""
+    return (
+        f"CREATE TEMP TABLE {into} AS SELECT t.* FROM {table} t"
+        " SEMI JOIN state_queue q ON q.org = t.org AND q.event_id = t.event_id"
+    )
+
+
 # Tables of kept state: (name, DDL, the statements that fill it from the stored events
 # when a store made before the table is opened).
 DERIVED_TABLES: tuple[tuple[str, str, list[Statement]], ...] = (
@@ -1036,4 +1077,5 @@ DERIVED_TABLES: tuple[tuple[str, str, list[Statement]], ...] = (
     ("user_state", USER_STATE_DDL, [merge_users_sql("users")]),
     ("member_names", MEMBER_NAMES_DDL, [merge_member_names_sql("members")]),
     ("user_cost_days", USER_COST_DDL + COST_PENDING_DDL, backfill_cost_sql()),
+    ("state_queue", STATE_QUEUE_DDL, []),
 )

@@ -19,11 +19,12 @@ from parley.ingest.events import Event
 from parley.store.port import StoreOutcome, StoreUnavailable
 
 Key = tuple[str, str]  # (org, event id)
-# Stores distinct events, the writer held: (the keys newly stored, the reason for each key
-# the engine refused or could not write). It raises for a failure of the whole write, after
-# which sending the same events again stores each once (DuckDB's transactions rolled back;
-# ClickHouse's batch withdrawn, or left cut short for a resend to finish).
-StoreEvents = Callable[[list[Event]], tuple[set[Key], dict[Key, str]]]
+# Stores distinct events, the writer held, given how many callers' batches they come from:
+# (the keys newly stored, the reason for each key the engine refused or could not write).
+# It raises for a failure of the whole write, after which sending the same events again
+# stores each once (DuckDB's transactions rolled back; ClickHouse's batch withdrawn, or left
+# cut short for a resend to finish).
+StoreEvents = Callable[[list[Event], int], tuple[set[Key], dict[Key, str]]]
 
 
 @dataclass(eq=False, slots=True)
@@ -133,7 +134,7 @@ class GroupCommit:
         refuses fails that caller only.
         """
         try:
-            stored, failed = self._store_distinct([event for ticket in group for event in ticket.events])
+            stored, failed = self._store_distinct([event for ticket in group for event in ticket.events], len(group))
         except Exception as exc:
             if len(group) == 1 or isinstance(exc, StoreUnavailable):
                 for ticket in group:
@@ -156,11 +157,11 @@ class GroupCommit:
                     outcome.duplicates.append(event.id)
             ticket.outcome = outcome
 
-    def _store_distinct(self, events: list[Event]) -> tuple[set[Key], dict[Key, str]]:
-        """``store_events`` of each id's first copy in ``events``."""
+    def _store_distinct(self, events: list[Event], batches: int) -> tuple[set[Key], dict[Key, str]]:
+        """``store_events`` of each id's first copy in ``events``, of ``batches`` callers."""
         unique: dict[Key, Event] = {}
         for event in events:
             unique.setdefault((event.org, event.id), event)
         if not unique:
             return set(), {}
-        return self._store_events(list(unique.values()))
+        return self._store_events(list(unique.values()), batches)

@@ -32,8 +32,10 @@ from parley.ingest.events import CHAT_UPDATE_FIELDS, ChatUpdate, Event
 # older Parley would refuse every batch with an observation). 8: DuckDB's user_state carries
 # user_md5, by which a batch finds its users' rows (an older Parley would refuse every batch
 # with a user upsert). 9: DuckDB's user activity marks the rows waiting for their session (an
-# older Parley would refuse every batch with a session, trace or feedback).
-SCHEMA_VERSION = 9
+# older Parley would refuse every batch with a session, trace or feedback). 10: DuckDB queues
+# the events whose state is still to be kept, in state_queue (an older Parley would never
+# keep it).
+SCHEMA_VERSION = 10
 
 # Logical column types, mapped to engine types by each adapter.
 STR, INT, BOOL, TIME, JSON, STR_LIST = "str", "int", "bool", "time", "json", "str_list"

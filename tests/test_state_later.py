@@ -1,0 +1,189 @@
+"""DuckDB: a group of several callers' batches is answered once its rows are stored, and
+the state kept from them (chat state, activity, users, cost days, search text, tool names,
+member names) is kept for several groups at once, once ingestion pauses, by the next lone
+caller, at closing, or, after a crash, when the store opens (``DuckDBStore._store_events``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from parley.demo import Scale, generate
+from parley.ingest.events import Event, validate_event
+from parley.store.duckdb import DuckDBStore
+from tests.test_ingest import _ingest_together
+
+END = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
+SCALE = Scale(2, 2, 20, 8, 3, 40, 5, 30, 30, 80, 2, 2, 40)
+BATCH = 120
+
+# Each kept table as rows that do not depend on how the state was grouped: users by id
+# (their numbers follow the order they were numbered in), a user's cost days summed by
+# day and model (a row per statement that added to it), the tools of a chat as a set.
+STATE = {
+    "chat_state": "SELECT * FROM chat_state",
+    "user_activity": """SELECT a.org, a.session_id, n.user_id, a.mentor_id, a.active_at, a.waiting
+        FROM user_activity a LEFT JOIN user_numbers n ON n.org = a.org AND n.user_no = a.user_no""",
+    "user_state": "SELECT org, user_id, registered_at, version, user_md5 FROM user_state",
+    "user_numbers": "SELECT org, user_id FROM user_numbers",
+    "user_cost_days": """SELECT org, user_md5, day, model, sum(cost_pusd), sum(input_tokens),
+        sum(output_tokens), sum(n), list_sort(flatten(list(observations)))::VARCHAR
+        FROM user_cost_days GROUP BY ALL""",
+    "cost_pending": "SELECT * FROM cost_pending",
+    "message_text": "SELECT * FROM message_text",
+    "chat_tools": "SELECT DISTINCT * FROM chat_tools",
+    "member_names": "SELECT * FROM member_names",
+    "state_queue": "SELECT * FROM state_queue",
+}
+
+
+def live_raw() -> list[list[tuple[str, dict[str, Any]]]]:
+    """The demo's events in time order, every org's, in batches of one org each, as
+    platforms stream them (sessions, traces, observations, feedback, chats, messages):
+    (org, envelope) pairs."""
+    events = sorted(generate(SCALE, seed=5, end=END), key=lambda e: (e["timestamp"], e["id"]))
+    by_org: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    batches = []
+    for raw in events:
+        org = raw.pop("org")
+        batch = by_org.setdefault(org, [])
+        batch.append((org, raw))
+        if len(batch) == BATCH:
+            batches.append(by_org.pop(org))
+    return batches + [batch for batch in by_org.values() if batch]
+
+
+def validated(raw: list[list[tuple[str, dict[str, Any]]]]) -> list[list[Event]]:
+    return [[validate_event(envelope, org) for org, envelope in batch] for batch in raw]
+
+
+def live_batches() -> list[list[Event]]:
+    return validated(live_raw())
+
+
+def state(store: DuckDBStore) -> dict[str, list[tuple[Any, ...]]]:
+    return {name: sorted(store._fetchall(sql, {}), key=repr) for name, sql in STATE.items()}
+
+
+def reference(path: Path, batches: list[list[Event]]) -> dict[str, list[tuple[Any, ...]]]:
+    """The state of ``batches`` stored one at a time, each keeping its state as it is stored."""
+    store = DuckDBStore(path)
+    try:
+        for batch in batches:
+            store.ingest(batch)
+        assert store._state_waiting == []
+        return state(store)
+    finally:
+        store.close()
+
+
+def in_groups(store: DuckDBStore, batches: list[list[Event]], size: int) -> None:
+    for i in range(0, len(batches), size):
+        _ingest_together(store, batches[i : i + size])
+
+
+def test_the_state_of_groups_kept_at_once_is_the_state_of_batches_kept_one_by_one(tmp_path: Path):
+    batches = live_batches()
+    assert len(batches) >= 12 and len({e.type for batch in batches for e in batch}) >= 8
+    expected = reference(tmp_path / "one-by-one.duckdb", batches)
+    assert expected["user_activity"] and expected["user_cost_days"] and expected["chat_tools"]
+    assert expected["state_queue"] == []
+
+    store = DuckDBStore(tmp_path / "groups.duckdb")
+    store.state_every_groups, store.state_wait_s = 3, 60.0  # kept every third group, no timer
+    in_groups(store, batches, 3)
+    assert store._groups_waiting == -(-len(batches) // 3) % 3 > 0
+    waiting = sum(table.num_rows for tables in store._state_waiting for table in tables.values())
+    assert store._fetchall("SELECT count(*) FROM state_queue", {})[0][0] == waiting > 0
+    store.close()  # keeps what waits
+    store = DuckDBStore(tmp_path / "groups.duckdb")
+    try:
+        assert state(store) == expected
+    finally:
+        store.close()
+
+
+def test_a_group_answered_before_its_state_keeps_it_once_ingestion_pauses(tmp_path: Path):
+    batches = live_batches()[:6]
+    expected = reference(tmp_path / "one-by-one.duckdb", batches)
+    store = DuckDBStore(tmp_path / "groups.duckdb")
+    store.state_every_groups, store.state_wait_s = 100, 0.3
+    try:
+        started = time.monotonic()
+        in_groups(store, batches, 3)
+        answered = time.monotonic() - started
+        # answered, its events queued, their state not kept yet
+        queued = store._fetchall("SELECT count(*) FROM state_queue", {})[0][0]
+        assert queued == sum(map(len, batches)) and store._groups_waiting == 2, answered
+        deadline = time.monotonic() + 10
+        while store._fetchall("SELECT count(*) FROM state_queue", {})[0][0]:
+            assert time.monotonic() < deadline, "the state was never kept"
+            time.sleep(0.02)
+        assert time.monotonic() - started >= store.state_wait_s
+        with store._write_lock:
+            assert state(store) == expected and store._state_waiting == []
+    finally:
+        store.close()
+
+
+def test_a_lone_caller_keeps_the_waiting_state_with_its_own(tmp_path: Path):
+    batches = live_batches()[:7]
+    expected = reference(tmp_path / "one-by-one.duckdb", batches)
+    store = DuckDBStore(tmp_path / "groups.duckdb")
+    store.state_every_groups, store.state_wait_s = 100, 60.0
+    try:
+        in_groups(store, batches[:6], 3)
+        assert store._groups_waiting == 2
+        store.ingest(batches[6])  # alone: answered once every state is kept
+        assert store._state_waiting == [] and store._groups_waiting == 0
+        assert state(store) == expected
+    finally:
+        store.close()
+
+
+CRASH = """
+import os, sys
+import orjson
+from parley.ingest.events import validate_event
+from parley.store.duckdb import DuckDBStore
+from tests.test_ingest import _ingest_together
+
+store = DuckDBStore(sys.argv[1])
+store.state_every_groups, store.state_wait_s = 100, 600.0
+raw = orjson.loads(open(sys.argv[2], "rb").read())
+batches = [[validate_event(envelope, org) for org, envelope in batch] for batch in raw]
+for i in range(0, len(batches), 3):
+    _ingest_together(store, batches[i : i + 3])
+print(store._fetchall("SELECT count(*) FROM state_queue", {})[0][0], flush=True)
+os._exit(0)  # answered; no state kept, no closing, no checkpoint
+"""
+
+
+def test_the_state_of_events_answered_before_a_crash_is_kept_when_the_store_opens(tmp_path: Path):
+    raw = live_raw()[:9]
+    batches = validated(raw)
+    expected = reference(tmp_path / "one-by-one.duckdb", batches)
+    (tmp_path / "batches.json").write_bytes(orjson.dumps(raw))
+    path = tmp_path / "crashed.duckdb"
+    ran = subprocess.run(
+        [sys.executable, "-c", CRASH, str(path), str(tmp_path / "batches.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert int(ran.stdout.strip()) == sum(map(len, batches))  # every event answered, none kept
+    store = DuckDBStore(path)
+    try:
+        assert state(store) == expected
+    finally:
+        store.close()
