@@ -785,9 +785,9 @@ class DuckDBStore(SqlStore):
         answered; the state of such groups is kept ``state_every_groups`` at a time
         (``_keep_waiting_state``), or once no group came for ``state_wait_s``, or by the
         next lone caller. About 86 ms of a group is fixed whatever its rows, mostly its
-        state's statements, paid so once for ten groups: the bench's live mix at scale M, 200,000 events over HTTP,
-        30,688 to 39,705 events/s against 21,787 to 24,165 (benchmarks.md, "The state of
-        several groups kept at once").
+        state's statements, paid so once for ten groups: the bench's live mix at scale M,
+        200,000 events over HTTP, 30,688 to 39,705 events/s against 21,787 to 24,165
+        (benchmarks.md, "The state of several groups kept at once").
         """
         keep_state = batches == 1 or self.state_every_groups <= 1
         people: list[Event] = []
