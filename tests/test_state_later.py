@@ -19,7 +19,7 @@ import orjson
 from parley.demo import Scale, generate
 from parley.ingest.events import Event, validate_event
 from parley.store.duckdb import DuckDBStore
-from tests.test_ingest import _ingest_together
+from tests.test_ingest import _ingest_together, _wait_for_state
 
 END = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
 SCALE = Scale(2, 2, 20, 8, 3, 40, 5, 30, 30, 80, 2, 2, 40)
@@ -85,6 +85,13 @@ def reference(path: Path, batches: list[list[Event]]) -> dict[str, list[tuple[An
         store.close()
 
 
+def keeping(path: Path, every_groups: int, wait_s: float) -> DuckDBStore:
+    """A store that keeps the state of ``every_groups`` groups at once, or ``wait_s`` after the last."""
+    store = DuckDBStore(path)
+    store.state_every_groups, store.state_wait_s = every_groups, wait_s
+    return store
+
+
 def in_groups(store: DuckDBStore, batches: list[list[Event]], size: int) -> None:
     for i in range(0, len(batches), size):
         _ingest_together(store, batches[i : i + size])
@@ -97,8 +104,7 @@ def test_the_state_of_groups_kept_at_once_is_the_state_of_batches_kept_one_by_on
     assert expected["user_activity"] and expected["user_cost_days"] and expected["chat_tools"]
     assert expected["state_queue"] == []
 
-    store = DuckDBStore(tmp_path / "groups.duckdb")
-    store.state_every_groups, store.state_wait_s = 3, 60.0  # kept every third group, no timer
+    store = keeping(tmp_path / "groups.duckdb", 3, 60.0)  # kept every third group, no timer
     in_groups(store, batches, 3)
     assert store._groups_waiting == -(-len(batches) // 3) % 3 > 0
     waiting = sum(table.num_rows for tables in store._state_waiting for table in tables.values())
@@ -116,8 +122,7 @@ def test_the_state_of_groups_kept_at_once_is_the_state_of_batches_kept_one_by_on
 def test_a_group_answered_before_its_state_keeps_it_once_ingestion_pauses(tmp_path: Path):
     batches = live_batches()[:3]
     expected = reference(tmp_path / "one-by-one.duckdb", batches)
-    store = DuckDBStore(tmp_path / "groups.duckdb")
-    store.state_every_groups, store.state_wait_s = 100, 0.3
+    store = keeping(tmp_path / "groups.duckdb", 100, 0.3)
     try:
         started = time.monotonic()
         in_groups(store, batches, 3)
@@ -126,13 +131,7 @@ def test_a_group_answered_before_its_state_keeps_it_once_ingestion_pauses(tmp_pa
                 queued = store._fetchall("SELECT count(*) FROM state_queue", {})[0][0]
                 assert queued == sum(map(len, batches)) and store._groups_waiting == 1
                 assert store._fetchall("SELECT count(*) FROM user_activity", {}) == [(0,)]
-        deadline = time.monotonic() + 10
-        while True:
-            with store._write_lock:
-                if not store._state_waiting:
-                    break
-            assert time.monotonic() < deadline, "the state was never kept"
-            time.sleep(0.02)
+        _wait_for_state(store)
         assert time.monotonic() - started >= store.state_wait_s
         assert state(store) == expected
     finally:
@@ -142,8 +141,7 @@ def test_a_group_answered_before_its_state_keeps_it_once_ingestion_pauses(tmp_pa
 def test_a_lone_caller_keeps_the_waiting_state_with_its_own(tmp_path: Path):
     batches = live_batches()[:7]
     expected = reference(tmp_path / "one-by-one.duckdb", batches)
-    store = DuckDBStore(tmp_path / "groups.duckdb")
-    store.state_every_groups, store.state_wait_s = 100, 60.0
+    store = keeping(tmp_path / "groups.duckdb", 100, 60.0)
     try:
         in_groups(store, batches[:6], 3)
         assert store._groups_waiting == 2
