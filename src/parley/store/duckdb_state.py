@@ -1031,13 +1031,11 @@ def _table_state_sql(table: str, source: str) -> list[Statement]:
 # The events whose rows are stored and answered for, and whose state (``state_sql``) is
 # still to be kept: written in the transaction that stores their rows, emptied in the one
 # that keeps their state, so that a crash in between loses none of it (the store keeps the
-# state of what it names when it opens). ``people``: the part of a group that stored them
-# (see ``PEOPLE_TABLES``).
+# state of what it names when it opens).
 STATE_QUEUE_DDL = """
 CREATE TABLE IF NOT EXISTS state_queue (
     org VARCHAR NOT NULL,
-    event_id VARCHAR NOT NULL,
-    people BOOLEAN NOT NULL
+    event_id VARCHAR NOT NULL
 );
 """
 
@@ -1049,8 +1047,7 @@ def _keys_of(sources: dict[str, str]) -> str:
 def queue_state_sql(sources: dict[str, str]) -> str:
     """The statement that queues the events of the rows just stored in ``sources`` (each
     table with rows, to the relation holding them), their state to be kept later."""
-    people = all(table in PEOPLE_TABLES for table in sources)
-    return f"INSERT INTO state_queue SELECT org, event_id, {str(people).lower()} FROM {_keys_of(sources)}"
+    return f"INSERT INTO state_queue {_keys_of(sources)}"
 
 
 def unqueue_state_sql(sources: dict[str, str]) -> str:
