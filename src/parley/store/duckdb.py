@@ -905,8 +905,7 @@ class DuckDBStore(SqlStore):
             sources = {}
             for table in schema.TABLES:
                 into = f"queued_{table.name}"
-                con.execute(queued_rows_sql(table.name, into))
-                if con.execute(f"SELECT EXISTS (FROM {into})").fetchall()[0][0]:
+                if con.execute(queued_rows_sql(table.name, into)).fetchall()[0][0]:  # the rows it wrote
                     sources[table.name] = into
             queued = con.execute("SELECT count(*) FROM state_queue").fetchall()[0][0]
             _state_of(con, sources)
