@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,16 +74,19 @@ def state(store: DuckDBStore) -> dict[str, list[tuple[Any, ...]]]:
     return {name: sorted(store._fetchall(sql, {}), key=repr) for name, sql in STATE.items()}
 
 
+def opened_state(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """``state`` of the store at ``path``, opened (keeping what its queue holds) and closed."""
+    with closing(DuckDBStore(path)) as store:
+        return state(store)
+
+
 def reference(path: Path, batches: list[list[Event]]) -> dict[str, list[tuple[Any, ...]]]:
     """The state of ``batches`` stored one at a time, each keeping its state as it is stored."""
-    store = DuckDBStore(path)
-    try:
+    with closing(DuckDBStore(path)) as store:
         for batch in batches:
             store.ingest(batch)
         assert store._state_waiting == []
         return state(store)
-    finally:
-        store.close()
 
 
 def keeping(path: Path, every_groups: int, wait_s: float) -> DuckDBStore:
@@ -112,18 +116,13 @@ def test_the_state_of_groups_kept_at_once_is_the_state_of_batches_kept_one_by_on
     store.close()  # keeps what waits
     with duckdb.connect(str(tmp_path / "groups.duckdb")) as con:
         assert con.execute("SELECT count(*) FROM state_queue").fetchall() == [(0,)]
-    store = DuckDBStore(tmp_path / "groups.duckdb")
-    try:
-        assert state(store) == expected
-    finally:
-        store.close()
+    assert opened_state(tmp_path / "groups.duckdb") == expected
 
 
 def test_a_group_answered_before_its_state_keeps_it_once_ingestion_pauses(tmp_path: Path):
     batches = live_batches()[:3]
     expected = reference(tmp_path / "one-by-one.duckdb", batches)
-    store = keeping(tmp_path / "groups.duckdb", 100, 0.3)
-    try:
+    with closing(keeping(tmp_path / "groups.duckdb", 100, 0.3)) as store:
         started = time.monotonic()
         in_groups(store, batches, 3)
         with store._write_lock:  # held while a state is kept: whether it was is settled here
@@ -134,22 +133,17 @@ def test_a_group_answered_before_its_state_keeps_it_once_ingestion_pauses(tmp_pa
         _wait_for_state(store)
         assert time.monotonic() - started >= store.state_wait_s
         assert state(store) == expected
-    finally:
-        store.close()
 
 
 def test_a_lone_caller_keeps_the_waiting_state_with_its_own(tmp_path: Path):
     batches = live_batches()[:7]
     expected = reference(tmp_path / "one-by-one.duckdb", batches)
-    store = keeping(tmp_path / "groups.duckdb", 100, 60.0)
-    try:
+    with closing(keeping(tmp_path / "groups.duckdb", 100, 60.0)) as store:
         in_groups(store, batches[:6], 3)
         assert store._groups_waiting == 2
         store.ingest(batches[6])  # alone: answered once every state is kept
         assert store._state_waiting == [] and store._groups_waiting == 0
         assert state(store) == expected
-    finally:
-        store.close()
 
 
 CRASH = """
@@ -186,8 +180,4 @@ def test_the_state_of_events_answered_before_a_crash_is_kept_when_the_store_open
     )
     assert ran.returncode == 0, ran.stderr
     assert int(ran.stdout.strip()) == sum(map(len, batches))  # every event answered, none kept
-    store = DuckDBStore(path)
-    try:
-        assert state(store) == expected
-    finally:
-        store.close()
+    assert opened_state(path) == expected
