@@ -342,6 +342,35 @@ def test_every_command_collects_young_objects_every_20000_not_700(tmp_path: Path
         gc.set_threshold(*before)
 
 
+# The real CLI in a fresh interpreter, which says at its exit how many new objects its
+# cycle collector lets come between two looks at the young ones.
+_YOUNG_THRESHOLD_AT_EXIT = """
+import atexit, gc, sys
+atexit.register(lambda: print(gc.get_threshold()[0], file=sys.stderr))
+from parley.cli import app
+app(prog_name="parley")
+"""
+
+
+def test_the_server_collects_young_objects_every_200000_other_commands_every_20000(tmp_path: Path):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+
+    def threshold(*args: str, store: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", _YOUNG_THRESHOLD_AT_EXIT, *args],
+            env=cli_env(store),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return int(done.stderr.splitlines()[-1])
+
+    assert threshold("keys", "list", store=store_url_for("duckdb", tmp_path)) == 20_000
+    # The server sets its own as it starts: here stopped by a store that cannot be opened.
+    assert threshold("serve", store=f"duckdb:///{not_a_directory}/parley.duckdb") == 200_000
+
+
 # The real CLI in a fresh interpreter, which says at its exit which web-server packages it
 # had loaded.
 _WEB_MODULES_AT_EXIT = """

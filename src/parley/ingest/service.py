@@ -40,9 +40,9 @@ STATUS_DUPLICATE = 200  # already stored: a no-op, still a success
 GC_YOUNG_THRESHOLD = 20_000
 
 
-def collect_young_less_often() -> None:
+def collect_young_less_often(threshold: int = GC_YOUNG_THRESHOLD) -> None:
     _, middle, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+    gc.set_threshold(threshold, middle, oldest)
 
 
 def _start_worker(loader: int) -> None:
