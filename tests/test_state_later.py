@@ -1,13 +1,15 @@
 """DuckDB: a group of several callers' batches is answered once its rows are stored, and
 the state kept from them (chat state, activity, users, cost days, search text, tool names,
-member names) is kept for several groups at once, once ingestion pauses, by the next lone
-caller, at closing, or, after a crash, when the store opens (``DuckDBStore._store_events``)."""
+member names) is kept for several groups at once (by a thread of the store's own), once
+ingestion pauses, by the next lone caller, at closing, or, after a crash, when the store
+opens (``DuckDBStore._store_events``)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 import time
 from contextlib import closing
 from datetime import UTC, datetime
@@ -110,10 +112,48 @@ def test_the_state_of_groups_kept_at_once_is_the_state_of_batches_kept_one_by_on
 
     store = keeping(tmp_path / "groups.duckdb", 3, 60.0)  # kept every third group, no timer
     in_groups(store, batches, 3)
-    assert store._groups_waiting == -(-len(batches) // 3) % 3 > 0
-    waiting = sum(table.num_rows for tables in store._state_waiting for table in tables.values())
-    assert store._fetchall("SELECT count(*) FROM state_queue", {})[0][0] == waiting > 0
+    # By a thread of the store's own, once the third group's callers were answered.
+    keeper = store._state_keeper
+    assert keeper is not None and keeper.name == "parley-state-keeper"
+    keeper.join(timeout=30)
+    with store._write_lock:
+        waiting = sum(table.num_rows for tables in store._state_waiting for table in tables.values())
+        assert store._fetchall("SELECT count(*) FROM state_queue", {})[0][0] == waiting
+        assert store._groups_waiting < 3
     store.close()  # keeps what waits
+    with duckdb.connect(str(tmp_path / "groups.duckdb")) as con:
+        assert con.execute("SELECT count(*) FROM state_queue").fetchall() == [(0,)]
+    assert opened_state(tmp_path / "groups.duckdb") == expected
+
+
+def test_the_group_that_finds_twice_the_groups_waiting_keeps_their_state_itself(tmp_path: Path):
+    batches = live_batches()[:12]
+    expected = reference(tmp_path / "one-by-one.duckdb", batches)
+    with closing(keeping(tmp_path / "groups.duckdb", 2, 60.0)) as store:
+        # The store's thread, started and not yet taking the write lock (as when the next
+        # groups' callers take it first).
+        let_go = threading.Event()
+        store._state_keeper = threading.Thread(target=let_go.wait)
+        store._state_keeper.start()
+        try:
+            in_groups(store, batches[:9], 3)
+            assert store._groups_waiting == 3  # the second and third found it started
+            in_groups(store, batches[9:], 3)  # the fourth: twice 2
+            assert store._groups_waiting == 0 and store._state_waiting == []
+            assert state(store) == expected
+        finally:
+            let_go.set()
+
+
+def test_closing_keeps_the_state_that_waits(tmp_path: Path):
+    batches = live_batches()[:6]
+    expected = reference(tmp_path / "one-by-one.duckdb", batches)
+    store = keeping(tmp_path / "groups.duckdb", 100, 60.0)  # neither the store's thread nor the timer
+    in_groups(store, batches, 3)
+    assert store._groups_waiting == 2 and store._state_keeper is None
+    queued = store._fetchall("SELECT count(*) FROM state_queue", {})[0][0]
+    assert queued == sum(map(len, batches))
+    store.close()
     with duckdb.connect(str(tmp_path / "groups.duckdb")) as con:
         assert con.execute("SELECT count(*) FROM state_queue").fetchall() == [(0,)]
     assert opened_state(tmp_path / "groups.duckdb") == expected
