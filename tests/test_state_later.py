@@ -82,6 +82,15 @@ def opened_state(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         return state(store)
 
 
+def closed_state(store: DuckDBStore) -> dict[str, list[tuple[Any, ...]]]:
+    """``store`` closed, which keeps what waits (its queue then empty), and its state read
+    again from its file."""
+    store.close()
+    with duckdb.connect(str(store.path)) as con:
+        assert con.execute("SELECT count(*) FROM state_queue").fetchall() == [(0,)]
+    return opened_state(store.path)
+
+
 def reference(path: Path, batches: list[list[Event]]) -> dict[str, list[tuple[Any, ...]]]:
     """The state of ``batches`` stored one at a time, each keeping its state as it is stored."""
     with closing(DuckDBStore(path)) as store:
@@ -120,10 +129,7 @@ def test_the_state_of_groups_kept_at_once_is_the_state_of_batches_kept_one_by_on
         waiting = sum(table.num_rows for tables in store._state_waiting for table in tables.values())
         assert store._fetchall("SELECT count(*) FROM state_queue", {})[0][0] == waiting
         assert store._groups_waiting < 3
-    store.close()  # keeps what waits
-    with duckdb.connect(str(tmp_path / "groups.duckdb")) as con:
-        assert con.execute("SELECT count(*) FROM state_queue").fetchall() == [(0,)]
-    assert opened_state(tmp_path / "groups.duckdb") == expected
+    assert closed_state(store) == expected
 
 
 def test_the_group_that_finds_twice_the_groups_waiting_keeps_their_state_itself(tmp_path: Path):
@@ -153,10 +159,7 @@ def test_closing_keeps_the_state_that_waits(tmp_path: Path):
     assert store._groups_waiting == 2 and store._state_keeper is None
     queued = store._fetchall("SELECT count(*) FROM state_queue", {})[0][0]
     assert queued == sum(map(len, batches))
-    store.close()
-    with duckdb.connect(str(tmp_path / "groups.duckdb")) as con:
-        assert con.execute("SELECT count(*) FROM state_queue").fetchall() == [(0,)]
-    assert opened_state(tmp_path / "groups.duckdb") == expected
+    assert closed_state(store) == expected
 
 
 def test_a_group_answered_before_its_state_keeps_it_once_ingestion_pauses(tmp_path: Path):

@@ -23,11 +23,11 @@ from parley.store.port import open_configured_store
 # group that stores it is answered: every 20,000, a collection came every few batches and
 # walked the waiting batches of the 4 clients, stopping every thread meanwhile (the
 # writer between its statements): 222 young collections and 0.3 to 0.6 s in the bench's
-# live mix of 240,000 events over HTTP. Every 200,000 none came in that run: the batches die by reference
-# counting first. Seven pairs alternated, 200,000 events each: 1 to 18% more events/s
-# (median 6%), the server's CPU 5% less (median); a refused body is no cycle (150
-# refused 4 MiB bodies left the server's RSS within 1 MB), so none waits for the rarer
-# collections (benchmarks.md, "The server's cycle collector").
+# live mix of 240,000 events over HTTP. Every 200,000, none came in that run: the
+# batches die by reference counting first. Seven pairs alternated, 200,000 events each:
+# 1 to 18% more events/s (median 6%), the server's CPU 5% less (median). A refused body
+# leaves no cycle for the rarer collections to find late (150 refused 4 MiB bodies left
+# the server's RSS within 1 MB; benchmarks.md, "The server's cycle collector").
 SERVER_GC_YOUNG_THRESHOLD = 200_000
 
 
