@@ -342,6 +342,18 @@ def test_every_command_collects_young_objects_every_20000_not_700(tmp_path: Path
         gc.set_threshold(*before)
 
 
+def _in_a_fresh_interpreter(script: str, *args: str, store: str, check: bool = False) -> subprocess.CompletedProcess:
+    """``script`` (one of the real CLI's below) run with ``args`` on ``store`` by a new Python."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=cli_env(store),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=check,
+    )
+
+
 # The real CLI in a fresh interpreter, which says at its exit how many new objects its
 # cycle collector lets come between two looks at the young ones.
 _YOUNG_THRESHOLD_AT_EXIT = """
@@ -357,14 +369,7 @@ def test_the_server_collects_young_objects_every_200000_other_commands_every_200
     not_a_directory.write_text("")
 
     def threshold(*args: str, store: str) -> int:
-        done = subprocess.run(
-            [sys.executable, "-c", _YOUNG_THRESHOLD_AT_EXIT, *args],
-            env=cli_env(store),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        return int(done.stderr.splitlines()[-1])
+        return int(_in_a_fresh_interpreter(_YOUNG_THRESHOLD_AT_EXIT, *args, store=store).stderr.splitlines()[-1])
 
     assert threshold("keys", "list", store=store_url_for("duckdb", tmp_path)) == 20_000
     # The server sets its own as it starts: here stopped by a store that cannot be opened.
@@ -388,14 +393,7 @@ def test_commands_other_than_serve_start_without_the_web_framework(tmp_path: Pat
     events = _jsonl(tmp_path / "e.jsonl", [call("c1", "a1", T0, duration=60, id="c1")])
 
     def parley(*args: str, store: str = url) -> tuple[subprocess.CompletedProcess, str]:
-        done = subprocess.run(
-            [sys.executable, "-c", _WEB_MODULES_AT_EXIT, *args],
-            env=cli_env(store),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=store == url,
-        )
+        done = _in_a_fresh_interpreter(_WEB_MODULES_AT_EXIT, *args, store=store, check=store == url)
         return done, done.stderr.splitlines()[-1]
 
     loaded, web = parley("ingest", str(events), "--org", "acme")

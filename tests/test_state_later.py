@@ -100,6 +100,12 @@ def reference(path: Path, batches: list[list[Event]]) -> dict[str, list[tuple[An
         return state(store)
 
 
+def first_batches(tmp_path: Path, count: int) -> tuple[list[list[Event]], dict[str, list[tuple[Any, ...]]]]:
+    """The first ``count`` live batches, and their ``reference`` state."""
+    batches = live_batches()[:count]
+    return batches, reference(tmp_path / "one-by-one.duckdb", batches)
+
+
 def keeping(path: Path, every_groups: int, wait_s: float) -> DuckDBStore:
     """A store that keeps the state of ``every_groups`` groups at once, or ``wait_s`` after the last."""
     store = DuckDBStore(path)
@@ -133,8 +139,7 @@ def test_the_state_of_groups_kept_at_once_is_the_state_of_batches_kept_one_by_on
 
 
 def test_the_group_that_finds_twice_the_groups_waiting_keeps_their_state_itself(tmp_path: Path):
-    batches = live_batches()[:12]
-    expected = reference(tmp_path / "one-by-one.duckdb", batches)
+    batches, expected = first_batches(tmp_path, 12)
     with closing(keeping(tmp_path / "groups.duckdb", 2, 60.0)) as store:
         # The store's thread, started and not yet taking the write lock (as when the next
         # groups' callers take it first).
@@ -152,8 +157,7 @@ def test_the_group_that_finds_twice_the_groups_waiting_keeps_their_state_itself(
 
 
 def test_closing_keeps_the_state_that_waits(tmp_path: Path):
-    batches = live_batches()[:6]
-    expected = reference(tmp_path / "one-by-one.duckdb", batches)
+    batches, expected = first_batches(tmp_path, 6)
     store = keeping(tmp_path / "groups.duckdb", 100, 60.0)  # neither the store's thread nor the timer
     in_groups(store, batches, 3)
     assert store._groups_waiting == 2 and store._state_keeper is None
@@ -163,8 +167,7 @@ def test_closing_keeps_the_state_that_waits(tmp_path: Path):
 
 
 def test_a_group_answered_before_its_state_keeps_it_once_ingestion_pauses(tmp_path: Path):
-    batches = live_batches()[:3]
-    expected = reference(tmp_path / "one-by-one.duckdb", batches)
+    batches, expected = first_batches(tmp_path, 3)
     with closing(keeping(tmp_path / "groups.duckdb", 100, 0.3)) as store:
         started = time.monotonic()
         in_groups(store, batches, 3)
@@ -179,8 +182,7 @@ def test_a_group_answered_before_its_state_keeps_it_once_ingestion_pauses(tmp_pa
 
 
 def test_a_lone_caller_keeps_the_waiting_state_with_its_own(tmp_path: Path):
-    batches = live_batches()[:7]
-    expected = reference(tmp_path / "one-by-one.duckdb", batches)
+    batches, expected = first_batches(tmp_path, 7)
     with closing(keeping(tmp_path / "groups.duckdb", 100, 60.0)) as store:
         in_groups(store, batches[:6], 3)
         assert store._groups_waiting == 2
