@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import gzip
+import json
 import re
 import threading
 import time
 import tracemalloc
 import zlib
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -19,9 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parley.auth.keys import create_key
+from parley.demo import SCALES, generate
 from parley.errors import PayloadTooLarge
 from parley.ingest import events as ingest_events
-from parley.ingest.events import EVENT_TYPES, InvalidEvent, validate_event, validate_in_two_steps
+from parley.ingest.events import EVENT_TYPES, Event, InvalidEvent, validate_batch, validate_event, validate_in_two_steps
 from parley.ingest.router import gunzip
 from parley.ingest.service import validate_lines
 from parley.store.duckdb import DuckDBStore
@@ -532,15 +534,29 @@ def _decision(validate, raw: dict[str, Any]) -> tuple:
         e = validate(copy.deepcopy(raw), "acme")
     except InvalidEvent as err:
         return ("refused", err.reason, err.event_id)
+    return _spelled(e)
+
+
+def _spelled(e: Event) -> tuple:
     body = tuple((name, repr(value)) for name, value in e.body)
     return ("kept", e.org, e.id, e.type, e.timestamp.isoformat(), type(e.body), body, e.body.model_fields_set)
+
+
+def _in_a_body(raw: dict[str, Any], org: str) -> Event:
+    """``raw`` alone in a request's body: the event ``validate_batch`` reads from it, or the
+    one orjson's parse and ``validate_event`` make where it reads none."""
+    body = orjson.dumps({"batch": [raw]})
+    events = validate_batch(body, org)
+    return validate_event(orjson.loads(body)["batch"][0], org) if events is None else events[0]
 
 
 def _assert_decided_alike(raw: dict[str, Any]) -> str:
     decided = _decision(validate_in_two_steps, raw)
     assert _decision(validate_event, raw) == decided, raw
-    if decided[0] == "kept":  # and the one validation kept it, not the two steps again
+    assert _decision(_in_a_body, raw) == decided, raw
+    if decided[0] == "kept":  # and the one validation kept it, not the two steps again; the body read in one pass
         ingest_events._TYPED_EVENT.validate_python(raw)
+        assert validate_batch(orjson.dumps({"batch": [raw]}), "acme") is not None
     return decided[0]
 
 
@@ -565,6 +581,76 @@ def test_the_one_validation_decides_as_the_envelope_and_then_its_body_do_for_eac
 )
 def test_the_one_validation_decides_as_the_envelope_and_then_its_body_do_for_changes_together(type_, changes):
     _assert_decided_alike(_changed(type_, changes))
+
+
+# Every JSON value Python's json module writes: NaN, infinities, integers of any size.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES, JSON_VALUES)
+def test_a_body_read_in_one_pass_makes_the_events_orjson_s_way_makes(metadata, arguments):
+    """Free JSON values in a chat's metadata and a tool call's arguments: the events that
+    ``validate_batch`` reads from a body are those of orjson's parse and ``validate_event``
+    (1 and 1.0 apart, a long integer as orjson's float); a body orjson refuses, it reads none."""
+    chat = event("chat.upsert", ONE_OF_EACH["chat.upsert"] | {"metadata": {"m": metadata}}, id="e-1")
+    tool_calls = [{"name": "t", "arguments": arguments}]
+    message = event("message.create", ONE_OF_EACH["message.create"] | {"tool_calls": tool_calls}, id="e-2")
+    body = json.dumps({"batch": [chat, message]}).encode()
+    events = validate_batch(body, "acme")
+    try:
+        raws = orjson.loads(body)["batch"]
+    except orjson.JSONDecodeError:
+        assert events is None
+        return
+    if events is not None:
+        assert [_spelled(e) for e in events] == [_decision(validate_event, raw) for raw in raws]
+
+
+def test_the_demo_s_events_are_read_in_one_pass_as_orjson_s_way_reads_them():
+    """Up to 300 events of each type from the demo's org acme, each naming its org."""
+    acme = [
+        raw for raw in generate(SCALES["demo"], seed=3, end=datetime(2026, 6, 1, tzinfo=UTC)) if raw["org"] == "acme"
+    ]
+    raws = [raw for type_ in EVENT_TYPES for raw in [raw for raw in acme if raw["type"] == type_][:300]]
+    assert Counter(raw["type"] for raw in raws).keys() == set(EVENT_TYPES)
+    events = validate_batch(orjson.dumps({"batch": raws}), "acme")
+    assert events is not None
+    assert [_spelled(e) for e in events] == [_decision(validate_event, raw) for raw in raws]
+
+
+def test_a_good_event_naming_another_org_is_refused_among_good_ones(client, ingest_key, store: Store):
+    # Every event valid, so the body is read in one pass (``validate_batch``) until the
+    # org named is found; then it goes orjson's way, which says why.
+    batch = [call(f"c{i}", "a1", T0, duration=1, id=f"id-{i}") for i in range(3)]
+    batch[1] = {"org": "globex", **batch[1]}
+    batch[2] = {"org": "acme", **batch[2]}
+    body = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key)).json()
+    assert body == {
+        "successes": [{"id": "id-0", "status": 201}, {"id": "id-2", "status": 201}],
+        "errors": [
+            {"id": "id-1", "index": 1, "status": 400, "message": "event is for org 'globex', not this key's org 'acme'"}
+        ],
+    }
+    assert store.count_events(org="acme") == 2 and store.count_events(org="globex") == 0
+
+
+def test_a_number_that_orjson_refuses_is_a_400_for_the_body_as_ever(client, ingest_key, store: Store):
+    chat = event("chat.upsert", ONE_OF_EACH["chat.upsert"], id="e-1")
+    good = json.dumps({"batch": [chat]})
+    for number in ("NaN", "Infinity", "-Infinity", "1e400"):
+        payload = good.replace('"metadata": {"k": [1, 2]}', f'"metadata": {{"k": [1, {number}]}}')
+        assert payload != good
+        response = client.post(
+            "/api/v2/ingest", content=payload, headers={**bearer(ingest_key), "Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, number
+        assert response.json()["detail"].startswith("body is not JSON"), number
+    assert store.count_events(org="acme") == 0
 
 
 def test_values_the_store_cannot_hold_are_a_400_for_that_event_only(client, ingest_key, store: Store):

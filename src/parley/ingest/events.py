@@ -22,12 +22,14 @@ from pydantic import (
     GetCoreSchemaHandler,
     StrictBool,
     StrictInt,
+    StrictStr,
     TypeAdapter,
     ValidationError,
     create_model,
     model_validator,
 )
 from pydantic_core import PydanticCustomError, core_schema
+from typing_extensions import TypeAliasType
 
 MAX_ID_CHARS = 256
 MAX_OBSERVATION_COST_USD = 10**6
@@ -75,6 +77,20 @@ Name = Annotated[str, Field(max_length=1024)]
 MAX_MEMBER_ID = 2**63 - 1
 MemberId = Annotated[StrictInt, Field(ge=0, le=MAX_MEMBER_ID)]
 Tokens = Annotated[StrictInt, Field(ge=0, le=2**62)]
+# A free JSON value (chat metadata, a tool call's arguments) as orjson reads and writes it:
+# no NaN or infinity, and integers of 64 bits. pydantic's own JSON parser reads those too
+# (orjson refuses the first and reads a longer integer as a float), so an event holding
+# one is refused by ``validate_batch`` and goes orjson's way, which decides as ever.
+JsonValue = TypeAliasType(
+    "JsonValue",
+    StrictBool
+    | Annotated[StrictInt, Field(ge=-(2**63), le=2**64 - 1)]
+    | Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    | StrictStr
+    | list["JsonValue"]
+    | dict[str, "JsonValue"]
+    | None,
+)
 
 Role = Literal["superadmin", "admin", "controller", "curator", "basic"]
 MemberKind = Literal["human", "assistant"]
@@ -126,7 +142,7 @@ class ChatUpsert(Body):
     chat_type: ChatType
     channel: Annotated[str, Field(max_length=256)]
     title: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, JsonValue] | None = None
     archived: StrictBool = False
     needs_response: StrictBool = False
     paused: StrictBool = False
@@ -151,7 +167,7 @@ class ChatUpdate(Body):
     workspace_id: WorkspaceId
     chat_id: MemberId
     title: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, JsonValue] | None = None
     archived: StrictBool | None = None
     needs_response: StrictBool | None = None
     paused: StrictBool | None = None
@@ -169,7 +185,7 @@ class ChatUpdate(Body):
 class ToolCall(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     name: Annotated[str, Field(min_length=1, max_length=256)]
-    arguments: Any = None
+    arguments: JsonValue = None
 
 
 class MessageCreate(Body):
@@ -292,20 +308,34 @@ def _describe(err: ValidationError, prefix: str) -> str:
 
 
 def _typed_envelope(event_type: str, body: type[Body]) -> type[Envelope]:
-    """``Envelope`` for one event type, its body validated by that type's schema."""
-    return create_model(f"{body.__name__}Event", __base__=Envelope, type=(Literal[event_type], ...), body=(body, ...))
+    """``Envelope`` for one event type, its body validated by that type's schema, and the
+    org the event may name, which its reader checks against the key's."""
+    return create_model(
+        f"{body.__name__}Event",
+        __base__=Envelope,
+        type=(Literal[event_type], ...),
+        body=(body, ...),
+        org=(Any, None),
+    )
 
 
 # One validation for a whole event, the envelope's type choosing the body's schema (a
 # tagged union): about 1.4 times faster than the envelope and then its body, the same
 # fields and checks. It only ever accepts: an event it refuses is validated again in the
 # two steps, which decide and say why.
-_TYPED_EVENT: TypeAdapter[Any] = TypeAdapter(
-    Annotated[
-        functools.reduce(operator.or_, (_typed_envelope(t, body) for t, body in BODY_SCHEMAS.items())),
-        Field(discriminator="type"),
-    ]
-)
+_TypedEvent = Annotated[
+    functools.reduce(operator.or_, (_typed_envelope(t, body) for t, body in BODY_SCHEMAS.items())),
+    Field(discriminator="type"),
+]
+_TYPED_EVENT: TypeAdapter[Any] = TypeAdapter(_TypedEvent)
+
+
+class _Batch(BaseModel):
+    """A request's body as pydantic-core reads it from its JSON. Its strings are not
+    cached beyond the keys: ids and text rarely come twice."""
+
+    model_config = ConfigDict(extra="ignore", cache_strings="keys")
+    batch: list[_TypedEvent]
 
 
 def _holds_instant(annotation: Any) -> bool:
@@ -377,3 +407,24 @@ def validate_in_two_steps(raw: dict[str, Any], org: str) -> Event:
     except ValidationError as err:
         raise InvalidEvent(_describe(err, "body"), event_id) from None
     return Event(org=org, id=envelope.id, type=envelope.type, timestamp=envelope.timestamp, body=body)
+
+
+def validate_batch(body: bytes, org: str) -> list[Event] | None:
+    """The events of a request's body (``{"batch": [...]}``) if each is good as it came and
+    names no org but ``org``; else None, and the body goes orjson's way (its parse, then
+    ``validate_event`` an event), which decides and says why.
+
+    pydantic-core reads the JSON and validates it in one pass, where orjson built every
+    event's objects for a validation to walk: 5.0 to 5.8 us an event against 6.3 (the
+    bench's live mix, in process), a tenth of the Python of a batch's request.
+    """
+    try:
+        typed = _Batch.model_validate_json(body).batch
+    except ValidationError:
+        return None
+    events = []
+    for event in typed:
+        if event.org is not None and event.org != org:
+            return None
+        events.append(Event(org=org, id=event.id, type=event.type, timestamp=event.timestamp, body=event.body))
+    return events

@@ -12,9 +12,11 @@ from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import CurrentPrincipal, StoreDep
 from parley.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
-from parley.ingest.service import ingest_batch
+from parley.ingest.events import validate_batch
+from parley.ingest.service import BatchReport, ingest_batch, ingest_valid
 from parley.responses import JsonResponse
 from parley.schemas import ERROR_RESPONSES, ErrorBody, error_responses
+from parley.store.port import Store
 
 router = APIRouter(tags=["ingestion"])
 
@@ -106,6 +108,22 @@ async def ingest(request: Request, principal: CurrentPrincipal, store: StoreDep)
         raise Forbidden("only an org ingestion key may ingest")
     settings = request.app.state.settings
     body = await _read_body(request, settings.max_body_bytes)
+    report = await run_in_threadpool(_ingest_body, store, principal.org, body, settings.max_batch_events)
+    return JsonResponse(report.as_json(), status_code=207)
+
+
+def _ingest_body(store: Store, org: str, body: bytes, most: int) -> BatchReport:
+    """A body's events stored for ``org``: read and validated in one pass where each is
+    good (``validate_batch``); else parsed, and validated an event at a time, which says
+    what is wrong with each."""
+    events = validate_batch(body, org)
+    if events is not None and len(events) <= most:
+        return ingest_valid(store, events)
+    return ingest_batch(store, org=org, batch=_batch(body, most))
+
+
+def _batch(body: bytes, most: int) -> list[Any]:
+    """The body's batch of raw events, at most ``most`` of them."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as err:
@@ -113,7 +131,6 @@ async def ingest(request: Request, principal: CurrentPrincipal, store: StoreDep)
     if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
         raise BadRequest('body must be an object with a "batch" list of events')
     batch = payload["batch"]
-    if len(batch) > settings.max_batch_events:
-        raise PayloadTooLarge(f"batch holds {len(batch)} events; at most {settings.max_batch_events} per request")
-    report = await run_in_threadpool(ingest_batch, store, org=principal.org, batch=batch)
-    return JsonResponse(report.as_json(), status_code=207)
+    if len(batch) > most:
+        raise PayloadTooLarge(f"batch holds {len(batch)} events; at most {most} per request")
+    return batch
