@@ -653,6 +653,44 @@ def test_a_number_that_orjson_refuses_is_a_400_for_the_body_as_ever(client, inge
     assert store.count_events(org="acme") == 0
 
 
+def _nested(levels: int) -> Any:
+    """A JSON value of objects and arrays in turn, nested ``levels`` deep, an object outermost."""
+    value: Any = "leaf"
+    for level in range(levels, 0, -1):
+        value = {"k": value} if level % 2 else [value]
+    return value
+
+
+def test_a_free_json_value_nests_at_most_128_levels(client, ingest_key, store: Store):
+    # Before, 254 levels or more (what orjson writes at most) were a 500 for the whole
+    # request, its good events lost with it.
+    chat = ONE_OF_EACH["chat.upsert"]
+    message = ONE_OF_EACH["message.create"]
+    batch = [
+        event("chat.upsert", chat | {"chat_id": 1, "metadata": _nested(128)}, id="deep-enough"),
+        event("chat.upsert", chat | {"chat_id": 2, "metadata": _nested(129)}, id="too-deep"),
+        event("chat.upsert", chat | {"chat_id": 3, "metadata": _nested(300)}, id="far-too-deep"),
+        event(
+            "message.create", message | {"message_id": "m1", "tool_calls": [{"name": "t", "arguments": _nested(128)}]}
+        ),
+        event(
+            "message.create", message | {"message_id": "m2", "tool_calls": [{"name": "t", "arguments": _nested(129)}]}
+        ),
+    ]
+    batch[3]["id"], batch[4]["id"] = "args-deep-enough", "args-too-deep"
+    response = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key))
+    assert response.status_code == 207
+    body = response.json()
+    assert body["successes"] == [{"id": "deep-enough", "status": 201}, {"id": "args-deep-enough", "status": 201}]
+    reason = "a JSON value may nest at most 128 levels of objects and arrays"
+    assert [(e["id"], e["message"]) for e in body["errors"]] == [
+        ("too-deep", f"body.metadata: {reason}"),
+        ("far-too-deep", f"body.metadata: {reason}"),
+        ("args-too-deep", f"body.tool_calls.0.arguments: {reason}"),
+    ]
+    assert store.count_events(org="acme") == 2
+
+
 def test_values_the_store_cannot_hold_are_a_400_for_that_event_only(client, ingest_key, store: Store):
     observation = {
         "observation_id": "o-rich",
