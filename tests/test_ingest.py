@@ -665,19 +665,18 @@ def test_a_free_json_value_nests_at_most_128_levels(client, ingest_key, store: S
     # Before, 254 levels or more (what orjson writes at most) were a 500 for the whole
     # request, its good events lost with it.
     chat = ONE_OF_EACH["chat.upsert"]
-    message = ONE_OF_EACH["message.create"]
+
+    def message(message_id: str, levels: int) -> dict[str, Any]:
+        tool_calls = [{"name": "t", "arguments": _nested(levels)}]
+        return ONE_OF_EACH["message.create"] | {"message_id": message_id, "tool_calls": tool_calls}
+
     batch = [
         event("chat.upsert", chat | {"chat_id": 1, "metadata": _nested(128)}, id="deep-enough"),
         event("chat.upsert", chat | {"chat_id": 2, "metadata": _nested(129)}, id="too-deep"),
         event("chat.upsert", chat | {"chat_id": 3, "metadata": _nested(300)}, id="far-too-deep"),
-        event(
-            "message.create", message | {"message_id": "m1", "tool_calls": [{"name": "t", "arguments": _nested(128)}]}
-        ),
-        event(
-            "message.create", message | {"message_id": "m2", "tool_calls": [{"name": "t", "arguments": _nested(129)}]}
-        ),
+        event("message.create", message("m1", 128), id="args-deep-enough"),
+        event("message.create", message("m2", 129), id="args-too-deep"),
     ]
-    batch[3]["id"], batch[4]["id"] = "args-deep-enough", "args-too-deep"
     response = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_key))
     assert response.status_code == 207
     body = response.json()

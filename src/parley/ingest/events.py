@@ -110,8 +110,8 @@ def _nests_at_most(value: Any, levels: int) -> bool:
 def _not_too_deep(value: Any) -> Any:
     """A free value nested deeper than ``MAX_JSON_LEVELS`` is refused with that reason,
     before it is validated: the store writes it with orjson, which stops at 254 levels (a
-    request holding one deeper was a 500, its good events lost with it), and pydantic's
-    own guard, at about 255, refused it with a reason a line per kind of value."""
+    request holding one that deep was a 500, its good events lost with it), and
+    pydantic's own guard, at about 255, gives a reason for each kind a value may be."""
     if not _nests_at_most(value, MAX_JSON_LEVELS):
         raise PydanticCustomError("json_depth", TOO_DEEP)
     return value
