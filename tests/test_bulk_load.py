@@ -200,6 +200,37 @@ def test_a_duckdb_bulk_load_checkpoints_less_often_until_it_ends(tmp_path: Path)
         store.close()
 
 
+def test_a_chunk_prepared_a_part_at_a_time_is_prepared_as_in_one_part():
+    # The data set's chunks repeat an id and an entity a few lines apart, hold a line that
+    # is not JSON and an invalid event: parts of 1 and 7 lines set them in other parts.
+    lines, expected = _lines()
+    rejected, keys, repeated = [], [], 0
+    for chunk in _chunks(lines):
+        whole = prepare_lines(chunk.lines, first_line=chunk.first_line, org=None, part_lines=CHUNK)
+        assert whole.batch is not None
+        rejected += [line for line, _ in whole.rejected]
+        keys += whole.batch.keys
+        repeated += whole.batch.repeated
+        for part_lines in (1, 7):
+            parts = prepare_lines(chunk.lines, first_line=chunk.first_line, org=None, part_lines=part_lines)
+            assert parts.rejected == whole.rejected
+            assert parts.batch is not None
+            assert (parts.batch.keys, parts.batch.repeated) == (whole.batch.keys, whole.batch.repeated)
+            for name in ("ledger", "entities"):
+                assert getattr(parts.batch, name).equals(getattr(whole.batch, name)), name
+            assert parts.batch.tables.keys() == whole.batch.tables.keys()
+            for name, table in whole.batch.tables.items():
+                assert parts.batch.tables[name].equals(table), name
+                assert parts.batch.tables[name].column(0).num_chunks == 1
+    # Repeated within their chunks: the id and the entity repeated in their own chunk. The
+    # three repeated in a later chunk are each kept by both chunks (the store finds them):
+    # two ids met twice, and an entity under an id of its own.
+    assert rejected == expected["rejected"]
+    assert repeated == 2
+    assert len(keys) == expected["accepted"] + 3
+    assert len(set(keys)) == expected["accepted"] + 1
+
+
 def test_a_workers_chunk_is_prepared_with_the_cycle_collector_paused_and_left_as_it_was():
     lines, expected = _lines()
     chunk = _chunks(lines)[3]  # holds the line that is not JSON

@@ -28,7 +28,7 @@ from parley.ingest.router import gunzip
 from parley.ingest.service import validate_lines
 from parley.store.duckdb import DuckDBStore
 from parley.store.port import Store, StoreOutcome
-from parley.store.schema import STR, Column, ColumnBatch, column_batch, entity_key, joined_batches
+from parley.store.schema import STR, Column, ColumnBatch, ColumnBatchBuilder, column_batch, entity_key, joined_batches
 from tests.conftest import bearer
 from tests.factories import T0, WS, call, days, event, iso, member
 
@@ -1096,6 +1096,31 @@ def test_batches_are_joined_in_order_unless_two_claim_one_event_or_entity():
     assert joined_batches([first, batch(message("e-4", "m-1"))]) is None  # a message again
     other_org = column_batch([validate_event(message("e-1", "m-1"), "globex")])  # ids and entities are per org
     assert joined_batches([first, other_org]) is not None
+
+
+def test_a_batch_built_a_part_at_a_time_repeats_what_an_earlier_part_claimed():
+    def message(id: str, message_id: str, org: str = "acme") -> Event:
+        body = {"workspace_id": WS, "chat_id": 7, "message_id": message_id, "role": "user", "created_at": iso(T0)}
+        return validate_event(event("message.create", body, id=id), org)
+
+    builder = ColumnBatchBuilder()
+    builder.add([validate_event(call("c-1", "bot", T0, id="e-2"), "acme")])
+    builder.add([message("e-1", "m-1")])
+    builder.add([message("e-1", "m-9"), message("e-4", "m-1")])  # e-1 again; m-1 again, under e-4
+    builder.add([])
+    builder.add([message("e-3", "m-2"), message("e-1", "m-1", org="globex")])  # ids and entities are per org
+    batch = builder.build()
+
+    assert batch.keys == [("acme", "e-2"), ("acme", "e-1"), ("acme", "e-3"), ("globex", "e-1")]
+    assert batch.repeated == 2
+    # An event repeating an entity claims its id all the same, as in one batch.
+    assert batch.ledger.column("event_id").to_pylist() == ["e-2", "e-1", "e-4", "e-3", "e-1"]
+    assert batch.ledger.column("org").to_pylist() == ["acme"] * 4 + ["globex"]
+    assert batch.entities.column("event_id").to_pylist() == ["e-2", "e-1", "e-3", "e-1"]
+    assert list(batch.tables) == ["messages", "calls"]  # in the tables' order, as one batch's
+    assert batch.tables["messages"].column("message_id").to_pylist() == ["m-1", "m-2", "m-1"]
+    assert batch.tables["calls"].column("call_id").to_pylist() == ["c-1"]
+    assert all(column.num_chunks == 1 for table in batch.tables.values() for column in table.columns)
 
 
 def test_an_entity_is_keyed_by_its_type_and_ids_as_the_ledgers_keep_it():
