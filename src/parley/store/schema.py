@@ -440,5 +440,11 @@ def joined_batches(batches: Sequence[ColumnBatch]) -> ColumnBatch | None:
 
 
 def _distinct(table: pa.Table, *columns: str) -> bool:
-    """Whether no two rows of ``table`` share their values of ``columns``."""
-    return table.group_by(list(columns)).aggregate([]).num_rows == table.num_rows
+    """Whether no two rows of ``table`` share their values of ``columns``.
+
+    On the calling thread: a bulk load's storing process runs this for each group of
+    chunks while its workers keep both cores busy, and waited for Arrow's threads, which
+    waited their turn behind the workers (py-spy, a load of 467,621 events onto scale M's
+    store: 0.57 s waited, where its own thread computes for 0.45). In a quiet process one
+    thread is as quick: 13.5 ms for 160,000 rows against 15."""
+    return table.group_by(list(columns), use_threads=False).aggregate([]).num_rows == table.num_rows
