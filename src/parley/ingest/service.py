@@ -272,8 +272,8 @@ class PreparedLines:
 
 # Lines a bulk loader's worker checks, and builds the columns of, at a time: so built, a
 # chunk's batch took 12.1 us an event against 13.8 in one part of 20,000 (benchmarks.md,
-# "A chunk's columns built a part at a time"); parts of 2,000 took about as long, of 500
-# and 4,000 longer.
+# "A chunk's columns built a part at a time"); parts of 2,000 and 4,000 within the rounds'
+# spread of it, of 250 and 500 slower.
 PART_LINES = 1_000
 
 
