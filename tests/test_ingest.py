@@ -1074,16 +1074,18 @@ def test_a_batchs_rows_hold_each_body_field_as_validated_and_null_where_the_body
     ]
 
 
+def _message(id: str, message_id: str) -> dict[str, Any]:
+    """A raw message event ``id`` of chat 7, the message ``message_id``."""
+    body = {"workspace_id": WS, "chat_id": 7, "message_id": message_id, "role": "user", "created_at": iso(T0)}
+    return event("message.create", body, id=id)
+
+
 def test_batches_are_joined_in_order_unless_two_claim_one_event_or_entity():
     def batch(*raws: dict) -> ColumnBatch:
         return column_batch(validate_event(raw, "acme") for raw in raws)
 
-    def message(id: str, message_id: str) -> dict:
-        body = {"workspace_id": WS, "chat_id": 7, "message_id": message_id, "role": "user", "created_at": iso(T0)}
-        return event("message.create", body, id=id)
-
-    first = batch(message("e-1", "m-1"), message("e-1", "m-9"))  # the second copy of e-1 is repeated
-    second = batch(call("c-1", "bot", T0, id="e-2"), message("e-3", "m-2"))
+    first = batch(_message("e-1", "m-1"), _message("e-1", "m-9"))  # the second copy of e-1 is repeated
+    second = batch(call("c-1", "bot", T0, id="e-2"), _message("e-3", "m-2"))
     joined = joined_batches([first, second])
     assert joined is not None
     assert joined.keys == [("acme", "e-1"), ("acme", "e-2"), ("acme", "e-3")]
@@ -1092,16 +1094,15 @@ def test_batches_are_joined_in_order_unless_two_claim_one_event_or_entity():
     assert joined.tables["messages"].column("message_id").to_pylist() == ["m-1", "m-2"]
     assert joined.tables["calls"].column("call_id").to_pylist() == ["c-1"]
 
-    assert joined_batches([first, batch(message("e-1", "m-3"))]) is None  # an event id again
-    assert joined_batches([first, batch(message("e-4", "m-1"))]) is None  # a message again
-    other_org = column_batch([validate_event(message("e-1", "m-1"), "globex")])  # ids and entities are per org
+    assert joined_batches([first, batch(_message("e-1", "m-3"))]) is None  # an event id again
+    assert joined_batches([first, batch(_message("e-4", "m-1"))]) is None  # a message again
+    other_org = column_batch([validate_event(_message("e-1", "m-1"), "globex")])  # ids and entities are per org
     assert joined_batches([first, other_org]) is not None
 
 
 def test_a_batch_built_a_part_at_a_time_repeats_what_an_earlier_part_claimed():
     def message(id: str, message_id: str, org: str = "acme") -> Event:
-        body = {"workspace_id": WS, "chat_id": 7, "message_id": message_id, "role": "user", "created_at": iso(T0)}
-        return validate_event(event("message.create", body, id=id), org)
+        return validate_event(_message(id, message_id), org)
 
     builder = ColumnBatchBuilder()
     builder.add([validate_event(call("c-1", "bot", T0, id="e-2"), "acme")])
