@@ -376,8 +376,8 @@ class ColumnBatchBuilder:
     def add(self, events: Iterable[Event]) -> None:
         """Build the columns of the next part's ``events``."""
         claimed: list[Event] = []
-        kept: list[Event] = []
         entity_keys: list[tuple[str, str, str]] = []
+        by_table: dict[str, list[Event]] = {}  # the events kept, by table
         for event in events:
             key = (event.org, event.id)
             if key in self._seen_ids:
@@ -392,11 +392,8 @@ class ColumnBatchBuilder:
                     continue
                 self._seen_entities.add((event.org, entity))
                 entity_keys.append((event.org, entity, event.id))
-            kept.append(event)
-        by_table: dict[str, list[Event]] = {}
-        for event in kept:
+            self._keys.append(key)
             by_table.setdefault(TABLE_FOR_TYPE[event.type].name, []).append(event)
-        self._keys += [(e.org, e.id) for e in kept]
         self._ledgers.append(event_ledger_rows(claimed))
         self._entities.append(entity_ledger_rows(entity_keys))
         for name, rows in by_table.items():
