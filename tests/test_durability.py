@@ -1,17 +1,24 @@
-"""An acknowledged event survives the server being killed right after the answer."""
+"""An acknowledged event survives the server being killed right after the answer, or in
+the middle of other clients' batches."""
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from parley.demo import DemoWorkspace, generate, workspaces
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, member
 from tests.processes import run_cli, running_server
+from tests.test_equivalence import END, SCALE, _urls
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +53,125 @@ def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path, kind: str):
         ).json()
         assert data["data"]["assistants"][0]["total_calls"] == 2000
         assert data["data"]["assistants"][0]["total_duration_minutes"] == 2000.0
+
+
+def _live_batches(events: list[dict[str, Any]], size: int) -> list[tuple[str, bytes]]:
+    """Every org's events in time order, in batches of one org each, as platforms stream
+    them: (org, request body) pairs."""
+    batches, waiting = [], {}
+    for raw in sorted(events, key=lambda e: (e["timestamp"], e["id"])):
+        envelope = dict(raw)
+        batch = waiting.setdefault(envelope.pop("org"), [])
+        batch.append(envelope)
+        if len(batch) == size:
+            batches.append((raw["org"], orjson.dumps({"batch": waiting.pop(raw["org"])})))
+    return batches + [(org, orjson.dumps({"batch": batch})) for org, batch in waiting.items()]
+
+
+def _new_key(url: str, *args: str) -> str:
+    return run_cli(url, "keys", "create", *args).stdout.strip().splitlines()[-1]
+
+
+def _send_through_kills(url: str, batches: list[tuple[str, bytes]], keys: dict[str, str], kills: list[int]) -> None:
+    """Four clients send ``batches``, each until it is acknowledged, as a platform retries;
+    the server is SIGKILLed (and started again) once each count in ``kills`` of batches is
+    acknowledged, with the clients' next batches on their way."""
+    server, up, lock = {"base": ""}, threading.Event(), threading.Lock()
+    acknowledged, failures, waiting = [0], [], iter(range(len(batches)))
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            while (i := next(waiting, None)) is not None:
+                org, body = batches[i]
+                headers = {"Authorization": f"Bearer {keys[org]}", "Content-Type": "application/json"}
+                while True:
+                    up.wait()
+                    try:
+                        response = http.post(f"{server['base']}/api/v2/ingest", content=body, headers=headers)
+                    except httpx.HTTPError:  # killed before it answered: send the batch again
+                        time.sleep(0.05)
+                        continue
+                    if response.status_code != 207 or response.json()["errors"]:
+                        failures.append(f"batch {i}: {response.status_code} {response.text[:300]}")
+                        return
+                    break
+                with lock:
+                    acknowledged[0] += 1
+
+    clients = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+    for kill_at in [*kills, None]:
+        with running_server(url) as (base, process):
+            server["base"] = base
+            up.set()
+            if not clients[0].is_alive():
+                for thread in clients:
+                    thread.start()
+            if kill_at is None:
+                for thread in clients:
+                    thread.join(timeout=120)
+                break
+            deadline = time.monotonic() + 120
+            while acknowledged[0] < kill_at and not failures:
+                assert time.monotonic() < deadline, f"{acknowledged[0]} batches acknowledged, waiting for {kill_at}"
+                time.sleep(0.005)
+            up.clear()
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            assert acknowledged[0] < len(batches) - 4  # batches still to send
+    assert failures == [] and acknowledged[0] == len(batches)
+
+
+def _answers(
+    url: str, headers: dict[str, str], ws: DemoWorkspace
+) -> tuple[dict[str, int], dict[str, tuple[int, bytes]]]:
+    """From a server on ``url``: each assistant's calls since 2024-04-01, and the answer to
+    each of the equivalence test's requests."""
+    with running_server(url) as (base, _):
+        calls = httpx.get(
+            f"{base}/analytics/calls/by-assistant",
+            params={"start_date": "2024-04-01", "end_date": "2024-06-15"},
+            headers=headers,
+        ).json()["data"]["assistants"]
+        answered = {}
+        for path in _urls(ws, calls[0]["assistant_id"]):
+            response = httpx.get(base + path, headers=headers, timeout=60)
+            answered[path] = (response.status_code, response.content)
+    return {a["assistant_id"]: a["total_calls"] for a in calls}, answered
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_server_killed_while_four_clients_send_answers_as_a_bulk_load_of_the_same_events(tmp_path: Path, kind: str):
+    """A live mix from four clients, the server SIGKILLed three times as they send: no event
+    is lost and none counted twice. Every answer is that of a bulk load of the same events,
+    each assistant's calls are those sent, and every event loaded again is a duplicate."""
+    events = list(generate(SCALE, seed=13, end=END))  # 60 days up to 2024-06-15
+    ws = workspaces(SCALE, seed=13)[0]
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    bulk_url, killed_url = store_url_for(kind, tmp_path / "bulk"), store_url_for(kind, tmp_path / "killed")
+    assert f"accepted {len(events)}, duplicates 0, rejected 0" in run_cli(bulk_url, "ingest", str(jsonl)).stdout
+    member_args = ("--org", ws.org, "--workspace", ws.workspace_id, "--member", str(ws.admin_member_id))
+    admins = {url: {"Authorization": f"Bearer {_new_key(url, *member_args)}"} for url in (bulk_url, killed_url)}
+    ingest_keys = {org: _new_key(killed_url, "--org", org, "--ingest") for org in {e["org"] for e in events}}
+
+    _send_through_kills(killed_url, _live_batches(events, 200), ingest_keys, kills=[8, 20, 33])
+
+    sent_calls = Counter(
+        e["body"]["assistant_id"]
+        for e in events
+        if e["type"] == "call.create" and e["body"]["workspace_id"] == ws.workspace_id
+    )
+    assert sum(sent_calls.values()) > 100
+    (killed_calls, killed), (_, bulk) = (
+        _answers(killed_url, admins[killed_url], ws),
+        _answers(bulk_url, admins[bulk_url], ws),
+    )
+    assert killed_calls == sent_calls
+    assert [path for path in bulk if killed[path] != bulk[path]] == []
+    assert sum(status == 200 and len(body) > 200 for status, body in bulk.values()) > 30
+    # Every event is stored once: loaded again, each is a duplicate.
+    again = run_cli(killed_url, "ingest", str(jsonl)).stdout
+    assert f"accepted 0, duplicates {len(events)}, rejected 0" in again
 
 
 def test_an_opening_that_fails_part_way_leaves_the_store_as_it_was(tmp_path: Path):
