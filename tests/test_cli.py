@@ -22,7 +22,7 @@ from parley.demo import SCALES, generate
 from parley.settings import Settings
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, event, iso, member
-from tests.processes import cli_env, free_port, run_cli, running_server
+from tests.processes import cli_env, free_port, run_cli, running_server, stop
 
 pytestmark = pytest.mark.slow
 
@@ -111,6 +111,19 @@ def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: 
         assert "accepted 0, duplicates 3, rejected 4" in again.stdout
         assert "line 5: event is for org 'globex', not --org 'acme'" in again.stderr
         assert "line 7: an event must be a JSON object" in again.stderr
+
+
+def test_a_server_logs_its_start_and_end_once_and_the_channels_requests(tmp_path: Path):
+    # The operator channel is a second uvicorn server in the process: its own start and
+    # end lines were printed beside the public server's.
+    url = store_url_for("duckdb", tmp_path)
+    with running_server(url) as (_, process):
+        run_cli(url, "keys", "create", "--org", "acme", "--ingest")
+        stop(process, within=20)
+        output = process.stdout.read().decode()
+    assert output.count("Started server process") == 1 and output.count("Finished server process") == 1, output
+    assert output.count("Uvicorn running on http://127.0.0.1:") == 1
+    assert '"POST /keys HTTP/1.1" 200' in output  # the channel's requests are logged still
 
 
 def test_a_store_deep_in_directories_is_reached_through_its_running_server(tmp_path: Path):

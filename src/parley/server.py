@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import logging
 import signal
+import socket
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -48,12 +51,33 @@ class _PublicServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+# Set in the operator channel's task: uvicorn logs its start and end ("Started server
+# process [pid]", "Finished server process [pid]") by the same logger as the public
+# server's, and a `parley serve` printed each of them twice.
+_IN_CHANNEL = contextvars.ContextVar("in_channel", default=False)
+
+
+class _ChannelInfoDropped(logging.Filter):
+    """Drops the operator channel's INFO lines, keeping its warnings and errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not _IN_CHANNEL.get()
+
+
+_CHANNEL_INFO_DROPPED = _ChannelInfoDropped()
+
+
 class _ChannelServer(uvicorn.Server):
-    """The operator channel's server: the public server owns the signal handlers."""
+    """The operator channel's server: the public server owns the signal handlers and logs
+    the process's start and end."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        _IN_CHANNEL.set(True)  # in this task's context only
+        await super().serve(sockets)
 
 
 async def run_server(settings: Settings) -> None:
@@ -75,6 +99,7 @@ async def run_server(settings: Settings) -> None:
             sock = bind_admin_socket(socket_path)
             admin_app = create_admin_app(store, api_url=settings.api_url)
             channel = _ChannelServer(uvicorn.Config(admin_app, lifespan="off", log_config=None))
+            logging.getLogger("uvicorn.error").addFilter(_CHANNEL_INFO_DROPPED)
             channel_task = asyncio.create_task(channel.serve(sockets=[sock]))
         try:
             await public.serve()
