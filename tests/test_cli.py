@@ -17,12 +17,13 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from parley.child_process import stop
 from parley.cli import app
 from parley.demo import SCALES, generate
 from parley.settings import Settings
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, event, iso, member
-from tests.processes import cli_env, free_port, run_cli, running_server, stop
+from tests.processes import cli_env, free_port, run_cli, running_server
 
 pytestmark = pytest.mark.slow
 
