@@ -202,12 +202,11 @@ def test_the_file_keeps_at_least_half_of_the_data_set(tmp_path: Path):
     assert held == newest
 
 
-def test_the_orgs_batches_go_as_they_fill(monkeypatch: pytest.MonkeyPatch):
+def test_the_orgs_batches_go_as_they_fill():
     # Batches of 2: each org's events in order, a batch sent when it is full, the part-filled
     # ones last in the order they were begun.
-    monkeypatch.setattr("parley.bench.HTTP_BATCH", 2)
     events = [("a", b"1"), ("b", b"2"), ("b", b"3"), ("a", b"4"), ("c", b"5"), ("a", b"6"), ("b", b"7")]
-    assert _batches(events) == [
+    assert _batches(events, size=2) == [
         ("b", b'{"batch":[2,3]}'),
         ("a", b'{"batch":[1,4]}'),
         ("c", b'{"batch":[5]}'),

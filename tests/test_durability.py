@@ -8,12 +8,12 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from parley.bench import _batches
 from parley.demo import DemoWorkspace, generate, workspaces
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, member
@@ -23,15 +23,16 @@ from tests.test_equivalence import END, SCALE, _urls
 pytestmark = pytest.mark.slow
 
 
+def _new_key(url: str, *args: str) -> str:
+    """A key made by ``parley keys create ARGS``: the last line it prints."""
+    return run_cli(url, "keys", "create", *args).stdout.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("kind", STORE_KINDS)
 def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path, kind: str):
     url = store_url_for(kind, tmp_path)
-    ingest_key = run_cli(url, "keys", "create", "--org", "acme", "--ingest").stdout.strip().splitlines()[-1]
-    member_key = (
-        run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1")
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    ingest_key = _new_key(url, "--org", "acme", "--ingest")
+    member_key = _new_key(url, "--org", "acme", "--workspace", WS, "--member", "1")
     batches = [[member(1, "admin", id="m1")]] + [
         [call(f"c{b}-{i}", "a1", T0, duration=60, id=f"c{b}-{i}") for i in range(500)] for b in range(4)
     ]
@@ -53,23 +54,6 @@ def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path, kind: str):
         ).json()
         assert data["data"]["assistants"][0]["total_calls"] == 2000
         assert data["data"]["assistants"][0]["total_duration_minutes"] == 2000.0
-
-
-def _live_batches(events: list[dict[str, Any]], size: int) -> list[tuple[str, bytes]]:
-    """Every org's events in time order, in batches of one org each, as platforms stream
-    them: (org, request body) pairs."""
-    batches, waiting = [], {}
-    for raw in sorted(events, key=lambda e: (e["timestamp"], e["id"])):
-        envelope = dict(raw)
-        batch = waiting.setdefault(envelope.pop("org"), [])
-        batch.append(envelope)
-        if len(batch) == size:
-            batches.append((raw["org"], orjson.dumps({"batch": waiting.pop(raw["org"])})))
-    return batches + [(org, orjson.dumps({"batch": batch})) for org, batch in waiting.items()]
-
-
-def _new_key(url: str, *args: str) -> str:
-    return run_cli(url, "keys", "create", *args).stdout.strip().splitlines()[-1]
 
 
 def _send_through_kills(url: str, batches: list[tuple[str, bytes]], keys: dict[str, str], kills: list[int]) -> None:
@@ -154,7 +138,10 @@ def test_a_server_killed_while_four_clients_send_answers_as_a_bulk_load_of_the_s
     admins = {url: {"Authorization": f"Bearer {_new_key(url, *member_args)}"} for url in (bulk_url, killed_url)}
     ingest_keys = {org: _new_key(killed_url, "--org", org, "--ingest") for org in {e["org"] for e in events}}
 
-    _send_through_kills(killed_url, _live_batches(events, 200), ingest_keys, kills=[8, 20, 33])
+    # Every org's events in time order, in batches of one org each, as the bench sends them.
+    mix = sorted(events, key=lambda e: (e["timestamp"], e["id"]))
+    batches = _batches([(e["org"], orjson.dumps({k: v for k, v in e.items() if k != "org"})) for e in mix], size=200)
+    _send_through_kills(killed_url, batches, ingest_keys, kills=[8, 20, 33])
 
     sent_calls = Counter(
         e["body"]["assistant_id"]

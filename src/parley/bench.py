@@ -296,11 +296,11 @@ def _events_while_read(scale_name: str, database_url: str) -> int:
     return EVENTS_WHILE_READ
 
 
-def _batches(events: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+def _batches(events: list[tuple[str, bytes]], size: int = HTTP_BATCH) -> list[tuple[str, bytes]]:
     """The encoded events as the orgs' platforms would stream them: (org, request body).
 
-    Each org's events go in time order, in batches of ``HTTP_BATCH``, and a batch is sent as
-    it fills, so that the orgs' batches interleave as their events did; the batches left
+    Each org's events go in time order, in batches of ``size``, and a batch is sent as it
+    fills, so that the orgs' batches interleave as their events did; the batches left
     part-filled go last, the one begun first first.
     """
     filling: dict[str, list[bytes]] = defaultdict(list)
@@ -308,7 +308,7 @@ def _batches(events: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     for org, event in events:
         batch = filling[org]
         batch.append(event)
-        if len(batch) == HTTP_BATCH:
+        if len(batch) == size:
             batches.append((org, _body(filling.pop(org))))
     batches += [(org, _body(batch)) for org, batch in filling.items()]
     return batches
