@@ -133,8 +133,7 @@ def _utc(moment: datetime | None) -> str:
 def keys_list(
     org: Annotated[str | None, typer.Option(help="Only this org's keys.")] = None,
 ) -> None:
-    """List the keys, oldest first, with what each acts as and when it was revoked (never
-    their secrets)."""
+    """List the keys, oldest first, with what each acts as and when it was revoked (never their secrets)."""
     with _operator(_settings()) as op:
         keys = [key for key in op.list_keys() if org is None or key.org == org]
     rows = [("KEY ID", "ORG", "WORKSPACE", "MEMBER", "CREATED", "REVOKED")] + [
