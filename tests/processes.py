@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,34 +78,42 @@ def healthy(base: str) -> bool:
 
 @contextmanager
 def running_server(
-    database_url: str, *, cwd: Path | None = None, file_size_limit: int | None = None
+    database_url: str,
+    *,
+    cwd: Path | None = None,
+    file_size_limit: int | None = None,
+    output: Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A ``parley serve`` on a free port, up and healthy: its base URL and its process.
+
+    Its output (stdout and stderr) goes to the file ``output``, or to a temporary one:
+    never to a pipe, which a server fills with its access lines (about 1,100 requests) and
+    then waits on, unanswering, for as long as nobody reads it."""
     port = free_port()
-    process = subprocess.Popen(
-        parley_command("serve", "--port", str(port), file_size_limit=file_size_limit),
-        env=cli_env(database_url),
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else ""
-                raise AssertionError(f"server exited {process.returncode}:\n{output}")
-            if healthy(base):
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError("server did not start in time")
-            time.sleep(0.1)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            stop(process, within=20)
-        if process.stdout:
-            process.stdout.close()
+    with output.open("w+b") if output is not None else tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            parley_command("serve", "--port", str(port), file_size_limit=file_size_limit),
+            env=cli_env(database_url),
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise AssertionError(f"server exited {process.returncode}:\n{log.read().decode()}")
+                if healthy(base):
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError("server did not start in time")
+                time.sleep(0.1)
+            yield base, process
+        finally:
+            if process.poll() is None:
+                stop(process, within=20)
 
 
 def _state(proc: Path) -> list[str]:

@@ -117,14 +117,24 @@ def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: 
 def test_a_server_logs_its_start_and_end_once_and_the_channels_requests(tmp_path: Path):
     # The operator channel is a second uvicorn server in the process: its own start and
     # end lines were printed beside the public server's.
-    url = store_url_for("duckdb", tmp_path)
-    with running_server(url) as (_, process):
+    url, log = store_url_for("duckdb", tmp_path), tmp_path / "server.log"
+    with running_server(url, output=log) as (_, process):
         run_cli(url, "keys", "create", "--org", "acme", "--ingest")
         stop(process, within=20)
-        output = process.stdout.read().decode()
+    output = log.read_text()
     assert output.count("Started server process") == 1 and output.count("Finished server process") == 1, output
     assert output.count("Uvicorn running on http://127.0.0.1:") == 1
     assert '"POST /keys HTTP/1.1" 200' in output  # the channel's requests are logged still
+
+
+def test_a_test_server_answers_past_what_a_pipe_holds_of_its_log(tmp_path: Path):
+    # `running_server` gave the server's output to a pipe no one read: past about 1,100
+    # requests their access lines filled it, and the server waited on it, answering none.
+    log = tmp_path / "server.log"
+    with running_server(store_url_for("duckdb", tmp_path), output=log) as (base, _), httpx.Client(timeout=5) as client:
+        statuses = [client.get(f"{base}/healthz").status_code for _ in range(3000)]
+    assert statuses == [200] * 3000
+    assert log.read_text().count('"GET /healthz HTTP/1.1" 200') >= 3000
 
 
 def test_a_store_deep_in_directories_is_reached_through_its_running_server(tmp_path: Path):
