@@ -336,7 +336,10 @@ def test_cost_hand_worked(client, ingest, admin, caplog):
         got = get(client, admin, "user-cost", start_date="2024-05-01", end_date="2024-05-02", username="alice")
     assert got == {"total_cost": 0.012796}
     # o3 (unknown model) and o4 (no model) had no cost and no price: counted in the log.
-    assert "2 observations of alice" in caplog.text
+    assert (
+        "2 observations of alice in org acme had no cost and no known model price ('my-own-model': 1, no model: 1)"
+        in caplog.text
+    )
     bob = client.get(
         "/api/ai-analytics/orgs/acme/users/alice/user-cost/",
         params={"start_date": "2024-05-01", "end_date": "2024-05-01", "username": "bob"},
@@ -545,8 +548,11 @@ def test_a_duckdb_user_cost_reads_the_users_rows_that_reorder_keeps_together(tmp
         span = {"start": D.replace(tzinfo=None), "end": (D + timedelta(days=3)).replace(tzinfo=None)}
         for n, who in enumerate(users):  # three days of n + 1 USD and 1,000 gpt-4o input tokens
             expected = 3 * ((n + 1) * 10**12 + 1000 * 2_500_000)
-            assert store.user_cost(org="acme", user_id=who, prices=prices, **span) == (expected, 0), who
-        assert store.user_cost(org="globex", user_id="ben", prices=[], **span) == (2 * 10**12, 1)  # day 0 only
+            assert store.user_cost(org="acme", user_id=who, prices=prices, **span) == (expected, {}), who
+        assert store.user_cost(org="globex", user_id="ben", prices=[], **span) == (
+            2 * 10**12,
+            {"gpt-4o": 1},
+        )  # day 0 only
         indexes = "SELECT count(*) FROM duckdb_indexes() WHERE table_name = 'user_cost_days'"
         assert store._fetchall(indexes, {}) == [(0,)]
     finally:
@@ -987,7 +993,7 @@ def test_reorder_rewrites_sessions_and_traces_in_time_order_and_later_batches_fi
         store_in("acme", [trace("t8", later, session_id="s4"), observation("o8", "t8", later, cost=2)])
         store_in("acme", [observation("o6", "t6", later, cost=3), observation("o7", "t7", later, cost=5)])
         # Each trace's cost counts for its session's user: ann's t6 (s5); bob's t8 (s4) and t7 (s2).
-        assert (cost("ann"), cost("bob"), cost("cat")) == ((3 * 10**12, 0), (7 * 10**12, 0), (0, 0))
+        assert (cost("ann"), cost("bob"), cost("cat")) == ((3 * 10**12, {}), (7 * 10**12, {}), (0, {}))
     finally:
         store.close()
 
@@ -1009,10 +1015,10 @@ def test_a_duckdb_store_made_before_user_cost_days_fills_them_when_opened(tmp_pa
     ]
     store = _reopened_without(path, stored, "user_cost_days", "cost_pending")
     try:
-        assert store.user_cost(**day, **whole) == (1_500_000_000_000 + 3_500_000_000, 0)
+        assert store.user_cost(**day, **whole) == (1_500_000_000_000 + 3_500_000_000, {})
         later = [trace("t2", D + timedelta(hours=3), user_id="ann"), session("s2", "ann", D)]
         assert ingest_batch(store, org="acme", batch=later).errors == []
-        assert store.user_cost(**day, **whole) == (13_500_000_000_000 + 3_500_000_000, 0)
+        assert store.user_cost(**day, **whole) == (13_500_000_000_000 + 3_500_000_000, {})
     finally:
         store.close()
 
@@ -1098,22 +1104,22 @@ def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
             assert ingest_batch(store, org="acme", batch=[unknown]).errors == []
         rows = "SELECT count(*) FROM user_cost_days"
         assert store._fetchall(rows, {})[0][0] == 33
-        assert store.user_cost(**span) == (expected, 3)
+        assert store.user_cost(**span) == (expected, {"house-model": 3})
         with store._write_lock:
             store._fold_cost_days()
         assert store._fetchall(rows, {})[0][0] == 5  # one for each model of more than FOLD_ROWS rows; house-model's 3
-        assert store.user_cost(**span) == (expected, 3)
+        assert store.user_cost(**span) == (expected, {"house-model": 3})
         # A range that cuts the day reads the folded day's observations (the trace is at 05:00).
         morning = span["start"] + timedelta(hours=4), span["start"] + timedelta(hours=6)
-        assert store.user_cost(**{**span, "start": morning[0], "end": morning[1]}) == (expected, 3)
-        assert store.user_cost(**{**span, "start": morning[1]}) == (0, 0)
+        assert store.user_cost(**{**span, "start": morning[0], "end": morning[1]}) == (expected, {"house-model": 3})
+        assert store.user_cost(**{**span, "start": morning[1]}) == (0, {})
         # Folding happens by itself once enough observations are stored.
         store.fold_every_observations = FOLD_ROWS + 2
         for i in range(FOLD_ROWS + 2):
             more = observation(f"m{i}", "t", D, cost=1)
             assert ingest_batch(store, org="acme", batch=[more]).errors == []
         assert store._fetchall(rows, {})[0][0] == 5
-        assert store.user_cost(**span) == (expected + (FOLD_ROWS + 2) * 10**12, 3)
+        assert store.user_cost(**span) == (expected + (FOLD_ROWS + 2) * 10**12, {"house-model": 3})
     finally:
         store.close()
 
@@ -1148,7 +1154,7 @@ def test_folds_wait_for_a_share_of_the_cost_days_rows(tmp_path):
         assert store._fetchall(rows, {})[0][0] == 19  # a row a batch, none folded yet
         one_by_one(store, 0, 9, 1)
         assert store._fetchall(rows, {})[0][0] == 10  # day 0's 11 rows folded into one
-        assert store.user_cost(**ten_days) == (20 * 10**12, 0)
+        assert store.user_cost(**ten_days) == (20 * 10**12, {})
     finally:
         store.close()
     # A store opened again counts the rows it holds.
@@ -1159,7 +1165,7 @@ def test_folds_wait_for_a_share_of_the_cost_days_rows(tmp_path):
         assert store._fetchall(rows, {})[0][0] == 19
         one_by_one(store, 1, 19, 1)
         assert store._fetchall(rows, {})[0][0] == 10
-        assert store.user_cost(**ten_days) == (30 * 10**12, 0)
+        assert store.user_cost(**ten_days) == (30 * 10**12, {})
     finally:
         store.close()
 
@@ -1173,7 +1179,7 @@ def test_cost_days_of_an_org_whose_name_is_not_ascii(store):
     start = D.replace(tzinfo=None)
     whole_day = {"start": start, "end": start + timedelta(days=1) - timedelta(microseconds=1)}
     for org, expected in (("zürich-ö", 2 * 10**12), ("zürich", 0)):
-        assert store.user_cost(org=org, user_id="ann", prices=[], **whole_day) == (expected, 0), org
+        assert store.user_cost(org=org, user_id="ann", prices=[], **whole_day) == (expected, {}), org
 
 
 # user_cost_days as Parley wrote it before: without each day's observations, then found by
@@ -1202,7 +1208,7 @@ def test_cost_days_written_by_an_earlier_parley_are_made_again(tmp_path, ddl):
     try:
         start = D.replace(tzinfo=None)
         cut = {"start": start + timedelta(hours=4), "end": start + timedelta(hours=6)}
-        assert store.user_cost(org="acme", user_id="ann", prices=[], **cut) == (3 * 10**12, 0)
+        assert store.user_cost(org="acme", user_id="ann", prices=[], **cut) == (3 * 10**12, {})
         assert "user_md5" in {
             name for (name,) in store._fetchall("SELECT name FROM pragma_table_info('user_cost_days')", {})
         }

@@ -73,24 +73,25 @@ def price_of(model: str | None, prices: list[tuple[str, int, int]]) -> tuple[int
     return None if best is None else best[1:]
 
 
-def price_by_model(rows: list[tuple], prices: list[tuple[str, int, int]]) -> tuple[int, int]:
-    """(total cost in pico-dollars, observations left unpriced) of a user's cost by model:
-    rows (model, cost of the observations that carry one, input and output tokens of those
-    that do not, how many do not), the sums as text or integers.
+def price_by_model(rows: list[tuple], prices: list[tuple[str, int, int]]) -> tuple[int, dict[str | None, int]]:
+    """(total cost in pico-dollars, observations left unpriced by model, None for those that
+    name none) of a user's cost by model: rows (model, cost of the observations that carry
+    one, input and output tokens of those that do not, how many do not), the sums as text or
+    integers.
 
     The store sums the observations per model in the database; the price table, the
     operator's, is applied here to those few sums. Priced in SQL, the table's entries
     matched against the models in the statement, a user's cost took 3 to 4 ms more at
     scale M (docs/benchmarks.md, "A user's cost by a scan of the user's rows").
     """
-    total = unpriced = 0
+    total, unpriced = 0, {}
     for model, known, input_tokens, output_tokens, uncosted in rows:
         total += int(known)
         if not uncosted:
             continue
         price = price_of(model, prices)
         if price is None:
-            unpriced += int(uncosted)
+            unpriced[model] = unpriced.get(model, 0) + int(uncosted)
         else:
             total += int(input_tokens) * price[0] + int(output_tokens) * price[1]
     return total, unpriced

@@ -182,11 +182,17 @@ async def user_cost(
         prices=request.app.state.price_rows,
     )
     if unpriced:
+        # By model: what the operator would add to the price table (PARLEY_MODEL_PRICES).
+        models = ", ".join(
+            f"{'no model' if model is None else repr(model)}: {n}"
+            for model, n in sorted(unpriced.items(), key=lambda item: (-item[1], item[0] is None, item[0] or ""))
+        )
         log.warning(
-            "user-cost: %d observations of %s in org %s had no cost and no known model price; counted as 0",
-            unpriced,
+            "user-cost: %d observations of %s in org %s had no cost and no known model price (%s); counted as 0",
+            sum(unpriced.values()),
             subject,
             principal.org,
+            models,
         )
     total = (Decimal(total_pusd) / PICO_PER_USD).quantize(MICRO_USD, rounding=ROUND_HALF_EVEN)
     return UserCost(total_cost=float(total))

@@ -151,8 +151,9 @@ class Store(Protocol):
 
     def user_cost(
         self, *, org: str, user_id: str, start: datetime, end: datetime, prices: list[tuple[str, int, int]]
-    ) -> tuple[int, int]:
-        """(cost in pico-dollars, observations that had no cost and no known price)."""
+    ) -> tuple[int, dict[str | None, int]]:
+        """(cost in pico-dollars, observations that had no cost and no known price, by model;
+        None for those that name no model)."""
 
     def count_events(self, *, org: str) -> int: ...
 

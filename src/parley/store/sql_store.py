@@ -258,6 +258,6 @@ class SqlStore:
 
     def user_cost(
         self, *, org: str, user_id: str, start: datetime, end: datetime, prices: list[tuple[str, int, int]]
-    ) -> tuple[int, int]:
+    ) -> tuple[int, dict[str | None, int]]:
         sql, params = self._series(org, start, end)
         return price_by_model(self._fetchall(sql.user_cost_by_model(user_id), params.values), prices)
