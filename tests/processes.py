@@ -68,6 +68,11 @@ def run_cli(
     return result
 
 
+def new_key(database_url: str, *args: str) -> str:
+    """A key made by ``parley keys create ARGS``: the last line it prints."""
+    return run_cli(database_url, "keys", "create", *args).stdout.strip().splitlines()[-1]
+
+
 def healthy(base: str) -> bool:
     """Whether a server answers its health check at ``base`` (``http://host:port``)."""
     try:

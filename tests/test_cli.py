@@ -23,7 +23,7 @@ from parley.demo import SCALES, generate
 from parley.settings import Settings
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, event, iso, member
-from tests.processes import cli_env, free_port, run_cli, running_server
+from tests.processes import cli_env, free_port, new_key, run_cli, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -146,7 +146,7 @@ def test_a_store_deep_in_directories_is_reached_through_its_running_server(tmp_p
     with running_server(url) as (base, _):
         assert socket_path.is_socket() and stat.S_IMODE(socket_path.stat().st_mode) == 0o600
         # The server holds the DuckDB file: the key can only have been made through it.
-        key = _key(run_cli(url, "keys", "create", "--org", "acme", "--ingest"))
+        key = new_key(url, "--org", "acme", "--ingest")
         ingest = httpx.post(f"{base}/api/v2/ingest", json={"batch": []}, headers={"Authorization": f"Bearer {key}"})
         assert ingest.status_code == 207
         assert key.split("_")[1] in run_cli(url, "keys", "list").stdout
@@ -170,9 +170,9 @@ def test_keys_are_listed_and_revoked_through_a_running_server_and_without_one(tm
     url = store_url_for(kind, tmp_path)
     loaded = run_cli(url, "ingest", str(_jsonl(tmp_path / "e.jsonl", [member(1, "admin")])), "--org", "acme")
     assert "accepted 1" in loaded.stdout
-    ingest_key = _key(run_cli(url, "keys", "create", "--org", "globex", "--ingest"))
+    ingest_key = new_key(url, "--org", "globex", "--ingest")
     with running_server(url) as (base, _):
-        key = _key(run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1"))
+        key = new_key(url, "--org", "acme", "--workspace", WS, "--member", "1")
         read = functools.partial(httpx.get, f"{base}/analytics/calls/by-assistant", headers={"X-API-Key": key})
         assert read().status_code == 200
         key_id, ingest_id = key.split("_")[1], ingest_key.split("_")[1]
@@ -210,7 +210,7 @@ def test_the_cli_opens_the_store_itself_when_no_server_runs(tmp_path: Path, kind
     )
     loaded = run_cli(url, "ingest", str(events), "--org", "acme")
     assert "accepted 2, duplicates 0, rejected 0" in loaded.stdout
-    key = _key(run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1"))
+    key = new_key(url, "--org", "acme", "--workspace", WS, "--member", "1")
     assert key.startswith("prl_")
     with running_server(url) as (base, _):
         response = httpx.get(
@@ -243,7 +243,7 @@ def test_a_gzip_file_with_a_byte_order_mark_and_crlf_lines_loads_whole(tmp_path:
     (tmp_path / "e.jsonl.gz").write_bytes(gzip.compress(text))
     loaded = run_cli(url, "ingest", str(tmp_path / "e.jsonl.gz"), "--org", "acme")
     assert "accepted 25001, duplicates 0, rejected 0" in loaded.stdout
-    key = _key(run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1"))
+    key = new_key(url, "--org", "acme", "--workspace", WS, "--member", "1")
     # Call i lasts 6i seconds, a tenth of i minutes: assistant a_r has the i = r (mod 3).
     expected = {
         f"a{r}": (len(range(r or 3, 25_001, 3)), round(sum(range(r or 3, 25_001, 3)) / 10, 2)) for r in range(3)
@@ -264,7 +264,7 @@ def test_standard_input_loads_plain_or_gzip_and_a_missing_file_is_named(tmp_path
     assert b"accepted 301, duplicates 0, rejected 0" in first.stdout, first.stderr
     second = piped(gzip.compress(b"".join(orjson.dumps(line) + b"\n" for line in packed)))
     assert b"accepted 200, duplicates 0, rejected 0" in second.stdout, second.stderr
-    key = _key(run_cli(url, "keys", "create", "--org", "acme", "--workspace", WS, "--member", "1"))
+    key = new_key(url, "--org", "acme", "--workspace", WS, "--member", "1")
     assert _calls_minutes(url, key) == {"a1": (500, 300 + 400)}
     for path, reason in (("nope.jsonl", "does not exist"), (".", "is a directory")):
         refused = run_cli(url, "ingest", path, cwd=tmp_path, check=False)

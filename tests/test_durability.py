@@ -17,22 +17,17 @@ from parley.bench import _batches
 from parley.demo import DemoWorkspace, generate, workspaces
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, member
-from tests.processes import run_cli, running_server
+from tests.processes import new_key, run_cli, running_server
 from tests.test_equivalence import END, SCALE, _urls
 
 pytestmark = pytest.mark.slow
 
 
-def _new_key(url: str, *args: str) -> str:
-    """A key made by ``parley keys create ARGS``: the last line it prints."""
-    return run_cli(url, "keys", "create", *args).stdout.strip().splitlines()[-1]
-
-
 @pytest.mark.parametrize("kind", STORE_KINDS)
 def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path, kind: str):
     url = store_url_for(kind, tmp_path)
-    ingest_key = _new_key(url, "--org", "acme", "--ingest")
-    member_key = _new_key(url, "--org", "acme", "--workspace", WS, "--member", "1")
+    ingest_key = new_key(url, "--org", "acme", "--ingest")
+    member_key = new_key(url, "--org", "acme", "--workspace", WS, "--member", "1")
     batches = [[member(1, "admin", id="m1")]] + [
         [call(f"c{b}-{i}", "a1", T0, duration=60, id=f"c{b}-{i}") for i in range(500)] for b in range(4)
     ]
@@ -135,8 +130,8 @@ def test_a_server_killed_while_four_clients_send_answers_as_a_bulk_load_of_the_s
     bulk_url, killed_url = store_url_for(kind, tmp_path / "bulk"), store_url_for(kind, tmp_path / "killed")
     assert f"accepted {len(events)}, duplicates 0, rejected 0" in run_cli(bulk_url, "ingest", str(jsonl)).stdout
     member_args = ("--org", ws.org, "--workspace", ws.workspace_id, "--member", str(ws.admin_member_id))
-    admins = {url: {"Authorization": f"Bearer {_new_key(url, *member_args)}"} for url in (bulk_url, killed_url)}
-    ingest_keys = {org: _new_key(killed_url, "--org", org, "--ingest") for org in {e["org"] for e in events}}
+    admins = {url: {"Authorization": f"Bearer {new_key(url, *member_args)}"} for url in (bulk_url, killed_url)}
+    ingest_keys = {org: new_key(killed_url, "--org", org, "--ingest") for org in {e["org"] for e in events}}
 
     # Every org's events in time order, in batches of one org each, as the bench sends them.
     mix = sorted(events, key=lambda e: (e["timestamp"], e["id"]))
