@@ -323,9 +323,12 @@ def test_cost_hand_worked(client, ingest, admin, caplog):
         session("s1", "alice", D),
         trace("t2", D + timedelta(hours=2), session_id="s1"),
         observation("o2", "t2", D, model="GPT-4o-mini-2024-07-18", tokens_in=1000, tokens_out=500),
-        # An unknown model with no cost counts 0, and so does a span with nothing.
+        # An unknown model with no cost counts 0, and so does a span with nothing, or a
+        # generation with tokens but no model.
         observation("o3", "t2", D, model="my-own-model", tokens_in=10**6),
         observation("o4", "t2", D),
+        observation("o7", "t2", D, tokens_in=300, tokens_out=20),
+        observation("o8", "t2", D, model="my-tool-model"),
         # Someone else's trace, and alice's trace outside the range.
         trace("t3", D, user_id="bob"),
         observation("o5", "t3", D, cost=5),
@@ -335,11 +338,14 @@ def test_cost_hand_worked(client, ingest, admin, caplog):
     with caplog.at_level("WARNING", logger="parley.cost"):
         got = get(client, admin, "user-cost", start_date="2024-05-01", end_date="2024-05-02", username="alice")
     assert got == {"total_cost": 0.012796}
-    # o3 (unknown model) and o4 (no model) had no cost and no price: counted in the log.
-    assert (
-        "2 observations of alice in org acme had no cost and no known model price ('my-own-model': 1, no model: 1)"
-        in caplog.text
-    )
+    # o3's tokens (an unknown model) and o7's (no model) had no cost and no price: the log
+    # names them, most tokens first. o4 and o8, with no tokens, cost 0 whatever the price:
+    # o4 is among the no-model observations without a cost; o8's model is left out.
+    assert caplog.messages == [
+        "user-cost: tokens of alice in org acme with no cost and no known model price were counted as 0:"
+        " 'my-own-model' 1,000,000 input and 0 output tokens (1 observation without a cost);"
+        " no model 300 input and 20 output tokens (2 observations without a cost)"
+    ]
     bob = client.get(
         "/api/ai-analytics/orgs/acme/users/alice/user-cost/",
         params={"start_date": "2024-05-01", "end_date": "2024-05-01", "username": "bob"},
@@ -551,7 +557,7 @@ def test_a_duckdb_user_cost_reads_the_users_rows_that_reorder_keeps_together(tmp
             assert store.user_cost(org="acme", user_id=who, prices=prices, **span) == (expected, {}), who
         assert store.user_cost(org="globex", user_id="ben", prices=[], **span) == (
             2 * 10**12,
-            {"gpt-4o": 1},
+            {"gpt-4o": (1, 1000, 0)},
         )  # day 0 only
         indexes = "SELECT count(*) FROM duckdb_indexes() WHERE table_name = 'user_cost_days'"
         assert store._fetchall(indexes, {}) == [(0,)]
@@ -1104,14 +1110,17 @@ def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
             assert ingest_batch(store, org="acme", batch=[unknown]).errors == []
         rows = "SELECT count(*) FROM user_cost_days"
         assert store._fetchall(rows, {})[0][0] == 33
-        assert store.user_cost(**span) == (expected, {"house-model": 3})
+        assert store.user_cost(**span) == (expected, {"house-model": (3, 21, 0)})
         with store._write_lock:
             store._fold_cost_days()
         assert store._fetchall(rows, {})[0][0] == 5  # one for each model of more than FOLD_ROWS rows; house-model's 3
-        assert store.user_cost(**span) == (expected, {"house-model": 3})
+        assert store.user_cost(**span) == (expected, {"house-model": (3, 21, 0)})
         # A range that cuts the day reads the folded day's observations (the trace is at 05:00).
         morning = span["start"] + timedelta(hours=4), span["start"] + timedelta(hours=6)
-        assert store.user_cost(**{**span, "start": morning[0], "end": morning[1]}) == (expected, {"house-model": 3})
+        assert store.user_cost(**{**span, "start": morning[0], "end": morning[1]}) == (
+            expected,
+            {"house-model": (3, 21, 0)},
+        )
         assert store.user_cost(**{**span, "start": morning[1]}) == (0, {})
         # Folding happens by itself once enough observations are stored.
         store.fold_every_observations = FOLD_ROWS + 2
@@ -1119,7 +1128,7 @@ def test_folding_a_crowded_day_keeps_the_users_cost(tmp_path):
             more = observation(f"m{i}", "t", D, cost=1)
             assert ingest_batch(store, org="acme", batch=[more]).errors == []
         assert store._fetchall(rows, {})[0][0] == 5
-        assert store.user_cost(**span) == (expected + (FOLD_ROWS + 2) * 10**12, {"house-model": 3})
+        assert store.user_cost(**span) == (expected + (FOLD_ROWS + 2) * 10**12, {"house-model": (3, 21, 0)})
     finally:
         store.close()
 

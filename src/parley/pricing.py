@@ -12,6 +12,7 @@ import json
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -73,11 +74,24 @@ def price_of(model: str | None, prices: list[tuple[str, int, int]]) -> tuple[int
     return None if best is None else best[1:]
 
 
-def price_by_model(rows: list[tuple], prices: list[tuple[str, int, int]]) -> tuple[int, dict[str | None, int]]:
-    """(total cost in pico-dollars, observations left unpriced by model, None for those that
-    name none) of a user's cost by model: rows (model, cost of the observations that carry
-    one, input and output tokens of those that do not, how many do not), the sums as text or
-    integers.
+class Unpriced(NamedTuple):
+    """What a model's observations without a cost carried that no price could value."""
+
+    observations: int  # of the model, without a cost (those without tokens too)
+    input_tokens: int
+    output_tokens: int
+
+
+def price_by_model(rows: list[tuple], prices: list[tuple[str, int, int]]) -> tuple[int, dict[str | None, Unpriced]]:
+    """(total cost in pico-dollars, what was left unpriced by model, None for observations
+    that name none) of a user's cost by model: rows (model, cost of the observations that
+    carry one, input and output tokens of those that do not, how many do not), the sums as
+    text or integers.
+
+    A model is left unpriced when its observations without a cost carry tokens and the
+    table has no price for it. Those without tokens (a span, an event) cost 0 whatever the
+    price, so they leave nothing unpriced: the demo's spans, with no model, no cost and no
+    tokens, were reported as unpriced until 2026-12-06.
 
     The store sums the observations per model in the database; the price table, the
     operator's, is applied here to those few sums. Priced in SQL, the table's entries
@@ -87,11 +101,12 @@ def price_by_model(rows: list[tuple], prices: list[tuple[str, int, int]]) -> tup
     total, unpriced = 0, {}
     for model, known, input_tokens, output_tokens, uncosted in rows:
         total += int(known)
-        if not uncosted:
+        tokens = int(input_tokens), int(output_tokens)
+        if tokens == (0, 0):
             continue
         price = price_of(model, prices)
         if price is None:
-            unpriced[model] = unpriced.get(model, 0) + int(uncosted)
+            unpriced[model] = Unpriced(int(uncosted), *tokens)
         else:
-            total += int(input_tokens) * price[0] + int(output_tokens) * price[1]
+            total += tokens[0] * price[0] + tokens[1] * price[1]
     return total, unpriced

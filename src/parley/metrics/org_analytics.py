@@ -183,13 +183,17 @@ async def user_cost(
     )
     if unpriced:
         # By model: what the operator would add to the price table (PARLEY_MODEL_PRICES).
-        models = ", ".join(
-            f"{'no model' if model is None else repr(model)}: {n}"
-            for model, n in sorted(unpriced.items(), key=lambda item: (-item[1], item[0] is None, item[0] or ""))
+        models = "; ".join(
+            f"{'no model' if model is None else repr(model)} {left.input_tokens:,} input and"
+            f" {left.output_tokens:,} output tokens ({left.observations:,}"
+            f" observation{'' if left.observations == 1 else 's'} without a cost)"
+            for model, left in sorted(
+                unpriced.items(),
+                key=lambda item: (-item[1].input_tokens - item[1].output_tokens, item[0] is None, item[0] or ""),
+            )
         )
         log.warning(
-            "user-cost: %d observations of %s in org %s had no cost and no known model price (%s); counted as 0",
-            sum(unpriced.values()),
+            "user-cost: tokens of %s in org %s with no cost and no known model price were counted as 0: %s",
             subject,
             principal.org,
             models,

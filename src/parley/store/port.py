@@ -19,6 +19,7 @@ from parley.metrics.chats.query import ChatQuery
 from parley.store.schema import ColumnBatch
 
 if TYPE_CHECKING:
+    from parley.pricing import Unpriced
     from parley.settings import Settings
 
 
@@ -151,9 +152,9 @@ class Store(Protocol):
 
     def user_cost(
         self, *, org: str, user_id: str, start: datetime, end: datetime, prices: list[tuple[str, int, int]]
-    ) -> tuple[int, dict[str | None, int]]:
-        """(cost in pico-dollars, observations that had no cost and no known price, by model;
-        None for those that name no model)."""
+    ) -> tuple[int, dict[str | None, Unpriced]]:
+        """(cost in pico-dollars, the tokens that had no cost and no known price, by model;
+        None for observations that name no model): ``pricing.price_by_model``."""
 
     def count_events(self, *, org: str) -> int: ...
 

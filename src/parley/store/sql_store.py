@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Any
 
 from parley.metrics.chats.query import ChatQuery
-from parley.pricing import price_by_model
+from parley.pricing import Unpriced, price_by_model
 from parley.store.chat_sql import CHAT_LIST_COLUMNS, Backdated, ChatSql, created_bounds
 from parley.store.dialect import Dialect, Params
 from parley.store.port import ApiKeyRecord, CallsByAssistantRow, MemberState, NotRemembered
@@ -258,6 +258,6 @@ class SqlStore:
 
     def user_cost(
         self, *, org: str, user_id: str, start: datetime, end: datetime, prices: list[tuple[str, int, int]]
-    ) -> tuple[int, dict[str | None, int]]:
+    ) -> tuple[int, dict[str | None, Unpriced]]:
         sql, params = self._series(org, start, end)
         return price_by_model(self._fetchall(sql.user_cost_by_model(user_id), params.values), prices)
