@@ -724,7 +724,7 @@ def test_duckdb_activity_stored_before_its_session_waits_for_it_and_no_other_row
     # A trace or feedback whose session is not stored yet keeps a NULL user or mentor and is
     # marked waiting; the session, in a later batch, fills it in and clears the mark. The
     # batch's own sessions and those stored before resolve their rows at once, which never
-    # wait, nor do those naming no session.
+    # wait, nor do those naming no session, nor those with their own user and mentor.
     from parley.ingest.service import ingest_batch
 
     store = DuckDBStore(tmp_path / "parley.duckdb")
@@ -742,9 +742,12 @@ def test_duckdb_activity_stored_before_its_session_waits_for_it_and_no_other_row
             trace("t2", D + timedelta(hours=5), session_id="s2"),  # s2 in the same batch
             session("s2", "bob", D + timedelta(hours=5), mentor="m2"),
             trace("tx", D + timedelta(hours=6), user_id="cat"),  # no session
+            trace("t3", D + timedelta(hours=7), user_id="dan", session_id="s3", mentor="m3"),  # needs nothing of s3
+            trace("t4", D + timedelta(hours=8), user_id="dan", session_id="s9"),  # a mentor of s9
+            feedback("f9", "dan", D + timedelta(hours=9), mentor="m3", session_id="s9"),  # nothing of s9
         )
         before = _waiting_rows(store)
-        store_in(session("s1", "vet", D, mentor="m1"))
+        store_in(session("s1", "vet", D, mentor="m1"), session("s3", "eve", D, mentor="m9"))
         after = _waiting_rows(store)
         span = {"org": "acme", "start": D.replace(tzinfo=None), "end": (D + timedelta(days=1)).replace(tzinfo=None)}
         _, veterans = store.user_cohorts(**span, granularity="hourly", tz="UTC", mentor_id="m1")
@@ -755,6 +758,9 @@ def test_duckdb_activity_stored_before_its_session_waits_for_it_and_no_other_row
         ("s1", "vet", None, True),
         ("s1", None, None, True),
         ("s2", "bob", "m2", False),
+        ("s3", "dan", "m3", False),
+        ("s9", "dan", "m3", False),
+        ("s9", "dan", None, True),
         ("s9", None, None, True),
     ]
     assert after == [
@@ -762,6 +768,9 @@ def test_duckdb_activity_stored_before_its_session_waits_for_it_and_no_other_row
         ("s1", "vet", "m1", False),
         ("s1", "vet", "m1", False),
         ("s2", "bob", "m2", False),
+        ("s3", "dan", "m3", False),  # its own, not s3's
+        ("s9", "dan", "m3", False),
+        ("s9", "dan", None, True),
         ("s9", None, None, True),
     ]
     # vet with m1: s1 at 00:00, then t1 and f1 through s1 at 01:00 and 02:00
@@ -799,6 +808,48 @@ def test_a_duckdb_store_whose_activity_has_no_waiting_mark_marks_it_when_opened(
     assert opened == [("s0", "vet", "m1", False), ("s1", None, None, True)]
     # vet with m1: s1 at 00:00, t1 through s1 at 01:00, s0 at 02:00, t0 through s0 the next day
     assert sorted(veterans) == [D.replace(tzinfo=None) + timedelta(hours=h) for h in (0, 1, 2, 24)]
+
+
+def test_a_duckdb_store_whose_activity_waited_with_its_own_user_and_mentor_clears_it_when_opened(tmp_path):
+    # A store written before only the rows lacking a user or mentor waited: opened once, its
+    # rows with both are waiting no more, the others still wait, and their session fills
+    # them in.
+    import duckdb
+
+    from parley.ingest.service import ingest_batch
+
+    path = tmp_path / "parley.duckdb"
+    store = DuckDBStore(path)
+    events = [
+        user("vet", D - timedelta(days=10)),
+        trace("t1", D + timedelta(hours=1), session_id="s1"),  # s1 comes after the upgrade
+        trace("t2", D + timedelta(hours=2), user_id="vet", session_id="s1"),
+        trace("t3", D + timedelta(hours=3), user_id="vet", session_id="s1", mentor="m1"),
+        feedback("f4", "vet", D + timedelta(hours=4), mentor="m1", session_id="s8"),  # s8 never comes
+    ]
+    assert ingest_batch(store, org="acme", batch=events).errors == []
+    store.close()
+    with duckdb.connect(str(path)) as con:  # as Parley left it before 2026-12-06
+        con.execute("UPDATE user_activity SET waiting = true WHERE session_id IS NOT NULL")
+        con.execute("DELETE FROM parley_meta WHERE key = 'activity_waits_for_what_it_lacks'")
+    store = DuckDBStore(path)
+    span = {"org": "acme", "start": D.replace(tzinfo=None), "end": (D + timedelta(days=1)).replace(tzinfo=None)}
+    try:
+        opened = _waiting_rows(store)
+        assert ingest_batch(store, org="acme", batch=[session("s1", "vet", D, mentor="m1")]).errors == []
+        resolved = _waiting_rows(store)
+        _, veterans = store.user_cohorts(**span, granularity="hourly", tz="UTC", mentor_id="m1")
+    finally:
+        store.close()
+    assert opened == [
+        ("s1", "vet", "m1", False),
+        ("s1", "vet", None, True),
+        ("s1", None, None, True),
+        ("s8", "vet", "m1", False),
+    ]
+    assert resolved == [("s1", "vet", "m1", False)] * 3 + [("s8", "vet", "m1", False)]
+    # vet with m1: s1 at 00:00, t1 to t3 through s1 or their own at 01:00 to 03:00, f4 at 04:00
+    assert sorted(veterans) == [D.replace(tzinfo=None) + timedelta(hours=h) for h in range(5)]
 
 
 def test_a_duckdb_store_whose_activity_names_users_by_id_numbers_them_when_opened(tmp_path):

@@ -36,6 +36,7 @@ from parley.store.duckdb_sql import DuckDBChatSql, DuckDBSeriesSql
 from parley.store.duckdb_state import (
     ASIDE,
     CHAT_STATE_DDL,
+    CLEAR_COMPLETE_WAITING,
     CLUSTERED,
     CLUSTERED_SOURCES,
     DERIVED_TABLES,
@@ -99,6 +100,9 @@ NO_AUTOMATIC_CHECKPOINT = "1000TB"
 # The ``parley_meta`` key under which a store closed cleanly keeps, for each table of
 # CLUSTERED, where its run of rows in order began and how many it holds (``_runs_kept``).
 RUNS_KEY = "runs_in_order"
+# The ``parley_meta`` key of a store whose activity waits only for what it lacks of its
+# session (see ``_TRACE_ACTIVITY``): one written before is cleared of the other marks once.
+WAITS_FOR_WHAT_IT_LACKS_KEY = "activity_waits_for_what_it_lacks"
 # Most members remembered for authentication; past it, forget all and start over.
 AUTH_CACHE_ENTRIES = 4096
 # The kinds of what ``_AuthCache`` remembers: every key at once, and each member.
@@ -452,6 +456,9 @@ class DuckDBStore(SqlStore):
             # Written before activity was marked waiting for its session: marked now.
             con.execute("ALTER TABLE user_activity ADD COLUMN waiting BOOLEAN NOT NULL DEFAULT false")
             con.execute(mark_waiting_sql())
+        marks = "SELECT 1 FROM parley_meta WHERE key = ?"
+        if "user_activity" in had and not con.execute(marks, [WAITS_FOR_WHAT_IT_LACKS_KEY]).fetchall():
+            con.execute(CLEAR_COMPLETE_WAITING)
         if "user_cost_days" in had and "user_md5" not in _columns(con, "user_cost_days"):
             # Written before a user's rows were found by user_md5 (or kept their
             # observations): made again from the events.
@@ -466,6 +473,7 @@ class DuckDBStore(SqlStore):
             con.execute(ddl)
             if name not in had:
                 _run(con, fills)
+        con.execute("INSERT OR REPLACE INTO parley_meta VALUES (?, '1')", [WAITS_FOR_WHAT_IT_LACKS_KEY])
         con.execute("INSERT OR REPLACE INTO parley_meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)])
 
     def _fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple]:

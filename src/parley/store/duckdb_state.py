@@ -344,15 +344,20 @@ CREATE TABLE IF NOT EXISTS user_activity (
 
 # A trace's user and mentor are its own, else its session's; a feedback's user is its
 # own and its mentor its own, else its session's. ``{people}`` is the sessions to look in;
-# a row that names a session not among them waits for it.
+# a row that names a session not among them, and lacks what the session would give it,
+# waits for it. A row with its own user and mentor needs nothing of its session: marked
+# waiting, as it was until 2026-12-06, such rows of sessions never stored (a stream that
+# sends few sessions) made each batch of sessions scan them all for its own (3M such
+# traces: 53 ms a batch of 500 sessions against 25; benchmarks.md, "Activity that waits
+# only for what it lacks").
 _TRACE_ACTIVITY = """
 SELECT t.org, t.session_id, coalesce(t.user_id, s.user_id), coalesce(t.mentor_id, s.mentor_id), t.traced_at,
-       t.session_id IS NOT NULL AND s.session_id IS NULL
+       t.session_id IS NOT NULL AND s.session_id IS NULL AND (t.user_id IS NULL OR t.mentor_id IS NULL)
 FROM {source} t LEFT JOIN {people} s ON s.org = t.org AND s.session_id = t.session_id
 """
 _FEEDBACK_ACTIVITY = """
 SELECT f.org, f.session_id, f.user_id, coalesce(f.mentor_id, s.mentor_id), f.created_at,
-       f.session_id IS NOT NULL AND s.session_id IS NULL
+       f.session_id IS NOT NULL AND s.session_id IS NULL AND f.mentor_id IS NULL
 FROM {source} f LEFT JOIN {people} s ON s.org = f.org AND s.session_id = f.session_id
 """
 _SESSION_ACTIVITY = "SELECT org, NULL, user_id, mentor_id, started_at, false FROM {source}"
@@ -557,9 +562,16 @@ def mark_waiting_sql() -> str:
     made before ``user_activity`` had ``waiting``)."""
     return """
     UPDATE user_activity a SET waiting = true
-    WHERE a.session_id IS NOT NULL
+    WHERE a.session_id IS NOT NULL AND (a.user_no IS NULL OR a.mentor_id IS NULL)
       AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.org = a.org AND s.session_id = a.session_id)
     """
+
+
+# The activity marked waiting though it has its user and mentor (a store written before
+# 2026-12-06, when such rows waited for their session too): it needs nothing of it.
+CLEAR_COMPLETE_WAITING = """
+UPDATE user_activity SET waiting = false WHERE waiting AND user_no IS NOT NULL AND mentor_id IS NOT NULL
+"""
 
 
 # Every user id stored events name (a store made before ``user_numbers``).
