@@ -153,6 +153,44 @@ def test_a_session_arriving_after_its_traces_and_feedback_still_names_their_peop
     assert [p["feedback_count"] for p in get(client, admin, "user-feedback", **params)[0]] == [0, 0, 1]
 
 
+def test_rows_naming_a_session_of_days_before_take_from_it_only_what_they_lack(client, ingest, admin):
+    # s1 is stored ten days before the rows naming it, beyond the day of sessions a batch
+    # looks among first: a batch looks it up for the rows that lack its user or mentor. A
+    # batch a row, so that each row's look-up is its own.
+    ingest(user("vet", D - timedelta(days=20)), user("ann", D - timedelta(days=20)))
+    ingest(session("s1", "vet", D - timedelta(days=10), mentor="m1"))
+    day = timedelta(days=1)
+    ingest(trace("t1", D + timedelta(hours=1), user_id="vet", session_id="s1"))  # the mentor of s1
+    ingest(
+        trace("t2", D + timedelta(hours=2), user_id="ann", session_id="s1", mentor="m2"),  # its own
+        feedback("f1", "ann", D + timedelta(hours=3), mentor="m2", session_id="s1"),  # its own
+    )
+    ingest(trace("t3", D + day, session_id="s1"))  # the user and mentor of s1
+    ingest(observation("o4", "t4", D, cost=4))  # waits for its trace, then for the trace's user
+    ingest(trace("t4", D + day, session_id="s1", mentor="m3"))  # the user of s1
+    ingest(feedback("f2", "vet", D + 2 * day, session_id="s1"))  # the mentor of s1
+    # Their traces already stored: the observations' batch looks s1 up for t3's user only.
+    ingest(observation("o3", "t3", D, cost=1), observation("o2", "t2", D, cost=2))
+    days = {"start_date": "2024-05-01", "end_date": "2024-05-03"}
+    veterans = {
+        mentor: get(client, admin, "user-cohorts-over-time", **days, **({"mentor_id": mentor} if mentor else {}))
+        for mentor in ("m1", "m2", "m3", None)
+    }
+    assert {m: v["veteran_users"] for m, v in veterans.items()} == {
+        "m1": [1, 1, 1],  # t1, t3, f2: vet
+        "m2": [1, 0, 0],  # t2 and f1: ann
+        "m3": [0, 1, 0],  # t4: vet
+        None: [2, 1, 1],
+    }
+    feedback_by_mentor = {m: get(client, admin, "user-feedback", **days, mentor_id=m)[0] for m in ("m1", "m2")}
+    assert {m: [p["feedback_count"] for p in f] for m, f in feedback_by_mentor.items()} == {
+        "m1": [0, 0, 1],
+        "m2": [1, 0, 0],
+    }
+    costs = {who: get(client, admin, "user-cost", **days, username=who) for who in ("vet", "ann")}
+    assert costs == {"vet": {"total_cost": 5.0}, "ann": {"total_cost": 2.0}}
+
+
 def test_the_newest_registration_wins_whatever_the_batch_it_arrives_in(client, ingest, admin):
     ingest(user("u", D + timedelta(days=1), ts=D + timedelta(hours=2)))  # the newest upsert: new on day 2
     ingest(user("u", D - timedelta(days=5), ts=D + timedelta(hours=1)))  # an older one, arriving later

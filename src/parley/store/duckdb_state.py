@@ -976,8 +976,8 @@ def lookups_sql(sources: dict[str, str]) -> tuple[list[Statement], list[str]]:
     # nothing of its session, and a session not found among the recent ones is looked for
     # in the whole table: traces with their own user and mentor naming sessions begun more
     # than a day before, or never stored, made each batch read every session (1M sessions:
-    # 53 ms a batch of 500 traces against 26; benchmarks.md, "Activity that waits only for
-    # what it lacks").
+    # 56 to 61 ms a batch of 500 traces against 26 to 29; benchmarks.md, "Activity that
+    # waits only for what it lacks").
     naming = [
         f"SELECT org, session_id FROM {sources[table]} WHERE {lacks}"
         for table, lacks in (("traces", "user_id IS NULL OR mentor_id IS NULL"), ("feedback", "mentor_id IS NULL"))
