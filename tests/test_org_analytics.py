@@ -715,8 +715,9 @@ def test_unknown_org_keys_and_parameters(client, admin, ingest_key, path):
         assert long.status_code == 400 and "31 days" in long.json()["detail"]
 
 
-def _reopened_without(path, events, *tables):
-    """A DuckDB store holding ``events``, as a Parley without ``tables`` wrote it, opened again."""
+def _reopened_after(path, events, *statements):
+    """A DuckDB store holding ``events``, changed by ``statements`` into what an older
+    Parley wrote, opened again."""
     import duckdb
 
     from parley.ingest.service import ingest_batch
@@ -726,9 +727,14 @@ def _reopened_without(path, events, *tables):
     assert ingest_batch(store, org="acme", batch=events).errors == []
     store.close()
     with duckdb.connect(str(path)) as con:
-        for table in tables:
-            con.execute(f"DROP TABLE {table}")
+        for statement in statements:
+            con.execute(statement)
     return DuckDBStore(path)
+
+
+def _reopened_without(path, events, *tables):
+    """A DuckDB store holding ``events``, as a Parley without ``tables`` wrote it, opened again."""
+    return _reopened_after(path, events, *(f"DROP TABLE {table}" for table in tables))
 
 
 def test_a_duckdb_store_made_before_user_activity_and_state_fills_them_when_opened(tmp_path):
@@ -818,24 +824,20 @@ def test_duckdb_activity_stored_before_its_session_waits_for_it_and_no_other_row
 def test_a_duckdb_store_whose_activity_has_no_waiting_mark_marks_it_when_opened(tmp_path):
     # A store written before the mark: opened, its rows whose session is not stored are
     # marked waiting, so that the session, when it comes, still fills them in.
-    import duckdb
-
     from parley.ingest.service import ingest_batch
 
-    path = tmp_path / "parley.duckdb"
-    store = DuckDBStore(path)
     events = [
         user("vet", D - timedelta(days=10)),
         trace("t1", D + timedelta(hours=1), session_id="s1"),  # s1 comes after the upgrade
         session("s0", "vet", D + timedelta(hours=2), mentor="m1"),
         trace("t0", D + timedelta(days=1), session_id="s0"),
     ]
-    assert ingest_batch(store, org="acme", batch=events).errors == []
-    store.close()
-    with duckdb.connect(str(path)) as con:  # as Parley 8 left it
-        con.execute("ALTER TABLE user_activity DROP COLUMN waiting")
-        con.execute("UPDATE parley_meta SET value = '8' WHERE key = 'schema_version'")
-    store = DuckDBStore(path)
+    store = _reopened_after(  # as Parley 8 left it
+        tmp_path / "parley.duckdb",
+        events,
+        "ALTER TABLE user_activity DROP COLUMN waiting",
+        "UPDATE parley_meta SET value = '8' WHERE key = 'schema_version'",
+    )
     span = {"org": "acme", "start": D.replace(tzinfo=None), "end": (D + timedelta(days=2)).replace(tzinfo=None)}
     try:
         opened = _waiting_rows(store)
@@ -852,12 +854,8 @@ def test_a_duckdb_store_whose_activity_waited_with_its_own_user_and_mentor_clear
     # A store written before only the rows lacking a user or mentor waited: opened once, its
     # rows with both are waiting no more, the others still wait, and their session fills
     # them in.
-    import duckdb
-
     from parley.ingest.service import ingest_batch
 
-    path = tmp_path / "parley.duckdb"
-    store = DuckDBStore(path)
     events = [
         user("vet", D - timedelta(days=10)),
         trace("t1", D + timedelta(hours=1), session_id="s1"),  # s1 comes after the upgrade
@@ -865,12 +863,12 @@ def test_a_duckdb_store_whose_activity_waited_with_its_own_user_and_mentor_clear
         trace("t3", D + timedelta(hours=3), user_id="vet", session_id="s1", mentor="m1"),
         feedback("f4", "vet", D + timedelta(hours=4), mentor="m1", session_id="s8"),  # s8 never comes
     ]
-    assert ingest_batch(store, org="acme", batch=events).errors == []
-    store.close()
-    with duckdb.connect(str(path)) as con:  # as Parley left it before 2026-12-06
-        con.execute("UPDATE user_activity SET waiting = true WHERE session_id IS NOT NULL")
-        con.execute("DELETE FROM parley_meta WHERE key = 'activity_waits_for_what_it_lacks'")
-    store = DuckDBStore(path)
+    store = _reopened_after(  # as Parley left it before 2026-12-06
+        tmp_path / "parley.duckdb",
+        events,
+        "UPDATE user_activity SET waiting = true WHERE session_id IS NOT NULL",
+        "DELETE FROM parley_meta WHERE key = 'activity_waits_for_what_it_lacks'",
+    )
     span = {"org": "acme", "start": D.replace(tzinfo=None), "end": (D + timedelta(days=1)).replace(tzinfo=None)}
     try:
         opened = _waiting_rows(store)
