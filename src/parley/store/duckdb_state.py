@@ -350,15 +350,25 @@ CREATE TABLE IF NOT EXISTS user_activity (
 # sends few sessions) made each batch of sessions scan them all for its own (3M such
 # traces: 53 ms a batch of 500 sessions against 25; benchmarks.md, "Activity that waits
 # only for what it lacks").
-_TRACE_ACTIVITY = """
+_FROM_SESSION = {"traces": ("user_id", "mentor_id"), "feedback": ("mentor_id",)}
+
+
+def _lacks(table: str, alias: str = "") -> str:
+    """SQL true for a row of ``table`` that lacks something its session would give it (a
+    trace's user or mentor, a feedback's mentor): the rows that wait for their session,
+    and whose session a batch looks up (``lookups_sql``)."""
+    return "(" + " OR ".join(f"{alias}{column} IS NULL" for column in _FROM_SESSION[table]) + ")"
+
+
+_TRACE_ACTIVITY = f"""
 SELECT t.org, t.session_id, coalesce(t.user_id, s.user_id), coalesce(t.mentor_id, s.mentor_id), t.traced_at,
-       t.session_id IS NOT NULL AND s.session_id IS NULL AND (t.user_id IS NULL OR t.mentor_id IS NULL)
-FROM {source} t LEFT JOIN {people} s ON s.org = t.org AND s.session_id = t.session_id
+       t.session_id IS NOT NULL AND s.session_id IS NULL AND {_lacks("traces", "t.")}
+FROM {{source}} t LEFT JOIN {{people}} s ON s.org = t.org AND s.session_id = t.session_id
 """
-_FEEDBACK_ACTIVITY = """
+_FEEDBACK_ACTIVITY = f"""
 SELECT f.org, f.session_id, f.user_id, coalesce(f.mentor_id, s.mentor_id), f.created_at,
-       f.session_id IS NOT NULL AND s.session_id IS NULL AND f.mentor_id IS NULL
-FROM {source} f LEFT JOIN {people} s ON s.org = f.org AND s.session_id = f.session_id
+       f.session_id IS NOT NULL AND s.session_id IS NULL AND {_lacks("feedback", "f.")}
+FROM {{source}} f LEFT JOIN {{people}} s ON s.org = f.org AND s.session_id = f.session_id
 """
 _SESSION_ACTIVITY = "SELECT org, NULL, user_id, mentor_id, started_at, false FROM {source}"
 
@@ -979,8 +989,8 @@ def lookups_sql(sources: dict[str, str]) -> tuple[list[Statement], list[str]]:
     # 56 to 61 ms a batch of 500 traces against 26 to 29; benchmarks.md, "Activity that
     # waits only for what it lacks").
     naming = [
-        f"SELECT org, session_id FROM {sources[table]} WHERE {lacks}"
-        for table, lacks in (("traces", "user_id IS NULL OR mentor_id IS NULL"), ("feedback", "mentor_id IS NULL"))
+        f"SELECT org, session_id FROM {sources[table]} WHERE {_lacks(table)}"
+        for table in _FROM_SESSION
         if table in sources
     ]
     if "observations" in sources:  # the sessions of the observations' traces
