@@ -662,6 +662,73 @@ def test_an_operator_price_table_overrides_the_shipped_one(tmp_path, store, inge
         assert got.json() == {"total_cost": 3.0}
 
 
+def test_unpriced_models_are_logged_once_an_hour_for_each_org(store, caplog):
+    """A dashboard reading users' costs every minute: each org's unpriced model is logged
+    on its first read, again after an hour, and not on the reads between."""
+    from fastapi.testclient import TestClient
+
+    from parley.app import create_app
+    from parley.ingest.events import validate_event
+    from parley.settings import Settings
+
+    for org in ("acme", "globex"):
+        events = [
+            member(1, "admin"),
+            trace("t1", D, user_id="alice"),
+            observation("o1", "t1", D, model="house-model", tokens_in=100),
+            trace("t2", D, user_id="bob"),
+            observation("o2", "t2", D, model="house-model", tokens_in=5),
+            observation("o3", "t2", D, model="lab-model", tokens_out=7),
+            observation("o4", "t2", D, cost=0.5),
+        ]
+        store.ingest([validate_event(e, org) for e in events])
+    keys = {org: bearer(create_key(store, org=org, workspace_id=WS, member_id=1)) for org in ("acme", "globex")}
+    now = [datetime(2024, 6, 1, 12, tzinfo=UTC)]
+    app = create_app(Settings(database_url=store.url), store=store, clock=lambda: now[0])
+
+    def logged(who: str, org: str = "acme", cost: float = 0.0) -> list[str]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="parley.cost"):
+            got = client.get(
+                f"/api/ai-analytics/orgs/{org}/users/me/user-cost/",
+                params={"start_date": "2024-05-01", "end_date": "2024-05-01", "username": who},
+                headers=keys[org],
+            )
+        assert got.json() == {"total_cost": cost}  # whatever is logged
+        return caplog.messages
+
+    def line(who: str, models: str, org: str = "acme") -> list[str]:
+        return [
+            f"user-cost: tokens of {who} in org {org} with no cost and no known model price were counted as 0: {models}"
+        ]
+
+    house = "'house-model' {:,} input and 0 output tokens (1 observation without a cost)"
+    lab = "'lab-model' 0 input and 7 output tokens (1 observation without a cost)"
+    with TestClient(app) as client:
+        assert logged("alice") == line("alice", house.format(100))
+        assert logged("alice") == []
+        # bob's house-model tokens were logged for acme a moment ago: only his lab-model is.
+        assert logged("bob", cost=0.5) == line("bob", lab)
+        assert logged("bob", org="globex", cost=0.5) == line("bob", f"{lab}; {house.format(5)}", org="globex")
+        now[0] += timedelta(minutes=59, seconds=59)
+        assert logged("bob", cost=0.5) == []
+        now[0] += timedelta(seconds=1)
+        assert logged("bob", cost=0.5) == line("bob", f"{lab}; {house.format(5)}")
+        assert logged("alice") == []
+
+
+def test_the_unpriced_log_forgets_past_its_limit_and_when_the_clock_goes_back():
+    from parley.metrics.org_analytics import UnpricedLog
+    from parley.pricing import Unpriced
+
+    unpriced_log, left, at = UnpricedLog(limit=2), Unpriced(1, 10, 0), datetime(2024, 6, 1)
+    assert unpriced_log.due("acme", {"m1": left, None: left}, at) == {"m1": left, None: left}
+    assert unpriced_log.due("acme", {"m1": left, None: left}, at) == {}
+    assert unpriced_log.due("globex", {"m1": left}, at) == {"m1": left}  # past the limit: acme's forgotten
+    assert unpriced_log.due("acme", {"m1": left, None: left}, at) == {"m1": left, None: left}
+    assert unpriced_log.due("acme", {"m1": left}, at - timedelta(seconds=1)) == {"m1": left}
+
+
 def test_a_bad_price_table_is_refused_at_start(tmp_path):
     from parley.pricing import load_prices
 

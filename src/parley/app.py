@@ -22,6 +22,7 @@ from parley.error_handlers import install_error_handlers
 from parley.ingest.router import router as ingest_router
 from parley.metrics.calls import router as calls_router
 from parley.metrics.chats.router import router as chats_router
+from parley.metrics.org_analytics import UnpricedLog
 from parley.metrics.org_analytics import router as org_analytics_router
 from parley.metrics.usage import router as usage_router
 from parley.pricing import as_rows, load_prices
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     app.state.settings = settings
     app.state.clock = clock
     app.state.price_rows = as_rows(load_prices(settings.model_prices))
+    app.state.unpriced_log = UnpricedLog()
     if store is not None:
         app.state.store = store
     install_error_handlers(app)

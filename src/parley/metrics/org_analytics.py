@@ -4,7 +4,8 @@ feedback over time (seed 003, contract 5.4)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -16,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from parley.auth.principal import ORG_ROLES, CurrentPrincipal, Principal, StoreDep
 from parley.clock import Now
 from parley.errors import BadRequest, Forbidden, NotFound
-from parley.pricing import PICO_PER_USD
+from parley.pricing import PICO_PER_USD, Unpriced
 from parley.responses import JsonResponse
 from parley.schemas import ERROR_RESPONSES
 from parley.timeseries import (
@@ -147,6 +148,29 @@ async def user_cohorts_over_time(
     )
 
 
+@dataclass
+class UnpricedLog:
+    """When each org's unpriced models were last logged by a user's cost. A dashboard
+    that reads many users' costs every minute would log the same models for each user on
+    each read: a model is logged for its org at most once an hour (by the app's clock)."""
+
+    every: timedelta = timedelta(hours=1)
+    limit: int = 10_000  # (org, model) pairs remembered; past it, forgotten and logged anew
+    _last: dict[tuple[str, str | None], datetime] = field(default_factory=dict)
+
+    def due(self, org: str, unpriced: dict[str | None, Unpriced], now: datetime) -> dict[str | None, Unpriced]:
+        """The models of unpriced to log now, remembered as logged."""
+        due = {}
+        for model, left in unpriced.items():
+            last = self._last.get((org, model))
+            if last is None or not last <= now < last + self.every:
+                due[model] = left
+        if len(self._last) + len(due) > self.limit:
+            self._last.clear()
+        self._last.update(((org, model), now) for model in due)
+        return due
+
+
 @router.get("/user-cost/", response_model=UserCost)
 async def user_cost(
     request: Request,
@@ -181,14 +205,15 @@ async def user_cost(
         end=span.end,
         prices=request.app.state.price_rows,
     )
-    if unpriced:
+    due = request.app.state.unpriced_log.due(principal.org, unpriced, now)
+    if due:
         # By model: what the operator would add to the price table (PARLEY_MODEL_PRICES).
         models = "; ".join(
             f"{'no model' if model is None else repr(model)} {left.input_tokens:,} input and"
             f" {left.output_tokens:,} output tokens ({left.observations:,}"
             f" observation{'' if left.observations == 1 else 's'} without a cost)"
             for model, left in sorted(
-                unpriced.items(),
+                due.items(),
                 key=lambda item: (-item[1].input_tokens - item[1].output_tokens, item[0] is None, item[0] or ""),
             )
         )
