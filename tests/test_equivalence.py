@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -19,9 +20,18 @@ END = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
 SCALE = Scale(2, 2, 60, 20, 4, 150, 6, 120, 80, 300, 2, 2, 150)
 
 
-def loaded_clients(opened: dict[str, tuple[str, Store]]):
-    """The demo's events sent through the real app to each store; yields per kind the
-    client and an admin's headers, the workspace, the events by org and the ingest keys."""
+Arrival = Callable[[dict[str, list]], list[tuple[str, list]]]
+
+
+def in_order(by_org: dict[str, list]) -> list[tuple[str, list]]:
+    """Each org's events as the generator made them, org after org, 2,000 to a batch."""
+    return [(org, events[i : i + 2000]) for org, events in by_org.items() for i in range(0, len(events), 2000)]
+
+
+def loaded_clients(opened: dict[str, tuple[str, Store]], arrival: Arrival = in_order):
+    """The demo's events sent through the real app to each store, in the batches of
+    ``arrival``; yields per kind the client and an admin's headers, the workspace, the
+    events by org and the ingest keys."""
     events = list(generate(SCALE, seed=3, end=END))
     by_org: dict[str, list] = {}
     for event in events:
@@ -32,11 +42,11 @@ def loaded_clients(opened: dict[str, tuple[str, Store]]):
         admin = create_key(store, org=ws.org, workspace_id=ws.workspace_id, member_id=ws.admin_member_id)
         client = TestClient(create_app(Settings(database_url=url), store=store, clock=lambda: END))
         client.__enter__()
-        for org, batch in by_org.items():
-            key = ingest_keys[(kind, org)] = create_key(store, org=org, ingest=True)
-            for i in range(0, len(batch), 2000):
-                response = client.post("/api/v2/ingest", json={"batch": batch[i : i + 2000]}, headers=bearer(key))
-                assert response.status_code == 207 and response.json()["errors"] == []
+        for org in by_org:
+            ingest_keys[(kind, org)] = create_key(store, org=org, ingest=True)
+        for org, batch in arrival(by_org):
+            response = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_keys[(kind, org)]))
+            assert response.status_code == 207 and response.json()["errors"] == []
         out[kind] = (client, bearer(admin))
     yield out, ws, by_org, ingest_keys
     for client, _ in out.values():
