@@ -1,9 +1,11 @@
-"""The README documents every setting, and its two commands are what CI runs."""
+"""The README documents every setting, its two commands are what CI runs, and the OpenAPI
+document describes every parameter."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from parley.app import create_app
 from parley.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,3 +26,16 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme
     assert "make test" in ci
+
+
+def test_every_parameter_of_the_api_is_described_in_its_openapi_document():
+    """What /docs shows a user trying the API: each path and query parameter says what it does."""
+    schema = create_app(Settings(database_url="duckdb:///unused.duckdb")).openapi()
+    undescribed = [
+        (method.upper(), path, parameter["name"])
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        for parameter in operation.get("parameters", [])
+        if not parameter.get("description")
+    ]
+    assert undescribed == []

@@ -56,7 +56,9 @@ MentorId = Annotated[str | None, Depends(mentor_filter)]
 Tz = Annotated[str | None, Query(description="IANA time zone of the periods; default UTC.")]
 
 
-async def org_reader(org: str, principal: CurrentPrincipal) -> Principal:
+async def org_reader(
+    org: Annotated[str, Path(description="The caller's org; any other is a 404.")], principal: CurrentPrincipal
+) -> Principal:
     """A member allowed org-level analytics, of this org (any other org: 404)."""
     if principal.ingest:
         raise Forbidden("an ingestion key may only call the ingestion endpoint")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -33,8 +33,8 @@ class AssistantsUsage(BaseModel):
 @router.get("/api/v2/org/{org_id}/workspace/{workspace_id}/metrics/assistants_usage", response_model=AssistantsUsage)
 async def assistants_usage(
     now: Now,
-    org_id: str,
-    workspace_id: str,
+    org_id: Annotated[str, Path(description="The caller's org; any other is a 404.")],
+    workspace_id: Annotated[str, Path(description="The caller's workspace; any other is a 404.")],
     principal: CurrentPrincipal,
     store: StoreDep,
     from_date: Annotated[

@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -97,7 +97,10 @@ def iso_utc(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat() + "Z"
 
 
-async def workspace_member(workspace_uuid: str, principal: CurrentPrincipal) -> Principal:
+WorkspaceUuid = Annotated[str, Path(description="The caller's workspace; any other is a 404.")]
+
+
+async def workspace_member(workspace_uuid: WorkspaceUuid, principal: CurrentPrincipal) -> Principal:
     """The caller, checked against the path's workspace: 404 when it is not theirs."""
     if principal.ingest:
         raise Forbidden("an ingestion key may only call the ingestion endpoint")
@@ -117,22 +120,42 @@ def own_chats_only(principal: Principal) -> int | None:
 async def chat_query(
     principal: Member,
     sort_by: Annotated[
-        Literal["createdAt", "updatedAt", "lastMessageAt", "id", "title"], Query(alias="sortBy")
+        Literal["createdAt", "updatedAt", "lastMessageAt", "id", "title"],
+        Query(alias="sortBy", description="The field to sort by; ties are broken by id in the same order."),
     ] = "createdAt",
-    sort_order: Annotated[Literal["asc", "desc"], Query(alias="sortOrder")] = "desc",
-    mine: bool | None = None,
+    sort_order: Annotated[
+        Literal["asc", "desc"], Query(alias="sortOrder", description="Ascending or descending.")
+    ] = "desc",
+    mine: Annotated[
+        bool | None,
+        Query(description="true: only the chats the caller owns. false or absent filters nothing (see chats:read)."),
+    ] = None,
     archived: Annotated[bool | None, Query(description="Absent means false.")] = None,
-    needs_response: Annotated[bool | None, Query(alias="needsResponse")] = None,
-    paused: bool | None = None,
+    needs_response: Annotated[
+        bool | None, Query(alias="needsResponse", description="Chats flagged as waiting for a reply, or not.")
+    ] = None,
+    paused: Annotated[bool | None, Query(description="Paused chats, or not; absent filters nothing.")] = None,
     is_test: Annotated[bool | None, Query(alias="isTest", description="Absent means false.")] = None,
     is_anonymous: Annotated[
         bool | None, Query(alias="isAnonymous", description="true needs the chats:admin scope.")
     ] = None,
-    channel: Annotated[str | None, Query(max_length=256)] = None,
-    chat_type: Annotated[ChatType | None, Query(alias="chatType")] = None,
-    member_id: Annotated[int | None, Query(alias="memberId", ge=0, le=2**63 - 1)] = None,
-    assistant_member_id: Annotated[int | None, Query(alias="assistantMemberId", ge=0, le=2**63 - 1)] = None,
-    search: Annotated[str | None, Query(max_length=1000)] = None,
+    channel: Annotated[str | None, Query(max_length=256, description="This channel exactly.")] = None,
+    chat_type: Annotated[ChatType | None, Query(alias="chatType", description="This chat type.")] = None,
+    member_id: Annotated[
+        int | None,
+        Query(alias="memberId", ge=0, le=2**63 - 1, description="Chats this member owns or sent a message in."),
+    ] = None,
+    assistant_member_id: Annotated[
+        int | None,
+        Query(alias="assistantMemberId", ge=0, le=2**63 - 1, description="Chats of this assistant member."),
+    ] = None,
+    search: Annotated[
+        str | None,
+        Query(
+            max_length=1000,
+            description="Case-insensitive text in the title, any metadata value or any message's content.",
+        ),
+    ] = None,
     created_after: Annotated[str | None, Query(alias="createdAfter", description="ISO-8601 with offset.")] = None,
     created_before: Annotated[str | None, Query(alias="createdBefore", description="ISO-8601 with offset.")] = None,
     filters: Annotated[
@@ -195,12 +218,14 @@ def _chat(row: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("", response_model=ChatPage)
 async def list_chats(
-    workspace_uuid: str,
+    workspace_uuid: WorkspaceUuid,
     principal: Member,
     query: Filters,
     store: StoreDep,
-    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    page: Annotated[int, Query(ge=1, le=1_000_000, description="The page, from 1.")] = 1,
+    page_size: Annotated[
+        int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE, description=f"Chats a page, at most {MAX_PAGE_SIZE}.")
+    ] = DEFAULT_PAGE_SIZE,
 ) -> JsonResponse:
     """Chats of the workspace, filtered, sorted and paginated."""
     rows, total = await run_in_threadpool(
@@ -275,7 +300,7 @@ def _guard_formulas(batch: pa.RecordBatch) -> pa.RecordBatch:
     responses={200: {"content": {"text/csv": {}}, "description": "Every matching chat, as CSV"}},
 )
 async def export_chats(
-    now: Now, workspace_uuid: str, principal: Member, query: Filters, store: StoreDep
+    now: Now, workspace_uuid: WorkspaceUuid, principal: Member, query: Filters, store: StoreDep
 ) -> ClosingStream:
     """Every matching chat as CSV, streamed as the database produces the rows."""
     principal.require_scope("chats:read")
@@ -302,7 +327,7 @@ def attachment(filename: str) -> str:
 
 
 @router.get("/needs-response", response_model=list[int])
-async def needs_response(workspace_uuid: str, principal: Member, store: StoreDep) -> list[int]:
+async def needs_response(workspace_uuid: WorkspaceUuid, principal: Member, store: StoreDep) -> list[int]:
     """Ids of chats waiting for a reply: flagged, not archived, not muted (ascending)."""
     return await run_in_threadpool(
         store.needs_response, org=principal.org, workspace_id=workspace_uuid, owner_member_id=own_chats_only(principal)
@@ -312,7 +337,7 @@ async def needs_response(workspace_uuid: str, principal: Member, store: StoreDep
 @router.get("/stats/daily-creation", response_model=DailyCreationStats)
 async def daily_creation(
     now: Now,
-    workspace_uuid: str,
+    workspace_uuid: WorkspaceUuid,
     principal: Member,
     store: StoreDep,
     archived: Annotated[bool | None, Query(description="Absent means false.")] = None,
@@ -356,7 +381,7 @@ async def daily_creation(
 
 
 @router.get("/tool-call-names", response_model=list[str])
-async def tool_call_names(workspace_uuid: str, principal: Member, store: StoreDep) -> list[str]:
+async def tool_call_names(workspace_uuid: WorkspaceUuid, principal: Member, store: StoreDep) -> list[str]:
     """Distinct tool names called in the visible chats, in code-point order."""
     return await run_in_threadpool(
         store.tool_call_names, org=principal.org, workspace_id=workspace_uuid, owner_member_id=own_chats_only(principal)
