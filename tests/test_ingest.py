@@ -77,6 +77,40 @@ def test_one_bad_event_never_drops_its_neighbours(client, ingest_key, store: Sto
     assert store.count_events(org="acme") == 2
 
 
+def test_the_documented_body_describes_what_the_endpoint_takes(client, ingest_key):
+    """/docs shows each event type's envelope and body (the endpoint reads the body itself,
+    so FastAPI does not write it): the demo's events of every type conform to it; each
+    required field, left out, makes both the schema and the endpoint refuse the event; and
+    the example stores."""
+    import jsonschema_rs
+
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    body = schemas["IngestRequest"]
+    validator = jsonschema_rs.Draft202012Validator({**body, "components": {"schemas": schemas}})
+    demo = [
+        {k: v for k, v in e.items() if k != "org"}
+        for e in generate(SCALES["demo"], seed=1, end=datetime(2024, 6, 1, tzinfo=UTC))
+    ]
+    assert {e["type"] for e in demo} == set(EVENT_TYPES)
+    assert validator.is_valid({"batch": demo})
+    first = {e["type"]: e for e in reversed(demo)}
+    lacking = []
+    for event_type, sample in first.items():
+        envelope = schemas[body["properties"]["batch"]["items"]["discriminator"]["mapping"][event_type].split("/")[-1]]
+        required = schemas[envelope["properties"]["body"]["$ref"].split("/")[-1]]["required"]
+        for field in required:
+            event = {**sample, "id": f"{sample['id']}-no-{field}"}
+            event["body"] = {k: v for k, v in sample["body"].items() if k != field}
+            assert not validator.is_valid({"batch": [event]}), (event_type, field)
+            lacking.append(event)
+    assert len(lacking) >= 30
+    response = client.post("/api/v2/ingest", json={"batch": lacking}, headers=bearer(ingest_key))
+    assert response.json()["successes"] == []
+    assert [(e["index"], e["status"]) for e in response.json()["errors"]] == [(i, 400) for i in range(len(lacking))]
+    stored = client.post("/api/v2/ingest", json=body["examples"][0], headers=bearer(ingest_key))
+    assert stored.json() == {"successes": [{"id": "try-1", "status": 201}], "errors": []}
+
+
 # A client may stamp its envelopes when it sends them: its retry then carries later times
 # ("anew"), and is still the same events. (The ClickHouse store looked for them at the
 # retry's times only, and stored each twice, until the thirty-fifth session.)

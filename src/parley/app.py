@@ -19,6 +19,7 @@ from parley.clock import Clock, utcnow
 from parley.dashboard.router import STATIC
 from parley.dashboard.router import router as dashboard_router
 from parley.error_handlers import install_error_handlers
+from parley.ingest.router import REQUEST_COMPONENTS
 from parley.ingest.router import router as ingest_router
 from parley.metrics.calls import router as calls_router
 from parley.metrics.chats.router import router as chats_router
@@ -34,7 +35,8 @@ from parley.store.port import Store, open_configured_store
 def _without_422(app: FastAPI) -> None:
     """FastAPI's OpenAPI document, less the 422 answer it adds to every operation that
     takes parameters: Parley answers a request it cannot read with 400 and its own error
-    body (``errors.py``), never 422, and each router documents that 400."""
+    body (``errors.py``), never 422, and each router documents that 400. It gains the
+    schemas of the ingestion body, which the endpoint reads itself."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -45,6 +47,7 @@ def _without_422(app: FastAPI) -> None:
                     operation["responses"].pop("422", None)
             for name in ("HTTPValidationError", "ValidationError"):
                 schema["components"]["schemas"].pop(name, None)
+            schema["components"]["schemas"].update(REQUEST_COMPONENTS)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

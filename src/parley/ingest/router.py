@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import CurrentPrincipal, StoreDep
 from parley.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
-from parley.ingest.events import validate_batch
+from parley.ingest.events import BODY_SCHEMAS, Id, validate_batch
 from parley.ingest.service import BatchReport, ingest_batch, ingest_valid
 from parley.responses import JsonResponse
 from parley.schemas import ERROR_RESPONSES, ErrorBody, error_responses
@@ -38,10 +38,66 @@ class IngestResult(BaseModel):
     errors: list[IngestError]
 
 
-class IngestRequest(BaseModel):
-    """Documentation of the body; the endpoint reads it itself, event by event."""
+def _documented_event(event_type: str, body: type[BaseModel]) -> type[BaseModel]:
+    """The envelope of an event of ``event_type`` (contract section 2), for the OpenAPI
+    document alone."""
+    return create_model(
+        f"{body.__name__}Event",
+        __doc__=f"A {event_type} event.",
+        id=(Id, Field(description="The event's id: a second event with it is a duplicate, stored once.")),
+        type=(Literal[event_type], ...),
+        timestamp=(
+            str,
+            Field(
+                description="When it happened, ISO-8601 with an offset; of two upserts of one thing, the newer wins.",
+                examples=["2024-05-01T10:00:00Z"],
+            ),
+        ),
+        body=(body, ...),
+    )
 
-    batch: list[dict[str, Any]]
+
+DocumentedEvent = Annotated[
+    Union[tuple(_documented_event(t, body) for t, body in BODY_SCHEMAS.items())],  # noqa: UP007
+    Field(discriminator="type"),
+]
+
+
+class IngestRequest(BaseModel):
+    """The body: a batch of events, each stored or refused on its own. The endpoint reads
+    and validates it itself, event by event, so a bad event never costs its neighbours."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "batch": [
+                        {
+                            "id": "try-1",
+                            "type": "call.create",
+                            "timestamp": "2024-05-01T10:00:00Z",
+                            "body": {
+                                "workspace_id": "my-workspace",
+                                "call_id": "try-1",
+                                "assistant_id": "try-bot",
+                                "assistant_name": "Try Bot",
+                                "started_at": "2024-05-01T10:00:00Z",
+                                "duration_seconds": 90,
+                            },
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    batch: list[DocumentedEvent] = Field(description="At most PARLEY_MAX_BATCH_EVENTS events (10,000 by default).")
+
+
+# The body's schema in the OpenAPI document: the events' schemas go to its components,
+# where the request body's references point (``create_app`` adds them).
+_REQUEST_SCHEMA = IngestRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+REQUEST_COMPONENTS = {**_REQUEST_SCHEMA.pop("$defs"), "IngestRequest": _REQUEST_SCHEMA}
 
 
 GZIP = ("gzip", "x-gzip")
@@ -97,7 +153,7 @@ def gunzip(data: bytes, limit: int) -> bytes:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": IngestRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IngestRequest"}}},
         }
     },
 )
