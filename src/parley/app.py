@@ -19,7 +19,7 @@ from parley.clock import Clock, utcnow
 from parley.dashboard.router import STATIC
 from parley.dashboard.router import router as dashboard_router
 from parley.error_handlers import install_error_handlers
-from parley.ingest.router import REQUEST_COMPONENTS
+from parley.ingest.router import request_components
 from parley.ingest.router import router as ingest_router
 from parley.metrics.calls import router as calls_router
 from parley.metrics.chats.router import router as chats_router
@@ -47,7 +47,7 @@ def _without_422(app: FastAPI) -> None:
                     operation["responses"].pop("422", None)
             for name in ("HTTPValidationError", "ValidationError"):
                 schema["components"]["schemas"].pop(name, None)
-            schema["components"]["schemas"].update(REQUEST_COMPONENTS)
+            schema["components"]["schemas"].update(request_components())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -44,6 +44,7 @@ def _documented_event(event_type: str, body: type[BaseModel]) -> type[BaseModel]
     return create_model(
         f"{body.__name__}Event",
         __doc__=f"A {event_type} event.",
+        __config__=ConfigDict(defer_build=True),  # built when the document is made, not at import
         id=(Id, Field(description="The event's id: a second event with it is a duplicate, stored once.")),
         type=(Literal[event_type], ...),
         timestamp=(
@@ -68,6 +69,7 @@ class IngestRequest(BaseModel):
     and validates it itself, event by event, so a bad event never costs its neighbours."""
 
     model_config = ConfigDict(
+        defer_build=True,
         json_schema_extra={
             "examples": [
                 {
@@ -88,16 +90,17 @@ class IngestRequest(BaseModel):
                     ]
                 }
             ]
-        }
+        },
     )
 
     batch: list[DocumentedEvent] = Field(description="At most PARLEY_MAX_BATCH_EVENTS events (10,000 by default).")
 
 
-# The body's schema in the OpenAPI document: the events' schemas go to its components,
-# where the request body's references point (``create_app`` adds them).
-_REQUEST_SCHEMA = IngestRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-REQUEST_COMPONENTS = {**_REQUEST_SCHEMA.pop("$defs"), "IngestRequest": _REQUEST_SCHEMA}
+def request_components() -> dict[str, Any]:
+    """The schemas of the body and its events, for the OpenAPI document's components, where
+    the request body's reference points (``create_app`` adds them when the document is made)."""
+    schema = IngestRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs"), "IngestRequest": schema}
 
 
 GZIP = ("gzip", "x-gzip")
