@@ -39,3 +39,29 @@ def test_every_parameter_of_the_api_is_described_in_its_openapi_document():
         if not parameter.get("description")
     ]
     assert undescribed == []
+
+
+def test_every_field_of_every_answer_is_described_in_the_openapi_document():
+    """The schemas of the responses, and the schemas they hold, describe each field."""
+    schema = create_app(Settings(database_url="duckdb:///unused.duckdb")).openapi()
+    components = schema["components"]["schemas"]
+
+    def referenced(value) -> set[str]:
+        if isinstance(value, dict):
+            own = {value["$ref"].rsplit("/", 1)[-1]} if "$ref" in value else set()
+            return own.union(*(referenced(v) for v in value.values()))
+        if isinstance(value, list):
+            return set().union(*(referenced(v) for v in value))
+        return set()
+
+    answers = referenced([op["responses"] for item in schema["paths"].values() for op in item.values()])
+    while (more := referenced([components[name] for name in answers]) - answers) != set():
+        answers |= more
+    assert len(answers) >= 15
+    undescribed = [
+        (name, field)
+        for name in sorted(answers)
+        for field, spec in components[name].get("properties", {}).items()
+        if not spec.get("description")
+    ]
+    assert undescribed == []

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ErrorField(BaseModel):
-    field: str
-    message: str
+    field: str = Field(description="The parameter or field at fault.")
+    message: str = Field(description="What is wrong with it.")
 
 
 class ErrorBody(BaseModel):
-    detail: str
-    errors: list[ErrorField] | None = None
+    detail: str = Field(description="What is wrong, in a sentence.")
+    errors: list[ErrorField] | None = Field(
+        None, description="Each parameter at fault, when the request's could not be read."
+    )
 
 
 def error_responses(model: type[BaseModel], *codes: int) -> dict[int | str, dict[str, Any]]:

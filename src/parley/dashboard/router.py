@@ -11,7 +11,7 @@ from importlib import resources
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from parley.auth.principal import CurrentPrincipal
 from parley.schemas import ErrorBody, error_responses
@@ -21,12 +21,12 @@ STATIC = resources.files("parley.dashboard").joinpath("static")
 
 
 class Me(BaseModel):
-    org: str
-    ingest: bool
-    workspaceId: str | None
-    memberId: int | None
-    role: str | None
-    scopes: list[str]
+    org: str = Field(description="The key's org.")
+    ingest: bool = Field(description="Whether it is an org ingestion key.")
+    workspaceId: str | None = Field(description="The workspace the key acts in; null for an ingestion key.")
+    memberId: int | None = Field(description="The member the key acts as; null for an ingestion key.")
+    role: str | None = Field(description="That member's role; null until the member is known.")
+    scopes: list[str] = Field(description="The scopes the key acts with: the role's and the member's own.")
 
 
 @router.get("/api/v2/me", response_model=Me, tags=["meta"], responses=error_responses(ErrorBody, 401, 503))

@@ -22,20 +22,20 @@ router = APIRouter(tags=["ingestion"])
 
 
 class IngestSuccess(BaseModel):
-    id: str
-    status: int
+    id: str = Field(description="The event's id.")
+    status: int = Field(description="201: stored; 200: a duplicate of one stored before (or earlier in the batch).")
 
 
 class IngestError(BaseModel):
-    id: str | None
-    index: int
-    status: int
-    message: str
+    id: str | None = Field(description="The event's id; null when it has none that could be read.")
+    index: int = Field(description="The event's place in the batch, from 0.")
+    status: int = Field(description="400: the event is invalid; 500: the store failed it (send it again).")
+    message: str = Field(description="What is wrong, naming the field.")
 
 
 class IngestResult(BaseModel):
-    successes: list[IngestSuccess]
-    errors: list[IngestError]
+    successes: list[IngestSuccess] = Field(description="The events stored or already stored, in batch order.")
+    errors: list[IngestError] = Field(description="The events refused, in batch order.")
 
 
 def _documented_event(event_type: str, body: type[BaseModel]) -> type[BaseModel]:

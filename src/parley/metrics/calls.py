@@ -7,7 +7,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import CurrentPrincipal, StoreDep
@@ -25,27 +25,27 @@ CENT = Decimal("0.01")
 
 
 class AssistantCalls(BaseModel):
-    assistant_id: str
-    assistant_name: str
-    total_calls: int
-    total_duration_minutes: float
-    total_duration_hours: float
-    avg_duration_minutes: float
+    assistant_id: str = Field(description="The assistant that took the calls.")
+    assistant_name: str = Field(description="Its assistant.upsert name, else its newest named call's, else its id.")
+    total_calls: int = Field(description="Calls started in the range, those without a duration included.")
+    total_duration_minutes: float = Field(description="Their total duration, rounded to 2 places.")
+    total_duration_hours: float = Field(description="The same in hours, rounded to 2 places from the exact total.")
+    avg_duration_minutes: float = Field(description="The exact total in minutes over total_calls, rounded to 2 places.")
 
 
 class CallsData(BaseModel):
-    assistants: list[AssistantCalls]
+    assistants: list[AssistantCalls] = Field(description="By total duration, longest first; ties by name, then id.")
 
 
 class CallsByAssistant(BaseModel):
-    success: Literal[True] = True
-    message: str = "Calls by assistant fetched successfully"
-    data: CallsData
+    success: Literal[True] = Field(True, description="true: the seed's envelope.")
+    message: str = Field("Calls by assistant fetched successfully", description="Always this text.")
+    data: CallsData = Field(description="The calls of the caller's workspace started in the range.")
 
 
 class CallsError(BaseModel):
-    success: Literal[False] = False
-    message: str
+    success: Literal[False] = Field(False, description="false: the seed's envelope.")
+    message: str = Field(description="What is wrong.")
 
 
 def _round2(value: Decimal) -> float:

@@ -11,7 +11,7 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import ORG_ROLES, CurrentPrincipal, Principal, StoreDep
@@ -109,20 +109,22 @@ Series = Annotated[SeriesRequest, Depends(series_request)]
 
 
 class Cohorts(BaseModel):
-    periods: list[str]
-    new_users: list[int]
-    veteran_users: list[int]
+    periods: list[str] = Field(description="Each period's start, in the time zone asked.")
+    new_users: list[int] = Field(description="Users registered in the period.")
+    veteran_users: list[int] = Field(description="Users registered before the range and active in the period.")
 
 
 class UserCost(BaseModel):
-    total_cost: float
+    total_cost: float = Field(
+        description="USD to 6 places: observations' own costs, else their tokens at the model's price."
+    )
 
 
 class UserChatFeedbackCount(BaseModel):
-    period: str
-    feedback_count: int
-    positive: int
-    negative: int
+    period: str = Field(description="The period's start, in the time zone asked.")
+    feedback_count: int = Field(description="Feedback given in the period.")
+    positive: int = Field(description="Of it, positive.")
+    negative: int = Field(description="Of it, negative.")
 
 
 @router.get("/user-cohorts-over-time/", response_model=Cohorts)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import CurrentPrincipal, StoreDep
@@ -22,12 +22,14 @@ UNKNOWN_ASSISTANT = "unknown"
 
 
 class Point(BaseModel):
-    x: str
-    y: int
+    x: str = Field(description="The day, YYYY-MM-DD, in the time zone asked.")
+    y: int = Field(description="The assistant's messages that day.")
 
 
 class AssistantsUsage(BaseModel):
-    data: dict[str, list[Point]]
+    data: dict[str, list[Point]] = Field(
+        description="By assistant name ('unknown' for messages with none): every day of the range, newest first."
+    )
 
 
 @router.get("/api/v2/org/{org_id}/workspace/{workspace_id}/metrics/assistants_usage", response_model=AssistantsUsage)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import CurrentPrincipal, Principal, StoreDep
@@ -42,25 +42,27 @@ ChatType = Literal["assignment", "manager", "dm", "testing"]
 
 
 class Chat(BaseModel):
-    id: int
-    title: str | None
-    chatType: str
-    channel: str
-    ownerMemberId: int
-    ownerName: str | None
-    assistantMemberId: int | None
-    assistantName: str | None
-    archived: bool
-    needsResponse: bool
-    paused: bool
-    muted: bool
-    isTest: bool
-    isAnonymous: bool | None
-    messageCount: int
-    lastMessageAt: str | None
-    createdAt: str
-    updatedAt: str
-    metadata: dict[str, Any] | None
+    id: int = Field(description="The chat's id in the workspace.")
+    title: str | None = Field(description="Null when the chat has none.")
+    chatType: str = Field(description="assignment, manager, dm or testing.")
+    channel: str = Field(description="Where the chat takes place, as the platform names it.")
+    ownerMemberId: int = Field(description="The member who owns the chat.")
+    ownerName: str | None = Field(description="The owner's latest name; null when the member is not known.")
+    assistantMemberId: int | None = Field(description="The assistant member of the chat, if any.")
+    assistantName: str | None = Field(description="That member's latest name; null when it has none or is not known.")
+    archived: bool = Field(description="Archived chats are listed only with archived=true.")
+    needsResponse: bool = Field(description="Flagged as waiting for a reply.")
+    paused: bool = Field(description="Paused by the platform.")
+    muted: bool = Field(description="Muted chats are left out of needs-response.")
+    isTest: bool = Field(description="Test chats are listed only with isTest=true.")
+    isAnonymous: bool | None = Field(
+        description="Whether the owner is anonymous; null when the owner is not a known member."
+    )
+    messageCount: int = Field(description="The chat's messages, each counted once.")
+    lastMessageAt: str | None = Field(description="ISO-8601 UTC time of the newest message; null with no messages.")
+    createdAt: str = Field(description="ISO-8601 UTC, from the chat.upsert.")
+    updatedAt: str = Field(description="ISO-8601 UTC time of the latest chat.upsert or chat.update applied.")
+    metadata: dict[str, Any] | None = Field(description="The chat's latest metadata object, as sent.")
 
 
 # The export's header: a chat's fields, in the contract's order (the store's columns follow it).
@@ -73,23 +75,23 @@ GUARDED_COLUMNS = tuple(
 
 
 class ChatPage(BaseModel):
-    items: list[Chat]
-    total: int
-    page: int
-    pageSize: int
+    items: list[Chat] = Field(description="The page's chats, in the order asked.")
+    total: int = Field(description="Chats matching the filters, on every page.")
+    page: int = Field(description="This page, from 1.")
+    pageSize: int = Field(description="Chats a page, as asked.")
 
 
 class DailyCreation(BaseModel):
-    date: str
-    count: int
-    assignment: int
-    manager: int
-    dm: int
-    testing: int
+    date: str = Field(description="The day, YYYY-MM-DD, in the time zone asked.")
+    count: int = Field(description="Chats created that day.")
+    assignment: int = Field(description="Of them, assignment chats.")
+    manager: int = Field(description="Of them, manager chats.")
+    dm: int = Field(description="Of them, direct-message chats.")
+    testing: int = Field(description="Of them, testing chats.")
 
 
 class DailyCreationStats(BaseModel):
-    dailyStats: list[DailyCreation]
+    dailyStats: list[DailyCreation] = Field(description="The 30 days ending today, oldest first, every day present.")
 
 
 def iso_utc(moment: datetime | None) -> str | None:
