@@ -135,48 +135,56 @@ class Body(BaseModel):
 
 
 class WorkspaceUpsert(Body):
-    workspace_id: WorkspaceId
-    name: Name
+    workspace_id: WorkspaceId = Field(
+        description="The workspace's id; no '/' (it is the {workspace_uuid} of the chats' paths)."
+    )
+    name: Name = Field(description="Its name; the newest upsert wins.")
 
 
 class MemberUpsert(Body):
-    workspace_id: WorkspaceId
-    member_id: MemberId
-    name: Name
-    kind: MemberKind
-    role: Role
-    scopes: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list)
-    is_anonymous: StrictBool = False
+    workspace_id: WorkspaceId = Field(description="The member's workspace.")
+    member_id: MemberId = Field(description="The member's id in the workspace, an integer.")
+    name: Name = Field(description="Its name (a chat's ownerName, assistantName); the newest upsert wins.")
+    kind: MemberKind = Field(description="human or assistant.")
+    role: Role = Field(description="What the member's keys may read: superadmin, admin, controller, curator or basic.")
+    scopes: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list, description="Scopes the member has beyond its role's."
+    )
+    is_anonymous: StrictBool = Field(False, description="The member's chats are anonymous (isAnonymous).")
 
 
 class AssistantUpsert(Body):
-    assistant_id: Id
-    name: Name
-    workspace_id: WorkspaceId | None = None
-    member_id: MemberId | None = None
+    assistant_id: Id = Field(description="The assistant's id, as its calls name it.")
+    name: Name = Field(description="Its name in the calls by assistant.")
+    workspace_id: WorkspaceId | None = Field(None, description="Its workspace, if any.")
+    member_id: MemberId | None = Field(None, description="Its member id, if it is a member too.")
 
 
 class UserUpsert(Body):
-    user_id: Id
-    registered_at: Instant
-    name: Name | None = None
+    user_id: Id = Field(description="The end user's id.")
+    registered_at: Instant = Field(
+        description="When the user signed up: cohorts count new users by it. The newest upsert wins."
+    )
+    name: Name | None = Field(None, description="The user's name.")
 
 
 class ChatUpsert(Body):
-    workspace_id: WorkspaceId
-    chat_id: MemberId
-    owner_member_id: MemberId
-    assistant_member_id: MemberId | None = None
-    chat_type: ChatType
-    channel: Annotated[str, Field(max_length=256)]
-    title: str | None = None
-    metadata: JsonObject | None = None
-    archived: StrictBool = False
-    needs_response: StrictBool = False
-    paused: StrictBool = False
-    muted: StrictBool = False
-    is_test: StrictBool = False
-    created_at: Instant
+    workspace_id: WorkspaceId = Field(description="The chat's workspace.")
+    chat_id: MemberId = Field(description="The chat's id in the workspace, an integer.")
+    owner_member_id: MemberId = Field(description="The member who owns the chat.")
+    assistant_member_id: MemberId | None = Field(None, description="The assistant member of the chat, if any.")
+    chat_type: ChatType = Field(description="assignment, manager, dm or testing.")
+    channel: Annotated[str, Field(max_length=256)] = Field(
+        description="Where the chat takes place, as the platform names it (web, slack...)."
+    )
+    title: str | None = Field(None, description="The chat's title.")
+    metadata: JsonObject | None = Field(None, description="A JSON object: searched, and filtered by metadata.<key>.")
+    archived: StrictBool = Field(False, description="Archived chats are listed only when asked for.")
+    needs_response: StrictBool = Field(False, description="Waiting for a reply (needs-response).")
+    paused: StrictBool = Field(False, description="Paused by the platform.")
+    muted: StrictBool = Field(False, description="Muted chats are left out of needs-response.")
+    is_test: StrictBool = Field(False, description="Test chats are listed only when asked for.")
+    created_at: Instant = Field(description="When the chat was created.")
 
 
 CHAT_UPDATE_FIELDS = (
@@ -192,16 +200,16 @@ CHAT_UPDATE_FIELDS = (
 
 
 class ChatUpdate(Body):
-    workspace_id: WorkspaceId
-    chat_id: MemberId
-    title: str | None = None
-    metadata: JsonObject | None = None
-    archived: StrictBool | None = None
-    needs_response: StrictBool | None = None
-    paused: StrictBool | None = None
-    muted: StrictBool | None = None
-    is_test: StrictBool | None = None
-    assistant_member_id: MemberId | None = None
+    workspace_id: WorkspaceId = Field(description="The chat's workspace.")
+    chat_id: MemberId = Field(description="The chat's id in the workspace, an integer.")
+    title: str | None = Field(None, description="The chat's title.")
+    metadata: JsonObject | None = Field(None, description="A JSON object: searched, and filtered by metadata.<key>.")
+    archived: StrictBool | None = Field(None, description="Archived chats are listed only when asked for.")
+    needs_response: StrictBool | None = Field(None, description="Waiting for a reply (needs-response).")
+    paused: StrictBool | None = Field(None, description="Paused by the platform.")
+    muted: StrictBool | None = Field(None, description="Muted chats are left out of needs-response.")
+    is_test: StrictBool | None = Field(None, description="Test chats are listed only when asked for.")
+    assistant_member_id: MemberId | None = Field(None, description="The assistant member of the chat, if any.")
 
     @model_validator(mode="after")
     def _at_least_one_field(self) -> ChatUpdate:
@@ -212,30 +220,36 @@ class ChatUpdate(Body):
 
 class ToolCall(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
-    name: Annotated[str, Field(min_length=1, max_length=256)]
-    arguments: JsonValue = None
+    name: Annotated[str, Field(min_length=1, max_length=256)] = Field(description="The tool's name (tool-call names).")
+    arguments: JsonValue = Field(None, description="Any JSON value.")
 
 
 class MessageCreate(Body):
-    workspace_id: WorkspaceId
-    chat_id: MemberId
-    message_id: Id
-    role: MessageRole
-    sender_member_id: MemberId | None = None
-    assistant_name: Name | None = None
-    content: str | None = None
-    tool_calls: list[ToolCall] | None = None
-    created_at: Instant
+    workspace_id: WorkspaceId = Field(description="The chat's workspace.")
+    chat_id: MemberId = Field(description="The message's chat; it may come before the chat.")
+    message_id: Id = Field(description="The message's id: another message with it is the same message, counted once.")
+    role: MessageRole = Field(description="user, assistant, tool or system.")
+    sender_member_id: MemberId | None = Field(None, description="The member who sent it (the memberId filter).")
+    assistant_name: Name | None = Field(
+        None, description="The assistant's name: the assistants usage counts assistant messages by it."
+    )
+    content: str | None = Field(None, description="The message's text, which the chats search reads.")
+    tool_calls: list[ToolCall] | None = Field(None, description="The tools the message called.")
+    created_at: Instant = Field(description="When it was sent (lastMessageAt; the usage's day).")
 
 
 class CallCreate(Body):
-    workspace_id: WorkspaceId
-    call_id: Id
-    assistant_id: Id
-    assistant_name: Name | None = None
-    started_at: Instant
-    ended_at: Instant | None = None
-    duration_seconds: Annotated[float, Field(ge=0, le=10**9, allow_inf_nan=False)] | None = None
+    workspace_id: WorkspaceId = Field(description="The call's workspace.")
+    call_id: Id = Field(description="The call's id.")
+    assistant_id: Id = Field(description="The assistant that took the call.")
+    assistant_name: Name | None = Field(
+        None, description="Its name at the call, used when no assistant.upsert names it."
+    )
+    started_at: Instant = Field(description="When the call started: the ranges count calls by it.")
+    ended_at: Instant | None = Field(None, description="When it ended; not before started_at.")
+    duration_seconds: Annotated[float, Field(ge=0, le=10**9, allow_inf_nan=False)] | None = Field(
+        None, description="When absent, ended_at - started_at; when both are absent, the call has no duration."
+    )
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> CallCreate:
@@ -245,40 +259,48 @@ class CallCreate(Body):
 
 
 class SessionCreate(Body):
-    session_id: Id
-    user_id: Id
-    mentor_id: Id | None = None
-    started_at: Instant
+    session_id: Id = Field(description="The session's id.")
+    user_id: Id = Field(description="The session's user, and that of its traces and feedback that name none.")
+    mentor_id: Id | None = Field(
+        None, description="The session's assistant (mentor_id), and that of its traces and feedback that name none."
+    )
+    started_at: Instant = Field(description="When the session started: its user is active then.")
 
 
 class TraceCreate(Body):
-    trace_id: Id
-    session_id: Id | None = None
-    user_id: Id | None = None
-    mentor_id: Id | None = None
-    timestamp: Instant
+    trace_id: Id = Field(description="The trace's id.")
+    session_id: Id | None = Field(
+        None, description="Its session, which gives it a user and mentor it lacks; it may come after the trace."
+    )
+    user_id: Id | None = Field(None, description="The trace's user, else its session's.")
+    mentor_id: Id | None = Field(None, description="The trace's assistant, else its session's.")
+    timestamp: Instant = Field(description="When it ran: its observations' cost counts on this day.")
 
 
 class ObservationCreate(Body):
-    observation_id: Id
-    trace_id: Id
-    type: ObservationType
-    model: Annotated[str, Field(max_length=256)] | None = None
-    input_tokens: Tokens | None = None
-    output_tokens: Tokens | None = None
+    observation_id: Id = Field(description="The observation's id.")
+    trace_id: Id = Field(description="Its trace, whose user the cost counts for; it may come after the observation.")
+    type: ObservationType = Field(description="generation, span or event.")
+    model: Annotated[str, Field(max_length=256)] | None = Field(
+        None, description="The model, which prices the tokens when cost_usd is absent."
+    )
+    input_tokens: Tokens | None = Field(None, description="Input tokens.")
+    output_tokens: Tokens | None = Field(None, description="Output tokens.")
     # Stored as integer pico-dollars (64 bits): a million dollars an observation fits with room.
-    cost_usd: Annotated[float, Field(ge=0, le=MAX_OBSERVATION_COST_USD, allow_inf_nan=False)] | None = None
-    start_time: Instant
+    cost_usd: Annotated[float, Field(ge=0, le=MAX_OBSERVATION_COST_USD, allow_inf_nan=False)] | None = Field(
+        None, description="Its cost in USD; when absent, the tokens at the model's price (0 for a model with no price)."
+    )
+    start_time: Instant = Field(description="When it started.")
 
 
 class FeedbackCreate(Body):
-    feedback_id: Id
-    user_id: Id
-    rating: Rating
-    mentor_id: Id | None = None
-    session_id: Id | None = None
-    comment: str | None = None
-    created_at: Instant
+    feedback_id: Id = Field(description="The feedback's id.")
+    user_id: Id = Field(description="The user who gave it.")
+    rating: Rating = Field(description="positive or negative.")
+    mentor_id: Id | None = Field(None, description="The assistant rated, else its session's.")
+    session_id: Id | None = Field(None, description="Its session.")
+    comment: str | None = Field(None, description="The user's words.")
+    created_at: Instant = Field(description="When it was given.")
 
 
 BODY_SCHEMAS: dict[str, type[Body]] = {

@@ -46,7 +46,7 @@ def _documented_event(event_type: str, body: type[BaseModel]) -> type[BaseModel]
         __doc__=f"A {event_type} event.",
         __config__=ConfigDict(defer_build=True),  # built when the document is made, not at import
         id=(Id, Field(description="The event's id: a second event with it is a duplicate, stored once.")),
-        type=(Literal[event_type], ...),
+        type=(Literal[event_type], Field(description="The event's type, which says what its body holds.")),
         timestamp=(
             str,
             Field(
@@ -54,7 +54,7 @@ def _documented_event(event_type: str, body: type[BaseModel]) -> type[BaseModel]
                 examples=["2024-05-01T10:00:00Z"],
             ),
         ),
-        body=(body, ...),
+        body=(body, Field(description=f"What the {event_type} says.")),
     )
 
 
