@@ -30,8 +30,8 @@ def in_order(by_org: dict[str, list]) -> list[tuple[str, list]]:
 
 def loaded_clients(opened: dict[str, tuple[str, Store]], arrival: Arrival = in_order):
     """The demo's events sent through the real app to each store, in the batches of
-    ``arrival``; yields per kind the client and an admin's headers, the workspace, the
-    events by org and the ingest keys."""
+    ``arrival`` (which may name orgs of its own); yields per kind the client and an
+    admin's headers, the workspace, the events by org and the ingest keys."""
     events = list(generate(SCALE, seed=3, end=END))
     by_org: dict[str, list] = {}
     for event in events:
@@ -42,9 +42,9 @@ def loaded_clients(opened: dict[str, tuple[str, Store]], arrival: Arrival = in_o
         admin = create_key(store, org=ws.org, workspace_id=ws.workspace_id, member_id=ws.admin_member_id)
         client = TestClient(create_app(Settings(database_url=url), store=store, clock=lambda: END))
         client.__enter__()
-        for org in by_org:
-            ingest_keys[(kind, org)] = create_key(store, org=org, ingest=True)
         for org, batch in arrival(by_org):
+            if (kind, org) not in ingest_keys:
+                ingest_keys[(kind, org)] = create_key(store, org=org, ingest=True)
             response = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_keys[(kind, org)]))
             assert response.status_code == 207 and response.json()["errors"] == []
         out[kind] = (client, bearer(admin))
