@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StrictBool,
     StrictInt,
     StrictStr,
@@ -29,6 +30,7 @@ from pydantic import (
     create_model,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 from typing_extensions import TypeAliasType
 
@@ -51,6 +53,12 @@ class _AsText:
             text, custom_error_type="time_text", custom_error_message=TIME_AS_TEXT
         )
         return core_schema.chain_schema([as_text, handler(source)])
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """What the OpenAPI document shows: a date-time with an offset (RFC 3339)."""
+        return {"type": "string", "format": "date-time", "examples": ["2024-05-01T10:00:00Z"]}
 
 
 # Times keep their offset through validation and are turned into naive UTC a whole

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from parley.auth.principal import CurrentPrincipal, StoreDep
 from parley.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
-from parley.ingest.events import BODY_SCHEMAS, Id, validate_batch
+from parley.ingest.events import BODY_SCHEMAS, Id, Instant, validate_batch
 from parley.ingest.service import BatchReport, ingest_batch, ingest_valid
 from parley.responses import JsonResponse
 from parley.schemas import ERROR_RESPONSES, ErrorBody, error_responses
@@ -48,10 +48,9 @@ def _documented_event(event_type: str, body: type[BaseModel]) -> type[BaseModel]
         id=(Id, Field(description="The event's id: a second event with it is a duplicate, stored once.")),
         type=(Literal[event_type], Field(description="The event's type, which says what its body holds.")),
         timestamp=(
-            str,
+            Instant,
             Field(
-                description="When it happened, ISO-8601 with an offset; of two upserts of one thing, the newer wins.",
-                examples=["2024-05-01T10:00:00Z"],
+                description="When it happened, ISO-8601 with an offset; of two upserts of one thing, the newer wins."
             ),
         ),
         body=(body, Field(description=f"What the {event_type} says.")),
