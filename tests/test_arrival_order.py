@@ -41,23 +41,27 @@ def shuffled(by_org: dict[str, list]) -> list[tuple[str, list]]:
 
 def bulk_loaded(url: str, store: Store):
     """The same events shuffled, loaded as ``parley ingest`` loads a file: chunks of 400
-    lines through 2 worker processes, stored 4 chunks at a time, then put in order."""
+    lines through 2 worker processes, stored 4 chunks at a time, then put in order. The
+    store is closed however the load ends (chdb admits one data directory a process: one
+    left open would fail the chdb tests after it)."""
     by_org: dict[str, list] = {}
     for event in generate(SCALE, seed=3, end=END):
         by_org.setdefault(event.pop("org"), []).append(event)
     lines = [orjson.dumps({**event, "org": org}) for org, batch in shuffled(by_org) for event in batch]
     chunks = [Chunk(i + 1, lines[i : i + 400], 0) for i in range(0, len(lines), 400)]
-    report = LinesReport()
-    for _, chunk_report in ingest_chunks(store, chunks, org=None, workers=2, together=4):
-        report.merge(chunk_report)
-    store.reorder()
-    sent_twice = len(lines) - len({(org, event["id"]) for org, batch in by_org.items() for event in batch})
-    assert (report.accepted, report.duplicates, report.rejected) == (len(lines) - sent_twice, sent_twice, [])
-    ws = workspaces(SCALE, seed=3)[0]
-    admin = create_key(store, org=ws.org, workspace_id=ws.workspace_id, member_id=ws.admin_member_id)
-    with TestClient(create_app(Settings(database_url=url), store=store, clock=lambda: END)) as client:
-        yield client, bearer(admin)
-    store.close()
+    try:
+        report = LinesReport()
+        for _, chunk_report in ingest_chunks(store, chunks, org=None, workers=2, together=4):
+            report.merge(chunk_report)
+        store.reorder()
+        sent_twice = len(lines) - len({(org, event["id"]) for org, batch in by_org.items() for event in batch})
+        assert (report.accepted, report.duplicates, report.rejected) == (len(lines) - sent_twice, sent_twice, [])
+        ws = workspaces(SCALE, seed=3)[0]
+        admin = create_key(store, org=ws.org, workspace_id=ws.workspace_id, member_id=ws.admin_member_id)
+        with TestClient(create_app(Settings(database_url=url), store=store, clock=lambda: END)) as client:
+            yield client, bearer(admin)
+    finally:
+        store.close()
 
 
 def answers(client: TestClient, key: dict[str, str], urls: list[str]) -> dict[str, tuple[int, bytes]]:

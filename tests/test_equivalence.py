@@ -37,22 +37,26 @@ def loaded_clients(opened: dict[str, tuple[str, Store]], arrival: Arrival = in_o
     for event in events:
         by_org.setdefault(event.pop("org"), []).append(event)
     ws = workspaces(SCALE, seed=3)[0]
-    out, ingest_keys = {}, {}
-    for kind, (url, store) in opened.items():
-        admin = create_key(store, org=ws.org, workspace_id=ws.workspace_id, member_id=ws.admin_member_id)
-        client = TestClient(create_app(Settings(database_url=url), store=store, clock=lambda: END))
-        client.__enter__()
-        for org, batch in arrival(by_org):
-            if (kind, org) not in ingest_keys:
-                ingest_keys[(kind, org)] = create_key(store, org=org, ingest=True)
-            response = client.post("/api/v2/ingest", json={"batch": batch}, headers=bearer(ingest_keys[(kind, org)]))
-            assert response.status_code == 207 and response.json()["errors"] == []
-        out[kind] = (client, bearer(admin))
-    yield out, ws, by_org, ingest_keys
-    for client, _ in out.values():
-        client.__exit__(None, None, None)
-    for _, store in opened.values():
-        store.close()
+    out, ingest_keys, entered = {}, {}, []
+    try:
+        for kind, (url, store) in opened.items():
+            admin = create_key(store, org=ws.org, workspace_id=ws.workspace_id, member_id=ws.admin_member_id)
+            client = TestClient(create_app(Settings(database_url=url), store=store, clock=lambda: END))
+            client.__enter__()
+            entered.append(client)
+            for org, batch in arrival(by_org):
+                if (kind, org) not in ingest_keys:
+                    ingest_keys[(kind, org)] = create_key(store, org=org, ingest=True)
+                key = bearer(ingest_keys[(kind, org)])
+                response = client.post("/api/v2/ingest", json={"batch": batch}, headers=key)
+                assert response.status_code == 207 and response.json()["errors"] == []
+            out[kind] = (client, bearer(admin))
+        yield out, ws, by_org, ingest_keys
+    finally:  # however the load ends: chdb admits one data directory a process
+        for client in entered:
+            client.__exit__(None, None, None)
+        for _, store in opened.values():
+            store.close()
 
 
 @pytest.fixture(scope="module")
