@@ -1,5 +1,5 @@
 """The README documents every setting, its two commands are what CI runs, and the OpenAPI
-document describes every parameter."""
+document describes every parameter and every field of every body."""
 
 from __future__ import annotations
 
