@@ -208,6 +208,9 @@ CHAT_UPDATE_FIELDS = (
 
 
 class ChatUpdate(Body):
+    """Sets only the fields it carries, at least one of them; a field carried as null is
+    set to null. Of two updates of one field, the newer (by the envelope's timestamp) wins."""
+
     workspace_id: WorkspaceId = Field(description="The chat's workspace.")
     chat_id: MemberId = Field(description="The chat's id in the workspace, an integer.")
     title: str | None = Field(None, description="The chat's title.")
