@@ -265,6 +265,16 @@ def _cost_rows(con: duckdb.DuckDBPyConnection) -> int:
     return int(con.execute("SELECT count(*) FROM user_cost_days").fetchall()[0][0])
 
 
+def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    """The value ``parley_meta`` keeps under ``key``, None when it keeps none."""
+    row = con.execute("SELECT value FROM parley_meta WHERE key = ?", [key]).fetchone()
+    return None if row is None else row[0]
+
+
+def _keep_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    con.execute("INSERT OR REPLACE INTO parley_meta VALUES (?, ?)", [key, value])
+
+
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     """The names of ``table``'s columns (none when it does not exist)."""
     rows = con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]).fetchall()
@@ -426,8 +436,8 @@ class DuckDBStore(SqlStore):
         state_columns = _columns(con, "chat_state")
         con.execute(_DDL_FIXED)
         con.execute(CHAT_STATE_DDL)
-        row = con.execute("SELECT value FROM parley_meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
+        kept = _meta(con, "schema_version")
+        version = int(kept) if kept is not None else 0
         if version > schema.SCHEMA_VERSION:
             raise RuntimeError(
                 f"{self.path} has schema version {version}, newer than this Parley "
@@ -456,8 +466,7 @@ class DuckDBStore(SqlStore):
             # Written before activity was marked waiting for its session: marked now.
             con.execute("ALTER TABLE user_activity ADD COLUMN waiting BOOLEAN NOT NULL DEFAULT false")
             con.execute(mark_waiting_sql())
-        marks = "SELECT 1 FROM parley_meta WHERE key = ?"
-        if "user_activity" in had and not con.execute(marks, [WAITS_FOR_WHAT_IT_LACKS_KEY]).fetchall():
+        if "user_activity" in had and _meta(con, WAITS_FOR_WHAT_IT_LACKS_KEY) is None:
             con.execute(CLEAR_COMPLETE_WAITING)
         if "user_cost_days" in had and "user_md5" not in _columns(con, "user_cost_days"):
             # Written before a user's rows were found by user_md5 (or kept their
@@ -473,8 +482,8 @@ class DuckDBStore(SqlStore):
             con.execute(ddl)
             if name not in had:
                 _run(con, fills)
-        con.execute("INSERT OR REPLACE INTO parley_meta VALUES (?, '1')", [WAITS_FOR_WHAT_IT_LACKS_KEY])
-        con.execute("INSERT OR REPLACE INTO parley_meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)])
+        _keep_meta(con, WAITS_FOR_WHAT_IT_LACKS_KEY, "1")
+        _keep_meta(con, "schema_version", str(schema.SCHEMA_VERSION))
 
     def _fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple]:
         """Run a read on an idle cursor, lent to this statement alone.
@@ -668,11 +677,11 @@ class DuckDBStore(SqlStore):
         cannot be read or forgotten are logged, and the opening counts from the rows.
         """
         try:
-            row = self._con.execute("SELECT value FROM parley_meta WHERE key = ?", [RUNS_KEY]).fetchone()
-            if row is None:
+            kept = _meta(self._con, RUNS_KEY)
+            if kept is None:
                 return
             self._con.execute("DELETE FROM parley_meta WHERE key = ?", [RUNS_KEY])
-            runs = {table: (int(mark), int(in_run)) for table, (mark, in_run) in orjson.loads(row[0]).items()}
+            runs = {table: (int(mark), int(in_run)) for table, (mark, in_run) in orjson.loads(kept).items()}
         except (duckdb.Error, ValueError, TypeError, AttributeError):
             log.exception("the runs of rows in order kept at closing could not be read; counting from the rows")
             return
@@ -690,9 +699,7 @@ class DuckDBStore(SqlStore):
         that cannot write it is closed all the same: the next opening counts from its rows."""
         runs = {table: [self._sorted_upto[table], self._in_run[table]] for table in CLUSTERED}
         try:
-            self._con.execute(
-                "INSERT OR REPLACE INTO parley_meta VALUES (?, ?)", [RUNS_KEY, orjson.dumps(runs).decode()]
-            )
+            _keep_meta(self._con, RUNS_KEY, orjson.dumps(runs).decode())
         except duckdb.Error:
             log.exception("keeping the runs of rows in order failed; the next opening counts from the rows")
 
