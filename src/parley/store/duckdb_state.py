@@ -567,21 +567,24 @@ def backfill_activity_sql() -> str:
     """
 
 
+# An activity row (``a``) that lacks what its session would give it: ``_lacks`` of the
+# row it was made from (a feedback's user is always its own).
+_ACTIVITY_LACKS = "(a.user_no IS NULL OR a.mentor_id IS NULL)"
+
+
 def mark_waiting_sql() -> str:
     """Mark the activity of the traces and feedback whose session is not stored (a store
     made before ``user_activity`` had ``waiting``)."""
-    return """
+    return f"""
     UPDATE user_activity a SET waiting = true
-    WHERE a.session_id IS NOT NULL AND (a.user_no IS NULL OR a.mentor_id IS NULL)
+    WHERE a.session_id IS NOT NULL AND {_ACTIVITY_LACKS}
       AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.org = a.org AND s.session_id = a.session_id)
     """
 
 
 # The activity marked waiting though it has its user and mentor (a store written before
 # 2026-12-06, when such rows waited for their session too): it needs nothing of it.
-CLEAR_COMPLETE_WAITING = """
-UPDATE user_activity SET waiting = false WHERE waiting AND user_no IS NOT NULL AND mentor_id IS NOT NULL
-"""
+CLEAR_COMPLETE_WAITING = f"UPDATE user_activity a SET waiting = false WHERE a.waiting AND NOT {_ACTIVITY_LACKS}"
 
 
 # Every user id stored events name (a store made before ``user_numbers``).
