@@ -11,13 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from parley.app import create_app
-from parley.auth.keys import create_key
-from parley.demo import generate, workspaces
 from parley.ingest.service import Chunk, LinesReport, ingest_chunks
 from parley.settings import Settings
 from parley.store.port import Store, open_store
-from tests.conftest import STORE_KINDS, bearer, store_url_for
-from tests.test_equivalence import END, SCALE, _urls, loaded_clients
+from tests.conftest import STORE_KINDS, store_url_for
+from tests.test_equivalence import END, admin_headers, demo_by_org, endpoint_urls, loaded_clients
 
 
 def shuffled(by_org: dict[str, list]) -> list[tuple[str, list]]:
@@ -44,9 +42,7 @@ def bulk_loaded(url: str, store: Store):
     lines through 2 worker processes, stored 4 chunks at a time, then put in order. The
     store is closed however the load ends (chdb admits one data directory a process: one
     left open would fail the chdb tests after it)."""
-    by_org: dict[str, list] = {}
-    for event in generate(SCALE, seed=3, end=END):
-        by_org.setdefault(event.pop("org"), []).append(event)
+    by_org = demo_by_org()
     lines = [orjson.dumps({**event, "org": org}) for org, batch in shuffled(by_org) for event in batch]
     chunks = [Chunk(i + 1, lines[i : i + 400], 0) for i in range(0, len(lines), 400)]
     try:
@@ -56,10 +52,9 @@ def bulk_loaded(url: str, store: Store):
         store.reorder()
         sent_twice = len(lines) - len({(org, event["id"]) for org, batch in by_org.items() for event in batch})
         assert (report.accepted, report.duplicates, report.rejected) == (len(lines) - sent_twice, sent_twice, [])
-        ws = workspaces(SCALE, seed=3)[0]
-        admin = create_key(store, org=ws.org, workspace_id=ws.workspace_id, member_id=ws.admin_member_id)
+        admin = admin_headers(store)
         with TestClient(create_app(Settings(database_url=url), store=store, clock=lambda: END)) as client:
-            yield client, bearer(admin)
+            yield client, admin
     finally:
         store.close()
 
@@ -81,8 +76,7 @@ def reference(tmp_path_factory):
     loading = loaded_clients({"duckdb": (url, open_store(url))})
     stores, ws, _, _ = next(loading)
     client, key = stores["duckdb"]
-    busiest = client.get("/analytics/calls/by-assistant", headers=key).json()["data"]["assistants"][0]
-    urls = _urls(ws, busiest["assistant_id"])
+    urls = endpoint_urls(client, key, ws)
     expected = answers(client, key, urls)
     next(loading, None)
     assert len(urls) >= 40 and {status for status, _ in expected.values()} == {200}

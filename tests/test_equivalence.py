@@ -28,19 +28,34 @@ def in_order(by_org: dict[str, list]) -> list[tuple[str, list]]:
     return [(org, events[i : i + 2000]) for org, events in by_org.items() for i in range(0, len(events), 2000)]
 
 
+def demo_by_org() -> dict[str, list]:
+    """The demo's events at ``SCALE``, by org, each without its "org"."""
+    by_org: dict[str, list] = {}
+    for event in generate(SCALE, seed=3, end=END):
+        by_org.setdefault(event.pop("org"), []).append(event)
+    return by_org
+
+
+def demo_workspace():
+    """The demo's first workspace, whose admin reads every answer compared."""
+    return workspaces(SCALE, seed=3)[0]
+
+
+def admin_headers(store: Store) -> dict[str, str]:
+    ws = demo_workspace()
+    return bearer(create_key(store, org=ws.org, workspace_id=ws.workspace_id, member_id=ws.admin_member_id))
+
+
 def loaded_clients(opened: dict[str, tuple[str, Store]], arrival: Arrival = in_order):
     """The demo's events sent through the real app to each store, in the batches of
     ``arrival`` (which may name orgs of its own); yields per kind the client and an
     admin's headers, the workspace, the events by org and the ingest keys."""
-    events = list(generate(SCALE, seed=3, end=END))
-    by_org: dict[str, list] = {}
-    for event in events:
-        by_org.setdefault(event.pop("org"), []).append(event)
-    ws = workspaces(SCALE, seed=3)[0]
+    by_org = demo_by_org()
+    ws = demo_workspace()
     out, ingest_keys, entered = {}, {}, []
     try:
         for kind, (url, store) in opened.items():
-            admin = create_key(store, org=ws.org, workspace_id=ws.workspace_id, member_id=ws.admin_member_id)
+            admin = admin_headers(store)
             client = TestClient(create_app(Settings(database_url=url), store=store, clock=lambda: END))
             client.__enter__()
             entered.append(client)
@@ -50,7 +65,7 @@ def loaded_clients(opened: dict[str, tuple[str, Store]], arrival: Arrival = in_o
                 key = bearer(ingest_keys[(kind, org)])
                 response = client.post("/api/v2/ingest", json={"batch": batch}, headers=key)
                 assert response.status_code == 207 and response.json()["errors"] == []
-            out[kind] = (client, bearer(admin))
+            out[kind] = (client, admin)
         yield out, ws, by_org, ingest_keys
     finally:  # however the load ends: chdb admits one data directory a process
         for client in entered:
@@ -123,12 +138,17 @@ def _urls(ws, mentor: str) -> list[str]:
     return urls
 
 
+def endpoint_urls(client: TestClient, key: dict[str, str], ws) -> list[str]:
+    """The URLs the comparisons read; mentors are the demo's assistants: the busiest one,
+    as ``client`` answers, filters the mentor's."""
+    calls = client.get("/analytics/calls/by-assistant", headers=key).json()["data"]["assistants"]
+    return _urls(ws, calls[0]["assistant_id"])
+
+
 def assert_same_answers(stores, ws, reference: str, other: str) -> None:
     (ref, ref_key), (ch, ch_key) = stores[reference], stores[other]
-    # Mentors are the demo's assistants: take the busiest one.
-    calls = ref.get("/analytics/calls/by-assistant", headers=ref_key).json()["data"]["assistants"]
     compared = 0
-    for url in _urls(ws, calls[0]["assistant_id"]):
+    for url in endpoint_urls(ref, ref_key, ws):
         a, b = ref.get(url, headers=ref_key), ch.get(url, headers=ch_key)
         assert a.status_code == 200, (url, a.text[:300])
         assert (b.status_code, b.content) == (a.status_code, a.content), url
@@ -160,8 +180,7 @@ def test_answers_do_not_change_when_clickhouse_merges(clients):
     """Merges happen "at an unknown time": force them all, and every answer stays the same."""
     stores, ws, by_org, ingest_keys = clients
     (ch, ch_key), (duck, duck_key) = stores["chdb"], stores["duckdb"]
-    calls = duck.get("/analytics/calls/by-assistant", headers=duck_key).json()["data"]["assistants"]
-    urls = _urls(ws, calls[0]["assistant_id"])
+    urls = endpoint_urls(duck, duck_key, ws)
     before = [ch.get(url, headers=ch_key).content for url in urls]
     store = ch.app.state.store
     for (table,) in store._fetchall("SELECT name FROM system.tables WHERE database = currentDatabase()", {}):
