@@ -3,6 +3,7 @@ the middle of other clients' batches."""
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -195,8 +196,21 @@ def test_duckdb_reads_from_threads_that_come_and_go_share_one_cursor(tmp_path: P
         store.close()
 
 
-def test_the_duckdb_store_checkpoints_once_its_log_holds_checkpoint_bytes(tmp_path: Path):
-    # The store checkpoints, not DuckDB at a commit, so that its reads know when one runs.
+def _checkpoints_logged(caplog, what: str) -> list[tuple[float, float]]:
+    """(MB of log, seconds) of each checkpoint the DuckDB store logged as ``what``."""
+    line = re.compile(rf"{what}: (\d+\.\d) MB of write-ahead log written into the store in (\d+\.\d\d) s")
+    return [
+        (float(found[1]), float(found[2]))
+        for record in caplog.records
+        if record.name == "parley.store"
+        and record.levelname == "INFO"
+        and (found := line.fullmatch(record.getMessage()))
+    ]
+
+
+def test_the_duckdb_store_checkpoints_once_its_log_holds_checkpoint_bytes(tmp_path: Path, caplog):
+    # The store checkpoints, not DuckDB at a commit, so that its reads know when one runs,
+    # and logs each checkpoint: writes wait for it, for seconds at scale M.
     from parley.auth.keys import create_key, verify_key
     from parley.ingest.service import ingest_batch
     from parley.store.duckdb import DuckDBStore
@@ -212,10 +226,14 @@ def test_the_duckdb_store_checkpoints_once_its_log_holds_checkpoint_bytes(tmp_pa
         assert ingest_batch(store, org="acme", batch=batch).errors == []
         logged = log.stat().st_size
         assert logged > 0  # under 256 MB: the log holds the batch
+        assert not [r for r in caplog.records if r.name == "parley.store"]  # no checkpoint, nothing logged
         store.checkpoint_bytes = logged + 1
         more = [call(f"d{i}", "a1", T0, duration=60) for i in range(200)]
-        assert ingest_batch(store, org="acme", batch=more).errors == []
+        with caplog.at_level("INFO", logger="parley.store"):
+            assert ingest_batch(store, org="acme", batch=more).errors == []
         assert not log.exists() or log.stat().st_size == 0  # past it: checkpointed after the commit
+        ((mb, seconds),) = _checkpoints_logged(caplog, "checkpoint")
+        assert logged / 1e6 < mb < 2 * logged / 1e6 and 0 <= seconds < 60  # both batches' log, not one
         assert store.count_events(org="acme") == 401
         # Every write of the store checkpoints when due, a key's creation too.
         store.checkpoint_bytes = 256_000_000
@@ -224,11 +242,18 @@ def test_the_duckdb_store_checkpoints_once_its_log_holds_checkpoint_bytes(tmp_pa
         store.checkpoint_bytes = 1
         create_key(store, org="acme", workspace_id=WS, member_id=1)
         assert not log.exists() or log.stat().st_size == 0
+        store.checkpoint_bytes = 256_000_000
+        assert ingest_batch(store, org="acme", batch=[call(f"e{i}", "a1", T0) for i in range(8_000)]).errors == []
+        left = log.stat().st_size
+        assert left > 1_000_000  # a log the closing's checkpoint logs at INFO
     finally:
-        store.close()
+        with caplog.at_level("INFO", logger="parley.store"):
+            store.close()
+    ((mb, _),) = _checkpoints_logged(caplog, "closing")
+    assert left / 1e6 - 0.05 <= mb < left / 1e6 + 0.5
     reopened = DuckDBStore(path)
     try:
-        assert reopened.count_events(org="acme") == 401
+        assert reopened.count_events(org="acme") == 8_401
         assert verify_key(reopened, key) is not None
     finally:
         reopened.close()

@@ -91,6 +91,8 @@ EXPORT_BATCH_ROWS = 20_000
 # the 39,966 chats of scale M's largest workspace (DuckDB's own sort of the formatted rows
 # took 42 to 44), so about 95 MB at this limit.
 EXPORT_WHOLE_ROWS = 100_000
+# The checkpoint at closing is logged at INFO from this much log (``_checkpoint``).
+CLOSING_LOGGED_BYTES = 1_000_000
 # The store checkpoints once its write-ahead log holds this many bytes (``_checkpoint_if_due``),
 CHECKPOINT_BYTES = 256_000_000
 # and this many while a bulk load runs (``DuckDBStore.bulk_load``).
@@ -520,7 +522,8 @@ class DuckDBStore(SqlStore):
             self._idle_cursors.clear()
             try:
                 self._keep_runs()
-                self._con.execute("CHECKPOINT")
+                # A store opened and closed again, with a log of a few kilobytes, says so at DEBUG only.
+                self._checkpoint("closing", info_from=CLOSING_LOGGED_BYTES)
             except duckdb.Error:  # a full disk: the next opening replays the log
                 log.exception("the checkpoint at closing failed; the write-ahead log keeps every event")
             finally:
@@ -596,16 +599,35 @@ class DuckDBStore(SqlStore):
         ``_all_api_keys``). A checkpoint that fails is logged, and tried again after the
         next write; the log keeps the events.
         """
-        try:
-            logged = os.stat(f"{self.path}.wal").st_size
-        except FileNotFoundError:
-            return
-        if logged < self.checkpoint_bytes:
+        if self._logged_bytes() < self.checkpoint_bytes:
             return
         try:
-            self._con.execute("CHECKPOINT")
+            self._checkpoint("checkpoint")
         except duckdb.Error:
             log.exception("checkpoint failed; the write-ahead log keeps every event, and it is tried again")
+
+    def _logged_bytes(self) -> int:
+        """The write-ahead log's size, 0 when there is none."""
+        try:
+            return os.stat(f"{self.path}.wal").st_size
+        except FileNotFoundError:
+            return 0
+
+    def _checkpoint(self, what: str, *, info_from: int = 0) -> None:
+        """Checkpoint, and log how long it took, at INFO once the log held ``info_from``
+        bytes (DEBUG below): writes wait for the whole of it, so that a request held up for
+        seconds shows beside it in the server's log. At scale M a checkpoint takes seconds
+        however little the log holds (DuckDB writes the ledgers' whole indexes again,
+        duckdb/duckdb#24848)."""
+        logged, started = self._logged_bytes(), time.perf_counter()
+        self._con.execute("CHECKPOINT")
+        log.log(
+            logging.INFO if logged >= info_from else logging.DEBUG,
+            "%s: %.1f MB of write-ahead log written into the store in %.2f s",
+            what,
+            logged / 1e6,
+            time.perf_counter() - started,
+        )
 
     @contextmanager
     def bulk_load(self) -> Iterator[None]:
