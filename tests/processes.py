@@ -23,10 +23,11 @@ from parley.demo import SCALES, generate
 STARTUP_TIMEOUT_S = 30
 
 
-def cli_env(database_url: str) -> dict[str, str]:
+def cli_env(database_url: str, settings: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without its ``PARLEY_`` settings, but the store's and
+    ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
-    env["PARLEY_DATABASE_URL"] = database_url
-    return env
+    return env | {"PARLEY_DATABASE_URL": database_url} | (settings or {})
 
 
 def parley_command(*args: str, file_size_limit: int | None = None) -> list[str]:
@@ -88,8 +89,10 @@ def running_server(
     cwd: Path | None = None,
     file_size_limit: int | None = None,
     output: Path | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """A ``parley serve`` on a free port, up and healthy: its base URL and its process.
+    ``settings`` adds environment variables (``PARLEY_LOG_LEVEL``...).
 
     Its output (stdout and stderr) goes to the file ``output``, or to a temporary one:
     never to a pipe, which a server fills with its access lines (about 1,100 requests) and
@@ -98,7 +101,7 @@ def running_server(
     with output.open("w+b") if output is not None else tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             parley_command("serve", "--port", str(port), file_size_limit=file_size_limit),
-            env=cli_env(database_url),
+            env=cli_env(database_url, settings),
             cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -127,6 +127,65 @@ def test_a_server_logs_its_start_and_end_once_and_the_channels_requests(tmp_path
     assert '"POST /keys HTTP/1.1" 200' in output  # the channel's requests are logged still
 
 
+@pytest.mark.parametrize("level", ["DEBUG", "warning"])
+def test_a_server_prints_its_own_lines_at_its_log_level(tmp_path: Path, level: str):
+    # Parley's loggers had no handler: Python printed their warnings bare (no level, no
+    # logger's name) and dropped their other lines, whatever PARLEY_LOG_LEVEL said.
+    from tests.test_org_analytics import observation, trace
+
+    url, log = store_url_for("duckdb", tmp_path), tmp_path / "server.log"
+    with running_server(url, output=log, settings={"PARLEY_LOG_LEVEL": level}) as (base, process):
+        admin = {"Authorization": f"Bearer {new_key(url, '--org', 'acme', '--workspace', WS, '--member', '1')}"}
+        sent = httpx.post(
+            f"{base}/api/v2/ingest",
+            json={
+                "batch": [
+                    member(1, "admin"),
+                    trace("t1", T0, user_id="alice"),
+                    observation("o1", "t1", T0, model="my-own-model", tokens_in=1000),
+                ]
+            },
+            headers={"Authorization": f"Bearer {new_key(url, '--org', 'acme', '--ingest')}"},
+        )
+        assert sent.status_code == 207 and sent.json()["errors"] == [], sent.text
+        cost = httpx.get(
+            f"{base}/api/ai-analytics/orgs/acme/users/alice/user-cost/",
+            params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
+            headers=admin,
+        )
+        assert cost.json() == {"total_cost": 0.0}, cost.text
+        stop(process, within=20)
+    lines = log.read_text().splitlines()
+    assert (
+        "WARNING:  parley.cost: user-cost: tokens of alice in org acme with no cost and no known model price were "
+        "counted as 0: 'my-own-model' 1,000 input and 0 output tokens (1 observation without a cost)"
+    ) in lines
+    # The store's closing checkpoint of a small log is a DEBUG line of Parley's; uvicorn's
+    # lines of requests are INFO.
+    closing = [line for line in lines if line.startswith("DEBUG:    parley.store: closing: ")]
+    assert len(closing) == (level == "DEBUG"), lines
+    assert any('"GET /api/ai-analytics/orgs/acme/users/alice/user-cost/' in line for line in lines) == (
+        level == "DEBUG"
+    )
+
+
+def test_a_log_level_the_server_does_not_know_is_refused_with_the_levels_it_does(tmp_path: Path):
+    # It ended `parley serve` with uvicorn's traceback: KeyError: 'verbose'.
+    result = subprocess.run(
+        [sys.executable, "-m", "parley", "serve", "--port", str(free_port())],
+        env=cli_env(store_url_for("duckdb", tmp_path), {"PARLEY_LOG_LEVEL": "verbose"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert (
+        "error: PARLEY_LOG_LEVEL='verbose': Input should be 'critical', 'error', 'warning', 'info' or 'debug'"
+        in result.stderr
+    )
+
+
 def test_a_test_server_answers_past_what_a_pipe_holds_of_its_log(tmp_path: Path):
     # `running_server` gave the server's output to a pipe no one read: past about 1,100
     # requests their access lines filled it, and the server waited on it, answering none.

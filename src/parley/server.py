@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 import uvicorn
+from uvicorn.logging import DefaultFormatter
 
 from parley.admin import admin_socket_path, bind_admin_socket
 from parley.admin_app import create_admin_app
@@ -67,6 +68,28 @@ class _ChannelInfoDropped(logging.Filter):
 _CHANNEL_INFO_DROPPED = _ChannelInfoDropped()
 
 
+class _ParleyLines(logging.StreamHandler):  # type: ignore[type-arg]  # typeshed's is generic
+    """Parley's own lines (``parley.store``, ``parley.cost``, ...) on stderr, formatted as
+    uvicorn's, with the logger's name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(DefaultFormatter("%(levelprefix)s %(name)s: %(message)s"))
+
+
+def log_parley_at(level: str) -> None:
+    """Print Parley's own lines at ``level``, as uvicorn prints its own at the same level.
+
+    Without a handler of its own, Python printed Parley's warnings and errors bare (no
+    level, no logger) and dropped its other lines, whatever ``PARLEY_LOG_LEVEL`` said.
+    """
+    logger = logging.getLogger("parley")
+    for handler in [handler for handler in logger.handlers if isinstance(handler, _ParleyLines)]:
+        logger.removeHandler(handler)
+    logger.addHandler(_ParleyLines())
+    logger.setLevel(level.upper())
+
+
 class _ChannelServer(uvicorn.Server):
     """The operator channel's server: the public server owns the signal handlers and logs
     the process's start and end."""
@@ -87,6 +110,7 @@ async def run_server(settings: Settings) -> None:
     # pages. Measured on an export of 1M chats: peak RSS growth 142/142/149 MB with
     # mimalloc, 129/130/125 MB with the system allocator, and 25 MB less held after.
     pa.set_memory_pool(pa.system_memory_pool())
+    log_parley_at(settings.log_level)
     store = open_configured_store(settings)
     socket_path = admin_socket_path(settings)
     try:

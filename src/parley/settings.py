@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -55,7 +55,12 @@ class Settings(BaseSettings):
             "overrides the shipped table; see docs/design.md."
         ),
     )
-    log_level: str = Field("info", description="Log level of the server: debug, info, warning.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info",
+        description=(
+            "Log level of the server, its own lines and uvicorn's: debug, info, warning, error or critical (any case)."
+        ),
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=(
@@ -71,6 +76,11 @@ class Settings(BaseSettings):
         wildcards = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 (not bound here)
         host = wildcards.get(self.host, self.host)
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
