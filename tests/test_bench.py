@@ -20,10 +20,14 @@ import orjson
 import pyarrow
 import pytest
 
-from parley.bench import _batches, _events_while_read, _read_probe, _server, _write_dataset
+from parley.bench import _batches, _checkpoints, _events_while_read, _read_probe, _server, _write_dataset
 from parley.demo import SCALES, generate
+from parley.ingest.service import ingest_batch
+from parley.server import _ParleyLines
+from parley.store.duckdb import DuckDBStore
 from parley.store.port import open_store
 from tests.conftest import store_url_for
+from tests.factories import T0, call
 from tests.processes import alive, cli_env, healthy, live_processes, run_cli, still_alive
 
 pytestmark = pytest.mark.slow
@@ -95,6 +99,13 @@ def test_the_bench_completes_and_its_numbers_are_sane(tmp_path: Path, kind: str,
         assert data[path]["events_per_s"] > 0 and data[path]["seconds"] > 0
     for path in ("http_ingest", "while_ingesting"):
         assert 0 < data[path]["request_p50_ms"] <= data[path]["request_max_ms"], data[path]
+        # At these scales DuckDB's log stays under its 256 MB (about 30 MB at S), and chdb has none.
+        assert (data[path]["checkpoints"], data[path]["checkpoint_max_s"]) == (0, 0.0), data[path]
+    printed = " ".join(result.stdout.split())  # however rich wraps it
+    assert (
+        "Checkpoints of the store while the clients sent (every write waits for one): alone 0, the longest 0.0 s, "
+        "0.0 s in all; while read 0, the longest 0.0 s, 0.0 s in all"
+    ) in printed
     # A reader an endpoint over 30 days (or its one range) polled all through that ingest.
     polled = data["while_ingesting"]["reads"]
     assert "Reads while 4 clients ingest" in result.stdout
@@ -213,6 +224,30 @@ def test_the_orgs_batches_go_as_they_fill():
         ("a", b'{"batch":[6]}'),
         ("b", b'{"batch":[7]}'),
     ]
+
+
+def test_the_checkpoints_a_server_prints_are_counted(tmp_path: Path, caplog):
+    # What the bench counts is what the DuckDB store logs, as `parley serve` prints it.
+    store = DuckDBStore(tmp_path / "parley.duckdb")
+    store.checkpoint_bytes = 1  # every write checkpoints
+    try:
+        with caplog.at_level("INFO", logger="parley.store"):
+            for n in range(3):
+                assert ingest_batch(store, org="acme", batch=[call(f"c{n}", "a1", T0)]).errors == []
+    finally:
+        with caplog.at_level("DEBUG", logger="parley.store"):
+            store.close()
+    logged = [record for record in caplog.records if record.name == "parley.store"]
+    seconds = [round(record.args[2], 2) for record in logged if record.args[0] == "checkpoint"]
+    assert len(seconds) >= 3 and [record.args[0] for record in logged][-1] == "closing"
+    output = tmp_path / "server.log"
+    printed = [_ParleyLines().format(record) for record in logged]
+    output.write_text("\n".join(['INFO:     127.0.0.1:1 - "POST /api/v2/ingest HTTP/1.1" 207', *printed]) + "\n")
+    assert _checkpoints(output) == {
+        "checkpoints": len(seconds),  # not the closing one
+        "checkpoint_max_s": max(seconds),
+        "checkpoint_total_s": round(sum(seconds), 2),
+    }
 
 
 def test_a_server_refusing_the_first_read_is_said_at_once_with_its_reason(tmp_path: Path):

@@ -15,8 +15,10 @@ from __future__ import annotations
 import gc
 import heapq
 import importlib.metadata
+import math
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -68,6 +70,11 @@ READ_PAUSE_S = 0.25
 # 200 s of chdb's 6-minute run in CI.)
 EVENTS_WHILE_READ = HTTP_BATCH * CLIENTS * 5
 EVENTS_THROUGH_CHECKPOINTS = {"M": 1_500_000, "export": 1_500_000}
+# A checkpoint of the DuckDB store (``DuckDBStore._checkpoint``) as ``parley serve`` prints it;
+# the closing one is left out (``closing:``), outside every phase.
+CHECKPOINT_LINE = re.compile(
+    r"parley\.store: checkpoint: [0-9.]+ MB of write-ahead log written into the store in ([0-9.]+) s"
+)
 
 
 @dataclass
@@ -190,17 +197,21 @@ def _read_probe(url: str, headers: dict[str, str]) -> Callable[[str], bool]:
 
 
 @contextmanager
-def _server(database_url: str, probe: Callable[[str], bool]) -> Iterator[tuple[str, int, float]]:
-    """A running ``parley serve``: (base URL, pid, seconds from start to the first good answer)."""
+def _server(
+    database_url: str, probe: Callable[[str], bool], output: Path | None = None
+) -> Iterator[tuple[str, int, float]]:
+    """A running ``parley serve``: (base URL, pid, seconds from start to the first good answer).
+    Its output goes to the file ``output`` (see ``_checkpoints``), or nowhere."""
     port = free_port()
     started = time.perf_counter()
-    process = subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "parley", "serve", "--port", str(port)],
-        env=_env(database_url),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=ended_with(os.getpid()),
-    )
+    with output.open("wb") if output is not None else open(os.devnull, "wb") as printed:
+        process = subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "parley", "serve", "--port", str(port)],
+            env=_env(database_url),
+            stdout=printed,
+            stderr=printed,
+            preexec_fn=ended_with(os.getpid()),
+        )
     _SERVING.add(process)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -218,6 +229,17 @@ def _server(database_url: str, probe: Callable[[str], bool]) -> Iterator[tuple[s
         yield base, process.pid, time.perf_counter() - started
     finally:
         _stop(process)
+
+
+def _checkpoints(output: Path) -> dict[str, float]:
+    """The checkpoints a server printed to ``output`` so far: how many, the longest and all
+    together, in seconds. Each holds every write up while it runs."""
+    seconds = [float(found[1]) for found in CHECKPOINT_LINE.finditer(output.read_text(errors="replace"))]
+    return {
+        "checkpoints": len(seconds),
+        "checkpoint_max_s": max(seconds, default=0.0),
+        "checkpoint_total_s": round(math.fsum(seconds), 2),
+    }
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -444,10 +466,15 @@ def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path)
     probe = _read_probe(requests[0][2], headers)
 
     polled = [request for request in requests if request[1] != "365d"]
-    with _server(database_url, probe) as (base, _pid, _):
+    # Each ingesting server's output is kept for the checkpoints it printed while the clients sent.
+    output = workdir / "server-while-read.log"
+    with _server(database_url, probe, output) as (base, _pid, _):
         result.while_ingesting = _while_ingesting(base, headers, ingest_keys, held_while_read, polled)
-    with _server(database_url, probe) as (base, _pid, _):
+        result.while_ingesting |= _checkpoints(output)
+    output = workdir / "server-http.log"
+    with _server(database_url, probe, output) as (base, _pid, _):
         result.http_ingest = _http_ingest(base, ingest_keys, held)
+        result.http_ingest |= _checkpoints(output)
         result.reads = _reads(base, headers, requests, result.warm_requests)
 
     # Cold: a fresh process, one request per endpoint, and the start-up time.

@@ -31,6 +31,14 @@ def print_report(result: BenchResult, console: Console) -> None:
             f"{row.get('request_max_ms', '-')}",
         )
     console.print(ingest)
+    console.print(
+        "Checkpoints of the store while the clients sent (every write waits for one): "
+        + "; ".join(
+            f"{name} {row['checkpoints']}, the longest {row['checkpoint_max_s']} s, "
+            f"{row['checkpoint_total_s']} s in all"
+            for name, row in (("alone", result.http_ingest), ("while read", result.while_ingesting))
+        )
+    )
     polled = Table(
         "endpoint",
         "range",
