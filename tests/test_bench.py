@@ -250,6 +250,23 @@ def test_the_checkpoints_a_server_prints_are_counted(tmp_path: Path, caplog):
     }
 
 
+def test_a_server_that_ends_before_its_first_answer_is_said_with_what_it_printed(tmp_path: Path):
+    # The bench said only "parley serve exited with 1", the server's output gone to /dev/null.
+    url = store_url_for("duckdb", tmp_path)
+    opened = open_store(url)  # this process holds the DuckDB file: the server cannot open it
+    try:
+        with pytest.raises(RuntimeError) as ended, _server(url, _read_probe("/healthz", {})):
+            pass
+    finally:
+        opened.close()
+    path = url.removeprefix("duckdb://")
+    assert str(ended.value) == (
+        "parley serve exited with 1:\n"
+        f"error: {path} is held by another process; run the command through the Parley server that holds it, "
+        "or stop that process"
+    )
+
+
 def test_a_server_refusing_the_first_read_is_said_at_once_with_its_reason(tmp_path: Path):
     # A key for a member of a store that holds no event: the server answers 403, and will
     # go on doing so. The probe used to wait out the start-up time-out, then say "did not

@@ -56,6 +56,8 @@ WARM_REQUESTS = 52
 WARM_EXPORTS = 5
 HTTP_BATCH = 1_000
 STARTUP_TIMEOUT_S = 120
+# The most lines of its output a server that ended before its first answer is said with.
+SAID_LINES = 20
 # Reads while ingesting: each endpoint's reader waits this long between its requests, like a
 # dashboard's panel that polls, so that the readers share the machine with the writes
 # rather than starve them.
@@ -201,34 +203,40 @@ def _server(
     database_url: str, probe: Callable[[str], bool], output: Path | None = None
 ) -> Iterator[tuple[str, int, float]]:
     """A running ``parley serve``: (base URL, pid, seconds from start to the first good answer).
-    Its output goes to the file ``output`` (see ``_checkpoints``), or nowhere."""
+
+    Its output goes to the file ``output`` (see ``_checkpoints``), or to a temporary one: a
+    server that ends before its first answer is said with the last lines it printed (a
+    store held by another process, say), where the bench said only its exit status.
+    """
     port = free_port()
     started = time.perf_counter()
-    with output.open("wb") if output is not None else open(os.devnull, "wb") as printed:
+    with output.open("w+b") if output is not None else tempfile.TemporaryFile() as printed:
         process = subprocess.Popen(  # noqa: S603 - our own CLI
             [sys.executable, "-m", "parley", "serve", "--port", str(port)],
             env=_env(database_url),
             stdout=printed,
-            stderr=printed,
+            stderr=subprocess.STDOUT,
             preexec_fn=ended_with(os.getpid()),
         )
-    _SERVING.add(process)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"parley serve exited with {process.returncode}")
-            try:
-                if probe(base):
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - started > STARTUP_TIMEOUT_S:
-                raise RuntimeError("parley serve did not answer in time")
-            time.sleep(0.01)
-        yield base, process.pid, time.perf_counter() - started
-    finally:
-        _stop(process)
+        _SERVING.add(process)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            while True:
+                if process.poll() is not None:
+                    printed.seek(0)
+                    said = printed.read().decode(errors="replace").strip().splitlines()[-SAID_LINES:]
+                    raise RuntimeError("\n".join([f"parley serve exited with {process.returncode}:", *said]))
+                try:
+                    if probe(base):
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.perf_counter() - started > STARTUP_TIMEOUT_S:
+                    raise RuntimeError("parley serve did not answer in time")
+                time.sleep(0.01)
+            yield base, process.pid, time.perf_counter() - started
+        finally:
+            _stop(process)
 
 
 def _checkpoints(output: Path) -> dict[str, float]:
