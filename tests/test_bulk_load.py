@@ -200,6 +200,23 @@ def test_a_duckdb_bulk_load_checkpoints_less_often_until_it_ends(tmp_path: Path)
         store.close()
 
 
+@pytest.mark.parametrize(("configured", "loading"), [(64_000_000, 1_000_000_000), (2_000_000_000, 2_000_000_000)])
+def test_a_bulk_load_sets_back_the_configured_checkpoint_size(tmp_path: Path, configured: int, loading: int):
+    # PARLEY_DUCKDB_CHECKPOINT_MB: a load raises it to a gigabyte while it runs, never lowers it.
+    lines, _ = _lines()
+    store = open_store(f"duckdb:///{tmp_path}/bulk.duckdb", checkpoint_bytes=configured)
+    load = ingest_chunks(store, _chunks(lines)[:3], org=None, workers=1)
+    try:
+        assert store.checkpoint_bytes == configured
+        next(load)
+        assert store.checkpoint_bytes == loading
+        assert len(list(load)) == 2
+        assert store.checkpoint_bytes == configured
+    finally:
+        load.close()
+        store.close()
+
+
 def test_a_chunk_prepared_a_part_at_a_time_is_prepared_as_in_one_part():
     # The data set's chunks repeat an id and an entity a few lines apart, hold a line that
     # is not JSON and an invalid event: parts of 1 and 7 lines set them in other parts.

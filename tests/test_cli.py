@@ -6,6 +6,7 @@ import contextlib
 import functools
 import gc
 import gzip
+import re
 import stat
 import subprocess
 import sys
@@ -167,6 +168,27 @@ def test_a_server_prints_its_own_lines_at_its_log_level(tmp_path: Path, level: s
     assert any('"GET /api/ai-analytics/orgs/acme/users/alice/user-cost/' in line for line in lines) == (
         level == "DEBUG"
     )
+
+
+def test_a_server_checkpoints_at_the_configured_log_size_and_says_so(tmp_path: Path):
+    # PARLEY_DUCKDB_CHECKPOINT_MB=1: 8,000 calls write about 1.7 MB of log, so at least one
+    # checkpoint, each logged at INFO once the log held a megabyte.
+    url, log = store_url_for("duckdb", tmp_path), tmp_path / "server.log"
+    with running_server(url, output=log, settings={"PARLEY_DUCKDB_CHECKPOINT_MB": "1"}) as (base, process):
+        ingest = {"Authorization": f"Bearer {new_key(url, '--org', 'acme', '--ingest')}"}
+        for first in range(0, 8_000, 1_000):
+            batch = [call(f"c{n}", "a1", T0) for n in range(first, first + 1_000)]
+            assert httpx.post(f"{base}/api/v2/ingest", json={"batch": batch}, headers=ingest).status_code == 207
+        stop(process, within=20)
+    checkpoints = re.findall(
+        r"^INFO:     parley\.store: checkpoint: ([0-9.]+) MB of write-ahead log written into the store in [0-9.]+ s$",
+        log.read_text(),
+        re.MULTILINE,
+    )
+    assert checkpoints and all(float(mb) >= 1.0 for mb in checkpoints), log.read_text()
+    with running_server(url, output=log) as (_, process):  # 256 MB by default: none
+        stop(process, within=20)
+    assert "parley.store: checkpoint:" not in log.read_text()
 
 
 def test_a_log_level_the_server_does_not_know_is_refused_with_the_levels_it_does(tmp_path: Path):

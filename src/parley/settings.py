@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str | None = Field(
         None, description="DuckDB memory limit, such as `4GB` (default: DuckDB's own, 80% of RAM)."
     )
+    duckdb_checkpoint_mb: int = Field(
+        256,
+        ge=1,
+        description=(
+            "The embedded store checkpoints once its write-ahead log holds this many megabytes. Every write "
+            "waits for a checkpoint, which at tens of millions of events takes seconds however small the log: "
+            "a larger value makes them rarer and each a little longer, for more memory and a longer replay "
+            "after a crash; see docs/design.md."
+        ),
+    )
     model_prices: Path | None = Field(
         None,
         description=(

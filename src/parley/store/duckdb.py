@@ -350,7 +350,14 @@ class DuckDBStore(SqlStore):
     state_every_groups = 10
     state_wait_s = 0.25
 
-    def __init__(self, path: Path, *, threads: int | None = None, memory_limit: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+        checkpoint_bytes: int = CHECKPOINT_BYTES,
+    ) -> None:
         self.path = Path(path)
         self.url = f"duckdb:///{self.path}"
         try:
@@ -381,7 +388,8 @@ class DuckDBStore(SqlStore):
         # opened) would otherwise draw one into the server's output.
         self._con.execute("SET enable_progress_bar = false")
         self._write_lock = threading.Lock()
-        self.checkpoint_bytes = CHECKPOINT_BYTES
+        # ``PARLEY_DUCKDB_CHECKPOINT_MB``; a bulk load raises it while it runs (``bulk_load``).
+        self.checkpoint_bytes = self._steady_checkpoint_bytes = checkpoint_bytes
         # Concurrent callers' batches stored together (see ``ingest``).
         self._commits = GroupCommit(self._write_lock, self._store_events)
         # The people's part of a batch, written beside the rest (see ``_store_events``).
@@ -631,16 +639,16 @@ class DuckDBStore(SqlStore):
 
     @contextmanager
     def bulk_load(self) -> Iterator[None]:
-        """Checkpoint after each gigabyte of write-ahead log rather than each 256 MB while a
-        bulk load runs in this process.
+        """Checkpoint after each gigabyte of write-ahead log rather than each 256 MB (or the
+        configured size, if larger) while a bulk load runs in this process.
 
         Each checkpoint writes the ledgers' whole indexes again (duckdb/duckdb#24848), so
         its cost grows with the store: loading scale M (28.3M events) took 20 checkpoints
         of 1.2 to 4.3 s, 50 and 54 s in two loads of 310 and 323 s. With 1 GB: 5 of 4.5 to
         10.9 s, 33 and 36 s, and loads of 302 and 304 s (4% quicker), the loader's peak RSS
         4.3 GB against 3.4, and up to a gigabyte of log to replay after a crash (6.6 s for
-        923 MB). 2 GB was no quicker (302 s, 5.5 GB). A server keeps 256 MB: a checkpoint
-        holds up the writes that wait for it.
+        923 MB). 2 GB was no quicker (302 s, 5.5 GB). A server keeps 256 MB unless configured
+        (``PARLEY_DUCKDB_CHECKPOINT_MB``): a checkpoint holds up the writes that wait for it.
 
         Nor are the newest rows put in order as they come (``_sort_newest``): a load's rows
         stay in the order it brings them (an export's, mostly org by org), and ``reorder``
@@ -648,13 +656,13 @@ class DuckDBStore(SqlStore):
         """
         with self._write_lock:
             self._keep_waiting_state()
-            self.checkpoint_bytes = BULK_CHECKPOINT_BYTES
+            self.checkpoint_bytes = max(BULK_CHECKPOINT_BYTES, self._steady_checkpoint_bytes)
             self._bulk_loading = True
         try:
             yield
         finally:
             with self._write_lock:
-                self.checkpoint_bytes = CHECKPOINT_BYTES
+                self.checkpoint_bytes = self._steady_checkpoint_bytes
                 self._bulk_loading = False
                 self._newest_sorted(self._last_rowids_or_marks())
 

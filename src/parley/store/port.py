@@ -172,15 +172,19 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(url: str, *, threads: int | None = None, memory_limit: str | None = None) -> Store:
-    """Open the store a database URL names (contract section 3)."""
+def open_store(
+    url: str, *, threads: int | None = None, memory_limit: str | None = None, checkpoint_bytes: int | None = None
+) -> Store:
+    """Open the store a database URL names (contract section 3); ``threads``,
+    ``memory_limit`` and ``checkpoint_bytes`` are DuckDB's (its own defaults if None)."""
     from parley.store.urls import parse_database_url
 
     target = parse_database_url(url)
     if target.engine == "duckdb":
         from parley.store.duckdb import DuckDBStore
 
-        return DuckDBStore(target.path, threads=threads, memory_limit=memory_limit)
+        checkpoints = {} if checkpoint_bytes is None else {"checkpoint_bytes": checkpoint_bytes}
+        return DuckDBStore(target.path, threads=threads, memory_limit=memory_limit, **checkpoints)
     from parley.store.clickhouse import ChdbTransport, ClickHouseStore, ConnectTransport
 
     if target.engine == "chdb":
@@ -194,6 +198,7 @@ def open_configured_store(settings: Settings) -> Store:
         settings.database_url,
         threads=settings.duckdb_threads,
         memory_limit=settings.duckdb_memory_limit,
+        checkpoint_bytes=settings.duckdb_checkpoint_mb * 1_000_000,
     )
 
 
