@@ -25,6 +25,7 @@ from parley.settings import Settings
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, event, iso, member
 from tests.processes import cli_env, free_port, new_key, run_cli, running_server
+from tests.test_org_analytics import observation, trace
 
 pytestmark = pytest.mark.slow
 
@@ -132,8 +133,6 @@ def test_a_server_logs_its_start_and_end_once_and_the_channels_requests(tmp_path
 def test_a_server_prints_its_own_lines_at_its_log_level(tmp_path: Path, level: str):
     # Parley's loggers had no handler: Python printed their warnings bare (no level, no
     # logger's name) and dropped their other lines, whatever PARLEY_LOG_LEVEL said.
-    from tests.test_org_analytics import observation, trace
-
     url, log = store_url_for("duckdb", tmp_path), tmp_path / "server.log"
     with running_server(url, output=log, settings={"PARLEY_LOG_LEVEL": level}) as (base, process):
         admin = {"Authorization": f"Bearer {new_key(url, '--org', 'acme', '--workspace', WS, '--member', '1')}"}
