@@ -20,8 +20,11 @@ def parse_database_url(url: str) -> DatabaseTarget:
         raise ValueError(f"not a database URL: {url!r} (expected duckdb:///path/file.duckdb)")
     if scheme in ("duckdb", "chdb"):
         # duckdb:///abs/path names /abs/path; duckdb:///./rel and duckdb:///~/x are relative.
-        relative = rest.startswith(("/./", "/../", "/~"))
-        raw = rest[1:] if relative else rest
+        # duckdb:////abs/path (SQLAlchemy's absolute form) names /abs/path too, not //abs/path.
+        if rest.startswith(("/./", "/../", "/~")):
+            raw = rest[1:]
+        else:
+            raw = "/" + rest.lstrip("/") if rest.startswith("//") else rest
         if raw in ("", "/"):
             raise ValueError(f"{scheme} URL needs a path: {url!r}")
         path = Path(raw)
