@@ -259,10 +259,9 @@ def test_a_server_that_ends_before_its_first_answer_is_said_with_what_it_printed
             pass
     finally:
         opened.close()
-    path = url.removeprefix("duckdb://")
     assert str(ended.value) == (
         "parley serve exited with 1:\n"
-        f"error: {path} is held by another process; run the command through the Parley server that holds it, "
+        f"error: {tmp_path / 'parley-data' / 'parley.duckdb'} is held by another process; run the command through the Parley server that holds it, "
         "or stop that process"
     )
 
