@@ -45,12 +45,13 @@ def run_cli(
     check: bool = True,
     file_size_limit: int | None = None,
     timeout: float = 300,
+    settings: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     # In a process group of its own, so that a time-out ends what it started as well (the
     # server of `parley bench`, which outlived a killed bench and loaded the tests after).
     process = subprocess.Popen(
         parley_command(*args, file_size_limit=file_size_limit),
-        env=cli_env(database_url),
+        env=cli_env(database_url, settings),
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -207,6 +207,28 @@ def test_a_log_level_the_server_does_not_know_is_refused_with_the_levels_it_does
     )
 
 
+@pytest.mark.parametrize("level", [None, "WARNING"])
+def test_a_bulk_load_prints_the_store_s_own_lines_at_the_log_level(tmp_path: Path, level: str | None):
+    # `parley ingest` had no handler for Parley's lines: Python dropped the INFO ones and
+    # would print warnings and errors bare (no level, no logger's name). 8,000 calls write
+    # about 1.2 MB of log, which the store writes into itself as it closes: an INFO line
+    # from a megabyte on.
+    url = store_url_for("duckdb", tmp_path)
+    calls = _jsonl(tmp_path / "calls.jsonl", [call(f"c{n}", "a1", T0, duration=60, id=f"c{n}") for n in range(8_000)])
+    settings = {"PARLEY_LOG_LEVEL": level} if level else None
+    loaded = run_cli(url, "ingest", str(calls), "--org", "acme", settings=settings)
+    assert loaded.stdout == "accepted 8000, duplicates 0, rejected 0\n"
+    closing = re.findall(
+        r"^INFO:     parley\.store: closing: ([0-9.]+) MB of write-ahead log written into the store in [0-9.]+ s$",
+        loaded.stderr,
+        re.MULTILINE,
+    )
+    if level is None:  # info, the default
+        assert len(closing) == 1 and 1.0 <= float(closing[0]) < 5.0, loaded.stderr
+    else:
+        assert "parley." not in loaded.stderr, loaded.stderr
+
+
 def test_a_test_server_answers_past_what_a_pipe_holds_of_its_log(tmp_path: Path):
     # `running_server` gave the server's output to a pipe no one read: past about 1,100
     # requests their access lines filled it, and the server waited on it, answering none.

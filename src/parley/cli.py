@@ -8,6 +8,7 @@ import functools
 import gzip
 import io
 import itertools
+import logging
 import signal
 import sys
 import zlib
@@ -25,6 +26,7 @@ from parley.admin import ChannelError, KeyInfo, Operator, operator
 from parley.ingest.service import Chunk, LinesReport, collect_young_less_often
 from parley.ingest.stop import LoadStop
 from parley.ingest.workers import WorkerDied
+from parley.logs import log_parley_at
 from parley.settings import Settings
 from parley.store.port import StoreLocked, StoreUnavailable
 
@@ -76,8 +78,27 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+class _ConsoleLines(logging.Handler):
+    """Parley's own lines on the command's console, as ``parley serve`` prints them
+    (``WARNING:  parley.store: ...``), above the progress bar rather than through it."""
+
+    LEVEL_STYLES = {"DEBUG": "cyan", "INFO": "green", "WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red"}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from rich.text import Text
+
+        try:
+            prefix = f"{record.levelname}:"
+            line = Text(f"{prefix:<9} {record.name}: {self.format(record)}")
+            line.stylize(self.LEVEL_STYLES.get(record.levelname, ""), 0, len(record.levelname))
+            _stderr().print(line, highlight=False, soft_wrap=True)
+        except Exception:  # logging's own contract: report a failure to print, never raise
+            self.handleError(record)
+
+
 @contextlib.contextmanager
 def _operator(settings: Settings) -> Iterator[Operator]:
+    log_parley_at(settings.log_level, _ConsoleLines())
     try:
         with operator(settings) as op:
             yield op

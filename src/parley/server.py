@@ -18,6 +18,7 @@ from parley.admin import admin_socket_path, bind_admin_socket
 from parley.admin_app import create_admin_app
 from parley.app import create_app
 from parley.ingest.service import collect_young_less_often
+from parley.logs import log_parley_at
 from parley.settings import Settings
 from parley.store.port import open_configured_store
 
@@ -77,19 +78,6 @@ class _ParleyLines(logging.StreamHandler):  # type: ignore[type-arg]  # typeshed
         self.setFormatter(DefaultFormatter("%(levelprefix)s %(name)s: %(message)s"))
 
 
-def log_parley_at(level: str) -> None:
-    """Print Parley's own lines at ``level``, as uvicorn prints its own at the same level.
-
-    Without a handler of its own, Python printed Parley's warnings and errors bare (no
-    level, no logger) and dropped its other lines, whatever ``PARLEY_LOG_LEVEL`` said.
-    """
-    logger = logging.getLogger("parley")
-    for handler in [handler for handler in logger.handlers if isinstance(handler, _ParleyLines)]:
-        logger.removeHandler(handler)
-    logger.addHandler(_ParleyLines())
-    logger.setLevel(level.upper())
-
-
 class _ChannelServer(uvicorn.Server):
     """The operator channel's server: the public server owns the signal handlers and logs
     the process's start and end."""
@@ -110,7 +98,7 @@ async def run_server(settings: Settings) -> None:
     # pages. Measured on an export of 1M chats: peak RSS growth 142/142/149 MB with
     # mimalloc, 129/130/125 MB with the system allocator, and 25 MB less held after.
     pa.set_memory_pool(pa.system_memory_pool())
-    log_parley_at(settings.log_level)
+    log_parley_at(settings.log_level, _ParleyLines())
     store = open_configured_store(settings)
     socket_path = admin_socket_path(settings)
     try:

@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info",
         description=(
-            "Log level of the server, its own lines and uvicorn's: debug, info, warning, error or critical (any case)."
+            "Log level of Parley's own lines (every command's) and of uvicorn's (the server's): "
+            "debug, info, warning, error or critical (any case)."
         ),
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
