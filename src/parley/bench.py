@@ -72,10 +72,11 @@ READ_PAUSE_S = 0.25
 # 200 s of chdb's 6-minute run in CI.)
 EVENTS_WHILE_READ = HTTP_BATCH * CLIENTS * 5
 EVENTS_THROUGH_CHECKPOINTS = {"M": 1_500_000, "export": 1_500_000}
-# A checkpoint of the DuckDB store (``DuckDBStore._checkpoint``) as ``parley serve`` prints it;
-# the closing one is left out (``closing:``), outside every phase.
+# A checkpoint of the DuckDB store (``DuckDBStore._checkpoint``) as ``parley serve`` and
+# ``parley ingest`` print it: ``checkpoint`` as the log passes its threshold, ``closing`` as
+# the store closes (a server's is outside every phase, a bulk load's inside it).
 CHECKPOINT_LINE = re.compile(
-    r"parley\.store: checkpoint: [0-9.]+ MB of write-ahead log written into the store in ([0-9.]+) s"
+    r"parley\.store: (checkpoint|closing): [0-9.]+ MB of write-ahead log written into the store in ([0-9.]+) s"
 )
 
 
@@ -157,6 +158,10 @@ def _env(database_url: str) -> dict[str, str]:
 
 
 def _cli(database_url: str, *args: str) -> str:
+    return _cli_run(database_url, *args).stdout
+
+
+def _cli_run(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(  # noqa: S603 - our own CLI, with our own arguments
         [sys.executable, "-m", "parley", *args],
         env=_env(database_url),
@@ -167,7 +172,7 @@ def _cli(database_url: str, *args: str) -> str:
     )
     if done.returncode not in (0, 2):
         raise RuntimeError(f"parley {' '.join(args)} failed:\n{done.stderr}")
-    return done.stdout
+    return done
 
 
 def free_port() -> int:
@@ -239,10 +244,12 @@ def _server(
             _stop(process)
 
 
-def _checkpoints(output: Path) -> dict[str, float]:
-    """The checkpoints a server printed to ``output`` so far: how many, the longest and all
-    together, in seconds. Each holds every write up while it runs."""
-    seconds = [float(found[1]) for found in CHECKPOINT_LINE.finditer(output.read_text(errors="replace"))]
+def _checkpoints(printed: str, *, closing: bool = False) -> dict[str, float]:
+    """The store's checkpoints in what a command ``printed``: how many, the longest and all
+    together, in seconds; the closing one only if ``closing``. Each holds every write up
+    while it runs."""
+    kinds = {"checkpoint", "closing"} if closing else {"checkpoint"}
+    seconds = [float(found[2]) for found in CHECKPOINT_LINE.finditer(printed) if found[1] in kinds]
     return {
         "checkpoints": len(seconds),
         "checkpoint_max_s": max(seconds, default=0.0),
@@ -348,12 +355,6 @@ def _body(events: list[bytes]) -> bytes:
     return b'{"batch":[' + b",".join(events) + b"]}"
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
 def _percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -442,12 +443,14 @@ def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path)
     held_while_read, held = _batches(tail[:read_events]), _batches(tail[read_events:])
     gc.freeze()  # what the data set left lives to the end: no collection of this process need look at it
 
-    seconds = _timed(lambda: _cli(database_url, "ingest", str(jsonl)))
+    started = time.perf_counter()
+    loaded = _cli_run(database_url, "ingest", str(jsonl))
+    seconds = time.perf_counter() - started
     result.bulk_ingest = {
         "events": bulk_events,
         "seconds": round(seconds, 2),
         "events_per_s": round(bulk_events / seconds),
-    }
+    } | _checkpoints(loaded.stderr, closing=True)  # the load ends with the store's closing
 
     ws = workspaces(scale, seed=7)[0]
     admin_key = (
@@ -478,11 +481,11 @@ def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path)
     output = workdir / "server-while-read.log"
     with _server(database_url, probe, output) as (base, _pid, _):
         result.while_ingesting = _while_ingesting(base, headers, ingest_keys, held_while_read, polled)
-        result.while_ingesting |= _checkpoints(output)
+        result.while_ingesting |= _checkpoints(output.read_text(errors="replace"))
     output = workdir / "server-http.log"
     with _server(database_url, probe, output) as (base, _pid, _):
         result.http_ingest = _http_ingest(base, ingest_keys, held)
-        result.http_ingest |= _checkpoints(output)
+        result.http_ingest |= _checkpoints(output.read_text(errors="replace"))
         result.reads = _reads(base, headers, requests, result.warm_requests)
 
     # Cold: a fresh process, one request per endpoint, and the start-up time.

@@ -32,11 +32,15 @@ def print_report(result: BenchResult, console: Console) -> None:
         )
     console.print(ingest)
     console.print(
-        "Checkpoints of the store while the clients sent (every write waits for one): "
+        "Checkpoints of the store while each ingested (every write waits for one): "
         + "; ".join(
             f"{name} {row['checkpoints']}, the longest {row['checkpoint_max_s']} s, "
             f"{row['checkpoint_total_s']} s in all"
-            for name, row in (("alone", result.http_ingest), ("while read", result.while_ingesting))
+            for name, row in (
+                ("bulk (its closing one included)", result.bulk_ingest),
+                ("HTTP alone", result.http_ingest),
+                ("while read", result.while_ingesting),
+            )
         )
     )
     polled = Table(
