@@ -25,7 +25,7 @@ from parley.settings import Settings
 from tests.conftest import STORE_KINDS, store_url_for
 from tests.factories import T0, WS, call, event, iso, member
 from tests.processes import cli_env, free_port, new_key, run_cli, running_server
-from tests.test_org_analytics import observation, trace
+from tests.test_org_analytics import observation, session, trace
 
 pytestmark = pytest.mark.slow
 
@@ -227,6 +227,27 @@ def test_a_bulk_load_prints_the_store_s_own_lines_at_the_log_level(tmp_path: Pat
         assert len(closing) == 1 and 1.0 <= float(closing[0]) < 5.0, loaded.stderr
     else:
         assert "parley." not in loaded.stderr, loaded.stderr
+
+
+def test_a_bulk_load_says_how_many_rows_it_put_in_their_order_as_it_ended(tmp_path: Path):
+    # The pause between a load's last line and its end said nothing: the store rewrites
+    # each org's rows of its time-ordered tables, here the sessions and the users'
+    # activity (a row of each a session), then writes its log into itself.
+    url = store_url_for("duckdb", tmp_path)
+    hours = [(n * 7919) % 3_000 for n in range(3_000)]  # a shuffled order of 3,000 hours
+    lines = [session(f"s{n}", f"u{n % 7}", T0 + timedelta(hours=hour)) for n, hour in enumerate(hours)]
+    sessions = _jsonl(tmp_path / "sessions.jsonl", lines)
+    loaded = run_cli(url, "ingest", str(sessions), "--org", "acme")
+    assert loaded.stdout == "accepted 3000, duplicates 0, rejected 0\n"
+    reorders = re.findall(
+        r"^INFO:     parley\.store: reorder: ([0-9]+) rows of (.+) rewritten in their order in [0-9.]+ s$",
+        loaded.stderr,
+        re.MULTILINE,
+    )
+    assert reorders == [("6000", "sessions, user_activity")], loaded.stderr
+    again = run_cli(url, "ingest", str(sessions), "--org", "acme")  # nothing new to put in order
+    assert again.stdout == "accepted 0, duplicates 3000, rejected 0\n"
+    assert "reorder:" not in again.stderr, again.stderr
 
 
 def test_a_test_server_answers_past_what_a_pipe_holds_of_its_log(tmp_path: Path):

@@ -78,6 +78,9 @@ EVENTS_THROUGH_CHECKPOINTS = {"M": 1_500_000, "export": 1_500_000}
 CHECKPOINT_LINE = re.compile(
     r"parley\.store: (checkpoint|closing): [0-9.]+ MB of write-ahead log written into the store in ([0-9.]+) s"
 )
+# The rows a bulk load put in their order as it ended (``DuckDBStore.reorder``), as
+# ``parley ingest`` prints it.
+REORDER_LINE = re.compile(r"parley\.store: reorder: [0-9]+ rows of .+ rewritten in their order in ([0-9.]+) s")
 
 
 @dataclass
@@ -451,6 +454,9 @@ def _run(result: BenchResult, scale_name: str, database_url: str, workdir: Path)
         "seconds": round(seconds, 2),
         "events_per_s": round(bulk_events / seconds),
     } | _checkpoints(loaded.stderr, closing=True)  # the load ends with the store's closing
+    result.bulk_ingest["reorder_s"] = round(
+        math.fsum(float(found[1]) for found in REORDER_LINE.finditer(loaded.stderr)), 2
+    )
 
     ws = workspaces(scale, seed=7)[0]
     admin_key = (

@@ -32,6 +32,7 @@ def print_report(result: BenchResult, console: Console) -> None:
         )
     console.print(ingest)
     console.print(
+        f"The bulk load's rows put in their order as it ended: {result.bulk_ingest['reorder_s']} s. "
         "Checkpoints of the store while each ingested (every write waits for one): "
         + "; ".join(
             f"{name} {row['checkpoints']}, the longest {row['checkpoint_max_s']} s, "
