@@ -670,13 +670,16 @@ def _while_ingesting(
                     break
 
     with ThreadPoolExecutor(len(requests)) as pool:
-        readers = [pool.submit(poll, request) for request in requests]
         try:
+            readers = [pool.submit(poll, request) for request in requests]
             ready.wait()
             ingest = _http_ingest(base, keys, batches)
         except BaseException:
             # Ended early (a SIGTERM, Ctrl-C, a failure): readers still waiting to start are
-            # let go, or the pool's exit would wait for them, the barrier's 120 s.
+            # let go, or the pool's exit would wait for them, the barrier's 120 s. Those
+            # started while others were being submitted too: a SIGTERM between the first
+            # submission and this block hung the bench (1 of 12 runs of the SIGTERM tests
+            # beside other tests).
             ready.abort()
             raise
         finally:
