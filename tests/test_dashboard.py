@@ -59,8 +59,12 @@ def browser():
         chromium.close()
 
 
-def sign_in(browser, base: str, key: str):
+def sign_in(browser, base: str, key: str, watch=None):
+    """A page signed in with ``key``, its panels loaded; ``watch(page)`` is called before
+    the page is opened (to listen to its requests from the first)."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    if watch is not None:
+        watch(page)
     page.goto(base + "/")
     page.fill('[data-testid="key"]', key)
     page.click('[data-testid="sign-in"]')
@@ -176,6 +180,33 @@ def test_every_panel_shows_what_the_api_answers(site, browser):
     ).json()["total_cost"]
     assert page.inner_text('[data-testid="cost-value"]') == f"${cost:.6f}"
     shoot(page, "dashboard-admin-cost")
+
+
+def test_the_dashboard_asks_for_nothing_it_does_not_get(site, browser):
+    """Every request the signed-in page makes is answered, its icon among them. Until the
+    page named an icon, Chromium asked for /favicon.ico at each load: a 404, which only the
+    console shows (the browser's own request, not the page's)."""
+    base, keys = site
+    answers: dict[str, int] = {}
+    failed: list[str] = []
+    errors: list[str] = []  # the console's: the browser's own requests (the icon's) say so there
+
+    def watch(page) -> None:
+        page.on("response", lambda response: answers.__setitem__(response.url, response.status))
+        page.on("requestfailed", lambda request: failed.append(request.url))
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+
+    page = sign_in(browser, base, keys["admin"], watch)
+    icon = base + "/static/favicon.svg"
+    for _ in range(200):  # the icon is asked for once the page has loaded, not before
+        if icon in answers:
+            break
+        page.wait_for_timeout(50)
+    assert answers.get(icon) == 200
+    assert {url: status for url, status in answers.items() if status >= 400} == {}
+    assert failed == []
+    assert errors == []
+    assert httpx.get(icon).headers["content-type"] == "image/svg+xml"
 
 
 def test_the_queue_links_to_the_chat(site, browser):
