@@ -356,7 +356,7 @@ class DuckDBStore(SqlStore):
         *,
         threads: int | None = None,
         memory_limit: str | None = None,
-        checkpoint_bytes: int = CHECKPOINT_BYTES,
+        checkpoint_bytes: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.url = f"duckdb:///{self.path}"
@@ -388,8 +388,10 @@ class DuckDBStore(SqlStore):
         # opened) would otherwise draw one into the server's output.
         self._con.execute("SET enable_progress_bar = false")
         self._write_lock = threading.Lock()
-        # ``PARLEY_DUCKDB_CHECKPOINT_MB``; a bulk load raises it while it runs (``bulk_load``).
-        self.checkpoint_bytes = self._steady_checkpoint_bytes = checkpoint_bytes
+        # ``PARLEY_DUCKDB_CHECKPOINT_MB`` (None: CHECKPOINT_BYTES); a bulk load raises it while
+        # it runs (``bulk_load``).
+        steady = CHECKPOINT_BYTES if checkpoint_bytes is None else checkpoint_bytes
+        self.checkpoint_bytes = self._steady_checkpoint_bytes = steady
         # Concurrent callers' batches stored together (see ``ingest``).
         self._commits = GroupCommit(self._write_lock, self._store_events)
         # The people's part of a batch, written beside the rest (see ``_store_events``).

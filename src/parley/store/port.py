@@ -183,8 +183,7 @@ def open_store(
     if target.engine == "duckdb":
         from parley.store.duckdb import DuckDBStore
 
-        checkpoints = {} if checkpoint_bytes is None else {"checkpoint_bytes": checkpoint_bytes}
-        return DuckDBStore(target.path, threads=threads, memory_limit=memory_limit, **checkpoints)
+        return DuckDBStore(target.path, threads=threads, memory_limit=memory_limit, checkpoint_bytes=checkpoint_bytes)
     from parley.store.clickhouse import ChdbTransport, ClickHouseStore, ConnectTransport
 
     if target.engine == "chdb":
