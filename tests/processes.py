@@ -144,11 +144,33 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def _threads(pid: int) -> str:
+    """Each thread of ``pid``: its state and where in the kernel it waits (``wchan``)."""
+    found = []
+    for task in sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda t: int(t.name)):
+        try:
+            found.append(f"{task.name} {_state(task)[0]} {(task / 'wchan').read_text() or '-'}")
+        except OSError:  # ended meanwhile
+            continue
+    return ", ".join(found)
+
+
+def _whereabouts(pid: int) -> str:
+    """What ``pid`` and its parent are doing, for a test's failure: a process killed that
+    is still running (a thread stuck in the kernel), or a zombie its parent never reaps."""
+    try:
+        state, parent = _state(Path(f"/proc/{pid}"))[:2]
+        said = f"{pid}: state {state}, threads [{_threads(pid)}]"
+        return f"{said}; its parent {parent}: threads [{_threads(int(parent))}]"
+    except OSError as exc:
+        return f"{pid}: {exc}"
+
+
 def reaped(pid: int, *, within: float) -> None:
     """Wait until ``pid`` is gone from ``/proc``: its parent has reaped it (seen it end)."""
     deadline = time.monotonic() + within
     while Path(f"/proc/{pid}").exists():
-        assert time.monotonic() < deadline, f"{pid} was never reaped"
+        assert time.monotonic() < deadline, f"{pid} was never reaped: {_whereabouts(pid)}"
         time.sleep(0.01)
 
 

@@ -48,7 +48,8 @@ def _default_sigint() -> None:
 @contextmanager
 def _loader(command: list[str], url: str, **kwargs: object) -> Iterator[subprocess.Popen]:
     """The command running as a terminal's job; on the way out, whatever is left of its
-    group (on a failure) is killed."""
+    group (on a failure) is killed, and what it had written to its standard error is shown
+    with the failure."""
     process = subprocess.Popen(
         command,
         env=cli_env(url),
@@ -63,7 +64,9 @@ def _loader(command: list[str], url: str, **kwargs: object) -> Iterator[subproce
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        if process.returncode is None:  # not read by the test: it failed before its end
+            _, stderr = process.communicate()
+            print(f"the command's standard error (it exited with {process.returncode}):\n{stderr.decode()}")
 
 
 def _leaves_signals_to_its_loader(pid: int) -> bool:
