@@ -346,8 +346,11 @@ class DuckDBStore(SqlStore):
     # A group of several callers' batches is answered once its rows are stored, and the state
     # kept from them (``duckdb_state.state_sql``) is kept for this many such groups at once
     # (by a thread of the store's own, once the group that fills them is answered), or once
-    # ingestion pauses for ``state_wait_s`` (see ``_store_events``).
-    state_every_groups = 10
+    # ingestion pauses for ``state_wait_s`` (see ``_store_events``). 20 rather than 10: the
+    # bench's live mix at scale M over HTTP, 4.7% more events/s (the medians of six pairs,
+    # each pair for 20), the groups' callers waiting for the state 11.5 ms a group rather
+    # than 17 (benchmarks.md, "HTTP ingest: where a phase's seconds go").
+    state_every_groups = 20
     state_wait_s = 0.25
 
     def __init__(
@@ -848,9 +851,10 @@ class DuckDBStore(SqlStore):
         answered; the state of such groups is kept ``state_every_groups`` at a time
         (``_keep_state_beside``), or once no group came for ``state_wait_s``, or by the
         next lone caller. About 86 ms of a group is fixed whatever its rows, mostly its
-        state's statements, paid so once for ten groups: the bench's live mix at scale M,
-        200,000 events over HTTP, 30,688 to 39,705 events/s against 21,787 to 24,165
-        (benchmarks.md, "The state of several groups kept at once").
+        state's statements, paid so once for several groups: ten of them, the bench's live
+        mix at scale M, 200,000 events over HTTP, 30,688 to 39,705 events/s against 21,787 to
+        24,165 (benchmarks.md, "The state of several groups kept at once"); twenty since
+        (``state_every_groups``).
         """
         keep_state = batches == 1 or self.state_every_groups <= 1
         people: list[Event] = []
