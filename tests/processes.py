@@ -161,9 +161,12 @@ def _whereabouts(pid: int) -> str:
     try:
         state, parent = _state(Path(f"/proc/{pid}"))[:2]
         said = f"{pid}: state {state}, threads [{_threads(pid)}]"
-        return f"{said}; its parent {parent}: threads [{_threads(int(parent))}]"
     except OSError as exc:
         return f"{pid}: {exc}"
+    try:
+        return f"{said}; its parent {parent}: threads [{_threads(int(parent))}]"
+    except OSError as exc:  # the parent ended meanwhile
+        return f"{said}; its parent {parent}: {exc}"
 
 
 def reaped(pid: int, *, within: float) -> None:
