@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,8 @@ from parley.child_process import stop
 from parley.demo import SCALES, generate
 
 STARTUP_TIMEOUT_S = 30
+# Servers started, each on a port found free, before a port taken meanwhile fails a test.
+PORT_ATTEMPTS = 3
 
 
 def cli_env(database_url: str, settings: dict[str, str] | None = None) -> dict[str, str]:
@@ -83,6 +86,21 @@ def healthy(base: str) -> bool:
         return False
 
 
+def listens(pid: int, port: int) -> bool:
+    """Whether ``pid`` holds a socket listening on TCP ``port`` (``/proc/net/tcp``, ``tcp6``)."""
+    inodes = {
+        fields[9]
+        for table in ("tcp", "tcp6")
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        if (fields := line.split())[1].endswith(f":{port:04X}") and fields[3] == "0A"  # LISTEN
+    }
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            if os.readlink(fd).removeprefix("socket:[").removesuffix("]") in inodes:
+                return True
+    return False
+
+
 @contextmanager
 def running_server(
     database_url: str,
@@ -97,32 +115,42 @@ def running_server(
 
     Its output (stdout and stderr) goes to the file ``output``, or to a temporary one:
     never to a pipe, which a server fills with its access lines (about 1,100 requests) and
-    then waits on, unanswering, for as long as nobody reads it."""
-    port = free_port()
+    then waits on, unanswering, for as long as nobody reads it.
+
+    The port is free when chosen, not when the server binds it: another test's server can
+    take it in between. Ours then exits (address in use) and is started again on another
+    port, and until it holds the port itself, an answer there is not taken for its own."""
     with output.open("w+b") if output is not None else tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            parley_command("serve", "--port", str(port), file_size_limit=file_size_limit),
-            env=cli_env(database_url, settings),
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while True:
-                if process.poll() is not None:
-                    log.seek(0)
-                    raise AssertionError(f"server exited {process.returncode}:\n{log.read().decode()}")
-                if healthy(base):
-                    break
-                if time.monotonic() > deadline:
-                    raise AssertionError("server did not start in time")
-                time.sleep(0.1)
-            yield base, process
-        finally:
-            if process.poll() is None:
-                stop(process, within=20)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            log.seek(0)
+            log.truncate()
+            port = free_port()
+            process = subprocess.Popen(
+                parley_command("serve", "--port", str(port), file_size_limit=file_size_limit),
+                env=cli_env(database_url, settings),
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            base = f"http://127.0.0.1:{port}"
+            try:
+                deadline = time.monotonic() + STARTUP_TIMEOUT_S
+                while not (healthy(base) and listens(process.pid, port)):
+                    if process.poll() is not None:
+                        log.seek(0)
+                        said = log.read().decode()
+                        if "address already in use" in said and attempt < PORT_ATTEMPTS:
+                            break
+                        raise AssertionError(f"server exited {process.returncode}:\n{said}")
+                    if time.monotonic() > deadline:
+                        raise AssertionError("server did not start in time")
+                    time.sleep(0.1)
+                else:
+                    yield base, process
+                    return
+            finally:
+                if process.poll() is None:
+                    stop(process, within=20)
 
 
 def _state(proc: Path) -> list[str]:

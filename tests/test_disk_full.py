@@ -80,6 +80,7 @@ def test_an_ingest_the_store_cannot_write_is_a_503_and_nothing_of_it_is_kept(tmp
     # With room again, the batch sent again is stored whole.
     with running_server(url) as (base, _):
         response = httpx.post(f"{base}/api/v2/ingest", json={"batch": refused}, headers=ingest, timeout=60)
+        assert response.status_code == 207, response.text
         assert [s["status"] for s in response.json()["successes"]] == [201] * 500
     assert stored_messages(path) == acknowledged + 500
 
