@@ -59,6 +59,15 @@ def browser():
         chromium.close()
 
 
+def wait_until(page, done, *, within_s: float = 10.0) -> None:
+    """Let ``page`` run (its listeners and route handlers with it) until ``done()`` holds,
+    or ``within_s`` has passed; the test's assertion then says what it found."""
+    for _ in range(int(within_s / 0.05)):
+        if done():
+            return
+        page.wait_for_timeout(50)
+
+
 def sign_in(browser, base: str, key: str, watch=None):
     """A page signed in with ``key``, its panels loaded; ``watch(page)`` is called before
     the page is opened (to listen to its requests from the first)."""
@@ -198,10 +207,7 @@ def test_the_dashboard_asks_for_nothing_it_does_not_get(site, browser):
 
     page = sign_in(browser, base, keys["admin"], watch)
     icon = base + "/static/favicon.svg"
-    for _ in range(200):  # the icon is asked for once the page has loaded, not before
-        if icon in answers:
-            break
-        page.wait_for_timeout(50)
+    wait_until(page, lambda: icon in answers)  # the icon is asked for once the page has loaded, not before
     assert answers.get(icon) == 200
     assert {url: status for url, status in answers.items() if status >= 400} == {}
     assert failed == []
@@ -315,10 +321,7 @@ def test_the_redoc_page_works_with_no_network_but_parley(site, browser):
     # request may come after the operations show: under the whole suite on two cores, CI
     # once read the list before it came (2026-12-06). Playwright runs the route handler
     # while the page is waited on.
-    for _ in range(200):
-        if outside:
-            break
-        page.wait_for_timeout(50)
+    wait_until(page, lambda: bool(outside))
     assert outside == [("image", "https://cdn.redoc.ly/redoc/logo-mini.svg")]
 
 
