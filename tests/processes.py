@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -17,13 +16,11 @@ from pathlib import Path
 import httpx
 import orjson
 
-from parley.bench import free_port
 from parley.child_process import stop
 from parley.demo import SCALES, generate
+from parley.ports import PORT_ATTEMPTS, PORT_TAKEN, free_port, listens
 
 STARTUP_TIMEOUT_S = 30
-# Servers started, each on a port found free, before a port taken meanwhile fails a test.
-PORT_ATTEMPTS = 3
 
 
 def cli_env(database_url: str, settings: dict[str, str] | None = None) -> dict[str, str]:
@@ -86,21 +83,6 @@ def healthy(base: str) -> bool:
         return False
 
 
-def listens(pid: int, port: int) -> bool:
-    """Whether ``pid`` holds a socket listening on TCP ``port`` (``/proc/net/tcp``, ``tcp6``)."""
-    inodes = {
-        fields[9]
-        for table in ("tcp", "tcp6")
-        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]
-        if (fields := line.split())[1].endswith(f":{port:04X}") and fields[3] == "0A"  # LISTEN
-    }
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):  # closed meanwhile
-            if os.readlink(fd).removeprefix("socket:[").removesuffix("]") in inodes:
-                return True
-    return False
-
-
 @contextmanager
 def running_server(
     database_url: str,
@@ -139,7 +121,7 @@ def running_server(
                     if process.poll() is not None:
                         log.seek(0)
                         said = log.read().decode()
-                        if "address already in use" in said and attempt < PORT_ATTEMPTS:
+                        if PORT_TAKEN in said and attempt < PORT_ATTEMPTS:
                             break
                         raise AssertionError(f"server exited {process.returncode}:\n{said}")
                     if time.monotonic() > deadline:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -16,10 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import httpx
 import orjson
 import pyarrow
 import pytest
 
+from parley import bench
 from parley.bench import (
     STARTUP_TIMEOUT_S,
     _batches,
@@ -29,10 +33,10 @@ from parley.bench import (
     _server,
     _while_ingesting,
     _write_dataset,
-    free_port,
 )
 from parley.demo import SCALES, generate
 from parley.ingest.service import ingest_batch
+from parley.ports import PORT_TAKEN, free_port, listens
 from parley.server import _ParleyLines
 from parley.store.duckdb import DuckDBStore
 from parley.store.port import open_store
@@ -310,6 +314,55 @@ def test_a_server_refusing_the_first_read_is_said_at_once_with_its_reason(tmp_pa
     assert str(refused.value) == (
         'parley serve refused the bench\'s first read (403): {"detail":"member 1 is not known in workspace w1"}'
     )
+
+
+@contextmanager
+def _stranger() -> Iterator[int]:
+    """Another process's server, as a test's beside the bench's smoke run in CI: it answers
+    every request with a 200, and holds its port."""
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer) as stranger:
+        thread = threading.Thread(target=stranger.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield stranger.server_address[1]
+        finally:
+            stranger.shutdown()
+
+
+def test_a_server_whose_port_was_taken_first_is_started_again_on_another(tmp_path: Path, monkeypatch):
+    # A port is free when chosen, not when the server binds it. The bench's server exited
+    # ("address already in use"), and until then the stranger's 200s passed its probe:
+    # the bench would time another process's server. The port chooser is made to hand out
+    # the stranger's port twice, then a free one.
+    url = store_url_for("duckdb", tmp_path)
+    with _stranger() as taken:
+        ports = iter([taken, taken, free_port()])
+        monkeypatch.setattr(bench, "free_port", lambda: next(ports))
+        with _server(url, _read_probe("/healthz", {})) as (base, pid, _):
+            port = int(base.rsplit(":", 1)[1])
+            assert port != taken and listens(pid, port) and not listens(pid, taken)
+            assert httpx.get(base + "/healthz").json() == {"status": "ok"}  # Parley's, not the stranger's empty 200
+
+
+def test_a_server_whose_port_is_taken_at_each_attempt_is_said_with_what_it_printed(tmp_path: Path, monkeypatch):
+    url = store_url_for("duckdb", tmp_path)
+    with _stranger() as taken:
+        monkeypatch.setattr(bench, "free_port", lambda: taken)
+        with pytest.raises(RuntimeError) as ended, _server(url, _read_probe("/healthz", {})):
+            pass
+    said = str(ended.value)
+    assert said.startswith("parley serve exited with 3:\n"), said
+    assert f"error while attempting to bind on address ('127.0.0.1', {taken}): {PORT_TAKEN}" in said
 
 
 def test_the_held_events_keep_only_their_bytes(tmp_path: Path):

@@ -19,7 +19,6 @@ from parley.settings import Settings
 from parley.store.port import Store
 from tests.conftest import NOW
 from tests.factories import WS, event, iso, member
-from tests.processes import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +28,20 @@ CHATS = 10_000  # about 2.6 MB of CSV, read by the store 100 chats at a time
 @pytest.fixture
 def server(settings: Settings, store: Store) -> Iterator[int]:
     app = create_app(settings, store=store, clock=lambda: NOW)
-    port = free_port()
-    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield port
-    running.should_exit = True
-    thread.join(10)
+    # Bound here and handed over: a port found free and bound by the server later could be
+    # taken in between by another test's server.
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        running = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        thread = threading.Thread(target=running.run, kwargs={"sockets": [bound]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not running.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        yield bound.getsockname()[1]
+        running.should_exit = True
+        thread.join(10)
 
 
 def _ask_and_hang_up(port: int, key: str, *, read: int, still_open: Callable[[], bool]) -> None:

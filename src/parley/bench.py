@@ -21,7 +21,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import orjson
@@ -43,6 +42,7 @@ import orjson
 from parley.child_process import ended_with, stop
 from parley.demo import SCALES, generate, workspaces
 from parley.ingest.service import collector_paused
+from parley.ports import PORT_ATTEMPTS, PORT_TAKEN, free_port, listens
 from parley.store.port import open_store
 from parley.store.urls import parse_database_url
 
@@ -178,13 +178,6 @@ def _cli_run(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def free_port() -> int:
-    """A TCP port free on loopback now (the tests' servers take theirs here too)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # The bench's ``parley serve`` processes running, for a SIGTERM's clean-up to stop first.
 _SERVING: set[subprocess.Popen[bytes]] = set()
 
@@ -215,36 +208,62 @@ def _server(
     Its output goes to the file ``output`` (see ``_checkpoints``), or to a temporary one: a
     server that ends before its first answer is said with the last lines it printed (a
     store held by another process, say), where the bench said only its exit status.
+
+    Its port is free when chosen, not when bound (see ``parley.ports``): a server whose
+    port another process took first is started again on another, up to ``PORT_ATTEMPTS``
+    times, and is probed only once it holds its port, so that the bench never times, nor
+    is refused by, a stranger (CI runs the bench's smoke beside the tests' servers).
     """
-    port = free_port()
-    started = time.perf_counter()
     with output.open("w+b") if output is not None else tempfile.TemporaryFile() as printed:
-        process = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "parley", "serve", "--port", str(port)],
-            env=_env(database_url),
-            stdout=printed,
-            stderr=subprocess.STDOUT,
-            preexec_fn=ended_with(os.getpid()),
-        )
-        _SERVING.add(process)
-        base = f"http://127.0.0.1:{port}"
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            printed.seek(0)
+            printed.truncate()
+            port = free_port()
+            started = time.perf_counter()
+            process = subprocess.Popen(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "parley", "serve", "--port", str(port)],
+                env=_env(database_url),
+                stdout=printed,
+                stderr=subprocess.STDOUT,
+                preexec_fn=ended_with(os.getpid()),
+            )
+            _SERVING.add(process)
+            base = f"http://127.0.0.1:{port}"
+            try:
+                if _answered(process, port, probe, printed, port_taken_ends=attempt == PORT_ATTEMPTS):
+                    yield base, process.pid, time.perf_counter() - started
+                    return
+            finally:
+                _stop(process)
+
+
+def _answered(
+    process: subprocess.Popen[bytes],
+    port: int,
+    probe: Callable[[str], bool],
+    printed: IO[bytes],
+    *,
+    port_taken_ends: bool,
+) -> bool:
+    """Wait for a server started on ``port`` to hold it and pass ``probe``: True then, False
+    if its port was taken before it bound it (unless ``port_taken_ends``); a RuntimeError
+    with the last lines it ``printed`` if it ends otherwise, or if it does not answer in time."""
+    started = time.perf_counter()
+    while True:
+        if process.poll() is not None:
+            printed.seek(0)
+            said = printed.read().decode(errors="replace").strip().splitlines()[-SAID_LINES:]
+            if any(PORT_TAKEN in line for line in said) and not port_taken_ends:
+                return False
+            raise RuntimeError("\n".join([f"parley serve exited with {process.returncode}:", *said]))
         try:
-            while True:
-                if process.poll() is not None:
-                    printed.seek(0)
-                    said = printed.read().decode(errors="replace").strip().splitlines()[-SAID_LINES:]
-                    raise RuntimeError("\n".join([f"parley serve exited with {process.returncode}:", *said]))
-                try:
-                    if probe(base):
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.perf_counter() - started > STARTUP_TIMEOUT_S:
-                    raise RuntimeError("parley serve did not answer in time")
-                time.sleep(0.01)
-            yield base, process.pid, time.perf_counter() - started
-        finally:
-            _stop(process)
+            if listens(process.pid, port) and probe(f"http://127.0.0.1:{port}"):
+                return True
+        except httpx.HTTPError:
+            pass
+        if time.perf_counter() - started > STARTUP_TIMEOUT_S:
+            raise RuntimeError("parley serve did not answer in time")
+        time.sleep(0.01)
 
 
 def _checkpoints(printed: str, *, closing: bool = False) -> dict[str, float]:
