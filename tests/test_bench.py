@@ -7,6 +7,7 @@ import http.server
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -495,8 +496,11 @@ def test_a_bench_ended_while_its_readers_are_submitted_lets_the_started_ones_go(
     # time-out (found in about 1 run of 12 of the SIGTERM test beside other tests).
     requests = _EndedWhileSubmitted([("a", "30d", "/a"), ("b", "30d", "/b")])
     started = time.monotonic()
-    with pytest.raises(SystemExit):  # the first reader's request fails: no server there
-        _while_ingesting(f"http://127.0.0.1:{free_port()}", {}, {}, [], requests)
+    # The first reader's request fails: its port is bound here and never listened on, so no
+    # other test's server can take it, and a connection to it is refused.
+    with socket.socket() as bound, pytest.raises(SystemExit):
+        bound.bind(("127.0.0.1", 0))
+        _while_ingesting(f"http://127.0.0.1:{bound.getsockname()[1]}", {}, {}, [], requests)
     assert requests.walks == 2
     assert time.monotonic() - started < STARTUP_TIMEOUT_S / 4
 
