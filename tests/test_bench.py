@@ -318,13 +318,13 @@ def test_a_server_refusing_the_first_read_is_said_at_once_with_its_reason(tmp_pa
 
 
 @contextmanager
-def _stranger() -> Iterator[int]:
+def _stranger(status: int = 200) -> Iterator[int]:
     """Another process's server, as a test's beside the bench's smoke run in CI: it answers
-    every request with a 200, and holds its port."""
+    every request with ``status``, and holds its port."""
 
     class Answer(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -340,13 +340,15 @@ def _stranger() -> Iterator[int]:
             stranger.shutdown()
 
 
-def test_a_server_whose_port_was_taken_first_is_started_again_on_another(tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("status", [200, 401])
+def test_a_server_whose_port_was_taken_first_is_started_again_on_another(tmp_path: Path, monkeypatch, status: int):
     # A port is free when chosen, not when the server binds it. The bench's server exited
     # ("address already in use"), and until then the stranger's 200s passed its probe:
-    # the bench would time another process's server. The port chooser is made to hand out
-    # the stranger's port twice, then a free one.
+    # the bench would time another process's server (and its refusals ended the bench, as
+    # the server's own would). The port chooser is made to hand out the stranger's port
+    # twice, then a free one.
     url = store_url_for("duckdb", tmp_path)
-    with _stranger() as taken:
+    with _stranger(status) as taken:
         ports = iter([taken, taken, free_port()])
         monkeypatch.setattr(bench, "free_port", lambda: next(ports))
         with _server(url, _read_probe("/healthz", {})) as (base, pid, _):

@@ -256,11 +256,18 @@ def _answered(
             if any(PORT_TAKEN in line for line in said) and not port_taken_ends:
                 return False
             raise RuntimeError("\n".join([f"parley serve exited with {process.returncode}:", *said]))
+        # Whose answer it is, is asked only once something answers: ``listens`` takes 3 to 4
+        # ms of CPU (the kernel walks its whole socket table), beside a server starting up.
         try:
-            if listens(process.pid, port) and probe(f"http://127.0.0.1:{port}"):
-                return True
+            answered = probe(f"http://127.0.0.1:{port}")
         except httpx.HTTPError:
-            pass
+            answered = False
+        except RuntimeError:  # the probe refused (``_read_probe``): said if the server is ours
+            if listens(process.pid, port):
+                raise
+            answered = False
+        if answered and listens(process.pid, port):
+            return True
         if time.perf_counter() - started > STARTUP_TIMEOUT_S:
             raise RuntimeError("parley serve did not answer in time")
         time.sleep(0.01)

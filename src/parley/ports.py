@@ -34,7 +34,9 @@ def listens(pid: int, port: int) -> bool:
     ``/proc/net/tcp`` and ``tcp6``, matched to the process's descriptors by inode).
 
     True where there is no ``/proc`` to tell (not Linux): an answer on the port is then
-    taken for the child's, as it always was before."""
+    taken for the child's, as it always was before. It takes 3 to 4 ms of CPU, however
+    few sockets there are (the kernel walks its whole table of them): ask it once the port
+    answers, not in a tight loop before."""
     tables = [table for table in (_PROC_NET / "tcp", _PROC_NET / "tcp6") if table.is_file()]
     if not tables:
         return True
