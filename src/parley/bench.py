@@ -211,8 +211,9 @@ def _server(
 
     Its port is free when chosen, not when bound (see ``parley.ports``): a server whose
     port another process took first is started again on another, up to ``PORT_ATTEMPTS``
-    times, and is probed only once it holds its port, so that the bench never times, nor
-    is refused by, a stranger (CI runs the bench's smoke beside the tests' servers).
+    times, and an answer on its port is taken for its own only once it holds the port, so
+    that the bench never times, nor is refused by, a stranger (CI runs the bench's smoke
+    beside the tests' servers).
     """
     with output.open("w+b") if output is not None else tempfile.TemporaryFile() as printed:
         for attempt in range(1, PORT_ATTEMPTS + 1):
