@@ -18,7 +18,7 @@ import orjson
 
 from parley.child_process import stop
 from parley.demo import SCALES, generate
-from parley.ports import PORT_ATTEMPTS, PORT_TAKEN, free_port, listens
+from parley.tcp_ports import PORT_ATTEMPTS, PORT_TAKEN, free_port, listens
 
 STARTUP_TIMEOUT_S = 30
 

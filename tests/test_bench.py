@@ -37,10 +37,10 @@ from parley.bench import (
 )
 from parley.demo import SCALES, generate
 from parley.ingest.service import ingest_batch
-from parley.ports import PORT_TAKEN, free_port, listens
 from parley.server import _ParleyLines
 from parley.store.duckdb import DuckDBStore
 from parley.store.port import open_store
+from parley.tcp_ports import PORT_TAKEN, free_port, listens
 from tests.conftest import store_url_for
 from tests.factories import T0, call
 from tests.processes import alive, cli_env, healthy, live_processes, run_cli, still_alive

@@ -42,9 +42,9 @@ import orjson
 from parley.child_process import ended_with, stop
 from parley.demo import SCALES, generate, workspaces
 from parley.ingest.service import collector_paused
-from parley.ports import PORT_ATTEMPTS, PORT_TAKEN, free_port, listens
 from parley.store.port import open_store
 from parley.store.urls import parse_database_url
+from parley.tcp_ports import PORT_ATTEMPTS, PORT_TAKEN, free_port, listens
 
 CLIENTS = 4
 # Warm requests an endpoint and range (the issue asks for 50 or more), unless ``--requests``
@@ -209,7 +209,7 @@ def _server(
     server that ends before its first answer is said with the last lines it printed (a
     store held by another process, say), where the bench said only its exit status.
 
-    Its port is free when chosen, not when bound (see ``parley.ports``): a server whose
+    Its port is free when chosen, not when bound (see ``parley.tcp_ports``): a server whose
     port another process took first is started again on another, up to ``PORT_ATTEMPTS``
     times, and an answer on its port is taken for its own only once it holds the port, so
     that the bench never times, nor is refused by, a stranger (CI runs the bench's smoke

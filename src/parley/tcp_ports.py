@@ -1,4 +1,5 @@
-"""Ports for the servers that a process starts as children (the bench's, the tests').
+"""TCP ports for the servers that a process starts as children (the bench's, the tests').
+(The store's interface, which endpoints and ingestion talk to, is ``parley.store.port``.)
 
 A port found free is free when chosen, not when the child binds it: another process on the
 machine (a test's server beside the bench's smoke run in CI) can take it in between. The

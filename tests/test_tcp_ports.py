@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from parley.ports import listens
+from parley.tcp_ports import listens
 
 
 def test_a_port_is_held_by_the_process_listening_on_it_alone():
