@@ -6,6 +6,7 @@ its dialect to the builders. Values always travel as bound parameters.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from parley.timeseries import ZoneSpan
@@ -19,7 +20,15 @@ class Params:
         self.values: dict[str, Any] = {}
 
     def add(self, value: Any, type_: str) -> str:
-        """``type_`` is a logical type: str, int, float, bool, time."""
+        """``type_`` is a logical type: str, int, float, bool, time.
+
+        A time is bound as naive UTC, the stores' own, whatever zone an aware one is in:
+        DuckDB would read a naive column against an aware value in the host's zone (a
+        store on a New York host counted a call of 10:00Z as after 10:30Z), and ClickHouse
+        refuses the value's offset.
+        """
+        if type_ == "time" and isinstance(value, datetime) and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
         name = f"p{len(self.values)}"
         self.values[name] = value
         return self.dialect.placeholder(name, type_)
