@@ -20,7 +20,7 @@ class Params:
         self.values: dict[str, Any] = {}
 
     def add(self, value: Any, type_: str) -> str:
-        """``type_`` is a logical type: str, int, float, bool, time.
+        """``type_`` is a logical type: str, int, float, bool, time, date, str_list or int_list.
 
         A time is bound as naive UTC, the stores' own, whatever zone an aware one is in:
         DuckDB would read a naive column against an aware value in the host's zone (a
