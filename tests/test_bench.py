@@ -433,13 +433,41 @@ def _serving_under(directory: Path) -> list[tuple[int, int]]:
     return found
 
 
+def _ended(bench: subprocess.Popen, tmp_path: Path, within: float) -> int:
+    """The exit status of a ``_demo_bench`` that ends ``within`` seconds; else a failure
+    saying where it and its servers were. Each is sent SIGABRT, on which faulthandler
+    prints its threads' stacks: the bench's to its standard error, a server's to its log in
+    the working directory (the first two servers'; the others' go to unnamed files)."""
+    try:
+        return bench.wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        for pid, _ in _serving_under(tmp_path):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGABRT)
+        os.kill(bench.pid, signal.SIGABRT)
+        bench.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(bench.pid, signal.SIGKILL)  # whatever it started, holding its standard error
+        said = bench.stderr.read().decode(errors="replace")
+        logs = [
+            f"--- {log.name}\n{log.read_text(errors='replace')[-20_000:]}" for log in tmp_path.glob("*/server-*.log")
+        ]
+        pytest.fail("\n".join([f"the bench did not end within {within} s; it said:", said, *logs]))
+
+
 @contextmanager
 def _demo_bench(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int, int]]:
     """``parley bench --scale demo``, its temporary files under ``tmp_path``, once its first
     server answers: (the bench, that server's pid, its port)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")} | {"TMPDIR": str(tmp_path)}
+    # Python's faulthandler prints every thread's stack on SIGABRT (see ``_ended``).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")} | {
+        "TMPDIR": str(tmp_path),
+        "PYTHONFAULTHANDLER": "1",
+    }
     bench = subprocess.Popen(
-        [sys.executable, "-m", "parley", "bench", "--scale", "demo"],
+        # No core file for it or its children when ``_ended`` aborts them (util-linux's
+        # ``prlimit`` sets the limit and becomes the bench).
+        ["prlimit", "--core=0", sys.executable, "-m", "parley", "bench", "--scale", "demo"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -471,7 +499,7 @@ def test_a_bench_sent_sigterm_stops_its_servers_and_removes_its_working_director
         assert [p.name.startswith("parley-bench-") for p in tmp_path.iterdir()] == [True]
         time.sleep(after)
         os.kill(bench.pid, signal.SIGTERM)
-        assert bench.wait(timeout=30) == 128 + signal.SIGTERM, bench.stderr.read()
+        assert _ended(bench, tmp_path, within=30) == 128 + signal.SIGTERM, bench.stderr.read()
         assert list(tmp_path.iterdir()) == []
         # A server being started as the signal came (the bench inside ``Popen``) is not the
         # bench's to stop yet: its parent-death signal ends it as the bench ends.
@@ -525,6 +553,6 @@ def test_a_bench_sent_sigterm_while_a_server_stops_waits_for_it(tmp_path: Path):
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(server, signal.SIGCONT)
-        assert bench.wait(timeout=60) == 128 + signal.SIGTERM, bench.stderr.read()
+        assert _ended(bench, tmp_path, within=60) == 128 + signal.SIGTERM, bench.stderr.read()
         assert not alive(server)
         assert list(tmp_path.iterdir()) == []
