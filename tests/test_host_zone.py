@@ -19,7 +19,7 @@ import pytest
 
 from parley.auth.keys import create_key
 from parley.store.port import open_store
-from tests.conftest import STORE_KINDS, store_url_for
+from tests.conftest import STORE_KINDS, bearer, store_url_for
 from tests.factories import T0, WS, member, one_of_each
 from tests.processes import running_server
 
@@ -87,13 +87,13 @@ def test_a_server_in_new_york_stores_and_answers_in_utc(kind: str, tmp_path: Pat
     url = store_url_for(kind, tmp_path)
     store = open_store(url)
     ingest_key = create_key(store, org="acme", ingest=True)
-    admin = {"Authorization": f"Bearer {create_key(store, org='acme', workspace_id=WS, member_id=1)}"}
+    admin = bearer(create_key(store, org="acme", workspace_id=WS, member_id=1))
     store.close()
     with running_server(url, settings={"TZ": "America/New_York"}) as (base, _), httpx.Client(base_url=base) as client:
         sent = client.post(
             "/api/v2/ingest",
             json={"batch": [member(1, "admin"), *one_of_each(T0)]},
-            headers={"Authorization": f"Bearer {ingest_key}"},
+            headers=bearer(ingest_key),
         )
         assert sent.status_code == 207 and sent.json()["errors"] == [], sent.text
 
