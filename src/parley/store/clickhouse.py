@@ -594,22 +594,34 @@ class ConnectTransport:
 
 # -- the store -------------------------------------------------------------------------
 
+# Each insert's part, and its directory, synced to the disk before the insert returns: an
+# acknowledged event outlives the machine's crash or a power cut, as DuckDB's log, synced
+# at each commit, makes it. ClickHouse syncs neither by default, and the server drops a
+# part that a power cut left unwritten as broken when it starts again: events answered,
+# which their clients will not send again. The price, and how an operator who keeps
+# replicas instead turns it off: docs/clickhouse.md, "Durability".
+DURABLE_INSERTS = "fsync_after_insert = 1, fsync_part_directory = 1"
+
+# The tables of ``_FIXED_DDL``; the others are those of ``schema.TABLES``.
+FIXED_TABLES = ("parley_meta", "event_ledger", "entity_ledger", "api_keys")
 _FIXED_DDL = (
-    "CREATE TABLE IF NOT EXISTS parley_meta (key String, value String) ENGINE = ReplacingMergeTree ORDER BY key",
+    "CREATE TABLE IF NOT EXISTS parley_meta (key String, value String) ENGINE = ReplacingMergeTree ORDER BY key "
+    f"SETTINGS {DURABLE_INSERTS}",
     "CREATE TABLE IF NOT EXISTS event_ledger (org String, event_id String, type String, "
     "ingested_at DateTime64(6, 'UTC'), before_rows Bool DEFAULT false) "
-    "ENGINE = ReplacingMergeTree ORDER BY (org, event_id)",
+    f"ENGINE = ReplacingMergeTree ORDER BY (org, event_id) SETTINGS {DURABLE_INSERTS}",
     # Made when an event's ledger entry was written after its rows (see ``_insert``).
     "ALTER TABLE event_ledger ADD COLUMN IF NOT EXISTS before_rows Bool DEFAULT false",
     # The time of the row a claim ``before_rows`` promises; made when claims did not keep it.
     "ALTER TABLE event_ledger ADD COLUMN IF NOT EXISTS ts Nullable(DateTime64(6, 'UTC'))",
     "CREATE TABLE IF NOT EXISTS entity_ledger (org String, entity_key String, event_id Nullable(String)) "
-    "ENGINE = ReplacingMergeTree ORDER BY (org, entity_key)",
+    f"ENGINE = ReplacingMergeTree ORDER BY (org, entity_key) SETTINGS {DURABLE_INSERTS}",
     # The event claiming the entity; made when claims did not keep it.
     "ALTER TABLE entity_ledger ADD COLUMN IF NOT EXISTS event_id Nullable(String)",
     "CREATE TABLE IF NOT EXISTS api_keys (key_id String, secret_hash String, org String, "
     "workspace_id Nullable(String), member_id Nullable(Int64), ingest Bool, created_at DateTime64(6, 'UTC'), "
-    "revoked_at Nullable(DateTime64(6, 'UTC'))) ENGINE = ReplacingMergeTree ORDER BY key_id",
+    "revoked_at Nullable(DateTime64(6, 'UTC'))) ENGINE = ReplacingMergeTree ORDER BY key_id "
+    f"SETTINGS {DURABLE_INSERTS}",
     # Made before keys could be revoked.
     "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at Nullable(DateTime64(6, 'UTC'))",
 )
@@ -639,8 +651,8 @@ def _table_ddl(table: schema.Table) -> str:
         cols += f", PROJECTION {projection[0]} ({projection[1]})"
     return (
         f"CREATE TABLE IF NOT EXISTS {table.name} ({cols}) ENGINE = MergeTree "
-        "PARTITION BY toYYYYMM(ts) ORDER BY (org, ts, event_id)"
-        + ("" if projection is None else f" SETTINGS {PROJECTION_SETTINGS}")
+        f"PARTITION BY toYYYYMM(ts) ORDER BY (org, ts, event_id) SETTINGS {DURABLE_INSERTS}"
+        + ("" if projection is None else f", {PROJECTION_SETTINGS}")
     )
 
 
@@ -707,6 +719,7 @@ class ClickHouseStore(SqlStore):
             self._transport.command(_table_ddl(table))
         for table, (name, query) in PROJECTIONS.items():
             self._add_projection(table, name, query)
+        self._make_inserts_durable()
         if not found or int(found[0][0]) < schema.SCHEMA_VERSION:
             # Of a meta key's rows, FINAL keeps the newest: this one.
             self._transport.insert(
@@ -732,6 +745,21 @@ class ClickHouseStore(SqlStore):
         self._transport.command(f"ALTER TABLE {table} MODIFY SETTING {PROJECTION_SETTINGS}")
         self._transport.command(f"ALTER TABLE {table} ADD PROJECTION IF NOT EXISTS {name} ({query})")
         self._transport.command(f"ALTER TABLE {table} MATERIALIZE PROJECTION {name}")
+
+    def _make_inserts_durable(self) -> None:
+        """Give Parley's tables made before their inserts were synced ``DURABLE_INSERTS``.
+
+        A table whose settings name ``fsync_after_insert`` already keeps them: an operator
+        who turned it off (``= 0``) is not overruled. Nor is a table that is not a
+        MergeTree, a cluster's Distributed front (its local tables are the operator's).
+        """
+        names = [*FIXED_TABLES, *(table.name for table in schema.TABLES)]
+        for (table,) in self._fetchall(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() AND name IN {names:Array(String)} "
+            "AND endsWith(engine, 'MergeTree') AND position(engine_full, 'fsync_after_insert') = 0",
+            {"names": names},
+        ):
+            self._transport.command(f"ALTER TABLE {table} MODIFY SETTING {DURABLE_INSERTS}")
 
     def _fetchall(self, sql: str, params: dict[str, Any]) -> list[tuple]:
         table = _naive_utc(self._transport.query(sql, params))
