@@ -747,7 +747,7 @@ class ClickHouseStore(SqlStore):
         self._transport.command(f"ALTER TABLE {table} MATERIALIZE PROJECTION {name}")
 
     def _make_inserts_durable(self) -> None:
-        """Give Parley's tables made before their inserts were synced ``DURABLE_INSERTS``.
+        """Give ``DURABLE_INSERTS`` to Parley's tables made before Parley asked for it.
 
         A table whose settings name ``fsync_after_insert`` already keeps them: an operator
         who turned it off (``= 0``) is not overruled. Nor is a table that is not a
