@@ -596,9 +596,9 @@ class ConnectTransport:
 
 # Each insert's part, and its directory, synced to the disk before the insert returns: an
 # acknowledged event outlives the machine's crash or a power cut, as DuckDB's log, synced
-# at each commit, makes it. ClickHouse syncs neither by default, and the server drops a
-# part that a power cut left unwritten as broken when it starts again: events answered,
-# which their clients will not send again. The price, and how an operator who keeps
+# at each commit, makes it. ClickHouse syncs neither by default, and the server sets a
+# part that a power cut left unwritten aside as broken when it starts again: events
+# answered, which their clients will not send again. The price, and how an operator who keeps
 # replicas instead turns it off: docs/clickhouse.md, "Durability".
 DURABLE_INSERTS = "fsync_after_insert = 1, fsync_part_directory = 1"
 
