@@ -8,6 +8,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from parley.timeseries import utc_naive
+
 Clock = Callable[[], datetime]
 
 
@@ -16,7 +18,7 @@ def utcnow() -> datetime:
 
 
 async def request_now(request: Request) -> datetime:
-    return request.app.state.clock().astimezone(UTC).replace(tzinfo=None)
+    return utc_naive(request.app.state.clock())
 
 
 Now = Annotated[datetime, Depends(request_now)]

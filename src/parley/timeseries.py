@@ -53,14 +53,15 @@ def parse_tz(value: str | None) -> ZoneInfo:
     return ZoneInfo(value)
 
 
-def _utc_naive(moment: datetime) -> datetime:
+def utc_naive(moment: datetime) -> datetime:
+    """An aware ``moment`` as naive UTC, the stores' own times."""
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def stored_instant(moment: datetime, *, name: str, value: str) -> datetime:
     """An aware datetime as naive UTC; 400 if no stored time can be it."""
     try:
-        return _utc_naive(moment)
+        return utc_naive(moment)
     except OverflowError:
         raise BadRequest(
             f"{name}: {value!r} is outside the times Parley stores "
@@ -71,7 +72,7 @@ def stored_instant(moment: datetime, *, name: str, value: str) -> datetime:
 def _day_first(day: date, tz: ZoneInfo) -> datetime:
     """The first instant (naive UTC) of a local day, or ``EARLIEST`` if it comes before."""
     try:
-        return _utc_naive(datetime.combine(day, time(), tzinfo=tz))
+        return utc_naive(datetime.combine(day, time(), tzinfo=tz))
     except OverflowError:
         return EARLIEST
 
@@ -79,11 +80,11 @@ def _day_first(day: date, tz: ZoneInfo) -> datetime:
 def _day_last(day: date, tz: ZoneInfo) -> datetime:
     """The last instant (naive UTC) of a local day, or ``LATEST`` if it comes after."""
     try:
-        return _utc_naive(datetime.combine(day + ONE_DAY, time(), tzinfo=tz)) - ONE_MICROSECOND
+        return utc_naive(datetime.combine(day + ONE_DAY, time(), tzinfo=tz)) - ONE_MICROSECOND
     except OverflowError:
         pass
     try:  # 9999-12-31, with no next day; fold=1 takes the later of a repeated hour
-        return _utc_naive(datetime.combine(day, time.max.replace(fold=1), tzinfo=tz))
+        return utc_naive(datetime.combine(day, time.max.replace(fold=1), tzinfo=tz))
     except OverflowError:
         return LATEST
 

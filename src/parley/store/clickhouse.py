@@ -51,7 +51,7 @@ from parley.store.group_commit import GroupCommit, Key
 from parley.store.port import ApiKeyRecord, StoreLocked, StoreOutcome, StoreUnavailable
 from parley.store.series_sql import SeriesSql
 from parley.store.sql_store import SqlStore
-from parley.timeseries import ZoneSpan
+from parley.timeseries import ZoneSpan, utc_naive
 
 CH_TYPES = {
     "str": "String",
@@ -910,7 +910,7 @@ class ClickHouseStore(SqlStore):
         claims promised (a resend stamped anew), unless a claim made before the ledger
         kept times promises none. A resend finding its rows at their times, the common
         case, pays for the first look alone."""
-        own = {(e.org, e.id): [e.timestamp.astimezone(UTC).replace(tzinfo=None)] for e in events}
+        own = {(e.org, e.id): [utc_naive(e.timestamp)] for e in events}
         missing = self._not_at(events, own)
         promised = {key: times for key, times in self._promised(missing).items() if set(times) != set(own[key])}
         if not promised:

@@ -6,10 +6,10 @@ its dialect to the builders. Values always travel as bound parameters.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
-from parley.timeseries import ZoneSpan
+from parley.timeseries import ZoneSpan, utc_naive
 
 
 class Params:
@@ -28,7 +28,7 @@ class Params:
         refuses the value's offset.
         """
         if type_ == "time" and isinstance(value, datetime) and value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
+            value = utc_naive(value)
         name = f"p{len(self.values)}"
         self.values[name] = value
         return self.dialect.placeholder(name, type_)
