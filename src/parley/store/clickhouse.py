@@ -598,8 +598,8 @@ class ConnectTransport:
 # acknowledged event outlives the machine's crash or a power cut, as DuckDB's log, synced
 # at each commit, makes it. ClickHouse syncs neither by default, and the server sets a
 # part that a power cut left unwritten aside as broken when it starts again: events
-# answered, which their clients will not send again. The price, and how an operator who keeps
-# replicas instead turns it off: docs/clickhouse.md, "Durability".
+# answered, which their clients will not send again. The price, and how an operator who
+# keeps replicas instead turns it off: docs/clickhouse.md, "Durability".
 DURABLE_INSERTS = "fsync_after_insert = 1, fsync_part_directory = 1"
 
 # The tables of ``_FIXED_DDL``; the others are those of ``schema.TABLES``.
