@@ -303,6 +303,33 @@ def test_reorder_rewrites_message_text_by_workspace_and_time(tmp_path):
         store.close()
 
 
+def test_a_search_finds_text_in_one_message_never_across_two(client, store, ingest, admin):
+    hour = timedelta(hours=1)
+    ingest(
+        chat(60, title="Sixty"),
+        said(60, "s1", T + hour, "Please ref"),
+        said(60, "s2", T + 2 * hour, "und my order"),
+        chat(61),
+        said(61, "t1", T + hour, "a REFUND, please"),
+        said(61, "t2", T + 25 * hour, "thanks"),
+    )
+
+    def found(search):
+        response = client.get(BASE, params={"search": search, "sortBy": "id", "sortOrder": "asc"}, headers=admin)
+        assert response.status_code == 200, response.text
+        return [c["id"] for c in response.json()["items"]]
+
+    for _ in ("as the messages came", "once the store has put its rows in order"):
+        assert found("refund") == [61]
+        assert found("ref") == [60, 61]
+        assert found("und my") == [60]
+        assert found("please ref") == [60]
+        assert found("refund, please") == [61]
+        assert found("please thanks") == []
+        assert found("thanks") == [61]
+        store.reorder()
+
+
 def test_reorder_rewrites_chat_state_by_workspace_and_creation(tmp_path):
     from parley.ingest.service import ingest_batch
     from parley.metrics.chats.query import ChatQuery
