@@ -314,20 +314,32 @@ def test_a_search_finds_text_in_one_message_never_across_two(client, store, inge
         said(61, "t2", T + 25 * hour, "thanks"),
     )
 
-    def found(search):
-        response = client.get(BASE, params={"search": search, "sortBy": "id", "sortOrder": "asc"}, headers=admin)
-        assert response.status_code == 200, response.text
-        return [c["id"] for c in response.json()["items"]]
+    expected = {
+        "refund": [61],
+        "ref": [60, 61],
+        "und my": [60],
+        "please ref": [60],
+        "refund, please": [61],
+        "please thanks": [],
+        "thanks": [61],
+        # The two messages joined by nothing, a space, a line break or a NUL would say these.
+        "refund my": [],
+        "ref\nund": [],
+        "please\nthanks": [],
+        "ref\x00und": [],
+    }
 
-    for _ in ("as the messages came", "once the store has put its rows in order"):
-        assert found("refund") == [61]
-        assert found("ref") == [60, 61]
-        assert found("und my") == [60]
-        assert found("please ref") == [60]
-        assert found("refund, please") == [61]
-        assert found("please thanks") == []
-        assert found("thanks") == [61]
-        store.reorder()
+    def found():
+        answers = {}
+        for search in expected:
+            response = client.get(BASE, params={"search": search, "sortBy": "id", "sortOrder": "asc"}, headers=admin)
+            assert response.status_code == 200, response.text
+            answers[search] = [c["id"] for c in response.json()["items"]]
+        return answers
+
+    assert found() == expected  # as the messages came
+    store.reorder()
+    assert found() == expected  # once the store has put its rows in order
 
 
 def test_reorder_rewrites_chat_state_by_workspace_and_creation(tmp_path):
