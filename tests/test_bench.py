@@ -41,7 +41,7 @@ from parley.server import _ParleyLines
 from parley.store.duckdb import DuckDBStore
 from parley.store.port import open_store
 from parley.tcp_ports import PORT_TAKEN, free_port, listens
-from tests.conftest import store_url_for
+from tests.conftest import bearer, store_url_for
 from tests.factories import T0, call
 from tests.processes import alive, cli_env, healthy, live_processes, run_cli, still_alive
 
@@ -308,7 +308,7 @@ def test_a_server_refusing_the_first_read_is_said_at_once_with_its_reason(tmp_pa
     # answer in time".
     url = store_url_for("duckdb", tmp_path)
     key = run_cli(url, "keys", "create", "--org", "acme", "--workspace", "w1", "--member", "1").stdout
-    headers = {"Authorization": f"Bearer {key.strip().splitlines()[-1]}"}
+    headers = bearer(key.strip().splitlines()[-1])
     probe = _read_probe("/api/v2/w/w1/chats", headers)
     with pytest.raises(RuntimeError) as refused, _server(url, probe):
         pass

@@ -22,7 +22,7 @@ from parley.child_process import stop
 from parley.cli import app
 from parley.demo import SCALES, generate
 from parley.settings import Settings
-from tests.conftest import STORE_KINDS, store_url_for
+from tests.conftest import STORE_KINDS, bearer, store_url_for
 from tests.factories import T0, WS, call, event, iso, member
 from tests.processes import cli_env, free_port, new_key, run_cli, running_server
 from tests.test_org_analytics import observation, session, trace
@@ -94,7 +94,7 @@ def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: 
         assert "line 6: no org" in result.stderr
         assert "line 7: an event must be a JSON object" in result.stderr
 
-        headers = {"Authorization": f"Bearer {member_key}"}
+        headers = bearer(member_key)
         response = httpx.get(
             f"{base}/analytics/calls/by-assistant",
             params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
@@ -104,9 +104,7 @@ def test_keys_and_ingest_go_through_a_running_server_and_show_at_once(tmp_path: 
         assert [(a["total_calls"], a["total_duration_minutes"]) for a in response.json()["data"]["assistants"]] == [
             (2, 1.5)
         ]
-        ingest = httpx.post(
-            f"{base}/api/v2/ingest", json={"batch": []}, headers={"Authorization": f"Bearer {ingest_key}"}
-        )
+        ingest = httpx.post(f"{base}/api/v2/ingest", json={"batch": []}, headers=bearer(ingest_key))
         assert ingest.status_code == 207
 
         again = run_cli(url, "ingest", str(events), "--org", "acme", check=False)
@@ -135,7 +133,7 @@ def test_a_server_prints_its_own_lines_at_its_log_level(tmp_path: Path, level: s
     # logger's name) and dropped their other lines, whatever PARLEY_LOG_LEVEL said.
     url, log = store_url_for("duckdb", tmp_path), tmp_path / "server.log"
     with running_server(url, output=log, settings={"PARLEY_LOG_LEVEL": level}) as (base, process):
-        admin = {"Authorization": f"Bearer {new_key(url, '--org', 'acme', '--workspace', WS, '--member', '1')}"}
+        admin = bearer(new_key(url, "--org", "acme", "--workspace", WS, "--member", "1"))
         sent = httpx.post(
             f"{base}/api/v2/ingest",
             json={
@@ -145,7 +143,7 @@ def test_a_server_prints_its_own_lines_at_its_log_level(tmp_path: Path, level: s
                     observation("o1", "t1", T0, model="my-own-model", tokens_in=1000),
                 ]
             },
-            headers={"Authorization": f"Bearer {new_key(url, '--org', 'acme', '--ingest')}"},
+            headers=bearer(new_key(url, "--org", "acme", "--ingest")),
         )
         assert sent.status_code == 207 and sent.json()["errors"] == [], sent.text
         cost = httpx.get(
@@ -174,7 +172,7 @@ def test_a_server_checkpoints_at_the_configured_log_size_and_says_so(tmp_path: P
     # checkpoint, each logged at INFO once the log held a megabyte.
     url, log = store_url_for("duckdb", tmp_path), tmp_path / "server.log"
     with running_server(url, output=log, settings={"PARLEY_DUCKDB_CHECKPOINT_MB": "1"}) as (base, process):
-        ingest = {"Authorization": f"Bearer {new_key(url, '--org', 'acme', '--ingest')}"}
+        ingest = bearer(new_key(url, "--org", "acme", "--ingest"))
         for first in range(0, 8_000, 1_000):
             batch = [call(f"c{n}", "a1", T0) for n in range(first, first + 1_000)]
             assert httpx.post(f"{base}/api/v2/ingest", json={"batch": batch}, headers=ingest).status_code == 207
@@ -270,7 +268,7 @@ def test_a_store_deep_in_directories_is_reached_through_its_running_server(tmp_p
         assert socket_path.is_socket() and stat.S_IMODE(socket_path.stat().st_mode) == 0o600
         # The server holds the DuckDB file: the key can only have been made through it.
         key = new_key(url, "--org", "acme", "--ingest")
-        ingest = httpx.post(f"{base}/api/v2/ingest", json={"batch": []}, headers={"Authorization": f"Bearer {key}"})
+        ingest = httpx.post(f"{base}/api/v2/ingest", json={"batch": []}, headers=bearer(key))
         assert ingest.status_code == 207
         assert key.split("_")[1] in run_cli(url, "keys", "list").stdout
     assert not socket_path.exists()
@@ -586,14 +584,14 @@ def test_demo_loads_every_event_type_and_prints_working_keys(tmp_path: Path):
     admin_key = next(line.split()[-1] for line in lines if "admin member key" in line)
     basic_key = next(line.split()[-1] for line in lines if "basic member key" in line)
     with running_server(url) as (base, _):
-        ok = httpx.get(f"{base}/analytics/calls/by-assistant", headers={"Authorization": f"Bearer {admin_key}"})
+        ok = httpx.get(f"{base}/analytics/calls/by-assistant", headers=bearer(admin_key))
         assert ok.status_code == 200
         # The demo's window ends 2024-06-15, so the default range (30 days to now) is empty;
         # a range inside the window has the seed's shape.
         data = httpx.get(
             f"{base}/analytics/calls/by-assistant",
             params={"start_date": "2024-05-16", "end_date": "2024-06-15"},
-            headers={"Authorization": f"Bearer {admin_key}"},
+            headers=bearer(admin_key),
         ).json()
         assert data["success"] is True
         assistants = data["data"]["assistants"]
@@ -601,14 +599,14 @@ def test_demo_loads_every_event_type_and_prints_working_keys(tmp_path: Path):
         assert all(a["total_calls"] > 0 for a in assistants)
         durations = [a["total_duration_minutes"] for a in assistants]
         assert durations == sorted(durations, reverse=True)
-        denied = httpx.get(f"{base}/analytics/calls/by-assistant", headers={"Authorization": f"Bearer {basic_key}"})
+        denied = httpx.get(f"{base}/analytics/calls/by-assistant", headers=bearer(basic_key))
         assert denied.status_code == 403
         # Every read the demo printed answers, over the data's last 30 days where it names a range.
         printed_base = lines[-1].split()[-1].removesuffix("/docs")
         answers = []
         reads = _printed_reads(result.stdout)
         for key, printed in reads:
-            got = httpx.get(printed.replace(printed_base, base), headers={"Authorization": f"Bearer {key}"})
+            got = httpx.get(printed.replace(printed_base, base), headers=bearer(key))
             assert got.status_code == (403 if key == basic_key else 200), printed
             answers.append((printed.split("?")[0].rstrip("/").rsplit("/", 1)[-1], got))
         # The printed event, sent as printed, is then counted by the read printed after it.
@@ -616,11 +614,11 @@ def test_demo_loads_every_event_type_and_prints_working_keys(tmp_path: Path):
         sent = httpx.post(
             printed.replace(printed_base, base),
             content=body,
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            headers={**bearer(key), "Content-Type": "application/json"},
         )
         assert sent.status_code == 207 and sent.json() == {"successes": [{"id": "try-1", "status": 201}], "errors": []}
         key, printed = reads[-1]
-        after = httpx.get(printed.replace(printed_base, base), headers={"Authorization": f"Bearer {key}"})
+        after = httpx.get(printed.replace(printed_base, base), headers=bearer(key))
     assert len(answers) == 12
     day = "2024-05-01"
     assert printed.endswith(f"/analytics/calls/by-assistant?start_date={day}&end_date={day}")
@@ -656,7 +654,7 @@ def test_demo_through_a_running_server_prints_that_servers_address(tmp_path: Pat
         reads = _printed_reads(result.stdout)
         assert len(reads) == 12 and [printed for _, printed in reads if not printed.startswith(f"{base}/")] == []
         for key, printed in reads:  # each as printed
-            got = httpx.get(printed, headers={"Authorization": f"Bearer {key}"})
+            got = httpx.get(printed, headers=bearer(key))
             assert got.status_code in (200, 403), printed
     assert result.stdout.splitlines()[-1] == f"API documentation: {base}/docs"
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import bearer
 from tests.processes import run_cli, running_server
 
 pytestmark = pytest.mark.slow
@@ -88,7 +89,7 @@ def shoot(page, name: str) -> None:
 
 
 def api(base: str, key: str, path: str):
-    response = httpx.get(base + path, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    response = httpx.get(base + path, headers=bearer(key), timeout=60)
     assert response.status_code == 200, response.text
     return response
 

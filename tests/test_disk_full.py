@@ -21,6 +21,7 @@ import pytest
 
 from parley.errors import STORE_UNAVAILABLE
 from parley.store.duckdb import PART_UNAVAILABLE
+from tests.conftest import bearer
 from tests.factories import T0, WS, event, iso, member, messages
 from tests.processes import run_cli, running_server
 
@@ -53,7 +54,7 @@ def test_an_ingest_the_store_cannot_write_is_a_503_and_nothing_of_it_is_kept(tmp
     usage = f"/api/v2/org/acme/workspace/{WS}/metrics/assistants_usage?from_date=2024-05-01&to_date=2024-05-01"
     acknowledged, refused = 0, []
     with running_server(url, file_size_limit=LIMIT) as (base, _):
-        ingest = {"Authorization": f"Bearer {ingest_key}"}
+        ingest = bearer(ingest_key)
         assert httpx.post(f"{base}/api/v2/ingest", json={"batch": [member(1, "admin")]}, headers=ingest).is_success
         for b in range(100):
             batch = messages(b * 500, 500)
@@ -74,7 +75,7 @@ def test_an_ingest_the_store_cannot_write_is_a_503_and_nothing_of_it_is_kept(tmp
             "nothing of this request was done: send it again later"
         }
         # Reads go on, and count what was acknowledged.
-        read = httpx.get(base + usage, headers={"Authorization": f"Bearer {member_key}"})
+        read = httpx.get(base + usage, headers=bearer(member_key))
         assert read.json() == {"data": {"Bot": [{"x": "2024-05-01", "y": acknowledged}]}}
     assert stored_messages(path) == acknowledged
     # With room again, the batch sent again is stored whole.
@@ -102,9 +103,7 @@ def test_a_batch_of_chats_and_people_acknowledges_only_what_the_store_kept(tmp_p
     # room, each is stored once.
     path = tmp_path / "parley.duckdb"
     url = f"duckdb:///{path}"
-    ingest = {
-        "Authorization": f"Bearer {run_cli(url, 'keys', 'create', '--org', 'acme', '--ingest').stdout.split()[-1]}"
-    }
+    ingest = bearer(run_cli(url, "keys", "create", "--org", "acme", "--ingest").stdout.split()[-1])
     acknowledged = {"messages": 0, "traces": 0}
     refused: list[dict] = []
     with running_server(url, file_size_limit=LIMIT) as (base, _):

@@ -16,7 +16,7 @@ import pytest
 
 from parley.bench import _batches
 from parley.demo import DemoWorkspace, generate, workspaces
-from tests.conftest import STORE_KINDS, store_url_for
+from tests.conftest import STORE_KINDS, bearer, store_url_for
 from tests.factories import T0, WS, call, member
 from tests.processes import new_key, run_cli, running_server
 from tests.test_equivalence import END, SCALE, _urls
@@ -37,7 +37,7 @@ def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path, kind: str):
             response = httpx.post(
                 f"{base}/api/v2/ingest",
                 json={"batch": batch},
-                headers={"Authorization": f"Bearer {ingest_key}"},
+                headers=bearer(ingest_key),
             )
             assert response.status_code == 207 and len(response.json()["successes"]) == len(batch)
         process.send_signal(signal.SIGKILL)  # no shutdown, no checkpoint
@@ -46,7 +46,7 @@ def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path, kind: str):
         data = httpx.get(
             f"{base}/analytics/calls/by-assistant",
             params={"start_date": "2024-05-01", "end_date": "2024-05-01"},
-            headers={"Authorization": f"Bearer {member_key}"},
+            headers=bearer(member_key),
         ).json()
         assert data["data"]["assistants"][0]["total_calls"] == 2000
         assert data["data"]["assistants"][0]["total_duration_minutes"] == 2000.0
@@ -63,7 +63,7 @@ def _send_through_kills(url: str, batches: list[tuple[str, bytes]], keys: dict[s
         with httpx.Client(timeout=60) as http:
             while (i := next(waiting, None)) is not None:
                 org, body = batches[i]
-                headers = {"Authorization": f"Bearer {keys[org]}", "Content-Type": "application/json"}
+                headers = {**bearer(keys[org]), "Content-Type": "application/json"}
                 while True:
                     up.wait()
                     try:
@@ -131,7 +131,7 @@ def test_a_server_killed_while_four_clients_send_answers_as_a_bulk_load_of_the_s
     bulk_url, killed_url = store_url_for(kind, tmp_path / "bulk"), store_url_for(kind, tmp_path / "killed")
     assert f"accepted {len(events)}, duplicates 0, rejected 0" in run_cli(bulk_url, "ingest", str(jsonl)).stdout
     member_args = ("--org", ws.org, "--workspace", ws.workspace_id, "--member", str(ws.admin_member_id))
-    admins = {url: {"Authorization": f"Bearer {new_key(url, *member_args)}"} for url in (bulk_url, killed_url)}
+    admins = {url: bearer(new_key(url, *member_args)) for url in (bulk_url, killed_url)}
     ingest_keys = {org: new_key(killed_url, "--org", org, "--ingest") for org in {e["org"] for e in events}}
 
     # Every org's events in time order, in batches of one org each, as the bench sends them.

@@ -17,7 +17,7 @@ from parley.app import create_app
 from parley.auth.keys import create_key
 from parley.settings import Settings
 from parley.store.port import Store
-from tests.conftest import NOW
+from tests.conftest import NOW, bearer
 from tests.factories import WS, event, iso, member
 
 pytestmark = pytest.mark.slow
@@ -84,7 +84,7 @@ def test_an_abandoned_export_is_closed_at_once(server: int, store: Store, settin
         response = httpx.post(
             f"http://127.0.0.1:{server}/api/v2/ingest",
             json={"batch": batch + chats[start : start + 5_000]},
-            headers={"Authorization": f"Bearer {ingest_key}"},
+            headers=bearer(ingest_key),
             timeout=60,
         )
         assert response.status_code == 207 and response.json()["errors"] == []
