@@ -602,29 +602,37 @@ class ConnectTransport:
 # keeps replicas instead turns it off: docs/clickhouse.md, "Durability".
 DURABLE_INSERTS = "fsync_after_insert = 1, fsync_part_directory = 1"
 
-# The tables of ``_FIXED_DDL``; the others are those of ``schema.TABLES``.
-FIXED_TABLES = ("parley_meta", "event_ledger", "entity_ledger", "api_keys")
-_FIXED_DDL = (
-    "CREATE TABLE IF NOT EXISTS parley_meta (key String, value String) ENGINE = ReplacingMergeTree ORDER BY key "
-    f"SETTINGS {DURABLE_INSERTS}",
-    "CREATE TABLE IF NOT EXISTS event_ledger (org String, event_id String, type String, "
-    "ingested_at DateTime64(6, 'UTC'), before_rows Bool DEFAULT false) "
-    f"ENGINE = ReplacingMergeTree ORDER BY (org, event_id) SETTINGS {DURABLE_INSERTS}",
-    # Made when an event's ledger entry was written after its rows (see ``_insert``).
-    "ALTER TABLE event_ledger ADD COLUMN IF NOT EXISTS before_rows Bool DEFAULT false",
-    # The time of the row a claim ``before_rows`` promises; made when claims did not keep it.
-    "ALTER TABLE event_ledger ADD COLUMN IF NOT EXISTS ts Nullable(DateTime64(6, 'UTC'))",
-    "CREATE TABLE IF NOT EXISTS entity_ledger (org String, entity_key String, event_id Nullable(String)) "
-    f"ENGINE = ReplacingMergeTree ORDER BY (org, entity_key) SETTINGS {DURABLE_INSERTS}",
-    # The event claiming the entity; made when claims did not keep it.
-    "ALTER TABLE entity_ledger ADD COLUMN IF NOT EXISTS event_id Nullable(String)",
-    "CREATE TABLE IF NOT EXISTS api_keys (key_id String, secret_hash String, org String, "
-    "workspace_id Nullable(String), member_id Nullable(Int64), ingest Bool, created_at DateTime64(6, 'UTC'), "
-    "revoked_at Nullable(DateTime64(6, 'UTC'))) ENGINE = ReplacingMergeTree ORDER BY key_id "
-    f"SETTINGS {DURABLE_INSERTS}",
-    # Made before keys could be revoked.
-    "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at Nullable(DateTime64(6, 'UTC'))",
-)
+# Parley's tables beside those of ``schema.TABLES``, each with the statements that make it
+# and bring one made by an older Parley up to date, in order.
+_FIXED_DDL = {
+    "parley_meta": (
+        "CREATE TABLE IF NOT EXISTS parley_meta (key String, value String) ENGINE = ReplacingMergeTree "
+        f"ORDER BY key SETTINGS {DURABLE_INSERTS}",
+    ),
+    "event_ledger": (
+        "CREATE TABLE IF NOT EXISTS event_ledger (org String, event_id String, type String, "
+        "ingested_at DateTime64(6, 'UTC'), before_rows Bool DEFAULT false) "
+        f"ENGINE = ReplacingMergeTree ORDER BY (org, event_id) SETTINGS {DURABLE_INSERTS}",
+        # Made when an event's ledger entry was written after its rows (see ``_insert``).
+        "ALTER TABLE event_ledger ADD COLUMN IF NOT EXISTS before_rows Bool DEFAULT false",
+        # The time of the row a claim ``before_rows`` promises; made when claims did not keep it.
+        "ALTER TABLE event_ledger ADD COLUMN IF NOT EXISTS ts Nullable(DateTime64(6, 'UTC'))",
+    ),
+    "entity_ledger": (
+        "CREATE TABLE IF NOT EXISTS entity_ledger (org String, entity_key String, event_id Nullable(String)) "
+        f"ENGINE = ReplacingMergeTree ORDER BY (org, entity_key) SETTINGS {DURABLE_INSERTS}",
+        # The event claiming the entity; made when claims did not keep it.
+        "ALTER TABLE entity_ledger ADD COLUMN IF NOT EXISTS event_id Nullable(String)",
+    ),
+    "api_keys": (
+        "CREATE TABLE IF NOT EXISTS api_keys (key_id String, secret_hash String, org String, "
+        "workspace_id Nullable(String), member_id Nullable(Int64), ingest Bool, created_at DateTime64(6, 'UTC'), "
+        "revoked_at Nullable(DateTime64(6, 'UTC'))) ENGINE = ReplacingMergeTree ORDER BY key_id "
+        f"SETTINGS {DURABLE_INSERTS}",
+        # Made before keys could be revoked.
+        "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at Nullable(DateTime64(6, 'UTC'))",
+    ),
+}
 
 
 # Aggregate projections, by table: (name, query). ClickHouse keeps each in every part of
@@ -710,8 +718,9 @@ class ClickHouseStore(SqlStore):
             raise
 
     def _migrate(self) -> None:
-        for ddl in _FIXED_DDL:
-            self._transport.command(ddl)
+        for statements in _FIXED_DDL.values():
+            for ddl in statements:
+                self._transport.command(ddl)
         found = self._fetchall("SELECT value FROM parley_meta FINAL WHERE key = 'schema_version'", {})
         if found and int(found[0][0]) > schema.SCHEMA_VERSION:
             raise RuntimeError(f"this store has schema version {found[0][0]}; upgrade Parley")
@@ -753,7 +762,7 @@ class ClickHouseStore(SqlStore):
         who turned it off (``= 0``) is not overruled. Nor is a table that is not a
         MergeTree, a cluster's Distributed front (its local tables are the operator's).
         """
-        names = [*FIXED_TABLES, *(table.name for table in schema.TABLES)]
+        names = [*_FIXED_DDL, *(table.name for table in schema.TABLES)]
         for (table,) in self._fetchall(
             "SELECT name FROM system.tables WHERE database = currentDatabase() AND name IN {names:Array(String)} "
             "AND endsWith(engine, 'MergeTree') AND position(engine_full, 'fsync_after_insert') = 0",
