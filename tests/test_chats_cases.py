@@ -659,6 +659,58 @@ def test_a_duckdb_store_made_before_message_times_fills_them_when_opened(tmp_pat
     assert firsts == [(1, june.replace(tzinfo=None)), (2, june.replace(tzinfo=None))]
 
 
+def test_a_duckdb_store_whose_message_text_is_compressed_writes_it_again_uncompressed_when_opened(tmp_path):
+    import duckdb
+
+    from parley.ingest.service import ingest_batch
+    from parley.metrics.chats.query import ChatQuery
+    from parley.store.duckdb import DuckDBStore
+
+    path = tmp_path / "parley.duckdb"
+
+    def text_storage() -> tuple[str, list[tuple], list[tuple]]:
+        """message_text's definition, its text's compressions and its rows, once checkpointed."""
+        with duckdb.connect(str(path)) as con:
+            con.execute("CHECKPOINT")
+            (ddl,) = con.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'message_text'").fetchone()
+            compressions = con.execute(
+                "SELECT DISTINCT compression FROM pragma_storage_info('message_text')"
+                " WHERE column_name = 'content_lower' AND segment_type = 'VARCHAR'"
+            ).fetchall()
+            rows = con.execute("SELECT chat_id, content_lower FROM message_text ORDER BY ALL").fetchall()
+        return ddl, compressions, rows
+
+    # A thousand alike texts, which DuckDB left to itself stores compressed.
+    events = [chat(1), chat(2), said(1, "m0", T, "Please REFUND me")]
+    events += [said(2, f"m{n}", T + timedelta(seconds=n), "the same words again") for n in range(1, 1000)]
+    expected = [(1, "please refund me"), *[(2, "the same words again")] * 999]
+    store = DuckDBStore(path)
+    assert ingest_batch(store, org="acme", batch=events).errors == []
+    store.close()
+    with duckdb.connect(str(path)) as con:  # message_text as a Parley that left the compression to DuckDB made it
+        con.execute(
+            "CREATE TABLE older_text (org VARCHAR NOT NULL, workspace_id VARCHAR NOT NULL, chat_id BIGINT NOT NULL,"
+            " created_at TIMESTAMP NOT NULL, content_lower VARCHAR NOT NULL)"
+        )
+        con.execute("INSERT INTO older_text SELECT * FROM message_text")
+        con.execute("DROP TABLE message_text")
+        con.execute("ALTER TABLE older_text RENAME TO message_text")
+    ddl, compressions, rows = text_storage()
+    assert "using compression" not in ddl.lower() and compressions != [("Uncompressed",)] and rows == expected
+    store = DuckDBStore(path)
+    try:
+        for needle, ids in (("refund", [1]), ("SAME words", [2]), ("refund again", [])):
+            found, total = store.list_chats(
+                org="acme", workspace_id=WS, query=ChatQuery(search=needle), limit=10, offset=0
+            )
+            assert ([row["id"] for row in found], total) == (ids, len(ids)), needle
+    finally:
+        store.close()
+    ddl, compressions, rows = text_storage()
+    assert "using compression uncompressed" in ddl.lower()
+    assert (compressions, rows) == ([("Uncompressed",)], expected)
+
+
 def test_a_clickhouse_store_made_before_the_chat_messages_projection_gets_it_when_opened(tmp_path):
     import time
 

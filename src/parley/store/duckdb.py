@@ -283,6 +283,13 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     return {name for (name,) in rows}
 
 
+def _text_uncompressed(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``message_text`` stores its text uncompressed, as ``MESSAGE_TEXT_DDL`` makes it
+    (the table's definition is the one place DuckDB tells a column's compression)."""
+    (ddl,) = con.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'message_text'").fetchone()
+    return "using compression uncompressed" in ddl.lower()
+
+
 class _AuthCache:
     """The keys and members requests authenticate with, remembered between requests.
 
@@ -468,8 +475,9 @@ class DuckDBStore(SqlStore):
         if state_columns and "first_message_at" not in state_columns:
             con.execute("ALTER TABLE chat_state ADD COLUMN first_message_at TIMESTAMP")
             con.execute(fill_first_message_sql())
-        if "message_text" in had and "created_at" not in _columns(con, "message_text"):
-            # Written before search bounded messages by time: made again from the messages.
+        if "message_text" in had and ("created_at" not in _columns(con, "message_text") or not _text_uncompressed(con)):
+            # Written before search bounded messages by time, or before its text was stored
+            # uncompressed (see MESSAGE_TEXT_DDL): made again from the messages.
             con.execute("DROP TABLE message_text")
             had -= {"message_text"}
         if "user_activity" in had and "user_no" not in _columns(con, "user_activity"):
