@@ -261,8 +261,8 @@ def record_chat_tools_sql(source: str) -> str:
 # in process: the 30-day scan 7.3 to 7.9 -> 4.7 to 4.8 ms on 2 threads (11.9 to 15.0 ->
 # 7.3 to 8.3 on one), the whole page 20.5 to 21.5 -> 17.2 to 19.0. Over 365 days nearly
 # every row read passes: the scan 21.8 to 23.0 -> 20.5 to 21.1, the page 38.3 to 42.7
-# against 40.7 to 41.9. The column takes 386 MiB on disk against 79 (benchmarks.md, "The
-# search's text stored uncompressed").
+# against 40.7 to 41.9. The column takes 386 MiB on disk against 79 (benchmarks.md, "Run
+# 126; the search's text stored uncompressed").
 MESSAGE_TEXT_DDL = """
 CREATE TABLE IF NOT EXISTS message_text (
     org VARCHAR NOT NULL,
