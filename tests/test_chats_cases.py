@@ -555,9 +555,9 @@ def test_tool_names_gather_across_batches_and_arrival_orders(client, ingest, adm
     assert client.get(f"{BASE}/tool-call-names", headers=admin).json() == ["escalate", "lookup", "refund"]
 
 
-def reopened_as_older(path, events, *changes: str):
+def made_as_older(path, events, *changes: str) -> None:
     """A DuckDB store holding ``events``, closed, changed by ``changes`` into what an older
-    Parley left, and opened again."""
+    Parley left."""
     import duckdb
 
     from parley.ingest.service import ingest_batch
@@ -569,6 +569,13 @@ def reopened_as_older(path, events, *changes: str):
     with duckdb.connect(str(path)) as con:
         for change in changes:
             con.execute(change)
+
+
+def reopened_as_older(path, events, *changes: str):
+    """The store of ``made_as_older``, opened again."""
+    from parley.store.duckdb import DuckDBStore
+
+    made_as_older(path, events, *changes)
     return DuckDBStore(path)
 
 
@@ -662,7 +669,6 @@ def test_a_duckdb_store_made_before_message_times_fills_them_when_opened(tmp_pat
 def test_a_duckdb_store_whose_message_text_is_compressed_writes_it_again_uncompressed_when_opened(tmp_path):
     import duckdb
 
-    from parley.ingest.service import ingest_batch
     from parley.metrics.chats.query import ChatQuery
     from parley.store.duckdb import DuckDBStore
 
@@ -684,17 +690,15 @@ def test_a_duckdb_store_whose_message_text_is_compressed_writes_it_again_uncompr
     events = [chat(1), chat(2), said(1, "m0", T, "Please REFUND me")]
     events += [said(2, f"m{n}", T + timedelta(seconds=n), "the same words again") for n in range(1, 1000)]
     expected = [(1, "please refund me"), *[(2, "the same words again")] * 999]
-    store = DuckDBStore(path)
-    assert ingest_batch(store, org="acme", batch=events).errors == []
-    store.close()
-    with duckdb.connect(str(path)) as con:  # message_text as a Parley that left the compression to DuckDB made it
-        con.execute(
-            "CREATE TABLE older_text (org VARCHAR NOT NULL, workspace_id VARCHAR NOT NULL, chat_id BIGINT NOT NULL,"
-            " created_at TIMESTAMP NOT NULL, content_lower VARCHAR NOT NULL)"
-        )
-        con.execute("INSERT INTO older_text SELECT * FROM message_text")
-        con.execute("DROP TABLE message_text")
-        con.execute("ALTER TABLE older_text RENAME TO message_text")
+    made_as_older(  # message_text as a Parley that left the compression to DuckDB made it
+        path,
+        events,
+        "CREATE TABLE older_text (org VARCHAR NOT NULL, workspace_id VARCHAR NOT NULL, chat_id BIGINT NOT NULL,"
+        " created_at TIMESTAMP NOT NULL, content_lower VARCHAR NOT NULL)",
+        "INSERT INTO older_text SELECT * FROM message_text",
+        "DROP TABLE message_text",
+        "ALTER TABLE older_text RENAME TO message_text",
+    )
     ddl, compressions, rows = text_storage()
     assert "using compression" not in ddl.lower() and compressions != [("Uncompressed",)] and rows == expected
     store = DuckDBStore(path)
