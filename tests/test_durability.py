@@ -195,7 +195,8 @@ def test_a_clickhouse_store_syncs_each_insert_to_the_disk_before_it_returns(tmp_
         for table in ("messages", "event_ledger"):  # one of schema.TABLES, one of Parley's own
             store._transport.command(f"ALTER TABLE {table} RESET SETTING fsync_after_insert, fsync_part_directory")
         store._transport.command("ALTER TABLE calls MODIFY SETTING fsync_after_insert = 0")
-        assert _sync_settings(store)["messages"] == _sync_settings(store)["event_ledger"] == []
+        reset = _sync_settings(store)
+        assert reset["messages"] == reset["event_ledger"] == []
     finally:
         store.close()
     store = open_store(url)
