@@ -99,6 +99,18 @@ CHECKPOINT_BYTES = 256_000_000
 BULK_CHECKPOINT_BYTES = 1_000_000_000
 # DuckDB's own threshold, set beyond reach: DuckDB never checkpoints by itself.
 NO_AUTOMATIC_CHECKPOINT = "1000TB"
+# Rows a row group holds, for the row groups written from now on (DuckDB's default is
+# 122,880). The zone maps of a row group are what a read's conditions prune by, and every
+# read of a workspace, a user or a month scans whole row groups: at scale M the 30-day
+# chats search scanned 453,172 messages for a workspace's month of about 50,000, and a
+# user's cost three row groups for a few rows. With a quarter of the rows a row group, in
+# process on copies of the same tables in the same order: the 30-day search's page 11.71
+# -> 9.89 ms, the list's 8.52 -> 6.30, a light user's cost 1.53 -> 1.10 (benchmarks.md,
+# "Row groups of 32,768 rows"). DuckDB keeps no such size in the file: the store attaches
+# its file with it each time it opens (``_connect``).
+ROW_GROUP_SIZE = 32_768
+# The name the store's file is attached under, in its connections.
+CATALOG = "store"
 # The ``parley_meta`` key under which a store closed cleanly keeps, for each table of
 # CLUSTERED, where its run of rows in order began and how many it holds (``_runs_kept``).
 RUNS_KEY = "runs_in_order"
@@ -144,6 +156,27 @@ def _table_ddl(table: schema.Table) -> str:
 
 # Failures of the machine rather than of what a statement holds.
 MACHINE_ERRORS = (duckdb.IOException, duckdb.OutOfMemoryException)
+
+
+def _connect(path: Path, config: dict[str, str | int]) -> duckdb.DuckDBPyConnection:
+    """A connection to a DuckDB of ``config`` with the store's file attached as ``CATALOG``,
+    its row groups of ``ROW_GROUP_SIZE`` rows, and used by default."""
+    con = duckdb.connect(config=config)
+    try:
+        con.execute(f"ATTACH ? AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})", [str(path)])
+        con.execute(f"USE {CATALOG}")
+    except duckdb.IOException as err:
+        con.close()
+        if "lock" in str(err).lower():
+            raise StoreLocked(
+                f"{path} is held by another process; run the command through the "
+                "Parley server that holds it, or stop that process"
+            ) from err
+        raise StoreUnavailable(f"{path} could not be opened: {err}") from None
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 @contextmanager
@@ -385,15 +418,7 @@ class DuckDBStore(SqlStore):
             config["threads"] = threads
         if memory_limit:
             config["memory_limit"] = memory_limit
-        try:
-            self._con = duckdb.connect(str(self.path), config=config)
-        except duckdb.IOException as err:
-            if "lock" in str(err).lower():
-                raise StoreLocked(
-                    f"{self.path} is held by another process; run the command through the "
-                    "Parley server that holds it, or stop that process"
-                ) from err
-            raise StoreUnavailable(f"{self.path} could not be opened: {err}") from None
+        self._con = _connect(self.path, config)
         # No progress bar: a long statement (filling a new table when an older store is
         # opened) would otherwise draw one into the server's output.
         self._con.execute("SET enable_progress_bar = false")
@@ -405,7 +430,7 @@ class DuckDBStore(SqlStore):
         # Concurrent callers' batches stored together (see ``ingest``).
         self._commits = GroupCommit(self._write_lock, self._store_events)
         # The people's part of a batch, written beside the rest (see ``_store_events``).
-        self._people_con = self._con.cursor()
+        self._people_con = self._cursor()
         self._people_con.execute("SET enable_progress_bar = false")
         self._people_writer = ThreadPoolExecutor(1, thread_name_prefix="parley-people-writer")
         # Every read cursor opened (closed with the store), and those no statement is using.
@@ -447,6 +472,12 @@ class DuckDBStore(SqlStore):
             raise
 
     # -- plumbing -----------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the store's database (a cursor starts in DuckDB's own)."""
+        cursor = self._con.cursor()
+        cursor.execute(f"USE {CATALOG}")
+        return cursor
 
     def _migrate(self) -> None:
         """Create what is missing, in one transaction: a crash part-way leaves the store as it was."""
@@ -518,7 +549,7 @@ class DuckDBStore(SqlStore):
         with self._cursors_lock:
             cursor = self._idle_cursors.pop() if self._idle_cursors else None
         if cursor is None:
-            cursor = self._con.cursor()
+            cursor = self._cursor()
             with self._cursors_lock:
                 self._cursors.append(cursor)
         try:
@@ -1260,7 +1291,7 @@ class DuckDBStore(SqlStore):
         """
         # A cursor of its own: the stream is consumed from whichever thread serves it, and
         # what it leaves (a result, a temporary table) is seen by no other connection.
-        cursor = self._con.cursor()
+        cursor = self._cursor()
         try:
             counted, params = self._chat_sql(org, workspace_id, query)
             total = cursor.execute(counted.count(query), params.values).fetchall()[0][0]
