@@ -715,6 +715,73 @@ def test_a_duckdb_store_whose_message_text_is_compressed_writes_it_again_uncompr
     assert (compressions, rows) == ([("Uncompressed",)], expected)
 
 
+def test_a_duckdb_store_writes_row_groups_of_a_quarter_of_duckdbs_own(tmp_path):
+    """A read prunes by the zone maps of whole row groups: the store writes them of 32,768
+    rows, where DuckDB left to itself writes 122,880, and does so again when opened again
+    (DuckDB keeps no such size in the file)."""
+    import duckdb
+
+    from parley.ingest.service import ingest_batch
+    from parley.store.duckdb import DuckDBStore
+
+    path = tmp_path / "parley.duckdb"
+
+    def row_groups() -> list[int]:
+        """The rows of each row group of message_text, as the closed store left them."""
+        with duckdb.connect(str(path), read_only=True) as con:
+            return [
+                n
+                for (n,) in con.execute(
+                    "SELECT sum(count) FROM pragma_storage_info('message_text')"
+                    " WHERE column_name = 'chat_id' AND segment_type = 'BIGINT'"
+                    " GROUP BY row_group_id ORDER BY row_group_id"
+                ).fetchall()
+            ]
+
+    messages = [said(1, f"m{n}", T + timedelta(seconds=n), "hello") for n in range(66_000)]
+    for batch, expected in (
+        ([chat(1), *messages[:33_000]], [32_768, 232]),
+        (messages[33_000:], [32_768, 32_768, 464]),  # 122,880 a row group: [32_768, 33_232]
+    ):
+        store = DuckDBStore(path)
+        try:
+            assert ingest_batch(store, org="acme", batch=batch).errors == []
+        finally:
+            store.close()
+        assert row_groups() == expected
+
+
+def test_a_duckdb_store_open_in_this_process_refuses_to_be_opened_again_until_closed(tmp_path):
+    from parley.metrics.chats.query import ChatQuery
+    from parley.store.duckdb import DuckDBStore
+    from parley.store.port import StoreLocked
+
+    path = tmp_path / "parley.duckdb"
+    store = DuckDBStore(path)
+    try:
+        with pytest.raises(StoreLocked, match="is open already in this process"):
+            DuckDBStore(path)
+        assert store.list_chats(org="acme", workspace_id=WS, query=ChatQuery(), limit=1, offset=0) == ([], 0)
+    finally:
+        store.close()
+    DuckDBStore(path).close()
+
+
+def test_a_duckdb_store_spills_beside_its_file_as_duckdb_does_for_a_file_it_opens(tmp_path):
+    import duckdb
+
+    from parley.store.duckdb import DuckDBStore
+
+    path = tmp_path / "parley.duckdb"
+    store = DuckDBStore(path)
+    try:
+        spills_to = store._fetchall("SELECT current_setting('temp_directory')", {})
+    finally:
+        store.close()
+    with duckdb.connect(str(path)) as con:
+        assert spills_to == con.execute("SELECT current_setting('temp_directory')").fetchall() == [(f"{path}.tmp",)]
+
+
 def test_a_clickhouse_store_made_before_the_chat_messages_projection_gets_it_when_opened(tmp_path):
     import time
 

@@ -105,9 +105,11 @@ NO_AUTOMATIC_CHECKPOINT = "1000TB"
 # chats search scanned 453,172 messages for a workspace's month of about 50,000, and a
 # user's cost three row groups for a few rows. With a quarter of the rows a row group, in
 # process on copies of the same tables in the same order: the 30-day search's page 11.71
-# -> 9.89 ms, the list's 8.52 -> 6.30, a light user's cost 1.53 -> 1.10 (benchmarks.md,
-# "Row groups of 32,768 rows"). DuckDB keeps no such size in the file: the store attaches
-# its file with it each time it opens (``_connect``).
+# -> 9.89 ms, the list's 8.52 -> 6.30, a light user's cost 1.53 -> 1.10; whole benches
+# alternated, the search's p50 36.71 and 38.57 ms against 52.86, a bulk load 3 checkpoints
+# rather than 7, the store 5% larger (benchmarks.md, "Row groups of 32,768 rows; runs 132
+# to 134"). DuckDB keeps no such size in the file: the store attaches its file with it
+# each time it opens (``_connect``).
 ROW_GROUP_SIZE = 32_768
 # The name the store's file is attached under, in its connections.
 CATALOG = "store"
@@ -160,11 +162,16 @@ MACHINE_ERRORS = (duckdb.IOException, duckdb.OutOfMemoryException)
 
 def _connect(path: Path, config: dict[str, str | int]) -> duckdb.DuckDBPyConnection:
     """A connection to a DuckDB of ``config`` with the store's file attached as ``CATALOG``,
-    its row groups of ``ROW_GROUP_SIZE`` rows, and used by default."""
-    con = duckdb.connect(config=config)
+    its row groups of ``ROW_GROUP_SIZE`` rows, and used by default. What DuckDB spills goes
+    beside the file, as for a file opened directly (an in-memory DuckDB's own place is
+    ``.tmp`` in the working directory)."""
+    con = duckdb.connect(config={**config, "temp_directory": f"{path}.tmp"})
     try:
         con.execute(f"ATTACH ? AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})", [str(path)])
         con.execute(f"USE {CATALOG}")
+    except duckdb.ResourceInUseException as err:  # where DuckDB would have shared the file's instance
+        con.close()
+        raise StoreLocked(f"{path} is open already in this process") from err
     except duckdb.IOException as err:
         con.close()
         if "lock" in str(err).lower():
