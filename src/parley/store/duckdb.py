@@ -481,7 +481,8 @@ class DuckDBStore(SqlStore):
     # -- plumbing -----------------------------------------------------------------
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
-        """A new connection to the store's database (a cursor starts in DuckDB's own)."""
+        """A new connection to the store's database: a cursor starts in the in-memory
+        database that the store's file is attached to (``_connect``)."""
         cursor = self._con.cursor()
         cursor.execute(f"USE {CATALOG}")
         return cursor
